@@ -1,0 +1,518 @@
+"""``check_dataset``: every data check, streaming, in bounded memory.
+
+One pass per file collects structure problems (per line), token counts (batched through the
+tokenizer), duplicates (8-byte hashes, so about 12 bytes per example), label counts (capped)
+and the separator / stop-sequence evidence of prompt/completion data; a second, cheap pass
+over prompt/completion files names the lines that break the separator or stop-sequence
+convention. The checks are the union of the legacy ``openai tools fine_tunes.prepare_data``
+validators and the OpenAI cookbook's chat data-prep checks, plus the API's own rules.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from array import array
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from orchestrator.costs import training_cost, training_price
+from orchestrator.data import formats
+from orchestrator.data.findings import DataReport, DatasetStats, Distribution, FindingLog
+from orchestrator.data.reader import DEFAULT_MAX_LINE_BYTES, JsonlReader
+from orchestrator.data.tokens import DEFAULT_MODEL, chat_token_texts, counter_for, model_info
+
+__all__ = ["check_dataset", "check_file", "default_epochs"]
+
+MIN_EXAMPLES = 10  # the API rejects fewer (invalid_n_examples)
+RECOMMENDED_EXAMPLES = 200
+MAX_LABELS = 1000
+MAX_LABEL_CHARS = 100
+SEPARATORS = (" ->", "\n\n###\n\n", "\n\n===\n\n", "\n\n---\n\n", "\n\n===>\n\n", "\n\n--->\n\n")
+STOPS = ("\n", ".", " END", "***", "+++", "&&&", "$$$", "@@@", "%%%", "###")
+_BATCH = 2048
+_UPPER = re.compile(r"[A-Z]")
+_LOWER = re.compile(r"[a-z]")
+
+
+def default_epochs(n_examples: int) -> int:
+    """The provider's default epoch count for ``n_examples`` (the cookbook's rule)."""
+    if n_examples <= 0:
+        return 0
+    if n_examples * 3 < 100:
+        return min(25, 100 // n_examples)
+    if n_examples * 3 > 25_000:
+        return max(1, 25_000 // n_examples)
+    return 3
+
+
+def _shown(text: str) -> str:
+    return repr(text)
+
+
+def _common_prefix(a: str, b: str) -> str:
+    n = min(len(a), len(b))
+    i = 0
+    while i < n and a[i] == b[i]:
+        i += 1
+    return a[:i]
+
+
+def _common_suffix(a: str, b: str) -> str:
+    n = min(len(a), len(b))
+    i = 0
+    while i < n and a[-1 - i] == b[-1 - i]:
+        i += 1
+    return a[len(a) - i :]
+
+
+@dataclass
+class _Texts:
+    """Running evidence about one text column (prompts or completions)."""
+
+    prefix: str | None = None
+    suffix: str | None = None
+    first: str | None = None
+    all_same: bool = True
+    all_empty: bool = True
+    ending: Counter[str] = field(default_factory=Counter)
+
+    def add(self, text: str, candidates: tuple[str, ...]) -> None:
+        if self.first is None:
+            self.first = self.prefix = self.suffix = text
+        else:
+            self.all_same = self.all_same and text == self.first
+            assert self.prefix is not None and self.suffix is not None
+            if self.prefix:
+                self.prefix = _common_prefix(self.prefix, text)
+            if self.suffix:
+                self.suffix = _common_suffix(self.suffix, text)
+        self.all_empty = self.all_empty and not text
+        for c in candidates:
+            if text.endswith(c):
+                self.ending[c] += 1
+
+    def convention(self, n: int) -> str | None:
+        """The ending shared by all texts, else by most of them, else None."""
+        if self.suffix and self.suffix.strip(" "):
+            return self.suffix
+        if self.ending:
+            best, count = max(self.ending.items(), key=lambda kv: (kv[1], len(kv[0])))
+            if count * 2 >= n:
+                return best
+        return None
+
+
+class _FileCheck:
+    def __init__(self, path: str, model: str, count_tokens: bool, max_line_bytes: int) -> None:
+        self.path = path
+        self.reader = JsonlReader(path, max_line_bytes)
+        self.log = FindingLog(path)
+        info = model_info(model)
+        self.model = model
+        self.limit = info.max_tokens_per_example
+        self.counter = counter_for(model) if count_tokens else None
+        self.special = tuple(sorted(self.counter.special_tokens)) if self.counter else ()
+        self.format: str | None = None
+        self.format_line = 0
+        self.n_examples = 0
+        self.hashes: array[int] = array("Q")
+        self.hash_lines: array[int] = array("L")
+        self.tokens: array[int] = array("L")
+        self.trained: array[int] = array("L")
+        self.n_messages: array[int] = array("H")
+        self.over_limit = 0
+        self.billed = 0
+        self.labels: Counter[str] | None = Counter()
+        self.prompts = _Texts()
+        self.completions = _Texts()
+        self._pending: list[tuple[int, list[str], int, list[int]]] = []
+
+    # -- one pass -------------------------------------------------------------------------
+    def run(self) -> None:
+        for line in self.reader:
+            self.n_examples += 1
+            if line.problem is not None:
+                self.log.error(*line.problem, line=line.number)
+                continue
+            fmt = formats.detect_format(line.value)
+            if isinstance(fmt, formats.Problem):
+                self.log.error(fmt.code, fmt.message, line.number)
+                continue
+            if self.format is None:
+                self.format, self.format_line = fmt, line.number
+            elif fmt != self.format:
+                self.log.error(
+                    "mixed_formats",
+                    f"{fmt} example in a {self.format} file (format set by line {self.format_line})",
+                    line.number,
+                )
+                continue
+            ok = True
+            for problem in formats.check_example(fmt, line.value, self.special):
+                self.log.add(
+                    problem.code,
+                    formats_severity(problem),
+                    problem.message,
+                    line.number,
+                )
+                ok = ok and not problem.error
+            if ok:
+                self._add(fmt, line.number, line.value)
+        self._flush()
+
+    def _add(self, fmt: str, number: int, value: dict[str, Any]) -> None:
+        h = hashlib.blake2b(digest_size=8)
+        if fmt == formats.CHAT:
+            messages = value["messages"]
+            roles = {m.get("role") for m in messages}
+            if "system" not in roles and "developer" not in roles:
+                self.log.warning("missing_system_message", "example has no system message", number)
+            if "user" not in roles:
+                self.log.warning("missing_user_message", "example has no user message", number)
+            for m in messages:
+                h.update(f"{m.get('role')}\x1f{m.get('content')}\x1e".encode())
+            self.n_messages.append(min(len(messages), 65535))
+            last = next(m for m in reversed(messages) if m.get("role") == "assistant")
+            self._label(last.get("content"))
+            if self.counter is not None:
+                texts, overhead, trained = chat_token_texts(messages)
+                self._pending.append((number, texts, overhead, trained))
+        else:
+            prompt, completion = value["prompt"], value["completion"]
+            h.update(prompt.encode())
+            h.update(b"\x00")
+            h.update(completion.encode())
+            self.prompts.add(prompt, SEPARATORS)
+            self.completions.add(completion, STOPS)
+            self._label(completion)
+            if completion[:1] not in (" ", "\n", "\t"):
+                self.log.warning(
+                    "completion_no_leading_space",
+                    "completion does not start with whitespace (the tokenizer expects ' word')",
+                    number,
+                )
+            for name, text in (("prompt", prompt), ("completion", completion)):
+                upper = len(_UPPER.findall(text))
+                if upper and upper * 2 > len(_LOWER.findall(text)):
+                    self.log.warning(
+                        f"uppercase_{name}", f"{name} is mostly uppercase letters", number
+                    )
+            if self.counter is not None:
+                self._pending.append((number, [prompt, completion], 0, [1]))
+        self.hashes.append(int.from_bytes(h.digest(), "little"))
+        self.hash_lines.append(number)
+        if len(self._pending) >= _BATCH:
+            self._flush()
+
+    def _label(self, content: Any) -> None:
+        if self.labels is None:
+            return
+        if not isinstance(content, str) or len(content) > MAX_LABEL_CHARS:
+            self.labels = None
+            return
+        self.labels[content.strip()] += 1
+        if len(self.labels) > MAX_LABELS:
+            self.labels = None
+
+    def _flush(self) -> None:
+        if not self._pending or self.counter is None:
+            return
+        flat = [t for _, texts, _, _ in self._pending for t in texts]
+        counts = self.counter.count_many(flat)
+        i = 0
+        for number, texts, overhead, trained in self._pending:
+            mine = counts[i : i + len(texts)]
+            i += len(texts)
+            total = sum(mine) + overhead
+            self.tokens.append(total)
+            self.trained.append(sum(mine[j] for j in trained))
+            self.billed += min(total, self.limit)
+            if total > self.limit:
+                self.over_limit += 1
+                self.log.warning(
+                    "over_token_limit",
+                    f"example has {total:,} tokens, over the {self.limit:,}-token limit of "
+                    f"{self.model}; it will be truncated",
+                    number,
+                )
+        self._pending.clear()
+
+    # -- conclusions ---------------------------------------------------------------------
+    def stats(self) -> DatasetStats:
+        task = self._task()
+        sep = stop = None
+        if self.format == formats.PROMPT_COMPLETION and task != "open-ended generation":
+            sep = self.prompts.convention(len(self.hashes))
+            if task == "conditional generation":
+                stop = self.completions.convention(len(self.hashes))
+        labels = None
+        if task == "classification" and self.labels is not None:
+            labels = dict(self.labels.most_common())
+        return DatasetStats(
+            path=self.path,
+            format=self.format or "unknown",
+            n_examples=self.n_examples,
+            n_lines=self.reader.n_lines,
+            n_bytes=self.reader.n_bytes,
+            sha256=self.reader.sha256,
+            tokens=Distribution.of(self.tokens),
+            trained_tokens=Distribution.of(self.trained),
+            messages=Distribution.of(self.n_messages),
+            total_tokens=sum(self.tokens),
+            billed_tokens=self.billed,
+            n_over_limit=self.over_limit,
+            task=task,
+            labels=labels,
+            separator=sep,
+            stop_sequence=stop,
+        )
+
+    def _task(self) -> str | None:
+        n = len(self.hashes)
+        if n == 0:
+            return None
+        if self.format == formats.PROMPT_COMPLETION and self.prompts.all_empty:
+            return "open-ended generation"
+        if self.labels is not None and len(self.labels) * 3 < n:
+            return "classification"
+        return "conditional generation"
+
+
+def formats_severity(problem: formats.Problem) -> Any:
+    from orchestrator.data.findings import Severity
+
+    return Severity.ERROR if problem.error else Severity.WARNING
+
+
+def check_file(
+    path: str | os.PathLike[str],
+    model: str = DEFAULT_MODEL,
+    *,
+    count_tokens: bool = True,
+    max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
+) -> tuple[DatasetStats, FindingLog, _FileCheck]:
+    """Check one file on its own (no train/valid comparison)."""
+    check = _FileCheck(str(path), model, count_tokens, max_line_bytes)
+    check.run()
+    stats = check.stats()
+    _conclude(check, stats)
+    return stats, check.log, check
+
+
+def _conclude(check: _FileCheck, stats: DatasetStats) -> None:
+    log, n = check.log, stats.n_examples
+    if check.reader.n_bytes == 0:
+        log.error("empty_file", "file is empty")
+    elif n == 0:
+        log.error("no_examples", "no examples (only blank lines)")
+    if check.reader.had_bom:
+        log.info("bom", "UTF-8 byte-order mark at the start (accepted and ignored)")
+    if check.reader.crlf_lines:
+        log.info("crlf", f"{check.reader.crlf_lines} lines end in CRLF (accepted)")
+    if check.reader.blank_lines:
+        log.warning("blank_lines", f"{check.reader.blank_lines} blank lines are skipped")
+    _duplicates(check)
+    if stats.n_over_limit:
+        log.info(
+            "billing",
+            f"{stats.n_over_limit} examples over the limit are billed at {check.limit:,} tokens",
+        )
+    if stats.format == formats.PROMPT_COMPLETION and len(check.hashes):
+        _prompt_completion_conventions(check, stats)
+    if stats.labels:
+        counts = sorted(stats.labels.values())
+        shown = ", ".join(f"{k!r}: {v}" for k, v in list(stats.labels.items())[:10])
+        log.info("classification", f"looks like classification with {len(counts)} labels ({shown})")
+        if len(counts) > 1 and counts[-1] >= 10 * counts[0]:
+            log.warning(
+                "label_imbalance",
+                f"labels are imbalanced: the most common has {counts[-1]} examples, "
+                f"the rarest {counts[0]}",
+            )
+
+
+def _duplicates(check: _FileCheck) -> None:
+    import numpy as np
+
+    hashes = np.frombuffer(check.hashes, dtype=np.uint64) if len(check.hashes) else None
+    if hashes is None:
+        return
+    lines = np.frombuffer(check.hash_lines, dtype=np.uint32 if check.hash_lines.itemsize == 4 else np.uint64)
+    order = np.argsort(hashes, kind="stable")
+    sorted_h = hashes[order]
+    dup = np.nonzero(sorted_h[1:] == sorted_h[:-1])[0]
+    if dup.size == 0:
+        return
+    first_of: dict[int, int] = {}
+    pairs: list[tuple[int, int]] = []
+    for i in dup:
+        a, b = int(lines[order[i]]), int(lines[order[i + 1]])
+        h = int(sorted_h[i])
+        first = first_of.setdefault(h, min(a, b))
+        pairs.append((max(a, b), first))
+    pairs.sort()
+    first_line, of = pairs[0]
+    for line, earlier in pairs:
+        check.log.warning(
+            "duplicate",
+            f"exact duplicate of an earlier example (line {first_line} repeats line {of})",
+            line,
+        )
+        del earlier
+
+
+def _prompt_completion_conventions(check: _FileCheck, stats: DatasetStats) -> None:
+    log, n = check.log, len(check.hashes)
+    prompts, completions = check.prompts, check.completions
+    if stats.task == "open-ended generation":
+        return
+    if n > 1 and prompts.all_same:
+        log.error("identical_prompts", "all prompts are identical")
+    if n > 1 and completions.all_same and stats.task != "classification":
+        log.error("identical_completions", "all completions are identical")
+    if prompts.prefix and len(prompts.prefix) > 12:
+        log.warning(
+            "common_prompt_prefix",
+            f"every prompt starts with {_shown(prompts.prefix[:60])}: fine-tuning needs no "
+            "repeated instruction; removing it saves tokens",
+        )
+    if completions.prefix and len(completions.prefix) >= 5:
+        log.warning(
+            "common_completion_prefix",
+            f"every completion starts with {_shown(completions.prefix[:60])}: the model must "
+            "learn nothing from it; consider removing it",
+        )
+    if stats.separator is None:
+        log.warning(
+            "no_separator",
+            "prompts do not end with a common separator (such as '\\n\\n###\\n\\n'); "
+            "`ftsweep prepare` adds one",
+        )
+    if stats.task == "conditional generation" and stats.stop_sequence is None:
+        log.warning(
+            "no_stop_sequence",
+            "completions do not end with a common stop sequence (such as '\\n' or ' END'); "
+            "`ftsweep prepare` adds one",
+        )
+    if stats.separator is None and stats.stop_sequence is None:
+        return
+    for line in JsonlReader(check.path, check.reader.max_line_bytes):
+        v = line.value
+        if not (isinstance(v, dict) and isinstance(v.get("prompt"), str)):
+            continue
+        if not isinstance(v.get("completion"), str):
+            continue
+        _convention_line(log, "separator", stats.separator, v["prompt"], line.number, "prompt")
+        _convention_line(
+            log, "stop_sequence", stats.stop_sequence, v["completion"], line.number, "completion"
+        )
+
+
+def _convention_line(
+    log: FindingLog, what: str, token: str | None, text: str, number: int, field_name: str
+) -> None:
+    if not token:
+        return
+    label = what.replace("_", " ")
+    if not text.endswith(token):
+        log.warning(
+            f"{what}_missing",
+            f"{field_name} does not end with the {label} {_shown(token)} that the others end with",
+            number,
+        )
+        if token in text:
+            log.warning(
+                f"{what}_inside", f"the {label} {_shown(token)} occurs inside the {field_name}", number
+            )
+    elif token in text[: -len(token)]:
+        log.warning(
+            f"{what}_inside", f"the {label} {_shown(token)} occurs inside the {field_name}", number
+        )
+
+
+def check_dataset(
+    train: str | os.PathLike[str],
+    valid: str | os.PathLike[str] | None = None,
+    model: str = DEFAULT_MODEL,
+    *,
+    count_tokens: bool = True,
+    max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
+    price_overrides: dict[str, float] | None = None,
+    epochs: tuple[int, ...] = (1, 2, 3, 4),
+) -> DataReport:
+    """Run every check on a training file (and a validation file) for ``model``."""
+    info = model_info(model)
+    train_stats, train_log, train_check = check_file(
+        train, model, count_tokens=count_tokens, max_line_bytes=max_line_bytes
+    )
+    n = train_stats.n_examples
+    if 0 < n < MIN_EXAMPLES:
+        train_log.error(
+            "too_few_examples",
+            f"{n} examples; the fine-tuning API requires at least {MIN_EXAMPLES}",
+        )
+    elif MIN_EXAMPLES <= n < RECOMMENDED_EXAMPLES:
+        train_log.warning(
+            "few_examples",
+            f"only {n} examples; results usually improve with every doubling, "
+            "so a few hundred or more are recommended",
+        )
+    findings = train_log.findings()
+    valid_stats = None
+    if valid is not None:
+        valid_stats, valid_log, valid_check = check_file(
+            valid, model, count_tokens=count_tokens, max_line_bytes=max_line_bytes
+        )
+        if valid_stats.format not in ("unknown", train_stats.format):
+            valid_log.error(
+                "format_mismatch",
+                f"validation data is {valid_stats.format}, training data is {train_stats.format}",
+            )
+        _overlap(train_check, valid_check, valid_log)
+        findings += valid_log.findings()
+    n_epochs = default_epochs(n)
+    price = training_price(model, price_overrides)
+    costs: dict[int, float | None] = {}
+    for e in sorted({*epochs, n_epochs} - {0}):
+        costs[e] = training_cost(train_stats.billed_tokens, e, price) if price is not None else None
+    return DataReport(
+        model=model,
+        encoding=info.encoding,
+        max_tokens_per_example=info.max_tokens_per_example,
+        train=train_stats,
+        valid=valid_stats,
+        findings=tuple(findings),
+        default_epochs=n_epochs,
+        cost_per_epochs=costs,
+        price_per_million=price,
+    )
+
+
+def _overlap(train: _FileCheck, valid: _FileCheck, log: FindingLog) -> None:
+    import numpy as np
+
+    if not len(train.hashes) or not len(valid.hashes):
+        return
+    th = np.frombuffer(train.hashes, dtype=np.uint64)
+    vh = np.frombuffer(valid.hashes, dtype=np.uint64)
+    hits = np.nonzero(np.isin(vh, th))[0]
+    if hits.size == 0:
+        return
+    where = {int(h): int(ln) for h, ln in zip(th, train.hash_lines, strict=True) if int(h) in set(vh[hits].tolist())}
+    first = int(hits[0])
+    log.warning(
+        "train_valid_overlap",
+        f"validation example also in the training file (line {valid.hash_lines[first]} = "
+        f"training line {where[int(vh[first])]})",
+        valid.hash_lines[first],
+    )
+    for i in hits[1:]:
+        log.warning("train_valid_overlap", "", valid.hash_lines[int(i)])
+
+
+def report_path(path: str | os.PathLike[str]) -> str:
+    return str(Path(path))

@@ -1,0 +1,176 @@
+"""What a data check finds: findings (with line numbers) and dataset statistics."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field
+from enum import StrEnum
+from typing import Any
+
+__all__ = ["DataReport", "DatasetStats", "Distribution", "Finding", "FindingLog", "Severity"]
+
+MAX_LINES_PER_FINDING = 20
+
+
+class Severity(StrEnum):
+    ERROR = "error"
+    WARNING = "warning"
+    INFO = "info"
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One kind of problem in one file, with the first lines where it occurs.
+
+    ``count`` is how many examples (or lines) have it; ``lines`` holds at most 20 of them.
+    """
+
+    code: str
+    severity: Severity
+    message: str
+    file: str
+    lines: tuple[int, ...] = ()
+    count: int = 1
+
+    def one_line(self) -> str:
+        """``file:line: message (and N more: ...)``, for messages and errors."""
+        where = f"{self.file}:{self.lines[0]}" if self.lines else self.file
+        more = ""
+        if self.count > 1 and self.lines:
+            shown = ", ".join(str(n) for n in self.lines[1:6])
+            extra = self.count - 1
+            more = f" (and {extra} more: line{'s' if extra > 1 else ''} {shown}"
+            more += ", ...)" if extra > 5 else ")"
+        return f"{where}: {self.message}{more}"
+
+
+@dataclass
+class _Entry:
+    severity: Severity
+    message: str
+    lines: list[int] = field(default_factory=list)
+    count: int = 0
+
+
+class FindingLog:
+    """Collects findings for one file in bounded memory: per code, the first message, the
+    first 20 lines and a count."""
+
+    def __init__(self, file: str) -> None:
+        self.file = file
+        self._entries: dict[str, _Entry] = {}
+
+    def add(self, code: str, severity: Severity, message: str, line: int | None = None) -> None:
+        entry = self._entries.get(code)
+        if entry is None:
+            entry = self._entries[code] = _Entry(severity, message)
+        entry.count += 1
+        if line is not None and len(entry.lines) < MAX_LINES_PER_FINDING:
+            entry.lines.append(line)
+
+    def error(self, code: str, message: str, line: int | None = None) -> None:
+        self.add(code, Severity.ERROR, message, line)
+
+    def warning(self, code: str, message: str, line: int | None = None) -> None:
+        self.add(code, Severity.WARNING, message, line)
+
+    def info(self, code: str, message: str) -> None:
+        self.add(code, Severity.INFO, message)
+
+    def has_errors(self) -> bool:
+        return any(e.severity is Severity.ERROR for e in self._entries.values())
+
+    def findings(self) -> list[Finding]:
+        order = {Severity.ERROR: 0, Severity.WARNING: 1, Severity.INFO: 2}
+        items = sorted(
+            self._entries.items(),
+            key=lambda kv: (order[kv[1].severity], kv[1].lines[0] if kv[1].lines else 0),
+        )
+        return [
+            Finding(code, e.severity, e.message, self.file, tuple(e.lines), e.count)
+            for code, e in items
+        ]
+
+
+@dataclass(frozen=True)
+class Distribution:
+    """min / max / mean / median / p10 / p90 of a per-example quantity."""
+
+    min: float
+    max: float
+    mean: float
+    median: float
+    p10: float
+    p90: float
+
+    @classmethod
+    def of(cls, values: Iterable[float]) -> Distribution | None:
+        import numpy as np
+
+        arr = np.fromiter(values, dtype=np.float64)
+        if arr.size == 0:
+            return None
+        p10, med, p90 = np.quantile(arr, [0.1, 0.5, 0.9])
+        return cls(
+            float(arr.min()),
+            float(arr.max()),
+            round(float(arr.mean()), 2),
+            float(med),
+            float(p10),
+            float(p90),
+        )
+
+
+@dataclass(frozen=True)
+class DatasetStats:
+    """Facts about one JSONL file, computed in one streaming pass."""
+
+    path: str
+    format: str  # "chat" | "prompt_completion" | "unknown"
+    n_examples: int
+    n_lines: int
+    n_bytes: int
+    sha256: str
+    tokens: Distribution | None = None
+    trained_tokens: Distribution | None = None  # assistant or completion tokens
+    messages: Distribution | None = None  # chat only
+    total_tokens: int = 0
+    billed_tokens: int = 0
+    n_over_limit: int = 0
+    task: str | None = None  # "classification" | "conditional generation" | "open-ended generation"
+    labels: dict[str, int] | None = None
+    separator: str | None = None
+    stop_sequence: str | None = None
+
+
+@dataclass(frozen=True)
+class DataReport:
+    """The result of ``ftsweep validate``: stats per file, findings, and what they imply."""
+
+    model: str
+    encoding: str
+    max_tokens_per_example: int
+    train: DatasetStats
+    valid: DatasetStats | None
+    findings: tuple[Finding, ...]
+    default_epochs: int
+    cost_per_epochs: dict[int, float | None]
+    price_per_million: float | None
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors
+
+    @property
+    def errors(self) -> list[Finding]:
+        return [f for f in self.findings if f.severity is Severity.ERROR]
+
+    @property
+    def warnings(self) -> list[Finding]:
+        return [f for f in self.findings if f.severity is Severity.WARNING]
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["ok"] = self.ok
+        out["cost_per_epochs"] = {str(k): v for k, v in self.cost_per_epochs.items()}
+        return out

@@ -1,0 +1,78 @@
+"""The one exception tree of ftsweep.
+
+Everything the package raises on purpose derives from :class:`OrchestratorError`;
+third-party exceptions are translated where they are caught and chained (``from exc``)::
+
+    OrchestratorError                 run-time failure, exit code 1
+    ├── UsageError                    bad usage or an invalid input file, exit code 2
+    │   ├── SpecError                 a sweep file: names the file and the field path
+    │   ├── DataError                 a data file: names the file and the line
+    │   └── UnsupportedParameterError a hyper-parameter the chosen backend cannot take
+    ├── BackendError                  a backend failed (job submission, polling, cancel)
+    │   └── UnknownBackendError       no backend registered under that name (also a UsageError)
+    └── TokenizerError                token counting impossible (no tokenizer files)
+
+The CLI maps :attr:`OrchestratorError.exit_code` to the process exit status and prints
+``str(error)`` as one line: messages never contain secrets or tracebacks.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "BackendError",
+    "DataError",
+    "OrchestratorError",
+    "SpecError",
+    "TokenizerError",
+    "UnknownBackendError",
+    "UnsupportedParameterError",
+    "UsageError",
+]
+
+
+class OrchestratorError(Exception):
+    """Root of every error ftsweep raises on purpose."""
+
+    exit_code: int = 1
+
+
+class UsageError(OrchestratorError):
+    """Bad usage or an invalid input file: the user must change something (exit 2)."""
+
+    exit_code = 2
+
+
+class SpecError(UsageError):
+    """An invalid sweep file. The message reads ``FILE: field.path: problem``."""
+
+    def __init__(self, path: str, field: str, problem: str) -> None:
+        self.path, self.field, self.problem = path, field, problem
+        where = f"{path}: {field}: " if field else f"{path}: "
+        super().__init__(where + problem)
+
+
+class DataError(UsageError):
+    """An unreadable or invalid data file. The message reads ``FILE[:LINE]: problem``."""
+
+    def __init__(self, path: str, problem: str, line: int | None = None) -> None:
+        self.path, self.problem, self.line = path, problem, line
+        where = f"{path}:{line}: " if line is not None else f"{path}: "
+        super().__init__(where + problem)
+
+
+class UnsupportedParameterError(UsageError):
+    """A hyper-parameter (or value) that the chosen backend does not accept."""
+
+
+class BackendError(OrchestratorError):
+    """A backend failed to submit, poll or cancel a job."""
+
+
+class UnknownBackendError(BackendError, UsageError):
+    """No backend is registered under the requested name."""
+
+    exit_code = 2
+
+
+class TokenizerError(OrchestratorError):
+    """Tokens cannot be counted for the requested model."""
