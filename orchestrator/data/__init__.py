@@ -1,0 +1,1 @@
+"""Training data: formats, streaming reader, checks, preparation, token counts."""
