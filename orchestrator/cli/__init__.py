@@ -1,0 +1,58 @@
+"""The ``ftsweep`` command: a thin Typer layer over the library.
+
+Only this package prints or exits. Exit codes: 0 ok, 1 failure, 2 bad usage or an invalid
+file, 130 interrupted. Known errors print one ``error: ...`` line (set ``FTSWEEP_DEBUG=1`` for
+tracebacks); heavy libraries are imported inside commands so ``--help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+__all__ = ["main"]
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run the CLI and exit with its status."""
+    raise SystemExit(run(argv))
+
+
+def run(argv: list[str] | None = None) -> int:
+    """Run the CLI and return the exit status (used by tests and :func:`main`)."""
+    import click
+
+    from orchestrator.cli.app import build
+    from orchestrator.cli.output import out
+    from orchestrator.errors import OrchestratorError
+
+    debug = os.environ.get("FTSWEEP_DEBUG") == "1"
+    command = build()
+    try:
+        command.main(args=argv, prog_name="ftsweep", standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        return int(exc.exit_code)
+    except click.exceptions.Abort:
+        out.error("interrupted")
+        return 130
+    except click.ClickException as exc:
+        exc.show(out.stderr)
+        return 2 if isinstance(exc, click.UsageError) else exc.exit_code
+    except KeyboardInterrupt:
+        out.error("interrupted")
+        return 130
+    except OrchestratorError as exc:
+        if debug:
+            raise
+        out.error(str(exc))
+        return exc.exit_code
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else 1
+    except Exception as exc:  # a bug: say so in one line, without locals
+        if debug:
+            raise
+        out.error(f"internal error: {type(exc).__name__}: {exc} (FTSWEEP_DEBUG=1 shows the traceback)")
+        return 1
+    finally:
+        sys.stdout.flush()
+    return 0

@@ -1,0 +1,30 @@
+"""Assembles the Typer application from one module per command."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import typer
+
+__all__ = ["build"]
+
+
+def build() -> Any:
+    """The click command behind ``ftsweep`` (built fresh, so tests stay independent)."""
+    from orchestrator.cli import backends, data, models, space
+
+    app = typer.Typer(
+        name="ftsweep",
+        help="Tune LLM fine-tuning: check data, sweep n_epochs, batch_size and "
+        "learning_rate_multiplier on a local trainer, OpenAI or Azure OpenAI, track in MLflow.",
+        no_args_is_help=True,
+        add_completion=False,
+        pretty_exceptions_enable=False,
+        pretty_exceptions_show_locals=False,
+        rich_markup_mode=None,
+        context_settings={"help_option_names": ["-h", "--help"]},
+    )
+    for module in (data, space, backends):
+        module.register(app)
+    app.add_typer(models.app, name="models")
+    return typer.main.get_command(app)
