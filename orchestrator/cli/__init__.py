@@ -20,7 +20,8 @@ def main(argv: list[str] | None = None) -> None:
 
 def run(argv: list[str] | None = None) -> int:
     """Run the CLI and return the exit status (used by tests and :func:`main`)."""
-    import click
+    import typer
+    from typer.exceptions import TyperException
 
     from orchestrator.cli.app import build
     from orchestrator.cli.output import out
@@ -29,15 +30,17 @@ def run(argv: list[str] | None = None) -> int:
     debug = os.environ.get("FTSWEEP_DEBUG") == "1"
     command = build()
     try:
-        command.main(args=argv, prog_name="ftsweep", standalone_mode=False)
-    except click.exceptions.Exit as exc:
+        rc = command.main(args=argv, prog_name="ftsweep", standalone_mode=False)
+    except typer.Exit as exc:
         return int(exc.exit_code)
-    except click.exceptions.Abort:
+    except typer.Abort:
         out.error("interrupted")
         return 130
-    except click.ClickException as exc:
-        exc.show(out.stderr)
-        return 2 if isinstance(exc, click.UsageError) else exc.exit_code
+    except TyperException as exc:  # click's usage errors, as typer carries them
+        show = getattr(exc, "show", None)
+        if show is not None:
+            show(out.stderr)
+        return int(getattr(exc, "exit_code", 2))
     except KeyboardInterrupt:
         out.error("interrupted")
         return 130
@@ -55,4 +58,4 @@ def run(argv: list[str] | None = None) -> int:
         return 1
     finally:
         sys.stdout.flush()
-    return 0
+    return rc if isinstance(rc, int) else 0

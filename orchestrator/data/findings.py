@@ -112,12 +112,7 @@ class Distribution:
             return None
         p10, med, p90 = np.quantile(arr, [0.1, 0.5, 0.9])
         return cls(
-            float(arr.min()),
-            float(arr.max()),
-            round(float(arr.mean()), 2),
-            float(med),
-            float(p10),
-            float(p90),
+            *(round(float(x), 2) for x in (arr.min(), arr.max(), arr.mean(), med, p10, p90))
         )
 
 

@@ -1,0 +1,92 @@
+"""``ftsweep validate`` and ``ftsweep prepare``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from orchestrator.cli.output import out
+
+__all__ = ["register"]
+
+
+def validate(
+    data: Annotated[Path, typer.Argument(metavar="DATA", help="Training data (JSONL: chat or prompt/completion).")],
+    valid: Annotated[
+        Path | None, typer.Option("--valid", help="Validation data, checked too and for overlap.")
+    ] = None,
+    model: Annotated[
+        str,
+        typer.Option(
+            "--model",
+            help="Base model: its tokenizer, per-example token limit and price. The default is "
+            "what the OpenAI cookbook's data checks assume.",
+        ),
+    ] = "gpt-3.5-turbo-0613",
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+) -> None:
+    """Check fine-tuning data and report problems with their line numbers.
+
+    Exit 0 when there are no errors (warnings allowed), 2 when there are.
+
+    Example: ftsweep validate train.jsonl --valid valid.jsonl --model gpt-4o-mini
+    """
+    from orchestrator.data.checks import check_dataset
+
+    out.info(f"checking {data}" + (f" and {valid}" if valid else "") + f" for {model} ...")
+    report = check_dataset(data, valid, model)
+    if as_json:
+        out.data(json.dumps(report.to_dict(), indent=2))
+    else:
+        from orchestrator.cli.render_data import render_report
+
+        out.data(render_report(report))
+    if not report.ok:
+        raise typer.Exit(2)
+
+
+def prepare(
+    source: Annotated[Path, typer.Argument(metavar="INPUT", help="CSV, JSONL, JSON or parquet file.")],
+    out_dir: Annotated[Path, typer.Option("--out", help="Folder for train.jsonl and valid.jsonl.")],
+    prompt: Annotated[str | None, typer.Option(help="Column holding the prompt.")] = None,
+    completion: Annotated[str | None, typer.Option(help="Column holding the completion.")] = None,
+    system: Annotated[
+        str | None, typer.Option(help="Write chat data with this system message instead.")
+    ] = None,
+    chat: Annotated[bool, typer.Option("--chat", help="Write chat (messages) data.")] = False,
+    valid_fraction: Annotated[
+        float, typer.Option(min=0.0, max=0.9, help="Share held out for validation.")
+    ] = 0.1,
+    seed: Annotated[int, typer.Option(help="Seed of the train/valid split.")] = 0,
+    force: Annotated[bool, typer.Option(help="Replace files already in --out.")] = False,
+) -> None:
+    """Turn a table into fine-tuning JSONL: fix what is safe, report every change, split.
+
+    Adds a separator and a stop sequence that occur in no example, removes exact duplicates,
+    splits train/valid (stratified by label for classification data). Never overwrites the input.
+
+    Example: ftsweep prepare tickets.csv --prompt text --completion label --out data/tickets
+    """
+    from orchestrator.data.prepare import PrepareOptions, prepare_file
+
+    options = PrepareOptions(
+        prompt=prompt,
+        completion=completion,
+        chat=chat or system is not None,
+        system=system,
+        valid_fraction=valid_fraction,
+        seed=seed,
+        force=force,
+    )
+    result = prepare_file(source, out_dir, options)
+    for change in result.changes:
+        out.info(f"- {change}")
+    out.data(json.dumps(result.summary(), indent=2))
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(validate)
+    app.command()(prepare)

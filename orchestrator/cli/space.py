@@ -1,0 +1,79 @@
+"""``ftsweep space`` and ``ftsweep estimate``."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from orchestrator.cli.output import out
+from orchestrator.cli.render import table
+
+__all__ = ["register"]
+
+SpecArg = Annotated[Path, typer.Argument(metavar="SPEC", help="Sweep file (YAML).")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON.")]
+
+
+def space(spec: SpecArg, as_json: JsonOpt = False) -> None:
+    """Print the resolved search space for the sweep's data and backend.
+
+    The batch-size range is computed from the number of training examples; clamps are shown.
+
+    Example: ftsweep space sweeps/quickstart.yaml
+    """
+    from orchestrator.plan import plan_sweep
+
+    plan = plan_sweep(spec)
+    if as_json:
+        out.data(json.dumps(plan.space.to_dict(), indent=2))
+        return
+    s = plan.spec
+    out.data(
+        f"sweep {s.name}: backend {s.backend.name}, model {s.backend.model}, "
+        f"{plan.train.n_examples:,} training examples\n"
+        + table(
+            ["parameter", "search", "notes"],
+            [[d.name, d.describe(), "; ".join(d.notes)] for d in plan.space.dimensions],
+        )
+    )
+
+
+def estimate(spec: SpecArg, as_json: JsonOpt = False) -> None:
+    """Estimate tokens, steps and cost per trial and for the whole sweep.
+
+    Example: ftsweep estimate sweeps/openai.yaml
+    """
+    from orchestrator.plan import estimate_sweep, plan_sweep
+
+    est = estimate_sweep(plan_sweep(spec, count_tokens=True))
+    if as_json:
+        out.data(json.dumps(asdict(est), indent=2))
+        return
+
+    def usd(r: tuple[float, float] | None) -> str:
+        return "-" if r is None else f"${r[0]:,.2f} – ${r[1]:,.2f}"
+
+    tokens = "-" if est.tokens_per_epoch is None else f"{est.tokens_per_epoch:,}"
+    price = "-" if est.price_per_million is None else f"${est.price_per_million:.2f} per 1M tokens"
+    rows = [
+        ["model", est.model],
+        ["price", price],
+        ["billed tokens per epoch", tokens],
+        ["epochs per trial", f"{est.epochs[0]} – {est.epochs[1]}"],
+        ["optimizer steps per trial", f"{est.steps_per_trial[0]:,} – {est.steps_per_trial[1]:,}"],
+        ["cost per trial", usd(est.cost_per_trial)],
+        [f"cost of {est.trials} trials", usd(est.cost_sweep)],
+    ]
+    if est.budget_usd is not None:
+        fits = "-" if est.trials_within_budget is None else str(est.trials_within_budget)
+        rows.append(["budget", f"${est.budget_usd:,.2f} (covers {fits} trials at the most)"])
+    out.data(table(["", ""], rows).split("\n", 1)[1])
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(space)
+    app.command()(estimate)
