@@ -230,8 +230,8 @@ def parse_spec(data: Any, source: str) -> SweepSpec:
     try:
         return SweepSpec.model_validate(data)
     except ValidationError as exc:
-        err = dict(exc.errors()[0])
-        loc, msg = _field_path(err["loc"]), _message(err)
+        first = exc.errors()[0]
+        loc, msg = _field_path(first["loc"]), _message(dict(first))
         head, sep, rest = msg.partition(": ")
         if sep and head.isidentifier():  # "high: must be >= low (2)" names a sub-field
             loc, msg = f"{loc}.{head}" if loc else head, rest

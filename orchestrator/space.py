@@ -163,7 +163,9 @@ def _batch(p: BatchSizeParam, n: int, provider_max: int | None, backend: str) ->
         return x
 
     if p.value is not None:
-        return Dimension("batch_size", "fixed", value=clamp(p.value, "batch size"), notes=tuple(notes))
+        return Dimension(
+            "batch_size", "fixed", value=clamp(p.value, "batch size"), notes=tuple(notes)
+        )
     if p.choices is not None:
         picked = sorted({clamp(c, "choice") for c in p.choices})
         if len(picked) == 1:
@@ -206,6 +208,8 @@ def resolve_space(
         )
     if plw_supported:
         dims.append(
-            _plain("prompt_loss_weight", spec.prompt_loss_weight or DEFAULT_PROMPT_LOSS_WEIGHT, "float")
+            _plain(
+                "prompt_loss_weight", spec.prompt_loss_weight or DEFAULT_PROMPT_LOSS_WEIGHT, "float"
+            )
         )
     return SearchSpace(tuple(dims), n_examples)

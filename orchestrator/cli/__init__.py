@@ -54,7 +54,9 @@ def run(argv: list[str] | None = None) -> int:
     except Exception as exc:  # a bug: say so in one line, without locals
         if debug:
             raise
-        out.error(f"internal error: {type(exc).__name__}: {exc} (FTSWEEP_DEBUG=1 shows the traceback)")
+        out.error(
+            f"internal error: {type(exc).__name__}: {exc} (FTSWEEP_DEBUG=1 shows the traceback)"
+        )
         return 1
     finally:
         sys.stdout.flush()

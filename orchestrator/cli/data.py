@@ -14,7 +14,10 @@ __all__ = ["register"]
 
 
 def validate(
-    data: Annotated[Path, typer.Argument(metavar="DATA", help="Training data (JSONL: chat or prompt/completion).")],
+    data: Annotated[
+        Path,
+        typer.Argument(metavar="DATA", help="Training data (JSONL: chat or prompt/completion)."),
+    ],
     valid: Annotated[
         Path | None, typer.Option("--valid", help="Validation data, checked too and for overlap.")
     ] = None,
@@ -49,7 +52,9 @@ def validate(
 
 
 def prepare(
-    source: Annotated[Path, typer.Argument(metavar="INPUT", help="CSV, JSONL, JSON or parquet file.")],
+    source: Annotated[
+        Path, typer.Argument(metavar="INPUT", help="CSV, JSONL, JSON or parquet file.")
+    ],
     out_dir: Annotated[Path, typer.Option("--out", help="Folder for train.jsonl and valid.jsonl.")],
     prompt: Annotated[str | None, typer.Option(help="Column holding the prompt.")] = None,
     completion: Annotated[str | None, typer.Option(help="Column holding the completion.")] = None,

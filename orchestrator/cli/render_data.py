@@ -52,10 +52,15 @@ def render_report(report: DataReport) -> str:
     ]
     if report.valid is not None:
         lines += ["", *_file(report.valid, report.encoding)]
-    lines += ["", f"default n_epochs for {report.train.n_examples:,} examples: {report.default_epochs}"]
+    lines += [
+        "",
+        f"default n_epochs for {report.train.n_examples:,} examples: {report.default_epochs}",
+    ]
     if report.train.tokens is not None:
         price = report.price_per_million
-        head = f"estimated training cost at ${price:.2f} per 1M tokens" if price else "training tokens"
+        head = (
+            f"estimated training cost at ${price:.2f} per 1M tokens" if price else "training tokens"
+        )
         rows = []
         for epochs, cost in report.cost_per_epochs.items():
             tokens = report.train.billed_tokens * epochs
@@ -69,5 +74,7 @@ def render_report(report: DataReport) -> str:
         lines.append("")
     n_err, n_warn = len(report.errors), len(report.warnings)
     verdict = "OK" if report.ok else "INVALID"
-    lines.append(f"{verdict}: {n_err} error{'s' * (n_err != 1)}, {n_warn} warning{'s' * (n_warn != 1)}")
+    lines.append(
+        f"{verdict}: {n_err} error{'s' * (n_err != 1)}, {n_warn} warning{'s' * (n_warn != 1)}"
+    )
     return "\n".join(lines)

@@ -16,12 +16,17 @@ import re
 from array import array
 from collections import Counter
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from orchestrator.costs import training_cost, training_price
 from orchestrator.data import formats
-from orchestrator.data.findings import DataReport, DatasetStats, Distribution, FindingLog
+from orchestrator.data.findings import (
+    DataReport,
+    DatasetStats,
+    Distribution,
+    FindingLog,
+    Severity,
+)
 from orchestrator.data.reader import DEFAULT_MAX_LINE_BYTES, JsonlReader
 from orchestrator.data.tokens import DEFAULT_MODEL, chat_token_texts, counter_for, model_info
 
@@ -145,20 +150,15 @@ class _FileCheck:
             if self.format is None:
                 self.format, self.format_line = fmt, line.number
             elif fmt != self.format:
+                where = f"format set by line {self.format_line}"
                 self.log.error(
-                    "mixed_formats",
-                    f"{fmt} example in a {self.format} file (format set by line {self.format_line})",
-                    line.number,
+                    "mixed_formats", f"{fmt} example in a {self.format} file ({where})", line.number
                 )
                 continue
             ok = True
             for problem in formats.check_example(fmt, line.value, self.special):
-                self.log.add(
-                    problem.code,
-                    formats_severity(problem),
-                    problem.message,
-                    line.number,
-                )
+                severity = Severity.ERROR if problem.error else Severity.WARNING
+                self.log.add(problem.code, severity, problem.message, line.number)
                 ok = ok and not problem.error
             if ok:
                 self._add(fmt, line.number, line.value)
@@ -282,12 +282,6 @@ class _FileCheck:
         return "conditional generation"
 
 
-def formats_severity(problem: formats.Problem) -> Any:
-    from orchestrator.data.findings import Severity
-
-    return Severity.ERROR if problem.error else Severity.WARNING
-
-
 def check_file(
     path: str | os.PathLike[str],
     model: str = DEFAULT_MODEL,
@@ -341,7 +335,9 @@ def _duplicates(check: _FileCheck) -> None:
     hashes = np.frombuffer(check.hashes, dtype=np.uint64) if len(check.hashes) else None
     if hashes is None:
         return
-    lines = np.frombuffer(check.hash_lines, dtype=np.uint32 if check.hash_lines.itemsize == 4 else np.uint64)
+    lines = np.frombuffer(
+        check.hash_lines, dtype=np.uint32 if check.hash_lines.itemsize == 4 else np.uint64
+    )
     order = np.argsort(hashes, kind="stable")
     sorted_h = hashes[order]
     dup = np.nonzero(sorted_h[1:] == sorted_h[:-1])[0]
@@ -351,18 +347,13 @@ def _duplicates(check: _FileCheck) -> None:
     pairs: list[tuple[int, int]] = []
     for i in dup:
         a, b = int(lines[order[i]]), int(lines[order[i + 1]])
-        h = int(sorted_h[i])
-        first = first_of.setdefault(h, min(a, b))
+        first = first_of.setdefault(int(sorted_h[i]), min(a, b))
         pairs.append((max(a, b), first))
     pairs.sort()
     first_line, of = pairs[0]
-    for line, earlier in pairs:
-        check.log.warning(
-            "duplicate",
-            f"exact duplicate of an earlier example (line {first_line} repeats line {of})",
-            line,
-        )
-        del earlier
+    message = f"exact duplicate of an earlier example (line {first_line} repeats line {of})"
+    for line, _ in pairs:
+        check.log.warning("duplicate", message, line)
 
 
 def _prompt_completion_conventions(check: _FileCheck, stats: DatasetStats) -> None:
@@ -426,7 +417,9 @@ def _convention_line(
         )
         if token in text:
             log.warning(
-                f"{what}_inside", f"the {label} {_shown(token)} occurs inside the {field_name}", number
+                f"{what}_inside",
+                f"the {label} {_shown(token)} occurs inside the {field_name}",
+                number,
             )
     elif token in text[: -len(token)]:
         log.warning(
@@ -502,17 +495,12 @@ def _overlap(train: _FileCheck, valid: _FileCheck, log: FindingLog) -> None:
     hits = np.nonzero(np.isin(vh, th))[0]
     if hits.size == 0:
         return
-    where = {int(h): int(ln) for h, ln in zip(th, train.hash_lines, strict=True) if int(h) in set(vh[hits].tolist())}
     first = int(hits[0])
-    log.warning(
-        "train_valid_overlap",
-        f"validation example also in the training file (line {valid.hash_lines[first]} = "
-        f"training line {where[int(vh[first])]})",
-        valid.hash_lines[first],
+    train_line = train.hash_lines[int(np.nonzero(th == vh[first])[0][0])]
+    valid_line = valid.hash_lines[first]
+    message = (
+        f"validation example also in the training file "
+        f"(line {valid_line} = training line {train_line})"
     )
-    for i in hits[1:]:
-        log.warning("train_valid_overlap", "", valid.hash_lines[int(i)])
-
-
-def report_path(path: str | os.PathLike[str]) -> str:
-    return str(Path(path))
+    for i in hits:
+        log.warning("train_valid_overlap", message, valid.hash_lines[int(i)])

@@ -111,9 +111,7 @@ class Distribution:
         if arr.size == 0:
             return None
         p10, med, p90 = np.quantile(arr, [0.1, 0.5, 0.9])
-        return cls(
-            *(round(float(x), 2) for x in (arr.min(), arr.max(), arr.mean(), med, p10, p90))
-        )
+        return cls(*(round(float(x), 2) for x in (arr.min(), arr.max(), arr.mean(), med, p10, p90)))
 
 
 @dataclass(frozen=True)

@@ -102,7 +102,9 @@ def _check_pc(value: dict[str, Any]) -> list[Problem]:
     extra = sorted(set(value) - PC_KEYS)
     if extra:
         problems.append(
-            Problem("extra_fields", f"fields other than prompt/completion are ignored: {extra}", False)
+            Problem(
+                "extra_fields", f"fields other than prompt/completion are ignored: {extra}", False
+            )
         )
     if not value["completion"].strip():
         problems.append(Problem("empty_completion", "completion is empty or whitespace only"))
@@ -115,7 +117,9 @@ def _check_chat(value: dict[str, Any]) -> list[Problem]:
     messages = value.get("messages")
     if not isinstance(messages, list) or not messages:
         got = "empty" if messages == [] else _type_name(messages)
-        return [Problem("missing_messages_list", f"'messages' must be a non-empty array, got {got}")]
+        return [
+            Problem("missing_messages_list", f"'messages' must be a non-empty array, got {got}")
+        ]
     problems: list[Problem] = []
     extra = sorted(set(value) - CHAT_KEYS)
     if extra:
@@ -148,7 +152,9 @@ def _check_chat(value: dict[str, Any]) -> list[Problem]:
             if weight not in (0, 1) or isinstance(weight, bool):
                 problems.append(Problem("invalid_weight", f"{where} weight must be 0 or 1"))
         elif "weight" in message:
-            problems.append(Problem("invalid_weight", f"{where}: only assistant messages take a weight"))
+            problems.append(
+                Problem("invalid_weight", f"{where}: only assistant messages take a weight")
+            )
     if not has_assistant:
         problems.append(Problem("example_missing_assistant_message", "no assistant message"))
     return problems
@@ -166,14 +172,21 @@ def _check_content(where: str, role: str, message: dict[str, Any]) -> list[Probl
             if not isinstance(part, dict) or part.get("type") not in _PART_TYPES:
                 return [Problem("invalid_content", f"{where} ({role}) has an invalid content part")]
             if part["type"] == "text" and not isinstance(part.get("text"), str):
-                return [Problem("invalid_content", f"{where} ({role}) text part has no string 'text'")]
+                return [
+                    Problem("invalid_content", f"{where} ({role}) text part has no string 'text'")
+                ]
         return []
     if not isinstance(content, str):
         return [
-            Problem("missing_content", f"{where} ({role}) content must be a string, got {_type_name(content)}")
+            Problem(
+                "missing_content",
+                f"{where} ({role}) content must be a string, got {_type_name(content)}",
+            )
         ]
     if not content.strip() and not calls:
         if role == "assistant":
             return [Problem("empty_content", f"{where} (assistant) content is empty")]
-        return [Problem("blank_content", f"{where} ({role}) content is empty or whitespace only", False)]
+        return [
+            Problem("blank_content", f"{where} ({role}) content is empty or whitespace only", False)
+        ]
     return []

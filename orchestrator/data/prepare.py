@@ -71,13 +71,20 @@ def _read_table(path: Path) -> Any:
 
     kind = _READERS.get(path.suffix.lower())
     if kind is None:
-        raise DataError(str(path), f"unsupported file type {path.suffix!r}; use one of {sorted(_READERS)}")
+        raise DataError(
+            str(path), f"unsupported file type {path.suffix!r}; use one of {sorted(_READERS)}"
+        )
     if not path.is_file():
         raise DataError(str(path), "no such file")
     try:
         if kind in ("csv", "tsv"):
-            return pd.read_csv(path, sep="," if kind == "csv" else "\t", dtype=str,
-                               keep_default_na=False, encoding="utf-8-sig")
+            return pd.read_csv(
+                path,
+                sep="," if kind == "csv" else "\t",
+                dtype=str,
+                keep_default_na=False,
+                encoding="utf-8-sig",
+            )
         if kind == "parquet":
             return pd.read_parquet(path)
         try:
@@ -126,16 +133,21 @@ def _pick(candidates: Iterable[str], texts: list[str], fallback: str) -> str:
     return f"{fallback}{k or ''}"
 
 
-def _examples(df: Any, path: Path, opts: PrepareOptions, changes: list[str]) -> list[dict[str, Any]]:
+def _examples(
+    df: Any, path: Path, opts: PrepareOptions, changes: list[str]
+) -> list[dict[str, Any]]:
     if "messages" in df.columns and opts.prompt is None:
-        rows = []
+        rows: list[dict[str, Any]] = []
         for i, m in enumerate(df["messages"], 1):
             if not isinstance(m, list) or not m:
                 changes.append(f"row {i}: dropped (no messages)")
                 continue
             rows.append({"messages": list(m)})
         return rows
-    pc, cc = _column(df, opts.prompt, "prompt", path), _column(df, opts.completion, "completion", path)
+    pc, cc = (
+        _column(df, opts.prompt, "prompt", path),
+        _column(df, opts.completion, "completion", path),
+    )
     rows, dropped = [], []
     for i, (p, c) in enumerate(zip(df[pc], df[cc], strict=True), 1):
         prompt, completion = _text(p), _text(c)
@@ -166,8 +178,11 @@ def _conventions(rows: list[dict[str, Any]], changes: list[str]) -> tuple[str, s
     prompts = [r["prompt"] for r in rows]
     completions = [r["completion"] for r in rows]
     everything = prompts + completions
-    separator = _pick(SEPARATORS if not any("\n" in p for p in prompts) else SEPARATORS[1:],
-                      everything, "\n\n### =>\n\n")
+    separator = _pick(
+        SEPARATORS if not any("\n" in p for p in prompts) else SEPARATORS[1:],
+        everything,
+        "\n\n### =>\n\n",
+    )
     stop = _pick(STOPS, everything, " [END]")
     spaced = 0
     for r in rows:
@@ -229,8 +244,11 @@ def _write_all(files: dict[Path, list[dict[str, Any]]]) -> None:
                 os.unlink(tmp)
 
 
-def prepare_file(source: str | os.PathLike[str], out_dir: str | os.PathLike[str],
-                 opts: PrepareOptions = PrepareOptions()) -> PrepareResult:
+def prepare_file(
+    source: str | os.PathLike[str],
+    out_dir: str | os.PathLike[str],
+    opts: PrepareOptions = PrepareOptions(),
+) -> PrepareResult:
     """Prepare ``source`` into ``out_dir/train.jsonl`` (and ``valid.jsonl``)."""
     src, out = Path(source), Path(out_dir)
     for name in ("train.jsonl", "valid.jsonl"):
@@ -251,8 +269,10 @@ def prepare_file(source: str | os.PathLike[str], out_dir: str | os.PathLike[str]
         if opts.chat:
             for r in rows:
                 msgs = [{"role": "system", "content": opts.system}] if opts.system else []
-                msgs += [{"role": "user", "content": r["prompt"]},
-                         {"role": "assistant", "content": r["completion"]}]
+                msgs += [
+                    {"role": "user", "content": r["prompt"]},
+                    {"role": "assistant", "content": r["completion"]},
+                ]
                 r.clear()
                 r["messages"] = msgs
             fmt = "chat"

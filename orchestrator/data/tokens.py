@@ -31,8 +31,8 @@ from orchestrator.errors import TokenizerError
 __all__ = [
     "DEFAULT_MODEL",
     "ModelInfo",
-    "TokenCounter",
     "TiktokenCounter",
+    "TokenCounter",
     "counter_for",
     "model_info",
 ]

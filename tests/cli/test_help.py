@@ -1,0 +1,56 @@
+"""Every command documents itself; --help imports nothing heavy."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from orchestrator.cli.app import build
+
+COMMANDS = sorted(build().commands)
+
+
+def test_top_level_help_lists_commands(cli) -> None:
+    r = cli("--help")
+    assert r.code == 0
+    for name in ("validate", "prepare", "space", "estimate", "backends"):
+        assert name in r.out
+
+
+@pytest.mark.parametrize("name", COMMANDS)
+def test_each_command_has_help_with_an_example(cli, name: str) -> None:
+    command = build().commands[name]
+    r = cli(name, "--help")
+    assert r.code == 0
+    assert command.help, f"{name} has no help text"
+    subcommands = getattr(command, "commands", None)
+    if subcommands:  # a group: each subcommand needs an example
+        for sub in subcommands.values():
+            assert "Example:" in (sub.help or ""), f"{name} {sub.name} has no example"
+    else:
+        assert "Example:" in r.out, f"{name} --help shows no example"
+
+
+def test_help_imports_no_heavy_library() -> None:
+    heavy = ["torch", "transformers", "mlflow", "openai", "pandas", "optuna", "numpy", "tiktoken"]
+    code = (
+        "import sys, io, contextlib\n"
+        "from orchestrator.cli import run\n"
+        "with contextlib.redirect_stdout(io.StringIO()):\n"
+        "    assert run(['--help']) == 0\n"
+        "    for c in ['validate', 'prepare', 'space', 'estimate', 'backends']:\n"
+        "        assert run([c, '--help']) == 0\n"
+        f"print([m for m in {heavy!r} if m in sys.modules])\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert json.loads(proc.stdout.replace("'", '"')) == []
+
+
+def test_usage_errors_exit_2(cli) -> None:
+    r = cli("validate", "--bogus")
+    assert r.code == 2 and "No such option: --bogus" in r.err
+    r = cli("nonsense")
+    assert r.code == 2

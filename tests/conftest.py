@@ -1,0 +1,45 @@
+"""Shared fixtures: data files on disk and an in-process CLI runner."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("FTSWEEP_SHARED", ROOT.parent / "shared"))
+PUBLIC = SHARED / "data" / "public"
+
+
+@dataclass
+class Result:
+    code: int
+    out: str
+    err: str
+
+
+@pytest.fixture
+def cli(capsys: pytest.CaptureFixture[str]) -> Callable[..., Result]:
+    """Run ``ftsweep ARGS`` in-process; returns exit code, stdout and stderr."""
+    from orchestrator.cli import run
+
+    def invoke(*args: str | os.PathLike[str]) -> Result:
+        capsys.readouterr()
+        code = run([str(a) for a in args])
+        captured = capsys.readouterr()
+        return Result(code, captured.out, captured.err)
+
+    return invoke
+
+
+@pytest.fixture
+def public() -> Path:
+    if not PUBLIC.is_dir():
+        pytest.skip(f"shared public datasets not found at {PUBLIC} (set FTSWEEP_SHARED)")
+    return PUBLIC

@@ -1,0 +1,63 @@
+"""Exact token counts with no network."""
+
+from __future__ import annotations
+
+import hashlib
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from orchestrator.data.tokens import _EXPECTED_SHA256, counter_for, model_info
+from orchestrator.errors import TokenizerError
+
+
+def test_encodings_load_offline_from_the_carried_tables(tmp_path: Path) -> None:
+    # A fresh, empty tiktoken cache and no network: the tables must come from the package.
+    code = (
+        "import socket\n"
+        "def no_net(*a, **k): raise OSError('network disabled in this test')\n"
+        "socket.socket.connect = no_net\n"
+        "from orchestrator.data.tokens import counter_for\n"
+        "import tiktoken\n"
+        "print(counter_for('gpt-4o-mini').count('hello world'),"
+        " counter_for('gpt-3.5-turbo').count('hello world'),"
+        " tiktoken.get_encoding('cl100k_base').encode('tiktoken is great!'))\n"
+    )
+    env = {"TIKTOKEN_CACHE_DIR": str(tmp_path), "PATH": "/usr/bin:/bin"}
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, check=False
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "2 2 [83, 1609, 5963, 374, 2294, 0]"
+    cached = sorted(p for p in tmp_path.iterdir() if p.is_file())
+    assert {hashlib.sha256(p.read_bytes()).hexdigest() for p in cached} == set(
+        _EXPECTED_SHA256.values()
+    )
+
+
+@pytest.mark.parametrize(
+    ("model", "encoding", "limit"),
+    [
+        ("gpt-4o-mini-2024-07-18", "o200k_base", 65_536),
+        ("gpt-35-turbo-0125", "cl100k_base", 16_385),
+        ("ft:gpt-4.1-nano-2025-04-14:org:suffix:abc123", "o200k_base", 32_768),
+        ("gpt-3.5-turbo-0613", "cl100k_base", 4_096),
+    ],
+)
+def test_model_names_resolve(model: str, encoding: str, limit: int) -> None:
+    info = model_info(model)
+    assert (info.encoding, info.max_tokens_per_example) == (encoding, limit)
+
+
+def test_unknown_model_lists_known_ones() -> None:
+    with pytest.raises(TokenizerError, match="unknown model 'llama-9'; known: babbage-002"):
+        model_info("llama-9")
+
+
+def test_batch_and_single_counts_agree() -> None:
+    c = counter_for("gpt-4o-mini")
+    texts = ["", "Hello, world!", "naïve café — Zürich", "def f(x):\n    return x**2\n"]
+    assert c.count_many(texts) == [c.count(t) for t in texts]
+    assert c.count("") == 0
