@@ -124,8 +124,16 @@ class TrainingRequest:
     ) -> TrainingRequest:
         draft = cls("", model, hyperparameters, train_file, valid_file, seed, dict(options or {}))
         key = f"{study}-t{trial}-{draft.config_hash()}"
-        return cls(key, model, hyperparameters, train_file, valid_file, seed,
-                   dict(options or {}), dict(metadata or {}))
+        return cls(
+            key,
+            model,
+            hyperparameters,
+            train_file,
+            valid_file,
+            seed,
+            dict(options or {}),
+            dict(metadata or {}),
+        )
 
 
 @dataclass(frozen=True)
@@ -178,7 +186,10 @@ class Backend(ABC):
     def check(self, request: TrainingRequest) -> None:
         """Raise :class:`UnsupportedParameterError` for anything this backend cannot run."""
         hp = request.hyperparameters
-        if hp.prompt_loss_weight is not None and "prompt_loss_weight" not in self.supported_parameters:
+        if (
+            hp.prompt_loss_weight is not None
+            and "prompt_loss_weight" not in self.supported_parameters
+        ):
             raise UnsupportedParameterError(
                 f"backend {self.name!r} does not accept prompt_loss_weight"
             )
