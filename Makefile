@@ -1,0 +1,34 @@
+# Two commands on a fresh machine: `make quickstart` and `make test`.
+# Everything installs into .venv; torch is pinned (see pyproject.toml) so pip takes the CPU build.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+BIN := $(VENV)/bin
+
+.PHONY: install quickstart test lint bench clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[local,dev]'
+	touch $@
+
+quickstart: install
+	$(BIN)/ftsweep validate data/quickstart/train.jsonl --valid data/quickstart/valid.jsonl
+	$(BIN)/ftsweep space sweeps/quickstart.yaml
+
+test: install
+	$(BIN)/pytest
+
+lint: install
+	$(BIN)/ruff check orchestrator tests benchmarks
+	$(BIN)/ruff format --check orchestrator tests benchmarks
+	$(BIN)/mypy
+	$(BIN)/check-jsonschema --builtin-schema vendor.compose-spec compose.yaml
+
+bench: install
+	$(PY) benchmarks/validate_large.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
