@@ -34,6 +34,7 @@ from orchestrator.errors import UnsupportedParameterError
 __all__ = [
     "METRIC_NAMES",
     "Backend",
+    "Checkpoint",
     "Hyperparameters",
     "JobHandle",
     "JobStatus",
@@ -155,6 +156,20 @@ class MetricPoint:
 
 
 @dataclass(frozen=True)
+class Checkpoint:
+    """A model saved at the end of an earlier epoch, with the metrics it had there.
+
+    Providers keep checkpoints of the last epochs before the final one, so a job trained for
+    4 epochs also tells what 2 and 3 epochs gave (``metrics`` uses :data:`METRIC_NAMES`).
+    """
+
+    step: int
+    epoch: int
+    metrics: Mapping[str, float]
+    model_id: str
+
+
+@dataclass(frozen=True)
 class JobUpdate:
     """What :meth:`Backend.poll` saw: status, new points, and the cursor for the next poll."""
 
@@ -165,6 +180,8 @@ class JobUpdate:
     trained_tokens: int | None = None
     fine_tuned_model: str | None = None
     error: str | None = None
+    #: every checkpoint known so far (not only new ones), oldest first
+    checkpoints: tuple[Checkpoint, ...] = ()
 
 
 class Backend(ABC):
