@@ -194,10 +194,22 @@ class SweepSpec(_Model):
     sampler: SamplerSpec = Field(default_factory=SamplerSpec)
     pruner: PrunerSpec = Field(default_factory=PrunerSpec)
     storage: StorageSpec = Field(default_factory=StorageSpec)
+    #: configurations to train first (a baseline, known good settings); batch_size as an int
+    enqueue: list[dict[str, float]] = Field(default_factory=list)
     #: USD per 1M trained tokens, by model name, overriding the built-in price table
     prices: dict[str, float] = Field(default_factory=dict)
     #: the file this spec was loaded from (set by :func:`load_spec`)
     source: Path | None = Field(default=None, exclude=True)
+
+    @field_validator("enqueue")
+    @classmethod
+    def _enqueue_keys(cls, v: list[dict[str, float]]) -> list[dict[str, float]]:
+        known = {"n_epochs", "batch_size", "learning_rate_multiplier", "prompt_loss_weight"}
+        for i, config in enumerate(v):
+            unknown = sorted(set(config) - known)
+            if unknown:
+                raise ValueError(f"{i}: unknown parameters {unknown}; known: {sorted(known)}")
+        return v
 
     @field_validator("prices")
     @classmethod

@@ -1,0 +1,491 @@
+"""The sweep loop: Optuna ask/tell around fine-tuning jobs, single-threaded and event-driven.
+
+Many jobs can be in flight (``parallel``, capped by the backend's ``max_concurrent_jobs``); each
+is polled with backoff. New metric points go to MLflow in batches; at every epoch end the
+objective so far is reported to the pruner, and a pruned trial's job is cancelled. A finished
+job is diagnosed, its cost reconciled and its value told to the study. Identical resolved
+configurations are never trained twice in a study: a repeat reuses the earlier result (or waits
+for the running one). On start, trials left RUNNING by a dead process are re-attached to their
+jobs through the ledger (:mod:`.ledger`) instead of being trained again.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from orchestrator.backends.base import (
+    Backend,
+    JobHandle,
+    JobStatus,
+    JobUpdate,
+    MetricPoint,
+    TrainingRequest,
+)
+from orchestrator.costs import training_cost, training_price
+from orchestrator.diagnosis import Diagnosis, diagnose
+from orchestrator.engine.budget import Budget
+from orchestrator.engine.ledger import (
+    A,
+    owner_alive,
+    request_from_attrs,
+    request_to_attrs,
+    worker_id,
+)
+from orchestrator.errors import BackendError, OrchestratorError
+from orchestrator.plan import SweepPlan
+from orchestrator.tracking import Tracker
+
+if TYPE_CHECKING:
+    import optuna
+
+__all__ = ["Limits", "SweepLoop"]
+
+HEARTBEAT_EVERY_S = 10.0
+STALE_AFTER_S = 120.0
+
+
+@dataclass(frozen=True)
+class Limits:
+    trials: int
+    parallel: int
+    timeout_s: float | None = None
+    target: float | None = None
+
+
+@dataclass
+class _Slot:
+    trial: optuna.Trial
+    request: TrainingRequest
+    handle: JobHandle
+    run_id: str
+    cursor: str | None = None
+    curves: dict[str, list[tuple[int, float]]] = field(default_factory=dict)
+    skip_until: dict[str, int] = field(default_factory=dict)
+    epochs: int = 0
+    interval: float = 1.0
+    next_poll: float = 0.0
+    last_beat: float = 0.0
+    pruned: bool = False
+    update: JobUpdate | None = None
+
+    @property
+    def number(self) -> int:
+        return int(self.trial.number)
+
+
+class SweepLoop:
+    """Runs one sweep's trials until its limits are reached."""
+
+    def __init__(
+        self,
+        plan: SweepPlan,
+        backend: Backend,
+        study: optuna.Study,
+        tracker: Tracker,
+        parent_run: str,
+        limits: Limits,
+        budget: Budget,
+        *,
+        say: Callable[[str], None] = lambda _: None,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.plan, self.backend, self.study, self.tracker = plan, backend, study, tracker
+        self.parent_run, self.limits, self.budget = parent_run, limits, budget
+        self.say, self.clock, self.sleep = say, clock, sleep
+        self.worker = worker_id()
+        self.slots: dict[int, _Slot] = {}
+        self.followers: dict[int, int] = {}  # trial number -> the trial it repeats
+        self.started = clock()
+        self.stop_reason: str | None = None
+        cap = backend.max_concurrent_jobs
+        self.capacity = min(limits.parallel, cap) if cap else limits.parallel
+        if cap and cap < limits.parallel:
+            say(f"{backend.name} runs at most {cap} jobs at once: the other trials queue")
+        self.price = training_price(plan.spec.backend.model, plan.spec.prices)
+
+    # -- the loop ---------------------------------------------------------------------------
+    def run(self) -> None:
+        self._reattach()
+        while True:
+            self._launch()
+            self._settle_followers()
+            if not self.slots and not self.followers:
+                if self._can_launch():
+                    continue
+                break
+            self._poll_due()
+            if self.slots:
+                wait = min(s.next_poll for s in self.slots.values()) - self.clock()
+                if wait > 0:
+                    self.sleep(min(wait, 5.0))
+            elif self.followers:
+                self.sleep(self.backend.poll_interval[0])
+
+    def _counts(self) -> int:
+        import optuna
+
+        states = (
+            optuna.trial.TrialState.COMPLETE,
+            optuna.trial.TrialState.PRUNED,
+            optuna.trial.TrialState.FAIL,
+            optuna.trial.TrialState.RUNNING,
+        )
+        return len(self.study.get_trials(deepcopy=False, states=states))
+
+    def _can_launch(self) -> bool:
+        if self.stop_reason:
+            return False
+        if (
+            self.limits.timeout_s is not None
+            and self.clock() - self.started > self.limits.timeout_s
+        ):
+            self.stop_reason = f"timeout of {self.limits.timeout_s:g} s reached"
+            return False
+        if self.limits.target is not None and self._best_value() is not None:
+            best = self._best_value()
+            assert best is not None
+            hit = best <= self.limits.target
+            if self.plan.spec.objective.direction == "maximize":
+                hit = best >= self.limits.target
+            if hit:
+                self.stop_reason = f"target {self.limits.target:g} reached ({best:.4g})"
+                return False
+        if self._counts() >= self.limits.trials:
+            return False
+        return len(self.slots) < self.capacity
+
+    def _best_value(self) -> float | None:
+        try:
+            return float(self.study.best_value)
+        except ValueError:
+            return None
+
+    # -- launching --------------------------------------------------------------------------
+    def _launch(self) -> None:
+        while self._can_launch():
+            if not self._launch_one():
+                return
+
+    def _launch_one(self) -> bool:
+        plan, spec = self.plan, self.plan.spec
+        trial = self.study.ask(plan.space.distributions())
+        hp = plan.space.hyperparameters(trial.params)
+        request = TrainingRequest.make(
+            study=spec.name,
+            trial=trial.number,
+            model=spec.backend.model,
+            hyperparameters=hp,
+            train_file=spec.data.train,
+            valid_file=spec.data.valid,
+            seed=spec.seed,
+            options=spec.backend.options,
+            metadata={"ftsweep_study": spec.name, "ftsweep_trial": str(trial.number)},
+        )
+        twin = self._twin(request.config_hash(), trial.number)
+        if twin is not None:
+            return self._repeat(trial, twin)
+        try:
+            self.backend.check(request)
+        except OrchestratorError as exc:
+            self._fail(trial, str(exc))
+            return True
+        estimate = self.backend.estimate_cost(request)
+        if not self.budget.allows(estimate):
+            self.stop_reason = self.budget.refusal(estimate)
+            self.study.tell(trial, state=_state("FAIL"))
+            trial.set_user_attr(A.ERROR, f"not started: {self.stop_reason}")
+            self.say(f"budget: {self.stop_reason}; no more trials are started")
+            return False
+        # write-ahead: the trial knows its request before the job exists
+        request_to_attrs(trial, request, self.backend.name)
+        trial.set_user_attr(A.WORKER, self.worker)
+        trial.set_user_attr(A.HEARTBEAT, time.time())
+        if estimate is not None:
+            trial.set_user_attr(A.ESTIMATE, estimate)
+            self.budget.commit(trial.number, estimate)
+        dim = plan.space["batch_size"]
+        if plan.train.n_examples:
+            trial.set_user_attr(A.BATCH_PCT, round(100 * hp.batch_size / plan.train.n_examples, 4))
+        run_id = self.tracker.child_run(
+            self.parent_run,
+            f"trial-{trial.number}",
+            {
+                "ftsweep.trial": str(trial.number),
+                "ftsweep.state": "RUNNING",
+                "ftsweep.backend": self.backend.name,
+            },
+        )
+        trial.set_user_attr(A.RUN, run_id)
+        params: dict[str, Any] = {**hp.as_dict(), "model": spec.backend.model, "seed": spec.seed}
+        if dim.kind != "fixed" and plan.train.n_examples:
+            params["batch_size_pct"] = trial.user_attrs.get(A.BATCH_PCT)
+        self.tracker.log(run_id, params=params)
+        try:
+            handle = self.backend.submit(request)
+        except OrchestratorError as exc:
+            self._fail(trial, f"submit failed: {exc}", run_id)
+            self.budget.release(trial.number)
+            return True
+        trial.set_user_attr(A.JOB, handle.job_id)
+        self.tracker.log(run_id, tags={"ftsweep.job_id": handle.job_id})
+        self.slots[trial.number] = _Slot(
+            trial,
+            request,
+            handle,
+            run_id,
+            interval=self.backend.poll_interval[0],
+            next_poll=self.clock(),
+            last_beat=self.clock(),
+        )
+        self.say(
+            f"trial {trial.number} started ({self.backend.name} job {handle.job_id}): "
+            + ", ".join(f"{k}={_short(v)}" for k, v in hp.as_dict().items())
+        )
+        return True
+
+    def _twin(self, config_hash: str, number: int) -> optuna.trial.FrozenTrial | None:
+        for t in self.study.get_trials(deepcopy=False):
+            if t.number != number and t.user_attrs.get(A.CONFIG) == config_hash:
+                return t
+        return None
+
+    def _repeat(self, trial: optuna.Trial, twin: optuna.trial.FrozenTrial) -> bool:
+        """A configuration the study has already trained (or is training): reuse its result."""
+        trial.set_user_attr(A.CONFIG, twin.user_attrs.get(A.CONFIG))
+        trial.set_user_attr(A.REUSED, twin.number)
+        state = twin.state.name
+        if state == "RUNNING":
+            trial.set_user_attr(A.SAME_AS, twin.number)
+            self.followers[trial.number] = twin.number
+            self.say(f"trial {trial.number} repeats trial {twin.number}'s configuration: waiting")
+            return True
+        self._copy_outcome(trial.number, twin)
+        self.say(f"trial {trial.number} repeats trial {twin.number}: result reused, not retrained")
+        return True
+
+    def _copy_outcome(self, number: int, twin: optuna.trial.FrozenTrial) -> None:
+        storage, study_id = self.study._storage, self.study._study_id
+        trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, number)
+        for key in (A.DIAGNOSIS, A.RECOMMENDATION, A.BEST_EPOCH):
+            if key in twin.user_attrs:
+                storage.set_trial_user_attr(trial_id, key, twin.user_attrs[key])
+        if twin.state.name == "COMPLETE":
+            self.study.tell(number, twin.value)
+        elif twin.state.name == "PRUNED":
+            self.study.tell(number, state=_state("PRUNED"))
+        else:
+            self.study.tell(number, state=_state("FAIL"))
+
+    def _settle_followers(self) -> None:
+        for number, leader in list(self.followers.items()):
+            twin = self.study.get_trials(deepcopy=False)[leader]
+            if twin.state.name != "RUNNING":
+                self._copy_outcome(number, twin)
+                del self.followers[number]
+
+    # -- re-attach --------------------------------------------------------------------------
+    def _reattach(self) -> None:
+        import optuna
+
+        running = self.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
+        for frozen in running:
+            attrs = frozen.user_attrs
+            alive = owner_alive(attrs.get(A.WORKER))
+            beat = float(attrs.get(A.HEARTBEAT, 0.0))
+            if alive or (alive is None and time.time() - beat < STALE_AFTER_S):
+                continue  # another live worker owns it
+            trial = optuna.Trial(self.study, frozen._trial_id)
+            if A.SAME_AS in attrs:
+                self.followers[frozen.number] = int(attrs[A.SAME_AS])
+                continue
+            if A.REQUEST not in attrs:
+                self.study.tell(frozen.number, state=_state("FAIL"))
+                continue
+            request = request_from_attrs(attrs)
+            handle = self.backend.find(request.key) or self.backend.submit(request)
+            run_id = attrs.get(A.RUN) or self.tracker.child_run(
+                self.parent_run, f"trial-{frozen.number}", {"ftsweep.trial": str(frozen.number)}
+            )
+            trial.set_user_attr(A.WORKER, self.worker)
+            trial.set_user_attr(A.JOB, handle.job_id)
+            trial.set_user_attr(A.RUN, run_id)
+            slot = _Slot(
+                trial,
+                request,
+                handle,
+                run_id,
+                cursor=attrs.get(A.CURSOR),
+                epochs=int(attrs.get(A.EPOCHS, 0)),
+                interval=self.backend.poll_interval[0],
+                next_poll=self.clock(),
+                last_beat=self.clock(),
+            )
+            # points logged after the last saved cursor must not be logged twice
+            from orchestrator.backends.base import METRIC_NAMES
+
+            slot.skip_until = self.tracker.last_steps(run_id, METRIC_NAMES)
+            if A.ESTIMATE in attrs:
+                self.budget.commit(frozen.number, float(attrs[A.ESTIMATE]))
+            self.slots[frozen.number] = slot
+            self.say(f"trial {frozen.number}: re-attached to job {handle.job_id}")
+
+    # -- polling ----------------------------------------------------------------------------
+    def _poll_due(self) -> None:
+        now = self.clock()
+        for slot in list(self.slots.values()):
+            if slot.next_poll <= now:
+                self._poll(slot)
+
+    def _poll(self, slot: _Slot) -> None:
+        try:
+            update = self.backend.poll(slot.handle, slot.cursor)
+        except BackendError as exc:
+            self.say(f"trial {slot.number}: poll failed ({exc}); retrying")
+            slot.interval = min(slot.interval * 2, self.backend.poll_interval[1])
+            slot.next_poll = self.clock() + slot.interval
+            return
+        slot.update = update
+        fresh = [p for p in update.points if p.step > slot.skip_until.get(p.name, -1)]
+        if fresh:
+            self.tracker.log_points(slot.run_id, fresh)
+            for p in fresh:
+                slot.curves.setdefault(p.name, []).append((p.step, p.value))
+        slot.cursor = update.cursor
+        slot.trial.set_user_attr(A.CURSOR, update.cursor)
+        if self.clock() - slot.last_beat > HEARTBEAT_EVERY_S:
+            slot.trial.set_user_attr(A.HEARTBEAT, time.time())
+            slot.last_beat = self.clock()
+        if not slot.pruned and self._report_epochs(slot, fresh):
+            return
+        if update.status.terminal:
+            self._finish(slot, update)
+            return
+        lo, hi = self.backend.poll_interval
+        slot.interval = lo if fresh else min(slot.interval * 1.5, hi)
+        slot.next_poll = self.clock() + slot.interval
+
+    def _report_epochs(self, slot: _Slot, fresh: list[MetricPoint]) -> bool:
+        """Report the objective at each new epoch end; cancel when pruned (then True)."""
+        metric = self.plan.spec.objective.metric
+        for p in fresh:
+            if p.name != "full_valid_loss":
+                continue
+            slot.epochs += 1
+            slot.trial.set_user_attr(A.EPOCHS, slot.epochs)
+            value = _latest(slot.curves, metric, "valid_loss")
+            if value is None:
+                continue
+            slot.trial.report(value, slot.epochs)
+            self.say(f"trial {slot.number} epoch {slot.epochs}: {metric}={value:.4f}")
+            if slot.trial.should_prune():
+                slot.pruned = True
+                self.backend.cancel(slot.handle)
+                self.say(f"trial {slot.number} pruned at epoch {slot.epochs}: job cancelled")
+                slot.next_poll = self.clock()
+                return True
+        return False
+
+    # -- finishing --------------------------------------------------------------------------
+    def _finish(self, slot: _Slot, update: JobUpdate) -> None:
+        trial, spec = slot.trial, self.plan.spec
+        del self.slots[slot.number]
+        self.budget.release(slot.number)
+        hp = slot.request.hyperparameters
+        diag = diagnose(slot.curves, hp.n_epochs, hp.as_dict())
+        cost = self._cost(update)
+        attrs: dict[str, Any] = {
+            A.DIAGNOSIS: diag.label,
+            A.RECOMMENDATION: diag.recommendation,
+            A.JOB_STATUS: update.status.value,
+            A.STEPS: max((s for c in slot.curves.values() for s, _ in c), default=0),
+        }
+        if diag.best_epoch is not None:
+            attrs[A.BEST_EPOCH] = diag.best_epoch
+        if cost is not None:
+            attrs[A.COST] = cost
+            self.budget.spend(cost)
+        if update.trained_tokens is not None:
+            attrs[A.TOKENS] = update.trained_tokens
+        if update.fine_tuned_model:
+            attrs[A.MODEL] = update.fine_tuned_model
+        if update.error:
+            attrs[A.ERROR] = update.error
+        for k, v in attrs.items():
+            trial.set_user_attr(k, v)
+        value = _latest(slot.curves, spec.objective.metric, "valid_loss")
+        if slot.pruned:
+            state_name, shown = "PRUNED", "pruned"
+            self.study.tell(trial, state=_state("PRUNED"))
+        elif update.status is JobStatus.SUCCEEDED and value is not None:
+            state_name, shown = "COMPLETE", f"{spec.objective.metric}={value:.4f}"
+            self.study.tell(trial, value)
+        else:
+            reason = update.error or (
+                f"job {update.status.value}"
+                if update.status is not JobStatus.SUCCEEDED
+                else f"no {spec.objective.metric} reported (is there validation data?)"
+            )
+            trial.set_user_attr(A.ERROR, reason)
+            state_name, shown = "FAIL", f"failed: {reason}"
+            self.study.tell(trial, state=_state("FAIL"))
+        self._log_finish(slot, state_name, diag, cost, update)
+        self.say(f"trial {slot.number} {shown} — {diag.label}: {diag.recommendation}")
+
+    def _cost(self, update: JobUpdate) -> float | None:
+        if update.trained_tokens is None or self.price is None:
+            return None
+        return training_cost(update.trained_tokens, 1, self.price)
+
+    def _log_finish(
+        self, slot: _Slot, state: str, diag: Diagnosis, cost: float | None, update: JobUpdate
+    ) -> None:
+        tags: dict[str, Any] = {
+            "ftsweep.state": state,
+            "ftsweep.diagnosis": diag.label,
+            "ftsweep.recommendation": diag.recommendation,
+            "ftsweep.job_status": update.status.value,
+        }
+        if update.fine_tuned_model:
+            tags["ftsweep.fine_tuned_model"] = update.fine_tuned_model
+        if update.error:
+            tags["ftsweep.error"] = update.error[:4000]
+        metrics: dict[str, float] = {f"diagnosis.{k}": v for k, v in diag.evidence.items()}
+        if cost is not None:
+            metrics["cost_usd"] = cost
+        value = _latest(slot.curves, self.plan.spec.objective.metric, "valid_loss")
+        if value is not None and state == "COMPLETE":
+            metrics["objective"] = value
+        self.tracker.log(slot.run_id, metrics=metrics, tags=tags)
+        if slot.curves:
+            self.tracker.log_curve_png(slot.run_id, slot.curves, f"trial {slot.number} ({state})")
+        status = {"COMPLETE": "FINISHED", "PRUNED": "KILLED"}.get(state, "FAILED")
+        self.tracker.finish(slot.run_id, status)
+
+    def _fail(self, trial: optuna.Trial, reason: str, run_id: str | None = None) -> None:
+        trial.set_user_attr(A.ERROR, reason)
+        self.study.tell(trial, state=_state("FAIL"))
+        if run_id:
+            self.tracker.log(run_id, tags={"ftsweep.state": "FAIL", "ftsweep.error": reason})
+            self.tracker.finish(run_id, "FAILED")
+        self.say(f"trial {trial.number} failed: {reason}")
+
+
+def _state(name: str) -> Any:
+    import optuna
+
+    return optuna.trial.TrialState[name]
+
+
+def _latest(curves: dict[str, list[tuple[int, float]]], *names: str) -> float | None:
+    for name in names:
+        if curves.get(name):
+            return curves[name][-1][1]
+    return None
+
+
+def _short(v: Any) -> str:
+    return f"{v:.4g}" if isinstance(v, float) else str(v)

@@ -1,0 +1,146 @@
+"""The trials of a study as a pandas DataFrame, and its renderings.
+
+Formats: ``table`` (plain text), ``csv``, ``json``, ``markdown``, ``html``. The columns are the
+trial number, state, objective value, the hyper-parameters actually trained (with the resolved
+integer batch size and its share of the examples), diagnosis, recommendation, cost, job id and
+duration; the best trial is marked.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import TYPE_CHECKING, Any
+
+from orchestrator.engine.ledger import A
+
+if TYPE_CHECKING:
+    import optuna
+    import pandas as pd
+
+__all__ = ["FORMATS", "best_trial", "render", "trials_frame"]
+
+FORMATS = ("table", "csv", "json", "markdown", "html")
+PARAMS = ("n_epochs", "batch_size", "learning_rate_multiplier", "prompt_loss_weight")
+
+
+def best_trial(study: optuna.Study) -> optuna.trial.FrozenTrial | None:
+    try:
+        return study.best_trial
+    except ValueError:
+        return None
+
+
+def _value(v: Any) -> Any:
+    if isinstance(v, float) and math.isnan(v):
+        return None
+    return v
+
+
+def trials_frame(study: optuna.Study, fixed: dict[str, Any] | None = None) -> pd.DataFrame:
+    """One row per trial, in trial order."""
+    import pandas as pd
+
+    best = best_trial(study)
+    rows = []
+    for t in study.get_trials(deepcopy=False):
+        a = t.user_attrs
+        params = {**(fixed or {}), **t.params}
+        if A.REQUEST in a:
+            params.update(json.loads(a[A.REQUEST])["hyperparameters"])
+        duration = None
+        if t.datetime_start and t.datetime_complete:
+            duration = round((t.datetime_complete - t.datetime_start).total_seconds(), 1)
+        rows.append(
+            {
+                "trial": t.number,
+                "state": t.state.name,
+                "value": _value(t.value),
+                **{p: params.get(p) for p in PARAMS},
+                "batch_size_pct": a.get(A.BATCH_PCT),
+                "epochs_done": a.get(A.EPOCHS),
+                "diagnosis": a.get(A.DIAGNOSIS),
+                "best_epoch": a.get(A.BEST_EPOCH),
+                "recommendation": a.get(A.RECOMMENDATION),
+                "cost_usd": a.get(A.COST),
+                "job_id": a.get(A.JOB),
+                "reused_from": a.get(A.REUSED),
+                "error": a.get(A.ERROR),
+                "duration_s": duration,
+                "best": best is not None and t.number == best.number,
+            }
+        )
+    columns = [
+        "trial",
+        "state",
+        "value",
+        *PARAMS,
+        "batch_size_pct",
+        "epochs_done",
+        "diagnosis",
+        "best_epoch",
+        "recommendation",
+        "cost_usd",
+        "job_id",
+        "reused_from",
+        "error",
+        "duration_s",
+        "best",
+    ]
+    frame = pd.DataFrame(rows, columns=columns)
+    return frame.dropna(axis=1, how="all").astype(object).where(frame.notna(), None)
+
+
+def _cell(v: Any) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, bool):
+        return "*" if v else ""
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    return str(v)
+
+
+_SHORT = {
+    "learning_rate_multiplier": "lr_mult",
+    "prompt_loss_weight": "plw",
+    "batch_size": "batch",
+    "n_epochs": "epochs",
+    "epochs_done": "done",
+}
+_TABLE = [
+    "trial",
+    "state",
+    "value",
+    "n_epochs",
+    "batch_size",
+    "learning_rate_multiplier",
+    "prompt_loss_weight",
+    "epochs_done",
+    "diagnosis",
+    "cost_usd",
+    "best",
+]
+
+
+def render(frame: pd.DataFrame, fmt: str) -> str:
+    """The frame in one of :data:`FORMATS`."""
+    if fmt == "csv":
+        return str(frame.to_csv(index=False))
+    if fmt == "json":
+        return json.dumps(frame.to_dict(orient="records"), indent=2, default=str)
+    if fmt == "html":
+        return str(frame.to_html(index=False, na_rep="", classes="ftsweep-trials", border=0))
+    cols = [c for c in (_TABLE if fmt == "table" else frame.columns) if c in frame.columns]
+    heads = [_SHORT.get(c, c) for c in cols]
+    rows = [[_cell(r[c]) for c in cols] for r in frame.to_dict(orient="records")]
+    if fmt == "markdown":
+        lines = ["| " + " | ".join(heads) + " |", "|" + "---|" * len(heads)]
+        lines += ["| " + " | ".join(x.replace("|", "\\|") for x in row) + " |" for row in rows]
+        return "\n".join(lines)
+    widths = [
+        max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(heads)
+    ]
+    out = ["  ".join(h.ljust(w) for h, w in zip(heads, widths, strict=True)).rstrip()]
+    out += ["  ".join(x.ljust(w) for x, w in zip(r, widths, strict=True)).rstrip() for r in rows]
+    return "\n".join(out)
