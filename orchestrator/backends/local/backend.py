@@ -85,6 +85,7 @@ class LocalBackend(Backend):
         self.cancel_grace_s = cancel_grace_s
         self.start_grace_s = start_grace_s
         self._procs: dict[str, subprocess.Popen[bytes]] = {}
+        self._exit_codes: dict[str, int] = {}
 
     @classmethod
     def from_options(cls, options: Mapping[str, Any], *, workdir: Path) -> LocalBackend:
@@ -167,6 +168,7 @@ class LocalBackend(Backend):
             offset = int(cursor) if cursor else 0
         except ValueError as exc:
             raise BackendError(f"bad cursor {cursor!r} for job {handle.job_id}") from exc
+        self._reap()
         status = folder.read_status()
         if not JobStatus(status["status"]).terminal:
             status = self._reconcile(folder, status)
@@ -251,8 +253,6 @@ class LocalBackend(Backend):
 
     def _reconcile(self, folder: JobFolder, status: dict[str, Any]) -> dict[str, Any]:
         """Settle a non-terminal status against the worker process's fate."""
-        proc = self._procs.get(folder.job_id)
-        exit_code = proc.poll() if proc is not None else None
         record = folder.read_pid()
         cancelling = folder.cancel_requested()
         if record is not None and record.alive():
@@ -269,6 +269,7 @@ class LocalBackend(Backend):
             return status
         if cancelling:
             return self._settle(folder, JobStatus.CANCELLED, None)
+        exit_code = self._exit_code(folder.job_id)
         how = f" with exit code {exit_code}" if exit_code is not None else ""
         if exit_code is not None and exit_code < 0:
             how = f" (killed by {signal.Signals(-exit_code).name})"
@@ -278,6 +279,25 @@ class LocalBackend(Backend):
             f"reporting a result; log {folder.log_file}" + (f": {tail}" if tail else "")
         )
         return self._settle(folder, JobStatus.FAILED, error)
+
+    def _reap(self) -> None:
+        """Collect the exit status of this process's finished workers (no zombies)."""
+        for job_id, proc in list(self._procs.items()):
+            code = proc.poll()
+            if code is not None:
+                self._exit_codes[job_id] = code
+                del self._procs[job_id]
+
+    def _exit_code(self, job_id: str) -> int | None:
+        """The exit status of a worker this process started (it is gone or going)."""
+        proc = self._procs.get(job_id)
+        if proc is not None:
+            try:
+                self._exit_codes[job_id] = proc.wait(timeout=1.0)
+                del self._procs[job_id]
+            except subprocess.TimeoutExpired:
+                return None
+        return self._exit_codes.get(job_id)
 
     def _settle(self, folder: JobFolder, status: JobStatus, error: str | None) -> dict[str, Any]:
         fields: dict[str, Any] = {"error": error} if error else {}

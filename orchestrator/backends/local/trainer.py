@@ -116,6 +116,7 @@ def peak_rss_mb() -> float:
 
 class _Run:
     def __init__(self, config: TrainingConfig, progress: Callable[[str], None]) -> None:
+        source = models.resolve(config.model, progress=progress)
         import torch
 
         opts, hp = config.options, config.hyperparameters
@@ -128,7 +129,6 @@ class _Run:
         self.autocast: Any = (
             torch.autocast("cuda", dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
         )
-        source = models.resolve(config.model, progress=progress)
         progress(f"loading {source.name} ({source.kind}: {source.location})")
         frozen_bf16 = bf16 and opts.lora is not None
         loaded = models.load(source, dtype=torch.bfloat16 if frozen_bf16 else torch.float32)
