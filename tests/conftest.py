@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,6 +36,25 @@ def cli(capsys: pytest.CaptureFixture[str]) -> Callable[..., Result]:
         return Result(code, captured.out, captured.err)
 
     return invoke
+
+
+@pytest.fixture(scope="session")
+def ftsweep_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """A temporary ``FTSWEEP_HOME`` (model cache) for the session; workers inherit it."""
+    home = tmp_path_factory.mktemp("ftsweep-home")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("FTSWEEP_HOME", str(home))
+        mp.setenv("HF_HUB_OFFLINE", "1")
+        mp.setenv("TOKENIZERS_PARALLELISM", "false")
+        yield home
+
+
+@pytest.fixture(scope="session")
+def tiny_model(ftsweep_home: Path) -> Path:
+    """The built-in tiny model, built once into the session's cache."""
+    from orchestrator.backends.local import models
+
+    return models.pull("tiny")
 
 
 @pytest.fixture

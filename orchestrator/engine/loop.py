@@ -376,7 +376,7 @@ class SweepLoop:
                 continue
             slot.epochs += 1
             slot.trial.set_user_attr(A.EPOCHS, slot.epochs)
-            value = _latest(slot.curves, metric, "valid_loss")
+            value = _at(slot.curves, p.step, metric, "valid_loss")
             if value is None:
                 continue
             slot.trial.report(value, slot.epochs)
@@ -484,6 +484,15 @@ def _latest(curves: dict[str, list[tuple[int, float]]], *names: str) -> float | 
     for name in names:
         if curves.get(name):
             return curves[name][-1][1]
+    return None
+
+
+def _at(curves: dict[str, list[tuple[int, float]]], step: int, *names: str) -> float | None:
+    """The last value at or before ``step`` of the first metric that has one."""
+    for name in names:
+        before = [v for s, v in curves.get(name, ()) if s <= step]
+        if before:
+            return before[-1]
     return None
 
 

@@ -143,7 +143,7 @@ def open_study(spec: SweepSpec, space: SearchSpace, stores: Stores) -> optuna.St
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     source = str(spec.source or spec.name)
-    return optuna.create_study(
+    study = optuna.create_study(
         study_name=spec.name,
         storage=_storage(stores.optuna),
         sampler=make_sampler(spec, space, source),
@@ -151,3 +151,15 @@ def open_study(spec: SweepSpec, space: SearchSpace, stores: Stores) -> optuna.St
         direction=spec.objective.direction,
         load_if_exists=True,
     )
+    if spec.sampler.seed is not None and study.trials:
+        # Samplers are not stored with the study: a resumed one seeded as before would
+        # replay the same configurations. Seed it past the trials already there.
+        shifted = spec.model_copy(
+            update={
+                "sampler": spec.sampler.model_copy(
+                    update={"seed": spec.sampler.seed + len(study.trials)}
+                )
+            }
+        )
+        study.sampler = make_sampler(shifted, space, source)
+    return study

@@ -1,0 +1,76 @@
+"""`ftsweep run` end to end on the tiny local model: MLflow, Optuna and the report agree."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import optuna
+from mlflow import MlflowClient
+
+from tests.engine.conftest import SweepFactory
+
+
+def _mlflow(runs_dir: Path) -> MlflowClient:
+    return MlflowClient(tracking_uri=f"sqlite:///{runs_dir / 'mlflow.db'}")
+
+
+def test_run_logs_parent_and_children_and_report_agrees(cli, make_sweep: SweepFactory,
+                                                         runs_dir: Path) -> None:
+    spec = make_sweep(trials=3, parallel=2)
+    r = cli("run", spec)
+    assert r.code == 0, r.err
+    assert "best: trial" in r.out
+    assert "workflowType=machine_learning" in r.err
+
+    study = optuna.load_study(study_name="tiny", storage=f"sqlite:///{runs_dir / 'optuna.db'}")
+    assert [t.state.name for t in study.trials] == ["COMPLETE"] * 3
+
+    client = _mlflow(runs_dir)
+    exp = client.get_experiment_by_name("tiny")
+    runs = client.search_runs([exp.experiment_id])
+    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    assert len(parents) == 1 and len(children) == 3
+    assert {c.data.tags["mlflow.parentRunId"] for c in children} == {parents[0].info.run_id}
+    parent = parents[0]
+    assert parent.data.params["n_train_examples"] == "48"
+    assert [i.dataset.digest for i in parent.inputs.dataset_inputs]  # datasets with fingerprints
+    artifacts = {a.path for a in client.list_artifacts(parent.info.run_id, "report")}
+    assert {"report/trials.csv", "report/report.html", "report/optimization_history.png"} <= artifacts
+
+    report = json.loads(cli("report", spec, "--format", "json").out)
+    by_trial = {row["trial"]: row for row in report}
+    for child in children:
+        n = int(child.data.tags["ftsweep.trial"])
+        trial = study.trials[n]
+        row = by_trial[n]
+        assert child.data.params["batch_size"] == str(row["batch_size"])
+        assert int(row["batch_size"]) == trial.params["batch_size"]
+        assert child.data.tags["ftsweep.state"] == row["state"] == "COMPLETE"
+        assert child.data.tags["ftsweep.diagnosis"] == row["diagnosis"]
+        assert child.data.tags["ftsweep.job_id"] == row["job_id"]
+        assert abs(row["value"] - trial.value) < 1e-12
+        history = client.get_metric_history(child.info.run_id, "train_loss")
+        steps = [m.step for m in history]
+        assert len(steps) == len(set(steps)) > 5  # every step once
+        assert client.get_metric_history(child.info.run_id, "full_valid_loss")
+        assert "loss_curve.png" in {a.path for a in client.list_artifacts(child.info.run_id)}
+    best = json.loads(cli("best", spec).out)
+    assert best["value"] == study.best_value
+    assert best["trial"] == study.best_trial.number
+    assert [row["best"] for row in report].count(True) == 1
+    versions = client.search_model_versions("name = 'tiny'")
+    assert len(versions) == 1 and versions[0].run_id == best["mlflow_run_id"]
+
+
+def test_rerun_resumes_without_retraining(cli, make_sweep: SweepFactory, runs_dir: Path) -> None:
+    spec = make_sweep(trials=2)
+    assert cli("run", spec).code == 0
+    jobs_before = sorted((runs_dir / "backends/local/jobs").iterdir())
+    r = cli("run", spec, "--trials", "3")
+    assert r.code == 0, r.err
+    jobs_after = sorted((runs_dir / "backends/local/jobs").iterdir())
+    assert len(jobs_before) == 2 and len(jobs_after) == 3
+    status = cli("status", spec)
+    assert "3 complete (of 2)" in status.out or "3 complete" in status.out
