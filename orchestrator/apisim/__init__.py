@@ -56,7 +56,7 @@ def serve(
     on_ready: Callable[[SimServer], None] | None = None,
     stop: threading.Event | None = None,
 ) -> None:
-    """Serve until interrupted (Ctrl-C) or ``stop`` is set; the state is saved on the way out."""
+    """Serve until ``stop`` is set or Ctrl-C (re-raised); the state is saved either way."""
     server = start(port=port, host=host, state=state, speed=speed, faults=faults)
     stop = stop or threading.Event()
     try:
@@ -64,7 +64,5 @@ def serve(
             on_ready(server)
         while not stop.wait(0.5):  # short waits, so Ctrl-C reaches the main thread promptly
             pass
-    except KeyboardInterrupt:
-        pass
     finally:
         server.close()
