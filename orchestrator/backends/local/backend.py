@@ -231,7 +231,9 @@ class LocalBackend(Backend):
         from orchestrator.backends.local.jobfiles import ProcessRecord
 
         package_root = str(Path(orchestrator.__file__).resolve().parents[1])
-        env = {**os.environ, **self.env, "PYTHONUNBUFFERED": "1"}
+        # Passive OpenMP threads: with busy-waiting ones, a CPU shared with other jobs made
+        # steps up to 8x slower (see docs/local-trainer.md).
+        env = {"OMP_WAIT_POLICY": "PASSIVE", **os.environ, **self.env, "PYTHONUNBUFFERED": "1"}
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [package_root, env.get("PYTHONPATH")]))
         with folder.log_file.open("ab") as log:
             try:
