@@ -86,10 +86,11 @@ def run(folder: JobFolder) -> int:
             raise _Cancelled
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
         os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-        from transformers.utils import logging as hf_logging
+        from transformers.utils import logging as hf_logging_module
 
         from orchestrator.backends.local.trainer import TrainingPlan, run_training
 
+        hf_logging: Any = hf_logging_module
         hf_logging.disable_progress_bar()
 
         config = _config(folder.read_request(), folder)
