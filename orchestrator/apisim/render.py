@@ -35,8 +35,6 @@ def file_object(record: FileRecord, api: str, now: float) -> dict[str, Any]:
         "filename": record.filename,
         "purpose": record.purpose,
         "status": status,
-        "status_details": None,
-        "expires_at": None,
     }
 
 

@@ -234,7 +234,9 @@ class SimServer(ThreadingHTTPServer):
 
     def start(self) -> SimServer:
         """Serve in a background thread."""
-        self._thread = threading.Thread(target=self.serve_forever, name="apisim", daemon=True)
+        self._thread = threading.Thread(
+            target=self.serve_forever, args=(0.05,), name="apisim", daemon=True
+        )
         self._thread.start()
         return self
 
