@@ -105,7 +105,8 @@ def _train(
         valid_file=data[1],
         hyperparameters=Hyperparameters(epochs, batch_size, multiplier, plw),
         seed=seed,
-        options=LocalOptions.parse({"torch_threads": 1, **options}),
+        # exactness (determinism, accumulation) is promised on CPU, so pin it even on a GPU box
+        options=LocalOptions.parse({"torch_threads": 1, "device": "cpu", **options}),
         output_dir=output_dir,
     )
     return recorder, run_training(config, recorder)

@@ -25,6 +25,7 @@ import random
 import resource
 import sys
 import time
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -160,16 +161,18 @@ class _Run:
 
             lora = opts.lora
             targets = lora.target_modules
-            model = get_peft_model(
-                model,
-                LoraConfig(
-                    r=lora.r,
-                    lora_alpha=lora.alpha,
-                    lora_dropout=lora.dropout,
-                    target_modules=targets if isinstance(targets, str) else list(targets),
-                    task_type="CAUSAL_LM",
-                ),
-            )
+            with warnings.catch_warnings():  # peft calls a transformers API deprecated in v5
+                warnings.simplefilter("ignore", FutureWarning)
+                model = get_peft_model(
+                    model,
+                    LoraConfig(
+                        r=lora.r,
+                        lora_alpha=lora.alpha,
+                        lora_dropout=lora.dropout,
+                        target_modules=targets if isinstance(targets, str) else list(targets),
+                        task_type="CAUSAL_LM",
+                    ),
+                )
         model.config.use_cache = False
         self.model = model.to(self.device)
         self.model.train()
