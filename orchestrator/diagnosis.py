@@ -133,8 +133,8 @@ def diagnose(
 
     still = _still_falling(train, thresholds.still_falling)
     valid_at_min = not valid or min(v for _, v in valid) >= valid[-1][1]
+    more = f"n_epochs > {n_epochs}" if n_epochs else "more epochs"
     if still is not None and valid_at_min:
-        more = f"n_epochs > {n_epochs}" if n_epochs else "more epochs"
         return Diagnosis(
             "underfit",
             {"train_loss_drop_last_segment": round(still, 4)},
@@ -145,7 +145,8 @@ def diagnose(
         return Diagnosis(
             "underfit",
             {"train_mean_token_accuracy": acc[-1][1]},
-            "training accuracy is low: more epochs or a higher learning_rate_multiplier",
+            f"training accuracy is low ({acc[-1][1]:.2f}): try {more} or a higher "
+            "learning_rate_multiplier",
         )
     if not valid:
         return Diagnosis("unknown", {}, "no validation data: add a validation file to diagnose")

@@ -129,14 +129,16 @@ class Tracker:
             for i in range(0, len(metrics), _BATCH):
                 self.client.log_batch(run_id, metrics=metrics[i : i + _BATCH], synchronous=True)
 
-    def last_steps(self, run_id: str, names: Iterable[str]) -> dict[str, int]:
-        """The last logged step of each metric (to skip points already logged)."""
+    def history(self, run_id: str, names: Iterable[str]) -> dict[str, list[tuple[int, float]]]:
+        """The logged (step, value) points of each metric, in step order."""
         out = {}
         with _translated("metric history"):
             for name in names:
-                history = self.client.get_metric_history(run_id, name)
-                if history:
-                    out[name] = max(m.step for m in history)
+                points = sorted(
+                    (m.step, m.value) for m in self.client.get_metric_history(run_id, name)
+                )
+                if points:
+                    out[name] = points
         return out
 
     def log_datasets(self, run_id: str, datasets: Mapping[str, DatasetStats]) -> None:

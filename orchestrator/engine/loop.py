@@ -327,7 +327,8 @@ class SweepLoop:
             # points logged after the last saved cursor must not be logged twice
             from orchestrator.backends.base import METRIC_NAMES
 
-            slot.skip_until = self.tracker.last_steps(run_id, METRIC_NAMES)
+            slot.curves = self.tracker.history(run_id, METRIC_NAMES)
+            slot.skip_until = {k: v[-1][0] for k, v in slot.curves.items() if v}
             if A.ESTIMATE in attrs:
                 self.budget.commit(frozen.number, float(attrs[A.ESTIMATE]))
             self.slots[frozen.number] = slot
@@ -417,8 +418,8 @@ class SweepLoop:
         for k, v in attrs.items():
             trial.set_user_attr(k, v)
         value = _latest(slot.curves, spec.objective.metric, "valid_loss")
-        if slot.pruned:
-            state_name, shown = "PRUNED", "pruned"
+        if slot.pruned and update.status is not JobStatus.SUCCEEDED:
+            state_name, shown = "PRUNED", f"pruned (job {update.status.value})"
             self.study.tell(trial, state=_state("PRUNED"))
         elif update.status is JobStatus.SUCCEEDED and value is not None:
             state_name, shown = "COMPLETE", f"{spec.objective.metric}={value:.4f}"

@@ -36,8 +36,13 @@ SweepFactory = Callable[..., Path]
 def make_sweep(tmp_path: Path, tiny_model: Path, runs_dir: Path) -> SweepFactory:
     """Write a data set of ``task`` and a sweep file on the tiny model; returns its path."""
 
-    def make(name: str = "tiny", task: str = "reverse", n_train: int = 48, n_valid: int = 12,
-             **fields: object) -> Path:
+    def make(
+        name: str = "tiny",
+        task: str = "reverse",
+        n_train: int = 48,
+        n_valid: int = 12,
+        **fields: object,
+    ) -> Path:
         train, valid = write_task(task, tmp_path / "data", n_train=n_train, n_valid=n_valid)
         spec: dict[str, object] = {
             "name": name,

@@ -15,8 +15,9 @@ def _mlflow(runs_dir: Path) -> MlflowClient:
     return MlflowClient(tracking_uri=f"sqlite:///{runs_dir / 'mlflow.db'}")
 
 
-def test_run_logs_parent_and_children_and_report_agrees(cli, make_sweep: SweepFactory,
-                                                         runs_dir: Path) -> None:
+def test_run_logs_parent_and_children_and_report_agrees(
+    cli, make_sweep: SweepFactory, runs_dir: Path
+) -> None:
     spec = make_sweep(trials=3, parallel=2)
     r = cli("run", spec)
     assert r.code == 0, r.err
@@ -37,7 +38,11 @@ def test_run_logs_parent_and_children_and_report_agrees(cli, make_sweep: SweepFa
     assert parent.data.params["n_train_examples"] == "48"
     assert [i.dataset.digest for i in parent.inputs.dataset_inputs]  # datasets with fingerprints
     artifacts = {a.path for a in client.list_artifacts(parent.info.run_id, "report")}
-    assert {"report/trials.csv", "report/report.html", "report/optimization_history.png"} <= artifacts
+    assert {
+        "report/trials.csv",
+        "report/report.html",
+        "report/optimization_history.png",
+    } <= artifacts
 
     report = json.loads(cli("report", spec, "--format", "json").out)
     by_trial = {row["trial"]: row for row in report}
