@@ -47,7 +47,13 @@ def curves(
             TrainingRequest("overfit", "tiny", Hyperparameters(OVERFIT_EPOCHS, 8, 3.0, 0.1), *noise)
         ),
         "reverse": backend.submit(
-            TrainingRequest("learn", "tiny", Hyperparameters(LEARN_EPOCHS, 16, 5.0, 0.1), *reverse)
+            TrainingRequest(
+                "learn",
+                "tiny",
+                Hyperparameters(LEARN_EPOCHS, 16, 5.0, 0.1),
+                *reverse,
+                options={"checkpoints": 2},
+            )
         ),
     }
     try:
@@ -183,3 +189,15 @@ def test_submit_rejects_bad_requests_before_starting_anything(
     with pytest.raises(UnsupportedParameterError, match="prompt_loss_weight"):
         backend.submit(TrainingRequest("k3", "tiny", Hyperparameters(1, 4, 1.0, 1.5), train))
     assert not (local_workdir / "jobs").exists()
+
+
+def test_checkpoints_of_the_last_epochs_are_kept(curves: dict[str, Polled]) -> None:
+    polled = curves["reverse"]
+    checkpoints = polled.last.checkpoints
+    assert [c.epoch for c in checkpoints] == [LEARN_EPOCHS - 2, LEARN_EPOCHS - 1]
+    full_valid = dict(polled.series("full_valid_loss"))
+    for c in checkpoints:
+        assert c.metrics["full_valid_loss"] == full_valid[c.step]
+        assert (Path(c.model_id) / "config.json").is_file()
+    assert len(list(Path(checkpoints[0].model_id).parent.iterdir())) == 2
+    assert curves["random_labels"].last.checkpoints == ()

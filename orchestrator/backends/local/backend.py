@@ -181,6 +181,7 @@ class LocalBackend(Backend):
             trained_tokens=status.get("trained_tokens"),
             fine_tuned_model=status.get("fine_tuned_model"),
             error=status.get("error"),
+            checkpoints=folder.read_checkpoints(),
         )
 
     def cancel(self, handle: JobHandle) -> None:

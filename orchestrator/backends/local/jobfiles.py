@@ -10,6 +10,8 @@
       metrics.jsonl   one JSON object per event: {"step": 3, "train_loss": 2.1, ...}
       worker.log      the worker's stdout and stderr
       model/          the final model, or the LoRA adapter
+      checkpoints/    epoch-N/ models of earlier epochs (option ``checkpoints``), listed in
+      checkpoints.json
 
 Every whole-file write is atomic (write a temporary file, then rename), and every metrics line
 is written with one ``write`` call, so a reader never sees half a file, and :meth:`read_metrics`
@@ -28,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from orchestrator.backends.base import METRIC_NAMES, JobStatus, MetricPoint
+from orchestrator.backends.base import METRIC_NAMES, Checkpoint, JobStatus, MetricPoint
 from orchestrator.errors import BackendError
 
 __all__ = ["JobFolder", "MetricsWriter", "ProcessRecord", "write_json_atomic"]
@@ -153,6 +155,29 @@ class JobFolder:
     @property
     def model_dir(self) -> Path:
         return self.path / "model"
+
+    @property
+    def checkpoint_dir(self) -> Path:
+        return self.path / "checkpoints"
+
+    @property
+    def checkpoints_file(self) -> Path:
+        return self.path / "checkpoints.json"
+
+    def write_checkpoints(self, kept: list[dict[str, Any]]) -> None:
+        write_json_atomic(self.checkpoints_file, {"checkpoints": kept})
+
+    def read_checkpoints(self) -> tuple[Checkpoint, ...]:
+        data = _read_json(self.checkpoints_file) or {"checkpoints": []}
+        return tuple(
+            Checkpoint(
+                step=int(c["step"]),
+                epoch=int(c["epoch"]),
+                metrics={k: float(v) for k, v in c["metrics"].items() if k in METRIC_NAMES},
+                model_id=str(c["model_id"]),
+            )
+            for c in data["checkpoints"]
+        )
 
     def read_request(self) -> dict[str, Any]:
         data = _read_json(self.request_file)

@@ -7,11 +7,12 @@ Options come from the sweep file's ``backend.options`` (backend-wide defaults) a
     base_learning_rate: 1.0e-4     # lr = base x learning_rate_multiplier (default: see below)
     lora: {r: 8, alpha: 16, dropout: 0.05, target_modules: all-linear}   # or true for defaults
     valid_every: 10                # steps between valid_loss points (default: ~20 per run)
-    valid_sample: 32               # validation examples behind valid_loss
+    valid_sample: 16               # validation examples behind valid_loss
     max_length: 1024               # tokens per example (longer ones are truncated)
     device: auto                   # auto (CUDA when present), cpu, cuda, cuda:1, mps
     torch_threads: 1               # CPU threads per job (default: torch's choice)
     save_model: true               # keep the final model (or LoRA adapter) in the job folder
+    checkpoints: 0                 # also keep the models of up to N epochs before the last
 
 Base learning rates (``lr = base x learning_rate_multiplier``): :data:`TINY_LR` for the
 built-in ``tiny`` model, :data:`LORA_LR` with LoRA, :data:`FULL_LR` for a full fine-tune.
@@ -59,11 +60,12 @@ class LocalOptions:
     base_learning_rate: float | None = None
     lora: LoraOptions | None = None
     valid_every: int | None = None
-    valid_sample: int = 32
+    valid_sample: int = 16
     max_length: int | None = None
     device: str = "auto"
     torch_threads: int | None = None
     save_model: bool = True
+    checkpoints: int = 0
 
     @classmethod
     def parse(cls, raw: Mapping[str, Any], base: LocalOptions | None = None) -> LocalOptions:
@@ -129,6 +131,10 @@ def _parse_field(key: str, value: Any) -> Any:
     if key == "device":
         if not isinstance(value, str) or value.split(":")[0] not in {"auto", "cpu", "cuda", "mps"}:
             raise _bad(key, "auto, cpu, cuda, cuda:N or mps", value)
+        return value
+    if key == "checkpoints":
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise _bad(key, "an integer >= 0", value)
         return value
     if key == "save_model":
         if not isinstance(value, bool):

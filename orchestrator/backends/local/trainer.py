@@ -23,6 +23,7 @@ import contextlib
 import math
 import random
 import resource
+import shutil
 import sys
 import time
 import warnings
@@ -59,6 +60,8 @@ class TrainingConfig:
     options: LocalOptions = field(default_factory=LocalOptions)
     #: where the final model (or LoRA adapter) goes; None keeps nothing
     output_dir: Path | None = None
+    #: where epoch checkpoints go (``epoch-N`` folders), when ``options.checkpoints`` > 0
+    checkpoint_dir: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -254,11 +257,14 @@ def run_training(
     should_stop: Callable[[], bool] = _never,
     progress: Callable[[str], None] = _quiet,
     on_plan: Callable[[TrainingPlan], None] | None = None,
+    on_checkpoints: Callable[[list[dict[str, Any]]], None] | None = None,
 ) -> TrainingResult:
     """Train as ``config`` says, emitting step metrics to ``sink``.
 
     ``should_stop`` is checked before every forward pass; when it turns true the run ends
     with status ``cancelled`` after the last completed step (nothing is saved).
+    ``on_checkpoints`` receives the kept epoch checkpoints (``step``, ``epoch``, ``metrics``,
+    ``model_id``: the folder) each time they change.
     """
     import torch
 
@@ -274,6 +280,7 @@ def run_training(
     order = torch.Generator().manual_seed(config.seed)
     step, tokens, started = 0, 0, time.monotonic()
     report_every = max(1, plan.total_steps // 10)
+    kept: list[dict[str, Any]] = []
     for epoch in range(hp.n_epochs):
         perm = torch.randperm(plan.n_train, generator=order).tolist()
         for i in range(plan.steps_per_epoch):
@@ -299,6 +306,8 @@ def run_training(
                 values["full_valid_loss"] = full.loss
                 values["full_valid_mean_token_accuracy"] = full.accuracy
             sink.emit(step, {k: v for k, v in values.items() if not math.isnan(v) or "loss" in k})
+            if i == plan.steps_per_epoch - 1 and epoch < hp.n_epochs - 1:
+                _checkpoint(run, config, kept, step, epoch + 1, values, on_checkpoints)
             if step % report_every == 0:
                 rate = (time.monotonic() - started) / step
                 progress(
@@ -312,6 +321,30 @@ def run_training(
     else:
         out = None
     return _ended("succeeded", step, tokens, out, started)
+
+
+def _checkpoint(
+    run: _Run,
+    config: TrainingConfig,
+    kept: list[dict[str, Any]],
+    step: int,
+    epoch: int,
+    values: Mapping[str, float],
+    report: Callable[[list[dict[str, Any]]], None] | None,
+) -> None:
+    """Save this epoch's model and drop the oldest beyond ``options.checkpoints``."""
+    keep = config.options.checkpoints
+    if not keep or config.checkpoint_dir is None:
+        return
+    path = config.checkpoint_dir / f"epoch-{epoch}"
+    run.save(path)
+    kept.append({"step": step, "epoch": epoch, "metrics": dict(values), "model_id": str(path)})
+    dropped = kept[:-keep]
+    del kept[:-keep]
+    if report is not None:
+        report(list(kept))
+    for old in dropped:
+        shutil.rmtree(old["model_id"], ignore_errors=True)
 
 
 def _ended(

@@ -72,6 +72,7 @@ def _config(request: dict[str, Any], folder: JobFolder) -> Any:
         seed=int(request.get("seed", 0)),
         options=LocalOptions.parse(request.get("options", {})),
         output_dir=folder.model_dir,
+        checkpoint_dir=folder.checkpoint_dir,
     )
 
 
@@ -108,7 +109,14 @@ def run(folder: JobFolder) -> int:
                 n_valid=plan.n_valid,
             )
 
-        result = run_training(config, metrics, should_stop=stop, progress=_log, on_plan=planned)
+        result = run_training(
+            config,
+            metrics,
+            should_stop=stop,
+            progress=_log,
+            on_plan=planned,
+            on_checkpoints=folder.write_checkpoints,
+        )
     except _Cancelled:
         _finish(metrics)
         folder.write_status(JobStatus.CANCELLED)
