@@ -21,6 +21,7 @@ __all__ = [
     "BackendSpec",
     "BatchSizeParam",
     "DataSpec",
+    "DiagnosisSpec",
     "FloatParam",
     "IntParam",
     "ObjectiveSpec",
@@ -169,6 +170,16 @@ class PrunerSpec(_Model):
     options: dict[str, Any] = Field(default_factory=dict)
 
 
+class DiagnosisSpec(_Model):
+    """Thresholds of the over/under-fitting rules (see :mod:`orchestrator.diagnosis`)."""
+
+    overfit_rise: float = Field(default=0.05, ge=0)
+    gap_growth: float = Field(default=0.5, ge=0)
+    still_falling: float = Field(default=0.03, ge=0)
+    low_accuracy: float = Field(default=0.3, ge=0, le=1)
+    diverge_rise: float = Field(default=0.10, ge=0)
+
+
 class StorageSpec(_Model):
     """Where results go; None means the embedded default under ``mlruns/``, unless the
     environment (``FTSWEEP_OPTUNA_STORAGE``, ``MLFLOW_TRACKING_URI``) says otherwise."""
@@ -193,6 +204,7 @@ class SweepSpec(_Model):
     seed: int = 0
     sampler: SamplerSpec = Field(default_factory=SamplerSpec)
     pruner: PrunerSpec = Field(default_factory=PrunerSpec)
+    diagnosis: DiagnosisSpec = Field(default_factory=DiagnosisSpec)
     storage: StorageSpec = Field(default_factory=StorageSpec)
     #: configurations to train first (a baseline, known good settings); batch_size as an int
     enqueue: list[dict[str, float]] = Field(default_factory=list)

@@ -25,7 +25,7 @@ from orchestrator.backends.base import (
     TrainingRequest,
 )
 from orchestrator.costs import training_cost, training_price
-from orchestrator.diagnosis import Diagnosis, diagnose
+from orchestrator.diagnosis import Diagnosis, Thresholds, diagnose
 from orchestrator.engine.budget import Budget
 from orchestrator.engine.ledger import (
     A,
@@ -396,7 +396,8 @@ class SweepLoop:
         del self.slots[slot.number]
         self.budget.release(slot.number)
         hp = slot.request.hyperparameters
-        diag = diagnose(slot.curves, hp.n_epochs, hp.as_dict())
+        thresholds = Thresholds(**self.plan.spec.diagnosis.model_dump())
+        diag = diagnose(slot.curves, hp.n_epochs, hp.as_dict(), thresholds)
         cost = self._cost(update)
         attrs: dict[str, Any] = {
             A.DIAGNOSIS: diag.label,
