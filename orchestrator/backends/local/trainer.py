@@ -12,7 +12,8 @@ within a step, and the metrics must be written as OpenAI names them. See
 * AdamW (no weight decay), gradient clipping at 1.0, learning rate decaying linearly to 0.
 * Each step emits ``train_loss``, ``train_mean_token_accuracy`` and ``epoch``; every
   ``valid_every`` steps (and at the last) ``valid_loss``/``valid_mean_token_accuracy`` on a
-  fixed sample of the validation file; at each epoch's end ``full_valid_loss`` and
+  fixed sample of the validation file (by default about 20 times per run, and at most as many
+  validation examples as training examples in between); at each epoch's end ``full_valid_loss`` and
   ``full_valid_mean_token_accuracy`` on all of it.
 * CPU by default; CUDA when present (bf16 autocast where supported, fp32 master weights).
 """
@@ -191,7 +192,12 @@ class _Run:
         )
         self.micro = opts.max_device_batch or hp.batch_size
         self.eval_batch = opts.max_device_batch or max(hp.batch_size, 8)
-        self.valid_every = opts.valid_every or max(1, math.ceil(total / MAX_PERIODIC_VALIDATIONS))
+        # ~20 points per run, but never more validation examples than training ones in between
+        self.valid_every = opts.valid_every or max(
+            math.ceil(total / MAX_PERIODIC_VALIDATIONS),
+            math.ceil(len(self.valid_sample) / hp.batch_size),
+            1,
+        )
         self.plan = TrainingPlan(
             total_steps=total,
             steps_per_epoch=self.steps_per_epoch,
