@@ -72,6 +72,7 @@ def _parse_form(content_type: str, body: bytes) -> dict[str, tuple[str | None, b
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # headers and body go out in two writes: no 40 ms stalls
     server: SimServer
 
     def log_message(self, format: str, *args: Any) -> None:
@@ -233,7 +234,9 @@ class SimServer(ThreadingHTTPServer):
         return f"http://{host if isinstance(host, str) else host.decode()}:{self.port}"
 
     def start(self) -> SimServer:
-        """Serve in a background thread."""
+        """Serve in a background thread (once: starting a started server does nothing)."""
+        if self._thread is not None:
+            return self
         self._thread = threading.Thread(
             target=self.serve_forever, args=(0.05,), name="apisim", daemon=True
         )
