@@ -129,17 +129,17 @@ def encode_chat(
         return str(text)
 
     full = render(len(msgs))
+    ends: list[int] = []
+    parts: list[tuple[float, bool]] = []
 
     def boundary(text: str, what: str) -> int:
-        if not full.startswith(text):
+        if not full.startswith(text) or (ends and len(text) < ends[-1]):
             raise ValueError(
                 "the chat template is not prefix-stable: rendering "
                 f"{what} does not give a prefix of the whole conversation"
             )
         return len(text)
 
-    ends: list[int] = []
-    parts: list[tuple[float, bool]] = []
     for i, message in enumerate(msgs):
         if message.get("role") == "assistant":
             if i == 0:
