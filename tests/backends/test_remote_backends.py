@@ -1,0 +1,423 @@
+"""The ``openai`` and ``azure`` backends against ``ftsweep apisim``, through the real SDK.
+
+The simulator runs in-process with a frozen clock (speed 0): the tests move it between
+polls, and the backends' sleeper moves it too, so nothing here sleeps for real.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from orchestrator import apisim
+from orchestrator.apisim.server import SimServer
+from orchestrator.backends import registry
+from orchestrator.backends.base import (
+    METRIC_NAMES,
+    Hyperparameters,
+    JobHandle,
+    JobStatus,
+    JobUpdate,
+    MetricPoint,
+    TrainingRequest,
+)
+from orchestrator.backends.remote import (
+    AzureOpenAIBackend,
+    OpenAIBackend,
+    ProviderBusyError,
+    RemoteBackend,
+)
+from orchestrator.costs import training_cost, training_price
+from orchestrator.data.checks import check_file
+from orchestrator.errors import BackendError, UnsupportedParameterError, UsageError
+from tests.apisim.fixtures import (
+    AZURE_KEY,
+    OPENAI_KEY,
+    azure_env,
+    chat_data,
+    openai_env,
+    request_log,
+)
+from tests.backends.jobs import BackendCase, points_in_fresh_process
+from tests.helpers import chat_rows, write_jsonl
+
+__all__ = ["chat_data"]
+
+MODEL = "gpt-4o-mini"
+
+
+@dataclass
+class Remote:
+    """One backend kind against one simulator, with a simulated sleeper and clock."""
+
+    name: str
+    server: SimServer
+    tmp: Path
+    sleeps: list[float] = field(default_factory=list)
+
+    @property
+    def workdir(self) -> Path:
+        return self.tmp / "work"
+
+    def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.server.sim.advance(seconds)
+
+    def backend(self, workdir: Path | None = None) -> RemoteBackend:
+        """A fresh backend instance configured from the environment, like a new process."""
+        cls = OpenAIBackend if self.name == "openai" else AzureOpenAIBackend
+        return cls(
+            workdir=workdir or self.workdir,
+            sleeper=self.sleep,
+            clock=self.server.sim.clock.now,
+        )
+
+    def faults(self, **config: Any) -> None:
+        self.server.sim.set_faults(apisim.Faults.from_dict(config))
+
+    def creates(self) -> list[int]:
+        return [entry["status"] for entry in request_log(self.server, "jobs.create")]
+
+    def advance(self, seconds: float) -> None:
+        self.server.sim.advance(seconds)
+
+
+@pytest.fixture(params=["openai", "azure"])
+def remote(
+    request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Remote]:
+    server = apisim.start(speed=0, state=tmp_path / "apisim")
+    env = openai_env(server) if request.param == "openai" else azure_env(server)
+    for var, value in env.items():
+        monkeypatch.setenv(var, value)
+    yield Remote(request.param, server, tmp_path)
+    server.close()
+
+
+def make_request(
+    key: str,
+    data: tuple[Path, Path | None],
+    n_epochs: int = 4,
+    batch_size: int = 1,
+    **hp: Any,
+) -> TrainingRequest:
+    return TrainingRequest(
+        key, MODEL, Hyperparameters(n_epochs, batch_size, 0.1, **hp), data[0], data[1], seed=11
+    )
+
+
+def run(
+    remote: Remote, backend: RemoteBackend, handle: JobHandle, every: float = 5.0
+) -> list[JobUpdate]:
+    """Poll with each cursor, moving the simulated clock ``every`` seconds in between."""
+    updates: list[JobUpdate] = []
+    cursor = None
+    for _ in range(2000):
+        update = backend.poll(handle, cursor)
+        updates.append(update)
+        cursor = update.cursor
+        if update.status.terminal:
+            return updates
+        remote.advance(every)
+    raise AssertionError(f"{handle.job_id} did not finish")
+
+
+def points_of(updates: list[JobUpdate]) -> list[MetricPoint]:
+    return [p for u in updates for p in u.points]
+
+
+def test_submit_and_poll_to_completion(remote: Remote, chat_data: tuple[Path, Path]) -> None:
+    backend = remote.backend()
+    request = make_request("sweep-t1-abc", chat_data)
+    handle = backend.submit(request)
+    assert handle == JobHandle(remote.name, handle.job_id, request.key)
+    updates = run(remote, backend, handle)
+    final = updates[-1]
+    assert final.status is JobStatus.SUCCEEDED, final.error
+    assert {u.status for u in updates} >= {JobStatus.QUEUED, JobStatus.RUNNING}
+    points = points_of(updates)
+    counts = Counter((p.step, p.name) for p in points)
+    assert max(counts.values()) == 1, "a point was delivered twice"
+    assert {p.name for p in points} == set(METRIC_NAMES)
+    train = [p.step for p in points if p.name == "train_loss"]
+    assert train == list(range(1, 121)) and final.total_steps == 120  # 30 examples x 4 epochs
+    epochs = {p.step: p.value for p in points if p.name == "epoch"}
+    assert epochs[30] == 1.0 and epochs[120] == 4.0 and epochs[45] == 1.5
+    full = [p.step for p in points if p.name == "full_valid_loss"]
+    assert full == [30, 60, 90, 120]
+    # earlier epochs, from the checkpoints: what 2 and 3 epochs gave
+    assert [(c.epoch, c.step) for c in final.checkpoints] == [(2, 60), (3, 90)]
+    by_step = {(p.step, p.name): p.value for p in points}
+    for ckpt in final.checkpoints:
+        assert ckpt.metrics["full_valid_loss"] == by_step[(ckpt.step, "full_valid_loss")]
+        assert ckpt.model_id.endswith(f":ckpt-step-{ckpt.step}")
+    billed = check_file(chat_data[0], MODEL)[0].billed_tokens
+    assert final.trained_tokens == 4 * billed
+    assert final.fine_tuned_model and final.error is None
+    price = training_price(MODEL)
+    assert price is not None and backend.estimate_cost(request) == training_cost(billed, 4, price)
+    assert backend.poll(handle, final.cursor).points == ()
+    assert list(backend.poll(handle, None).points) == points
+    results = backend.results(handle)
+    assert {(p.step, p.name) for p in results} <= set(counts)
+    assert len({p.step for p in results}) == 120
+
+
+def test_a_long_gap_between_polls_spans_event_pages(
+    remote: Remote, chat_data: tuple[Path, Path]
+) -> None:
+    backend = remote.backend()
+    handle = backend.submit(make_request("gap", chat_data))
+    remote.advance(20)
+    early = backend.poll(handle)
+    assert early.status is JobStatus.RUNNING and early.points
+    remote.advance(3600)  # 100+ new events: more than one page
+    late = backend.poll(handle, early.cursor)
+    assert late.status is JobStatus.SUCCEEDED
+    assert list(early.points + late.points) == list(backend.poll(handle).points)
+
+
+def test_cancel_keeps_the_metrics(remote: Remote, chat_data: tuple[Path, Path]) -> None:
+    backend = remote.backend()
+    handle = backend.submit(make_request("to-cancel", chat_data))
+    remote.advance(25)
+    before = backend.poll(handle)
+    assert before.status is JobStatus.RUNNING and before.points
+    backend.cancel(handle)
+    after = backend.poll(handle, before.cursor)
+    assert after.status is JobStatus.CANCELLED
+    assert after.trained_tokens is not None and after.trained_tokens > 0
+    assert list(backend.poll(handle).points) == list(before.points + after.points)
+    backend.cancel(handle)  # again: a no-op
+    remote.advance(3600)
+    assert backend.poll(handle).status is JobStatus.CANCELLED
+
+
+def test_resubmitting_a_key_never_creates_a_second_job(
+    remote: Remote, chat_data: tuple[Path, Path]
+) -> None:
+    backend = remote.backend()
+    request = make_request("same-key", chat_data)
+    first = backend.submit(request)
+    assert backend.submit(request) == first
+    assert remote.backend().submit(request) == first  # a fresh instance, same workdir
+    assert remote.backend(remote.tmp / "elsewhere").submit(request) == first  # no local state
+    assert backend.find(request.key) == first
+    assert remote.creates() == [200 if remote.name == "openai" else 201]
+    other = backend.submit(make_request("other-key", chat_data))
+    assert other.job_id != first.job_id
+    assert len(request_log(remote.server, "files.create")) == 2  # train + valid, once each
+    assert (remote.workdir / "remote-files.json").exists()
+
+
+def test_find_reattaches_from_a_fresh_instance(
+    remote: Remote, chat_data: tuple[Path, Path]
+) -> None:
+    handle = remote.backend().submit(make_request("find-me", chat_data))
+    fresh = remote.backend(remote.tmp / "empty-workdir")
+    assert fresh.find("find-me") == handle
+    assert fresh.find("nobody") is None
+    assert run(remote, fresh, handle)[-1].status is JobStatus.SUCCEEDED
+
+
+def test_find_reattaches_from_a_fresh_process(remote: Remote, chat_data: tuple[Path, Path]) -> None:
+    backend = remote.backend()
+    handle = backend.submit(make_request("other-process", chat_data, n_epochs=2))
+    remote.advance(3600)
+    env = openai_env(remote.server) if remote.name == "openai" else azure_env(remote.server)
+    case = BackendCase(
+        name=remote.name,
+        options={},
+        workdir=remote.tmp / "fresh-process",
+        short_request=lambda key: make_request(key, chat_data),
+        long_request=lambda key: make_request(key, chat_data),
+        env=env,
+        timeout_s=20,
+    )
+    seen = points_in_fresh_process(case, "other-process")
+    assert seen["job_id"] == handle.job_id and seen["status"] == "succeeded"
+    assert seen["points"] == [[p.step, p.name, p.value] for p in backend.poll(handle).points]
+
+
+def test_rate_limits_back_off_then_succeed(remote: Remote, chat_data: tuple[Path, Path]) -> None:
+    remote.faults(requests=[{"op": "jobs.create", "status": 429, "retry_after": 30, "times": 2}])
+    handle = remote.backend().submit(make_request("limited", chat_data))
+    assert remote.sleeps == [30.0, 30.0]
+    assert remote.creates()[:2] == [429, 429] and len(remote.creates()) == 3
+    assert [j.id for j in remote.server.sim.jobs.values()] == [handle.job_id]
+
+
+def test_a_daily_cap_reports_busy_without_waiting_a_day(
+    remote: Remote, chat_data: tuple[Path, Path]
+) -> None:
+    remote.faults(requests=[{"op": "jobs.create", "status": 429, "retry_after": 86400, "times": 0}])
+    with pytest.raises(ProviderBusyError) as caught:
+        remote.backend().submit(make_request("capped", chat_data))
+    assert caught.value.retry_after == 86400
+    expected = "daily_rate_limit_exceeded" if remote.name == "openai" else "tooManyRequests"
+    assert expected in str(caught.value) and "rate-limited" in str(caught.value)
+    assert remote.sleeps == [] and not remote.server.sim.jobs
+
+
+def test_a_5xx_after_the_job_was_created_does_not_create_another(
+    remote: Remote, chat_data: tuple[Path, Path]
+) -> None:
+    remote.faults(requests=[{"op": "jobs.create", "status": 500, "when": "after"}])
+    handle = remote.backend().submit(make_request("created-anyway", chat_data))
+    assert remote.creates() == [500]  # recovered by finding the key's job, not by a retry
+    assert list(remote.server.sim.jobs) == [handle.job_id]
+    assert len(remote.sleeps) == 1
+
+
+def test_server_errors_while_polling_are_retried(
+    remote: Remote, chat_data: tuple[Path, Path]
+) -> None:
+    backend = remote.backend()
+    handle = backend.submit(make_request("flaky", chat_data))
+    remote.faults(
+        requests=[
+            {"op": "jobs.retrieve", "status": 502, "times": 1},
+            {"op": "jobs.events", "status": 503, "times": 2},
+            {"op": "files.retrieve", "status": 500, "times": 1},
+        ]
+    )
+    remote.advance(20)
+    assert backend.poll(handle).points
+    assert remote.sleeps == [1.0, 1.0, 2.0]
+    assert remote.backend().submit(make_request("flaky-2", chat_data)).job_id != handle.job_id
+
+
+def test_a_failed_job_reports_the_provider_message(
+    remote: Remote, chat_data: tuple[Path, Path], tmp_path: Path
+) -> None:
+    remote.faults(
+        jobs=[
+            {"nth": 1, "code": "server_error", "message": "Internal failure, retry.", "at_step": 5}
+        ]
+    )
+    backend = remote.backend()
+    handle = backend.submit(make_request("doomed", chat_data))
+    final = run(remote, backend, handle)
+    assert final[-1].status is JobStatus.FAILED
+    assert final[-1].error == "server_error: Internal failure, retry."
+    assert max(p.step for p in points_of(final)) == 5
+    small = write_jsonl(tmp_path / "small.jsonl", chat_rows(7))
+    handle = backend.submit(make_request("too-small", (small, None)))
+    update = run(remote, backend, handle)[-1]
+    assert update.status is JobStatus.FAILED
+    assert update.error == (
+        "invalid_n_examples: Training file has 7 example(s), but must have at least 10 examples"
+    )
+
+
+def test_a_quota_of_one_keeps_the_second_job_queued(
+    remote: Remote, chat_data: tuple[Path, Path]
+) -> None:
+    remote.faults(max_running=1)
+    backend = remote.backend()
+    first = backend.submit(make_request("q1", chat_data, n_epochs=1))
+    second = backend.submit(make_request("q2", chat_data, n_epochs=1))
+    remote.advance(20)
+    assert backend.poll(first).status is JobStatus.RUNNING
+    assert backend.poll(second).status is JobStatus.QUEUED
+    assert run(remote, backend, second)[-1].status is JobStatus.SUCCEEDED
+    assert backend.poll(first).status is JobStatus.SUCCEEDED
+    assert AzureOpenAIBackend.max_concurrent_jobs == 1
+    assert OpenAIBackend.max_concurrent_jobs == 3
+
+
+def test_a_file_stuck_in_processing_keeps_the_job_queued(remote: Remote, tmp_path: Path) -> None:
+    remote.faults(stuck_files=["slow-*"])
+    slow = write_jsonl(tmp_path / "slow-train.jsonl", chat_rows(20))
+    backend = remote.backend()
+    handle = backend.submit(make_request("stuck", (slow, None)))
+    remote.advance(3600)
+    assert backend.poll(handle).status is JobStatus.QUEUED
+
+
+def test_uploads_are_reused_until_the_provider_loses_them(
+    remote: Remote, chat_data: tuple[Path, Path]
+) -> None:
+    backend = remote.backend()
+    handle = backend.submit(make_request("u1", chat_data))
+    job = backend.client.fine_tuning.jobs.retrieve(handle.job_id)
+    backend.client.files.delete(job.training_file)
+    remote.backend().submit(make_request("u2", chat_data))
+    uploads = request_log(remote.server, "files.create")
+    assert len(uploads) == 3  # train, valid, then train again after it was deleted
+
+
+def test_unsupported_parameters_fail_before_anything_is_spent(
+    remote: Remote, chat_data: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for var in ("OPENAI_API_KEY", "AZURE_OPENAI_API_KEY"):
+        monkeypatch.delenv(var, raising=False)  # not even a client is needed to say no
+    backend = remote.backend()
+    cls = registry.load(remote.name)
+    assert "prompt_loss_weight" not in cls.supported_parameters and cls.max_batch_size == 256
+    with pytest.raises(UnsupportedParameterError, match="prompt_loss_weight"):
+        backend.check(make_request("plw", chat_data, prompt_loss_weight=0.1))
+    with pytest.raises(UnsupportedParameterError, match="prompt_loss_weight"):
+        backend.submit(make_request("plw", chat_data, prompt_loss_weight=0.1))
+    with pytest.raises(UnsupportedParameterError, match="256"):
+        backend.check(make_request("big", chat_data, batch_size=300))
+    with pytest.raises(UnsupportedParameterError, match="lora"):
+        backend.check(
+            TrainingRequest(
+                "opt", MODEL, Hyperparameters(2, 1, 0.1), chat_data[0], options={"lora": True}
+            )
+        )
+    assert request_log(remote.server) == []
+
+
+def test_the_api_key_is_never_written_anywhere(
+    remote: Remote, chat_data: tuple[Path, Path], tmp_path: Path
+) -> None:
+    remote.faults(
+        requests=[
+            {"op": "jobs.create", "status": 429, "retry_after": 5, "times": 1},
+            {"op": "jobs.events", "status": 500, "times": 1},
+        ],
+        jobs=[{"nth": 2, "code": "invalid_training_file", "message": "bad file"}],
+    )
+    backend = remote.backend()
+    messages: list[str] = []
+    for key in ("k1", "k2"):
+        handle = backend.submit(make_request(key, chat_data))
+        updates = run(remote, backend, handle, every=30)
+        messages += [repr(u) for u in updates]
+    remote.faults(requests=[{"op": "jobs.create", "status": 429, "retry_after": 9999, "times": 0}])
+    with pytest.raises(BackendError) as caught:
+        backend.submit(make_request("k3", chat_data))
+    messages.append(str(caught.value))
+    remote.server.sim.save()
+    written = [p for folder in (remote.tmp,) for p in folder.rglob("*") if p.is_file()]
+    assert any(p.name == "requests.jsonl" for p in written)
+    assert any(p.name == "remote-files.json" for p in written)
+    for key in (OPENAI_KEY, AZURE_KEY):
+        for path in written:
+            assert key.encode() not in path.read_bytes(), path
+        assert not any(key in m for m in messages)
+    from orchestrator.backends.remote.retry import redact
+
+    assert OPENAI_KEY not in redact(f"Incorrect API key provided: {OPENAI_KEY}.")
+
+
+def test_credentials_come_from_the_environment_only(
+    remote: Remote, chat_data: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cls = registry.load(remote.name)
+    with pytest.raises(UsageError, match="environment"):
+        cls.from_options({"api_key": "sk-x"}, workdir=remote.workdir)
+    with pytest.raises(UsageError, match="unknown option"):
+        cls.from_options({"colour": "blue"}, workdir=remote.workdir)
+    for var in ("OPENAI_API_KEY", "AZURE_OPENAI_API_KEY"):
+        monkeypatch.delenv(var, raising=False)
+    env_var = "OPENAI_API_KEY" if remote.name == "openai" else "AZURE_OPENAI_API_KEY"
+    with pytest.raises(BackendError, match=env_var):
+        remote.backend().submit(make_request("no-key", chat_data))
