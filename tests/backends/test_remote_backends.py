@@ -252,6 +252,16 @@ def test_rate_limits_back_off_then_succeed(remote: Remote, chat_data: tuple[Path
     assert [j.id for j in remote.server.sim.jobs.values()] == [handle.job_id]
 
 
+def test_a_file_not_ready_yet_is_waited_for(remote: Remote, chat_data: tuple[Path, Path]) -> None:
+    message = "File file-abc is not ready yet. Please try again later."
+    remote.faults(requests=[{"op": "jobs.create", "status": 400, "message": message}])
+    remote.backend().submit(make_request("early", chat_data))
+    assert len(remote.creates()) == 2 and len(remote.sleeps) == 1
+    remote.faults(requests=[{"op": "jobs.create", "status": 400, "message": "Invalid model."}])
+    with pytest.raises(BackendError, match=r"HTTP 400.*Invalid model"):
+        remote.backend().submit(make_request("bad", chat_data))
+
+
 def test_a_daily_cap_reports_busy_without_waiting_a_day(
     remote: Remote, chat_data: tuple[Path, Path]
 ) -> None:

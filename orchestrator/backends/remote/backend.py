@@ -36,7 +36,7 @@ from orchestrator.backends.remote.events import (
     steps_per_epoch,
 )
 from orchestrator.backends.remote.files import FileCache
-from orchestrator.backends.remote.retry import Caller, RetryPolicy
+from orchestrator.backends.remote.retry import Caller, RetryPolicy, describe
 from orchestrator.costs import training_cost, training_price
 from orchestrator.errors import BackendError, DataError, UnsupportedParameterError, UsageError
 
@@ -58,6 +58,12 @@ def _decode_cursor(cursor: str | None) -> tuple[str | None, int | None]:
         return None, None
     event_id, _, total = cursor.partition("|")
     return event_id or None, int(total) if total.isdigit() else None
+
+
+def _file_not_ready(exc: Exception) -> bool:
+    """A 400 on create because an upload is still being processed: worth retrying."""
+    text = describe(exc).lower()
+    return any(words in text for words in ("not ready", "not been processed", "still processing"))
 
 
 class RemoteBackend(Backend):
@@ -216,6 +222,7 @@ class RemoteBackend(Backend):
             "create fine-tuning job",
             lambda: self.client.fine_tuning.jobs.create(**params),
             recover=lambda: self._find_job(request.key),
+            retry_if=_file_not_ready,
         )
         self._created(request.key, job.id)
         return JobHandle(self.name, job.id, request.key)
