@@ -431,3 +431,46 @@ def test_credentials_come_from_the_environment_only(
     env_var = "OPENAI_API_KEY" if remote.name == "openai" else "AZURE_OPENAI_API_KEY"
     with pytest.raises(BackendError, match=env_var):
         remote.backend().submit(make_request("no-key", chat_data))
+
+
+def test_statuses_are_normalised() -> None:
+    from orchestrator.backends.remote.events import job_status
+    from orchestrator.backends.remote.files import normalise_file_status
+
+    queued = ["validating_files", "queued", "pending", "created", "notRunning"]
+    assert {job_status(s) for s in queued} == {JobStatus.QUEUED}
+    assert job_status("running") is job_status("paused") is JobStatus.RUNNING
+    assert job_status("canceled") is job_status("cancelled") is JobStatus.CANCELLED
+    assert [normalise_file_status(s) for s in ("succeeded", "processed", "failed", "error")] == [
+        "processed",
+        "processed",
+        "error",
+        "error",
+    ]
+    assert normalise_file_status("running") == normalise_file_status("uploaded") == "pending"
+
+
+def test_metrics_from_messages_and_result_files() -> None:
+    import base64
+
+    from orchestrator.backends.remote.events import metric_points, parse_result_csv
+
+    message = "Step 290/303: training loss=0.00, validation loss=0.31, full validation loss=0.33"
+    step, total, points = metric_points(None, message, per_epoch=101.0)
+    assert (step, total) == (290, 303)
+    assert {p.name: p.value for p in points} == {
+        "train_loss": 0.0,
+        "valid_loss": 0.31,
+        "full_valid_loss": 0.33,
+        "epoch": round(290 / 101, 6),
+    }
+    openai_csv = (
+        b"step,train_loss,train_accuracy,valid_loss,valid_mean_token_accuracy\n1,3.6,0.5,,\n"
+    )
+    azure_csv = (
+        b"step,train_loss,train_mean_token_accuracy,valid_loss,valid_mean_token_accuracy\n"
+        b"1,3.6,0.5,-1,N/A\n"
+    )
+    expected = [MetricPoint(1, "train_loss", 3.6), MetricPoint(1, "train_mean_token_accuracy", 0.5)]
+    assert parse_result_csv(base64.b64encode(openai_csv)) == expected
+    assert parse_result_csv(azure_csv) == expected
