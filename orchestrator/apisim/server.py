@@ -139,46 +139,57 @@ class _Handler(BaseHTTPRequestHandler):
         sim = self.server.sim
         found = routes.match(method, sub)
         op = found[0] if found else "unknown"
-        status = 500
         try:
-            if not self._authorised(api):
-                raise ApiError(401, "You didn't provide an API key.", code="invalid_api_key")
-            if api == "azure" and not query.get("api-version"):
-                raise ApiError(
-                    400, "The api-version query parameter (?api-version=) is required.",
-                    azure_code="MissingApiVersionParameter",
-                )  # fmt: skip
-            if found is None:
-                raise ApiError(404, f"Unknown request URL: {method} {path}.")
-            _, handler, ids = found
-            ctx = routes.Ctx(sim, api, ids, query)
-            ctype = self.headers.get("Content-Type") or ""
-            if raw and ctype.startswith("multipart/form-data"):
-                ctx.form = _parse_form(ctype, raw)
-            elif raw:
-                try:
-                    ctx.json = json.loads(raw)
-                except ValueError as exc:
-                    raise ApiError(400, "The request body is not valid JSON.") from exc
-            with sim.lock:
-                fault = sim.faults.request_fault(op, api)
-                if fault is not None:
-                    sim.save()
-                    if fault.when == "after":
-                        handler(ctx)
-                    raise _fault_error(fault, api, op)
-            reply = handler(ctx)
-            status = reply.status
-            self._send(reply.status, reply.body, reply.headers)
+            reply = self._dispatch(api, method, path, query, raw, found)
         except ApiError as err:
-            status = err.status
-            self._send(err.status, err.body(api), err.headers)
+            reply = routes.Reply(err.status, err.body(api), err.headers)
         except Exception as exc:  # a simulator bug must still answer like a server
             log.exception("apisim: %s %s failed", method, path)
             bug = ApiError(500, f"Internal simulator error: {type(exc).__name__}")
-            status = 500
-            self._send(bug.status, bug.body(api), {"x-should-retry": "false"})
-        sim.log_request({"api": api, "method": method, "path": path, "op": op, "status": status})
+            reply = routes.Reply(500, bug.body(api), {"x-should-retry": "false"})
+        # logged before answering, so a client that asks the log next finds its request
+        sim.log_request(
+            {"api": api, "method": method, "path": path, "op": op, "status": reply.status}
+        )
+        self._send(reply.status, reply.body, reply.headers)
+
+    def _dispatch(
+        self,
+        api: str,
+        method: str,
+        path: str,
+        query: dict[str, list[str]],
+        raw: bytes,
+        found: tuple[str, routes.Handler, tuple[str, ...]] | None,
+    ) -> routes.Reply:
+        sim = self.server.sim
+        if not self._authorised(api):
+            raise ApiError(401, "You didn't provide an API key.", code="invalid_api_key")
+        if api == "azure" and not query.get("api-version"):
+            raise ApiError(
+                400, "The api-version query parameter (?api-version=) is required.",
+                azure_code="MissingApiVersionParameter",
+            )  # fmt: skip
+        if found is None:
+            raise ApiError(404, f"Unknown request URL: {method} {path}.")
+        op, handler, ids = found
+        ctx = routes.Ctx(sim, api, ids, query)
+        ctype = self.headers.get("Content-Type") or ""
+        if raw and ctype.startswith("multipart/form-data"):
+            ctx.form = _parse_form(ctype, raw)
+        elif raw:
+            try:
+                ctx.json = json.loads(raw)
+            except ValueError as exc:
+                raise ApiError(400, "The request body is not valid JSON.") from exc
+        with sim.lock:
+            fault = sim.faults.request_fault(op, api)
+            if fault is not None:
+                sim.save()
+                if fault.when == "after":
+                    handler(ctx)
+                raise _fault_error(fault, api, op)
+        return handler(ctx)
 
     def _admin(self, method: str, path: str, query: dict[str, list[str]], raw: bytes) -> None:
         sim = self.server.sim
