@@ -193,8 +193,8 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _admin(self, method: str, path: str, query: dict[str, list[str]], raw: bytes) -> None:
         sim = self.server.sim
-        body: Any = json.loads(raw) if raw else {}
         try:
+            body: Any = json.loads(raw) if raw else {}
             if path == "/_sim/health":
                 reply: dict[str, Any] = {"ok": True, "now": sim.clock.now()}
             elif path == "/_sim/requests" and method == "GET":
