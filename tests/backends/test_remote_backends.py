@@ -284,22 +284,36 @@ def test_a_5xx_after_the_job_was_created_does_not_create_another(
     assert len(remote.sleeps) == 1
 
 
-def test_server_errors_while_polling_are_retried(
+def test_server_errors_on_every_call_path_are_retried(
     remote: Remote, chat_data: tuple[Path, Path]
 ) -> None:
+    remote.faults(requests=[{"op": "files.create", "status": 500, "times": 1}])
     backend = remote.backend()
     handle = backend.submit(make_request("flaky", chat_data))
+    assert remote.sleeps == [1.0]
     remote.faults(
         requests=[
             {"op": "jobs.retrieve", "status": 502, "times": 1},
             {"op": "jobs.events", "status": 503, "times": 2},
-            {"op": "files.retrieve", "status": 500, "times": 1},
+            {"op": "jobs.checkpoints", "status": 500, "times": 1},
         ]
     )
-    remote.advance(20)
+    remote.advance(40)
     assert backend.poll(handle).points
-    assert remote.sleeps == [1.0, 1.0, 2.0]
-    assert remote.backend().submit(make_request("flaky-2", chat_data)).job_id != handle.job_id
+    assert remote.sleeps == [1.0, 1.0, 1.0, 2.0, 1.0]
+    remote.faults(
+        requests=[
+            {"op": "files.retrieve", "status": 500, "times": 1},
+            {"op": "jobs.list", "status": 503, "times": 1},
+            {"op": "jobs.cancel", "status": 500, "times": 1},
+        ]
+    )
+    other = remote.backend().submit(make_request("flaky-2", chat_data))
+    assert other.job_id != handle.job_id
+    backend.cancel(handle)
+    assert backend.poll(handle).status is JobStatus.CANCELLED
+    assert len(remote.sleeps) == 5 + 3
+    assert len(remote.server.sim.jobs) == 2
 
 
 def test_a_failed_job_reports_the_provider_message(
@@ -406,6 +420,8 @@ def test_the_api_key_is_never_written_anywhere(
         backend.submit(make_request("k3", chat_data))
     messages.append(str(caught.value))
     remote.server.sim.save()
+    assert len(remote.server.sim.jobs) == 2  # k1, k2: one job per key despite the 429s
+    assert sum(200 <= status < 300 for status in remote.creates()) == 2
     written = [p for folder in (remote.tmp,) for p in folder.rglob("*") if p.is_file()]
     assert any(p.name == "requests.jsonl" for p in written)
     assert any(p.name == "remote-files.json" for p in written)
