@@ -15,8 +15,7 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 quickstart: install
-	$(BIN)/ftsweep validate data/quickstart/train.jsonl --valid data/quickstart/valid.jsonl
-	$(BIN)/ftsweep space sweeps/quickstart.yaml
+	$(BIN)/ftsweep run sweeps/quickstart.yaml
 
 test: install
 	$(BIN)/pytest

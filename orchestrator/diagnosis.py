@@ -5,7 +5,8 @@ Per trial, :func:`diagnose` reads the metric curves of one job and returns a
 
 * ``diverged``: a NaN/inf loss, or training loss that ends higher than it started;
 * ``overfit``: validation loss bottoms out before the end and then rises by more than
-  ``overfit_rise``, or the train/valid gap grows by more than ``gap_growth``;
+  ``overfit_rise``, or it has stopped improving while the train/valid gap grew by more than
+  ``gap_growth``;
 * ``underfit``: training loss still falling at the end (by more than ``still_falling`` between
   the last two segments) with validation at its lowest, or training accuracy below
   ``low_accuracy``;
@@ -122,7 +123,8 @@ def diagnose(
                 advice = "fewer epochs or a lower learning_rate_multiplier"
             return Diagnosis("overfit", evidence, advice, best_epoch)
         gap = _gap_growth(train, valid)
-        if gap is not None and gap > thresholds.gap_growth:
+        improving = values[-2] > 0 and (values[-2] - final) / values[-2] > thresholds.still_falling
+        if gap is not None and gap > thresholds.gap_growth and not improving:
             return Diagnosis(
                 "overfit",
                 {"gap_growth": round(gap, 4), "final_valid_loss": final},

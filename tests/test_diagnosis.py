@@ -69,3 +69,15 @@ def test_sweep_advice_widens_ranges_at_an_edge() -> None:
     assert low <= 4 < high
     assert any("raise n_epochs" in n for n in advice.notes)
     assert any("n_epochs=4 sits at the high end of 2–4" in n for n in advice.notes)
+
+
+def test_gap_growth_needs_a_stalled_validation_loss() -> None:
+    train = _curve([3.0, 2.5, 2.0, 1.6, 1.2, 0.9, 0.6, 0.4, 0.25, 0.15, 0.1, 0.08])
+    stalled = _curve([2.0, 1.6, 1.55, 1.56], every=3)
+    d = diagnose({"train_loss": train, "full_valid_loss": stalled})
+    assert d.label == "overfit" and "gap" in d.recommendation
+    # early epochs: train loss (averaged over the epoch) is above the end-of-epoch valid loss,
+    # so the gap "grows" while both fall: that is learning, not over-fitting
+    falling = _curve([2.4, 1.2, 0.93], every=4)
+    high_train = _curve([4.0, 3.5, 3.1, 2.6, 1.6, 1.4, 1.3, 1.25, 1.2, 1.19, 1.18, 1.18])
+    assert diagnose({"train_loss": high_train, "full_valid_loss": falling}).label != "overfit"

@@ -81,7 +81,8 @@ def status(spec: SpecArg) -> None:
     frame = trials_frame(opened.study, opened.plan.space.fixed())
     spec_model = opened.plan.spec
     counts = frame["state"].value_counts().to_dict() if len(frame) else {}
-    shown = ", ".join(f"{n} {s.lower()}" for s, n in sorted(counts.items())) or "no trials yet"
+    shown = ", ".join(f"{n} {str(s).lower()}" for s, n in sorted(counts.items(), key=str))
+    shown = shown or "no trials yet"
     out.data(f"sweep {spec_model.name}: {shown} (of {spec_model.trials})")
     if len(frame):
         out.data(render(frame, "table"))

@@ -360,7 +360,7 @@ class SweepLoop:
         if self.clock() - slot.last_beat > HEARTBEAT_EVERY_S:
             slot.trial.set_user_attr(A.HEARTBEAT, time.time())
             slot.last_beat = self.clock()
-        if not slot.pruned and self._report_epochs(slot, fresh):
+        if self._report_epochs(slot, fresh):
             return
         if update.status.terminal:
             self._finish(slot, update)
@@ -378,7 +378,7 @@ class SweepLoop:
             slot.epochs += 1
             slot.trial.set_user_attr(A.EPOCHS, slot.epochs)
             value = _at(slot.curves, p.step, metric, "valid_loss")
-            if value is None:
+            if value is None or slot.pruned:
                 continue
             slot.trial.report(value, slot.epochs)
             self.say(f"trial {slot.number} epoch {slot.epochs}: {metric}={value:.4f}")

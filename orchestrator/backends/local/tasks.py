@@ -26,6 +26,7 @@ __all__ = [
     "generate",
     "random_labels",
     "reverse_words",
+    "support_tickets",
     "write_jsonl",
     "write_task",
 ]
@@ -62,7 +63,67 @@ def random_labels(n: int, seed: int = 0) -> list[Example]:
     ]
 
 
-TASKS = {"reverse": reverse_words, "random_labels": random_labels}
+_TICKETS = {
+    "billing": (
+        "I was charged {n} times for my {item} order",
+        "My invoice shows the wrong amount for the {item}",
+        "Please refund the {item} I returned {when}",
+        "Why did my card get billed {when} for a {item}?",
+        "The discount code was not applied to my {item}",
+    ),
+    "shipping": (
+        "My {item} has not arrived and it was due {when}",
+        "The tracking number for my {item} does not work",
+        "Can you ship the {item} to a different address?",
+        "The box with my {item} arrived damaged {when}",
+        "How long does delivery of a {item} take to {place}?",
+    ),
+    "account": (
+        "I cannot log in since {when}",
+        "Please change the email address on my account",
+        "How do I delete my account and my data?",
+        "I forgot my password and the reset link expired {when}",
+        "Someone else may have used my account {when}",
+    ),
+    "technical": (
+        "The {item} app crashes when I open it",
+        "My {item} will not connect to wifi since {when}",
+        "The {item} shows error code {n} on start",
+        "The firmware update for my {item} failed {when}",
+        "The screen of my {item} flickers after {n} minutes",
+    ),
+}
+_FILL = {
+    "item": ("headphones", "kettle", "camera", "laptop", "speaker", "watch", "router", "lamp"),
+    "when": ("yesterday", "last week", "this morning", "on Monday", "two days ago", "today"),
+    "place": ("Berlin", "Lyon", "Leeds", "Porto", "Oslo", "Dublin"),
+    "n": ("2", "3", "4", "17", "42", "503"),
+}
+TICKET_SYSTEM = "Route the support ticket to one team: billing, shipping, account or technical."
+
+
+def support_tickets(n: int, seed: int = 0) -> list[Example]:
+    """``n`` distinct support tickets labelled with the team that handles them.
+
+    A learnable classification task for a pretrained model: the label follows from the words
+    of the ticket. Classes are balanced.
+    """
+    rng = random.Random(f"tickets-{seed}")
+    labels = sorted(_TICKETS)
+    seen: dict[str, str] = {}
+    while len(seen) < n:
+        label = labels[len(seen) % len(labels)]
+        template = rng.choice(_TICKETS[label])
+        text = template.format(**{k: rng.choice(v) for k, v in _FILL.items()})
+        if text not in seen:
+            seen[text] = label
+    rows = [{"prompt": text, "completion": f" {label}"} for text, label in seen.items()]
+    rng.shuffle(rows)
+    return rows
+
+
+TASKS = {"reverse": reverse_words, "random_labels": random_labels, "tickets": support_tickets}
+SYSTEM_PROMPTS = {"tickets": TICKET_SYSTEM}
 
 
 def generate(task: str, n: int, seed: int = 0) -> list[Example]:
@@ -108,8 +169,37 @@ def write_task(
     """Write ``<task>.train.jsonl`` and ``<task>.valid.jsonl`` (disjoint) into ``out_dir``."""
     rows = generate(task, n_train + n_valid, seed)
     if fmt == "chat":
-        rows = as_chat(rows)
+        rows = as_chat(rows, SYSTEM_PROMPTS.get(task))
     suffix = "" if fmt == "prompt_completion" else ".chat"
     train = write_jsonl(out_dir / f"{task}{suffix}.train.jsonl", rows[:n_train])
     valid = write_jsonl(out_dir / f"{task}{suffix}.valid.jsonl", rows[n_train:])
     return train, valid
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m orchestrator.backends.local.tasks TASK OUT_DIR``: write a task's files."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description="Write a generated task's train/valid JSONL.")
+    parser.add_argument("task", choices=sorted(TASKS))
+    parser.add_argument("out_dir", type=Path)
+    parser.add_argument("--n-train", type=int, default=160)
+    parser.add_argument("--n-valid", type=int, default=40)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--format", dest="fmt", choices=("prompt_completion", "chat"), default="prompt_completion"
+    )
+    args = parser.parse_args(argv)
+    for path in write_task(
+        args.task,
+        args.out_dir,
+        n_train=args.n_train,
+        n_valid=args.n_valid,
+        seed=args.seed,
+        fmt=args.fmt,
+    ):
+        print(path)
+
+
+if __name__ == "__main__":
+    main()
