@@ -9,6 +9,7 @@ third-party exceptions are translated where they are caught and chained (``from 
     │   ├── DataError                 a data file: names the file and the line
     │   └── UnsupportedParameterError a hyper-parameter the chosen backend cannot take
     ├── BackendError                  a backend failed (job submission, polling, cancel)
+    │   ├── ProviderBusyError         the provider refuses new work for now: try again later
     │   └── UnknownBackendError       no backend registered under that name (also a UsageError)
     └── TokenizerError                token counting impossible (no tokenizer files)
 
@@ -22,6 +23,7 @@ __all__ = [
     "BackendError",
     "DataError",
     "OrchestratorError",
+    "ProviderBusyError",
     "SpecError",
     "TokenizerError",
     "UnknownBackendError",
@@ -66,6 +68,16 @@ class UnsupportedParameterError(UsageError):
 
 class BackendError(OrchestratorError):
     """A backend failed to submit, poll or cancel a job."""
+
+
+class ProviderBusyError(BackendError):
+    """The provider refuses new work for now (rate limit, daily job cap, outage) for longer
+    than a backend waits; ``retry_after`` is its hint in seconds, when it gave one. The engine
+    keeps the trial and submits again later (submit is idempotent on the request's key)."""
+
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 class UnknownBackendError(BackendError, UsageError):

@@ -196,8 +196,9 @@ class Backend(ABC):
     max_batch_size: ClassVar[int | None] = None
     #: how many jobs may run at once (a provider quota); the engine queues the rest
     max_concurrent_jobs: ClassVar[int | None] = None
-    #: seconds between polls of one job: the first, and the most after backing off
-    poll_interval: ClassVar[tuple[float, float]] = (1.0, 30.0)
+    #: seconds between polls of one job: the first, and the most after backing off (a
+    #: backend may set it per instance, from an option)
+    poll_interval: tuple[float, float] = (1.0, 30.0)
 
     @classmethod
     def from_options(cls, options: Mapping[str, Any], *, workdir: Path) -> Backend:

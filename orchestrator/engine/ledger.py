@@ -48,6 +48,8 @@ class A:
     JOB_STATUS = "ftsweep.job_status"
     MODEL = "ftsweep.fine_tuned_model"
     TOKENS = "ftsweep.trained_tokens"
+    CHECKPOINTS = "ftsweep.checkpoints"
+    BEST_CHECKPOINT = "ftsweep.best_checkpoint"
     # study attributes
     PARENT = "ftsweep.mlflow_parent_run_id"
     EXPERIMENT = "ftsweep.mlflow_experiment_id"

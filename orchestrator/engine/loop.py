@@ -34,7 +34,7 @@ from orchestrator.engine.ledger import (
     request_to_attrs,
     worker_id,
 )
-from orchestrator.errors import BackendError, OrchestratorError
+from orchestrator.errors import BackendError, OrchestratorError, ProviderBusyError
 from orchestrator.plan import SweepPlan
 from orchestrator.tracking import Tracker
 
@@ -98,6 +98,8 @@ class SweepLoop:
         self.say, self.clock, self.sleep = say, clock, sleep
         self.worker = worker_id()
         self.slots: dict[int, _Slot] = {}
+        #: trials whose submit the provider refused for now: (trial, request, run, retry at)
+        self.pending: dict[int, tuple[optuna.Trial, TrainingRequest, str, float]] = {}
         self.followers: dict[int, int] = {}  # trial number -> the trial it repeats
         self.started = clock()
         self.stop_reason: str | None = None
@@ -106,24 +108,29 @@ class SweepLoop:
         if cap and cap < limits.parallel:
             say(f"{backend.name} runs at most {cap} jobs at once: the other trials queue")
         self.price = training_price(plan.spec.backend.model, plan.spec.prices)
+        self._queued = 0
+        self._durations: list[float] = []
+        self._started_at: dict[int, float] = {}
 
     # -- the loop ---------------------------------------------------------------------------
     def run(self) -> None:
         self._reattach()
         while True:
+            self._retry_pending()
             self._launch()
             self._settle_followers()
-            if not self.slots and not self.followers:
+            if not self.slots and not self.followers and not self.pending:
                 if self._can_launch():
                     continue
                 break
             self._poll_due()
-            if self.slots:
-                wait = min(s.next_poll for s in self.slots.values()) - self.clock()
-                if wait > 0:
-                    self.sleep(min(wait, 5.0))
-            elif self.followers:
-                self.sleep(self.backend.poll_interval[0])
+            due = [s.next_poll for s in self.slots.values()]
+            due += [p[3] for p in self.pending.values()]
+            wait = (
+                min(due) if due else self.clock() + self.backend.poll_interval[0]
+            ) - self.clock()
+            if wait > 0:
+                self.sleep(min(wait, 5.0))
 
     def _counts(self) -> int:
         import optuna
@@ -156,7 +163,7 @@ class SweepLoop:
                 return False
         if self._counts() >= self.limits.trials:
             return False
-        return len(self.slots) < self.capacity
+        return len(self.slots) + len(self.pending) < self.capacity
 
     def _best_value(self) -> float | None:
         try:
@@ -169,6 +176,23 @@ class SweepLoop:
         while self._can_launch():
             if not self._launch_one():
                 return
+        self._queue_note()
+
+    def _queue_note(self) -> None:
+        """Say (once per change) how many trials wait for a provider slot, with an ETA."""
+        cap = self.backend.max_concurrent_jobs
+        if not cap or len(self.slots) < self.capacity or self.stop_reason:
+            return
+        waiting = min(self.limits.trials - self._counts(), self.limits.parallel - self.capacity)
+        if waiting <= 0 or waiting == self._queued:
+            return
+        self._queued = waiting
+        done = [d for d in self._durations if d > 0]
+        eta = ""
+        if done:
+            per_trial = sum(done) / len(done)
+            eta = f"; ETA of the next start ~{per_trial / 60:.1f} min"
+        self.say(f"{waiting} trial(s) queued: {self.backend.name} allows {cap} job(s) at once{eta}")
 
     def _launch_one(self) -> bool:
         plan, spec = self.plan, self.plan.spec
@@ -224,13 +248,28 @@ class SweepLoop:
         if dim.kind != "fixed" and plan.train.n_examples:
             params["batch_size_pct"] = trial.user_attrs.get(A.BATCH_PCT)
         self.tracker.log(run_id, params=params)
+        self._submit(trial, request, run_id)
+        return True
+
+    def _submit(self, trial: optuna.Trial, request: TrainingRequest, run_id: str) -> None:
+        """Submit (idempotently); a busy provider puts the trial back in line, not FAIL."""
+        self.pending.pop(trial.number, None)
         try:
             handle = self.backend.submit(request)
+        except ProviderBusyError as exc:
+            wait = exc.retry_after or self.backend.poll_interval[1]
+            self.pending[trial.number] = (trial, request, run_id, self.clock() + wait)
+            self.say(
+                f"trial {trial.number}: {self.backend.name} is busy ({exc}); "
+                f"submitting again in {wait:.0f} s"
+            )
+            return
         except OrchestratorError as exc:
             self._fail(trial, f"submit failed: {exc}", run_id)
             self.budget.release(trial.number)
-            return True
+            return
         trial.set_user_attr(A.JOB, handle.job_id)
+        self._started_at[trial.number] = self.clock()
         self.tracker.log(run_id, tags={"ftsweep.job_id": handle.job_id})
         self.slots[trial.number] = _Slot(
             trial,
@@ -241,11 +280,17 @@ class SweepLoop:
             next_poll=self.clock(),
             last_beat=self.clock(),
         )
+        hp = request.hyperparameters.as_dict()
         self.say(
             f"trial {trial.number} started ({self.backend.name} job {handle.job_id}): "
-            + ", ".join(f"{k}={_short(v)}" for k, v in hp.as_dict().items())
+            + ", ".join(f"{k}={_short(v)}" for k, v in hp.items())
         )
-        return True
+
+    def _retry_pending(self) -> None:
+        now = self.clock()
+        for trial, request, run_id, due in list(self.pending.values()):
+            if due <= now and len(self.slots) < self.capacity:
+                self._submit(trial, request, run_id)
 
     def _twin(self, config_hash: str, number: int) -> optuna.trial.FrozenTrial | None:
         for t in self.study.get_trials(deepcopy=False):
@@ -306,11 +351,15 @@ class SweepLoop:
                 self.study.tell(frozen.number, state=_state("FAIL"))
                 continue
             request = request_from_attrs(attrs)
-            handle = self.backend.find(request.key) or self.backend.submit(request)
             run_id = attrs.get(A.RUN) or self.tracker.child_run(
                 self.parent_run, f"trial-{frozen.number}", {"ftsweep.trial": str(frozen.number)}
             )
             trial.set_user_attr(A.WORKER, self.worker)
+            handle = self.backend.find(request.key)
+            if handle is None:  # the process died before its submit went through
+                trial.set_user_attr(A.RUN, run_id)
+                self._submit(trial, request, run_id)
+                continue
             trial.set_user_attr(A.JOB, handle.job_id)
             trial.set_user_attr(A.RUN, run_id)
             slot = _Slot(
@@ -394,6 +443,8 @@ class SweepLoop:
     def _finish(self, slot: _Slot, update: JobUpdate) -> None:
         trial, spec = slot.trial, self.plan.spec
         del self.slots[slot.number]
+        if slot.number in self._started_at:
+            self._durations.append(self.clock() - self._started_at.pop(slot.number))
         self.budget.release(slot.number)
         hp = slot.request.hyperparameters
         thresholds = Thresholds(**self.plan.spec.diagnosis.model_dump())
@@ -416,6 +467,7 @@ class SweepLoop:
             attrs[A.MODEL] = update.fine_tuned_model
         if update.error:
             attrs[A.ERROR] = update.error
+        attrs.update(self._checkpoints(slot, update, diag))
         for k, v in attrs.items():
             trial.set_user_attr(k, v)
         value = _latest(slot.curves, spec.objective.metric, "valid_loss")
@@ -436,6 +488,31 @@ class SweepLoop:
             self.study.tell(trial, state=_state("FAIL"))
         self._log_finish(slot, state_name, diag, cost, update)
         self.say(f"trial {slot.number} {shown} — {diag.label}: {diag.recommendation}")
+
+    def _checkpoints(self, slot: _Slot, update: JobUpdate, diag: Diagnosis) -> dict[str, Any]:
+        """Earlier epochs' checkpoints: what n_epochs=2 or 3 gave inside an n_epochs=4 job.
+
+        Recorded on the trial (``ftsweep.checkpoints``: epoch -> step, model, metrics) and in
+        MLflow as ``checkpoint.<metric>`` series indexed by epoch; when the best epoch has a
+        checkpoint, its model is the trial's ``ftsweep.best_checkpoint``.
+        """
+        if not update.checkpoints:
+            return {}
+        by_epoch = {
+            str(c.epoch): {"step": c.step, "model": c.model_id, **dict(c.metrics)}
+            for c in update.checkpoints
+        }
+        points = [
+            MetricPoint(c.epoch, f"checkpoint.{name}", float(value))
+            for c in update.checkpoints
+            for name, value in c.metrics.items()
+        ]
+        if points:
+            self.tracker.log_points(slot.run_id, points)
+        out: dict[str, Any] = {A.CHECKPOINTS: by_epoch}
+        if diag.best_epoch is not None and str(diag.best_epoch) in by_epoch:
+            out[A.BEST_CHECKPOINT] = by_epoch[str(diag.best_epoch)]["model"]
+        return out
 
     def _cost(self, update: JobUpdate) -> float | None:
         if update.trained_tokens is None or self.price is None:

@@ -14,6 +14,7 @@ from orchestrator.backends.base import Hyperparameters, TrainingRequest
 from orchestrator.backends.local import models
 from orchestrator.backends.local.jobfiles import JobFolder
 from orchestrator.backends.local.tasks import write_task
+from tests.apisim.fixtures import azure_case, openai_case  # noqa: F401  (contract cases)
 from tests.backends.jobs import BackendCase
 
 #: the user's model cache, before the session's temporary one replaces it (slow tests)
@@ -21,23 +22,6 @@ USER_MODELS = models.models_home()
 
 #: one thread per job: the tests run beside other work on a small shared CPU
 LOCAL_OPTIONS = {"torch_threads": 1}
-
-
-@pytest.fixture(scope="session")
-def ftsweep_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """A temporary ``FTSWEEP_HOME`` for the session (workers inherit it)."""
-    home = tmp_path_factory.mktemp("ftsweep-home")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("FTSWEEP_HOME", str(home))
-        mp.setenv("HF_HUB_OFFLINE", "1")
-        mp.setenv("TOKENIZERS_PARALLELISM", "false")
-        yield home
-
-
-@pytest.fixture(scope="session")
-def tiny_model(ftsweep_home: Path) -> Path:
-    """The built-in tiny model, built once into the session's cache."""
-    return models.pull("tiny")
 
 
 def _kill_leftovers(workdir: Path) -> None:

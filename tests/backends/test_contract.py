@@ -15,7 +15,7 @@ import pytest
 from orchestrator.backends.base import METRIC_NAMES, Backend, JobStatus
 from tests.backends.jobs import BackendCase, Polled, points_in_fresh_process, poll_until
 
-BACKENDS = ["local"]
+BACKENDS = ["local", "openai", "azure"]
 
 
 @pytest.fixture(params=BACKENDS)

@@ -66,7 +66,7 @@ class LocalBackend(Backend):
         {"n_epochs", "batch_size", "learning_rate_multiplier", "prompt_loss_weight"}
     )
     #: polling reads two small files, so poll often
-    poll_interval: ClassVar[tuple[float, float]] = (0.5, 5.0)
+    poll_interval: tuple[float, float] = (0.5, 5.0)
 
     def __init__(
         self,

@@ -73,11 +73,13 @@ class RemoteBackend(Backend):
         {"n_epochs", "batch_size", "learning_rate_multiplier"}
     )
     max_batch_size: ClassVar[int | None] = 256
-    poll_interval: ClassVar[tuple[float, float]] = (5.0, 60.0)
+    poll_interval: tuple[float, float] = (5.0, 60.0)
     #: per-request options (``TrainingRequest.options``) this backend understands
     request_options: ClassVar[frozenset[str]] = frozenset()
     #: backend options (the sweep file's ``backend.options``) accepted by the constructor
-    backend_options: ClassVar[frozenset[str]] = frozenset({"timeout", "max_wait", "prices"})
+    backend_options: ClassVar[frozenset[str]] = frozenset(
+        {"timeout", "max_wait", "prices", "poll_interval"}
+    )
     #: does the events list come newest first (OpenAI) or oldest first (Azure)?
     events_newest_first: ClassVar[bool] = True
 
@@ -89,6 +91,7 @@ class RemoteBackend(Backend):
         timeout: float = 60.0,
         max_wait: float = 300.0,
         prices: Mapping[str, float] | None = None,
+        poll_interval: tuple[float, float] | list[float] | None = None,
         sleeper: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -96,6 +99,11 @@ class RemoteBackend(Backend):
         self.workdir = Path(workdir) if workdir is not None else None
         self.timeout = timeout
         self.prices = dict(prices or {})
+        if poll_interval is not None:  # e.g. [0.2, 1] for rehearsals against a fast apisim
+            lo, hi = (float(x) for x in poll_interval)
+            if not 0 < lo <= hi:
+                raise UsageError("backend.options: poll_interval: give [first, most] seconds > 0")
+            self.poll_interval = (lo, hi)
         self.caller = Caller(
             RetryPolicy(max_wait=max_wait), sleeper=sleeper, clock=clock, secrets=self._secrets
         )

@@ -18,21 +18,12 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from orchestrator.errors import BackendError
+from orchestrator.errors import BackendError, ProviderBusyError
 
 __all__ = ["Caller", "ProviderBusyError", "RetryPolicy", "describe", "redact"]
 
 T = TypeVar("T")
 _KEYLIKE = re.compile(r"\b(sk-|sess-)[A-Za-z0-9_*.\-]{6,}")
-
-
-class ProviderBusyError(BackendError):
-    """The provider refuses new work for now (rate limit, daily job cap, outage) for longer
-    than the retry budget; ``retry_after`` is its hint in seconds, when it gave one."""
-
-    def __init__(self, message: str, retry_after: float | None = None) -> None:
-        super().__init__(message)
-        self.retry_after = retry_after
 
 
 @dataclass(frozen=True)
