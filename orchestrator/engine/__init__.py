@@ -84,8 +84,11 @@ def run_sweep(
     opened = open_sweep(spec_path, count_tokens=True)
     plan, stores, study = opened.plan, opened.stores, opened.study
     spec = plan.spec
+    options = dict(spec.backend.options)
+    if spec.prices and "prices" in getattr(plan.backend, "backend_options", ()):
+        options.setdefault("prices", spec.prices)  # estimates and actual costs use one table
     backend = plan.backend.from_options(
-        spec.backend.options, workdir=stores.workdir / "backends" / plan.backend.name
+        options, workdir=stores.workdir / "backends" / plan.backend.name
     )
     tracker = Tracker(stores.mlflow, spec.name, stores.artifacts)
     parent = tracker.parent_run(
@@ -197,6 +200,8 @@ def _optuna_plots(study: optuna.Study, folder: Path) -> None:
     from optuna.visualization import matplotlib as ovm
 
     complete = [t for t in study.trials if t.state.name == "COMPLETE"]
+    if not complete:
+        return
     plots: list[tuple[str, Callable[..., Any]]] = [
         ("optimization_history", ovm.plot_optimization_history),
         ("slice", ovm.plot_slice),

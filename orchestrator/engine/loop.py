@@ -194,8 +194,34 @@ class SweepLoop:
             eta = f"; ETA of the next start ~{per_trial / 60:.1f} min"
         self.say(f"{waiting} trial(s) queued: {self.backend.name} allows {cap} job(s) at once{eta}")
 
+    def _cheapest(self) -> float | None:
+        """The estimate of the cheapest trial the space allows (fewest epochs)."""
+        space = self.plan.space
+        dim = space["n_epochs"]
+        fewest = dim.value if dim.kind == "fixed" else min(dim.choices or (dim.low,))
+        low = {
+            d.name: (d.low if d.low is not None else min(d.choices or (d.value,)))
+            for d in space.dimensions
+            if d.kind != "fixed"
+        }
+        hp = space.hyperparameters({**low, "n_epochs": fewest})
+        request = TrainingRequest.make(
+            study=self.plan.spec.name,
+            trial=-1,
+            model=self.plan.spec.backend.model,
+            hyperparameters=hp,
+            train_file=self.plan.spec.data.train,
+            valid_file=self.plan.spec.data.valid,
+            seed=self.plan.spec.seed,
+        )
+        return self.backend.estimate_cost(request)
+
     def _launch_one(self) -> bool:
         plan, spec = self.plan, self.plan.spec
+        if self.budget.limit is not None and not self.budget.allows(self._cheapest()):
+            self.stop_reason = self.budget.refusal(self._cheapest())
+            self.say(f"budget: {self.stop_reason}; no more trials are started")
+            return False
         trial = self.study.ask(plan.space.distributions())
         hp = plan.space.hyperparameters(trial.params)
         request = TrainingRequest.make(
@@ -206,10 +232,10 @@ class SweepLoop:
             train_file=spec.data.train,
             valid_file=spec.data.valid,
             seed=spec.seed,
-            options=spec.backend.options,
             metadata={"ftsweep_study": spec.name, "ftsweep_trial": str(trial.number)},
         )
-        twin = self._twin(request.config_hash(), trial.number)
+        config = self._config_key(request)
+        twin = self._twin(config, trial.number)
         if twin is not None:
             return self._repeat(trial, twin)
         try:
@@ -220,12 +246,13 @@ class SweepLoop:
         estimate = self.backend.estimate_cost(request)
         if not self.budget.allows(estimate):
             self.stop_reason = self.budget.refusal(estimate)
-            self.study.tell(trial, state=_state("FAIL"))
             trial.set_user_attr(A.ERROR, f"not started: {self.stop_reason}")
+            self.study.tell(trial, state=_state("FAIL"))
             self.say(f"budget: {self.stop_reason}; no more trials are started")
             return False
         # write-ahead: the trial knows its request before the job exists
         request_to_attrs(trial, request, self.backend.name)
+        trial.set_user_attr(A.CONFIG, config)
         trial.set_user_attr(A.WORKER, self.worker)
         trial.set_user_attr(A.HEARTBEAT, time.time())
         if estimate is not None:
@@ -291,6 +318,14 @@ class SweepLoop:
         for trial, request, run_id, due in list(self.pending.values()):
             if due <= now and len(self.slots) < self.capacity:
                 self._submit(trial, request, run_id)
+
+    def _config_key(self, request: TrainingRequest) -> str:
+        """What makes two trials the same training: the request and the backend's options."""
+        import hashlib
+        import json
+
+        options = json.dumps(self.plan.spec.backend.options, sort_keys=True, default=str)
+        return hashlib.sha256(f"{request.config_hash()}|{options}".encode()).hexdigest()[:16]
 
     def _twin(self, config_hash: str, number: int) -> optuna.trial.FrozenTrial | None:
         for t in self.study.get_trials(deepcopy=False):

@@ -79,11 +79,12 @@ _TICKETS = {
         "How long does delivery of a {item} take to {place}?",
     ),
     "account": (
-        "I cannot log in since {when}",
-        "Please change the email address on my account",
-        "How do I delete my account and my data?",
+        "I cannot log in to my account since {when}",
+        "Please change the email address on my account to my {place} office",
+        "How do I delete my account and the data about my {item}?",
         "I forgot my password and the reset link expired {when}",
-        "Someone else may have used my account {when}",
+        "Someone in {place} may have used my account {when}",
+        "My account was locked after {n} failed sign-ins",
     ),
     "technical": (
         "The {item} app crashes when I open it",
@@ -111,7 +112,11 @@ def support_tickets(n: int, seed: int = 0) -> list[Example]:
     rng = random.Random(f"tickets-{seed}")
     labels = sorted(_TICKETS)
     seen: dict[str, str] = {}
+    tries = 0
     while len(seen) < n:
+        tries += 1
+        if tries > 200 * n:
+            raise ValueError(f"the tickets task has fewer than {n} distinct examples")
         label = labels[len(seen) % len(labels)]
         template = rng.choice(_TICKETS[label])
         text = template.format(**{k: rng.choice(v) for k, v in _FILL.items()})
