@@ -22,12 +22,105 @@ import time
 from pathlib import Path
 
 WORDS = (
-    "the of and to in is you that it he was for on are as with his they at be this have from "
-    "or one had by word but not what all were we when your can said there use an each which "
-    "she do how their if will up other about out many then them these so some her would make "
-    "like him into time has look two more write go see number no way could people my than "
-    "first water been call who oil its now find long down day did get come made may part"
-).split()
+    "the",
+    "of",
+    "and",
+    "to",
+    "in",
+    "is",
+    "you",
+    "that",
+    "it",
+    "he",
+    "was",
+    "for",
+    "on",
+    "are",
+    "as",
+    "with",
+    "his",
+    "they",
+    "at",
+    "be",
+    "this",
+    "have",
+    "from",
+    "or",
+    "one",
+    "had",
+    "by",
+    "word",
+    "but",
+    "not",
+    "what",
+    "all",
+    "were",
+    "we",
+    "when",
+    "your",
+    "can",
+    "said",
+    "there",
+    "use",
+    "an",
+    "each",
+    "which",
+    "she",
+    "do",
+    "how",
+    "their",
+    "if",
+    "will",
+    "up",
+    "other",
+    "about",
+    "out",
+    "many",
+    "then",
+    "them",
+    "these",
+    "so",
+    "some",
+    "her",
+    "would",
+    "make",
+    "like",
+    "him",
+    "into",
+    "time",
+    "has",
+    "look",
+    "two",
+    "more",
+    "write",
+    "go",
+    "see",
+    "number",
+    "no",
+    "way",
+    "could",
+    "people",
+    "my",
+    "than",
+    "first",
+    "water",
+    "been",
+    "call",
+    "who",
+    "oil",
+    "its",
+    "now",
+    "find",
+    "long",
+    "down",
+    "day",
+    "did",
+    "get",
+    "come",
+    "made",
+    "may",
+    "part",
+)
 
 CHILD = r"""
 import json, resource, sys, time
@@ -77,7 +170,9 @@ def generate(path: Path, size_mb: int, seed: int = 0) -> int:
 def measure(mode: str, path: Path, model: str) -> dict[str, float]:
     proc = subprocess.run(
         [sys.executable, "-c", CHILD, mode, str(path), model],
-        capture_output=True, text=True, check=True,
+        capture_output=True,
+        text=True,
+        check=True,
     )
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
@@ -95,18 +190,27 @@ def main() -> int:
             path = Path(tmp) / "large.jsonl"
             t0 = time.perf_counter()
             n = generate(path, args.size_mb)
-            print(f"generated {n:,} examples, {path.stat().st_size / 1e6:,.0f} MB "
-                  f"in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
+            print(
+                f"generated {n:,} examples, {path.stat().st_size / 1e6:,.0f} MB "
+                f"in {time.perf_counter() - t0:.0f} s",
+                file=sys.stderr,
+            )
         mb = path.stat().st_size / 1e6
         base = measure("baseline", path, args.model)
         check = measure("check", path, args.model)
     base_rate, check_rate = mb / base["seconds"], mb / check["seconds"]
-    print(f"file: {mb:,.0f} MB, {int(check['examples']):,} examples, "
-          f"{int(check['tokens']):,} tokens ({args.model})")
-    print(f"baseline (read + json.loads): {base_rate:8.1f} MB/s  peak RSS "
-          f"{base['peak_rss_mb']:6.0f} MB")
-    print(f"ftsweep validate (all checks): {check_rate:7.1f} MB/s  peak RSS "
-          f"{check['peak_rss_mb']:6.0f} MB")
+    print(
+        f"file: {mb:,.0f} MB, {int(check['examples']):,} examples, "
+        f"{int(check['tokens']):,} tokens ({args.model})"
+    )
+    print(
+        f"baseline (read + json.loads): {base_rate:8.1f} MB/s  peak RSS "
+        f"{base['peak_rss_mb']:6.0f} MB"
+    )
+    print(
+        f"ftsweep validate (all checks): {check_rate:7.1f} MB/s  peak RSS "
+        f"{check['peak_rss_mb']:6.0f} MB"
+    )
     print(f"ratio validate/baseline throughput: {check_rate / base_rate:.2f}")
     if check["peak_rss_mb"] > args.max_rss_mb:
         print(f"FAIL: peak RSS above {args.max_rss_mb:.0f} MB", file=sys.stderr)

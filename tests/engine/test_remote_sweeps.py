@@ -26,7 +26,8 @@ def sim(tmp_path: Path) -> Callable[..., SimServer]:
 
     def start(faults: dict[str, Any] | None = None) -> SimServer:
         server = apisim.start(
-            state=tmp_path / "apisim", speed=SPEED,
+            state=tmp_path / "apisim",
+            speed=SPEED,
             faults=apisim.Faults.from_dict(faults) if faults else None,
         )
         servers.append(server)
@@ -45,8 +46,9 @@ def remote_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Pat
     yield root
 
 
-def _spec(tmp_path: Path, backend: str, server: SimServer, monkeypatch: pytest.MonkeyPatch,
-          **fields: Any) -> Path:
+def _spec(
+    tmp_path: Path, backend: str, server: SimServer, monkeypatch: pytest.MonkeyPatch, **fields: Any
+) -> Path:
     env = openai_env(server) if backend == "openai" else azure_env(server)
     for var, value in env.items():
         monkeypatch.setenv(var, value)
@@ -54,8 +56,11 @@ def _spec(tmp_path: Path, backend: str, server: SimServer, monkeypatch: pytest.M
     spec: dict[str, Any] = {
         "name": f"rehearsal-{backend}",
         "data": {"train": str(train), "valid": str(valid)},
-        "backend": {"name": backend, "model": "gpt-4o-mini",
-                    "options": {"poll_interval": [0.05, 0.3]}},
+        "backend": {
+            "name": backend,
+            "model": "gpt-4o-mini",
+            "options": {"poll_interval": [0.05, 0.3]},
+        },
         "trials": 4,
         "parallel": 2,
         "sampler": {"name": "random", "seed": 0},
@@ -71,8 +76,9 @@ def _study(root: Path, name: str) -> optuna.Study:
 
 
 @pytest.mark.parametrize("backend", ["openai", "azure"])
-def test_full_sweep_against_apisim(cli, tmp_path: Path, sim, remote_runs: Path,
-                                   monkeypatch: pytest.MonkeyPatch, backend: str) -> None:
+def test_full_sweep_against_apisim(
+    cli, tmp_path: Path, sim, remote_runs: Path, monkeypatch: pytest.MonkeyPatch, backend: str
+) -> None:
     server = sim()
     spec = _spec(tmp_path, backend, server, monkeypatch)
     r = cli("run", spec)
@@ -94,7 +100,9 @@ def test_full_sweep_against_apisim(cli, tmp_path: Path, sim, remote_runs: Path,
         assert child.data.metrics["cost_usd"] > 0
         assert client.get_metric_history(child.info.run_id, "train_loss")
     report = json.loads(cli("report", spec, "--format", "json").out)
-    assert {row["job_id"] for row in report} == {t.user_attrs["ftsweep.job_id"] for t in study.trials}
+    assert {row["job_id"] for row in report} == {
+        t.user_attrs["ftsweep.job_id"] for t in study.trials
+    }
     # the key reached no log, tag, artifact or report
     blobs = [p.read_bytes() for p in remote_runs.rglob("*") if p.is_file()]
     key = OPENAI_KEY if backend == "openai" else azure_env(server)["AZURE_OPENAI_API_KEY"]
@@ -108,13 +116,23 @@ def test_faults_fail_trials_with_the_provider_message_and_create_each_job_once(
     faults = {
         "max_running": 1,
         "requests": [
-            {"op": "jobs.create", "status": 429, "code": "daily_rate_limit_exceeded",
-             "retry_after": 1, "times": 2},
+            {
+                "op": "jobs.create",
+                "status": 429,
+                "code": "daily_rate_limit_exceeded",
+                "retry_after": 1,
+                "times": 2,
+            },
             {"op": "jobs.retrieve", "status": 500, "times": 3},
             {"op": "jobs.events", "status": 503, "times": 2, "skip": 4},
         ],
-        "jobs": [{"nth": 2, "code": "invalid_training_file",
-                  "message": "Example 3 has a message with invalid content."}],
+        "jobs": [
+            {
+                "nth": 2,
+                "code": "invalid_training_file",
+                "message": "Example 3 has a message with invalid content.",
+            }
+        ],
     }
     server = sim(faults)
     spec = _spec(tmp_path, "openai", server, monkeypatch, trials=4)
@@ -135,11 +153,13 @@ def test_faults_fail_trials_with_the_provider_message_and_create_each_job_once(
     assert {t.user_attrs["ftsweep.job_id"] for t in study.trials} == {job.id for job in jobs}
 
 
-def test_half_the_estimated_cost_stops_launching(cli, tmp_path: Path, sim, remote_runs: Path,
-                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+def test_half_the_estimated_cost_stops_launching(
+    cli, tmp_path: Path, sim, remote_runs: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     server = sim()
-    spec = _spec(tmp_path, "openai", server, monkeypatch, trials=6, parallel=1,
-                 space={"n_epochs": 3})
+    spec = _spec(
+        tmp_path, "openai", server, monkeypatch, trials=6, parallel=1, space={"n_epochs": 3}
+    )
     est = json.loads(cli("estimate", spec, "--json").out)
     budget = est["cost_sweep"][1] / 2
     r = cli("run", spec, "--budget", str(budget))
