@@ -74,6 +74,18 @@ def plan_sweep(path: str | os.PathLike[str], *, count_tokens: bool = False) -> S
     valid = None
     if spec.data.valid is not None:
         valid = _checked(shown, "data.valid", spec.data.valid, model, tokens)
+    metric = spec.objective.metric
+    known = backend.metric_names(spec.backend.options)
+    if metric not in known:
+        hint = ""
+        if metric in ("full_valid_exact_match", "full_valid_label_accuracy"):
+            hint = " (the local trainer reports it with backend option eval_generations: N)"
+        raise SpecError(
+            shown,
+            "objective.metric",
+            f"{metric!r} is not reported by backend {backend.name!r}{hint}; "
+            f"it reports: {', '.join(sorted(known))}",
+        )
     space = resolve_space(spec.space, train.n_examples, backend, shown)
     return SweepPlan(spec, backend, train, valid, space)
 

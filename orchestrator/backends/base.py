@@ -32,6 +32,7 @@ from typing import Any, ClassVar
 from orchestrator.errors import UnsupportedParameterError
 
 __all__ = [
+    "GENERATION_METRICS",
     "METRIC_NAMES",
     "Backend",
     "Checkpoint",
@@ -52,6 +53,10 @@ METRIC_NAMES = (
     "full_valid_mean_token_accuracy",
     "epoch",
 )
+
+
+#: metrics from greedy generations of the validation completions (backends that can generate)
+GENERATION_METRICS = ("full_valid_exact_match", "full_valid_label_accuracy")
 
 
 class JobStatus(StrEnum):
@@ -199,6 +204,11 @@ class Backend(ABC):
     #: seconds between polls of one job: the first, and the most after backing off (a
     #: backend may set it per instance, from an option)
     poll_interval: tuple[float, float] = (1.0, 30.0)
+
+    @classmethod
+    def metric_names(cls, options: Mapping[str, Any]) -> frozenset[str]:
+        """The metrics jobs report with these backend options (objectives must be one)."""
+        return frozenset(METRIC_NAMES)
 
     @classmethod
     def from_options(cls, options: Mapping[str, Any], *, workdir: Path) -> Backend:

@@ -461,7 +461,7 @@ class SweepLoop:
                 continue
             slot.epochs += 1
             slot.trial.set_user_attr(A.EPOCHS, slot.epochs)
-            value = _at(slot.curves, p.step, metric, "valid_loss")
+            value = _at(slot.curves, p.step, *self._objective_names())
             if value is None or slot.pruned:
                 continue
             slot.trial.report(value, slot.epochs)
@@ -505,7 +505,7 @@ class SweepLoop:
         attrs.update(self._checkpoints(slot, update, diag))
         for k, v in attrs.items():
             trial.set_user_attr(k, v)
-        value = _latest(slot.curves, spec.objective.metric, "valid_loss")
+        value = self._objective(slot.curves)
         if slot.pruned and update.status is not JobStatus.SUCCEEDED:
             state_name, shown = "PRUNED", f"pruned (job {update.status.value})"
             self.study.tell(trial, state=_state("PRUNED"))
@@ -549,6 +549,15 @@ class SweepLoop:
             out[A.BEST_CHECKPOINT] = by_epoch[str(diag.best_epoch)]["model"]
         return out
 
+    def _objective_names(self) -> tuple[str, ...]:
+        """The objective metric, and what stands in for it: the default full_valid_loss falls
+        back to valid_loss (a backend without full-validation passes)."""
+        metric = self.plan.spec.objective.metric
+        return (metric, "valid_loss") if metric == "full_valid_loss" else (metric,)
+
+    def _objective(self, curves: dict[str, list[tuple[int, float]]]) -> float | None:
+        return _latest(curves, *self._objective_names())
+
     def _cost(self, update: JobUpdate) -> float | None:
         if update.trained_tokens is None or self.price is None:
             return None
@@ -570,7 +579,7 @@ class SweepLoop:
         metrics: dict[str, float] = {f"diagnosis.{k}": v for k, v in diag.evidence.items()}
         if cost is not None:
             metrics["cost_usd"] = cost
-        value = _latest(slot.curves, self.plan.spec.objective.metric, "valid_loss")
+        value = self._objective(slot.curves)
         if value is not None and state == "COMPLETE":
             metrics["objective"] = value
         self.tracker.log(slot.run_id, metrics=metrics, tags=tags)

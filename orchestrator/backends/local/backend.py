@@ -38,6 +38,7 @@ from typing import Any, ClassVar
 
 import orchestrator
 from orchestrator.backends.base import (
+    GENERATION_METRICS,
     Backend,
     JobHandle,
     JobStatus,
@@ -86,6 +87,14 @@ class LocalBackend(Backend):
         self.start_grace_s = start_grace_s
         self._procs: dict[str, subprocess.Popen[bytes]] = {}
         self._exit_codes: dict[str, int] = {}
+
+    @classmethod
+    def metric_names(cls, options: Mapping[str, Any]) -> frozenset[str]:
+        """OpenAI's metrics, plus generation metrics when ``eval_generations`` is set."""
+        names = super().metric_names(options)
+        if options.get("eval_generations"):
+            names |= frozenset(GENERATION_METRICS)
+        return names
 
     @classmethod
     def from_options(cls, options: Mapping[str, Any], *, workdir: Path) -> LocalBackend:

@@ -30,7 +30,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from orchestrator.backends.base import METRIC_NAMES, Checkpoint, JobStatus, MetricPoint
+from orchestrator.backends.base import (
+    GENERATION_METRICS,
+    METRIC_NAMES,
+    Checkpoint,
+    JobStatus,
+    MetricPoint,
+)
 from orchestrator.errors import BackendError
 
 __all__ = ["JobFolder", "MetricsWriter", "ProcessRecord", "write_json_atomic"]
@@ -236,7 +242,7 @@ class JobFolder:
             points.extend(
                 MetricPoint(step, name, float(value))
                 for name, value in event.items()
-                if name in METRIC_NAMES
+                if name in METRIC_NAMES or name in GENERATION_METRICS
             )
         return points, offset + end
 

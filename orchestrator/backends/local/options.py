@@ -13,6 +13,9 @@ Options come from the sweep file's ``backend.options`` (backend-wide defaults) a
     torch_threads: 1               # CPU threads per job (default: torch's choice)
     save_model: true               # keep the final model (or LoRA adapter) in the job folder
     checkpoints: 0                 # also keep the models of up to N epochs before the last
+    eval_generations: 0            # at each epoch end, greedily generate the completions of up
+                                   # to N validation examples: full_valid_exact_match and
+                                   # full_valid_label_accuracy (objectives to maximize)
 
 Base learning rates (``lr = base x learning_rate_multiplier``): :data:`TINY_LR` for the
 built-in ``tiny`` model, :data:`LORA_LR` with LoRA, :data:`FULL_LR` for a full fine-tune.
@@ -66,6 +69,7 @@ class LocalOptions:
     torch_threads: int | None = None
     save_model: bool = True
     checkpoints: int = 0
+    eval_generations: int = 0
 
     @classmethod
     def parse(cls, raw: Mapping[str, Any], base: LocalOptions | None = None) -> LocalOptions:
@@ -132,7 +136,7 @@ def _parse_field(key: str, value: Any) -> Any:
         if not isinstance(value, str) or value.split(":")[0] not in {"auto", "cpu", "cuda", "mps"}:
             raise _bad(key, "auto, cpu, cuda, cuda:N or mps", value)
         return value
-    if key == "checkpoints":
+    if key in ("checkpoints", "eval_generations"):
         if isinstance(value, bool) or not isinstance(value, int) or value < 0:
             raise _bad(key, "an integer >= 0", value)
         return value

@@ -14,7 +14,8 @@ within a step, and the metrics must be written as OpenAI names them. See
   ``valid_every`` steps (and at the last) ``valid_loss``/``valid_mean_token_accuracy`` on a
   fixed sample of the validation file (by default about 20 times per run, and at most as many
   validation examples as training examples in between); at each epoch's end ``full_valid_loss`` and
-  ``full_valid_mean_token_accuracy`` on all of it.
+  ``full_valid_mean_token_accuracy`` on all of it (and, with option ``eval_generations``,
+  ``full_valid_exact_match`` and ``full_valid_label_accuracy`` from greedy generations).
 * CPU by default; CUDA when present (bf16 autocast where supported, fp32 master weights).
 """
 
@@ -107,6 +108,16 @@ def _device(option: str) -> Any:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise UsageError("local backend: device 'cuda' requested but no CUDA device is available")
     return device
+
+
+def _last_completion(example: Encoded) -> tuple[list[int], tuple[int, ...]]:
+    """The ids before the example's last run of completion tokens, and that run."""
+    mask = example.completion
+    end = max((i for i, c in enumerate(mask) if c), default=len(mask) - 1) + 1
+    start = end
+    while start > 0 and mask[start - 1]:
+        start -= 1
+    return list(example.input_ids[:start]), example.input_ids[start:end]
 
 
 def _chunks(items: Sequence[Encoded], size: int) -> list[Sequence[Encoded]]:
@@ -250,6 +261,40 @@ class _Run:
         self.model.train()
         return stats
 
+    def generate_eval(self, examples: Sequence[Encoded]) -> tuple[float, float]:
+        """Greedy generations of each example's last completion: (exact match, label accuracy).
+
+        Exact match compares token ids, the stop token included; label accuracy compares the
+        decoded texts, stripped and case-folded, without special tokens.
+        """
+        import torch
+
+        exact = label = 0
+        self.model.eval()
+        with torch.no_grad():
+            for example in examples:
+                prompt, reference = _last_completion(example)
+                ids = torch.tensor([prompt], device=self.device)
+                with self.autocast:
+                    out = self.model.generate(
+                        input_ids=ids,
+                        attention_mask=torch.ones_like(ids),
+                        max_new_tokens=len(reference),
+                        do_sample=False,
+                        use_cache=True,
+                        pad_token_id=self.pad_id,
+                    )
+                generated = [int(t) for t in out[0, len(prompt) :]]
+                exact += generated == list(reference)
+                decode = self.tokenizer.decode
+                said = decode(generated, skip_special_tokens=True).strip().casefold()
+                label += (
+                    said == decode(list(reference), skip_special_tokens=True).strip().casefold()
+                )
+        self.model.train()
+        n = max(1, len(examples))
+        return exact / n, label / n
+
     def save(self, out: Path) -> None:
         out.mkdir(parents=True, exist_ok=True)
         self.model.save_pretrained(out)
@@ -311,6 +356,11 @@ def run_training(
                 full = run.evaluate(run.valid)
                 values["full_valid_loss"] = full.loss
                 values["full_valid_mean_token_accuracy"] = full.accuracy
+                if config.options.eval_generations:
+                    chosen = run.valid[: config.options.eval_generations]
+                    exact, label = run.generate_eval(chosen)
+                    values["full_valid_exact_match"] = exact
+                    values["full_valid_label_accuracy"] = label
             sink.emit(step, {k: v for k, v in values.items() if not math.isnan(v) or "loss" in k})
             if i == plan.steps_per_epoch - 1 and epoch < hp.n_epochs - 1:
                 _checkpoint(run, config, kept, step, epoch + 1, values, on_checkpoints)
