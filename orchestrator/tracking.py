@@ -41,9 +41,14 @@ def _translated(what: str) -> Iterator[None]:
         raise TrackingError(f"MLflow: {what}: {exc.message.splitlines()[0]}") from exc
 
 
-def runs_link(ui_url: str, experiment_id: str) -> str:
-    """The runs view of an experiment in the MLflow UI (model-training mode)."""
-    return f"{ui_url.rstrip('/')}/#/experiments/{experiment_id}/runs?workflowType=machine_learning"
+def runs_link(ui_url: str, experiment_id: str, direction: str | None = None) -> str:
+    """The runs view of an experiment in the MLflow UI (model-training mode), best trial
+    first when the objective's ``direction`` is given."""
+    link = f"{ui_url.rstrip('/')}/#/experiments/{experiment_id}/runs?workflowType=machine_learning"
+    if direction is not None:
+        asc = "true" if direction == "minimize" else "false"
+        link += f"&orderByKey=metrics.%60objective%60&orderByAsc={asc}"
+    return link
 
 
 class Tracker:

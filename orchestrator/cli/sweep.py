@@ -25,12 +25,12 @@ def _quiet_libraries() -> None:
         logging.getLogger(name).setLevel(logging.WARNING)
 
 
-def _ui_hint(tracking_uri: str, experiment_id: str, spec: Path) -> str:
+def _ui_hint(tracking_uri: str, experiment_id: str, spec: Path, direction: str) -> str:
     from orchestrator.tracking import runs_link
 
     if tracking_uri.startswith(("http://", "https://")):
-        return f"MLflow: {runs_link(tracking_uri, experiment_id)}"
-    link = runs_link("http://127.0.0.1:5000", experiment_id)
+        return f"MLflow: {runs_link(tracking_uri, experiment_id, direction)}"
+    link = runs_link("http://127.0.0.1:5000", experiment_id, direction)
     return f"MLflow: run `ftsweep ui {spec}`, then open {link}"
 
 
@@ -66,7 +66,8 @@ def run(
     if result.advice is not None:
         for note in result.advice.notes:
             out.data(f"next: {note}")
-    out.info(_ui_hint(result.stores.mlflow, result.experiment_id, spec))
+    direction = result.plan.spec.objective.direction
+    out.info(_ui_hint(result.stores.mlflow, result.experiment_id, spec, direction))
 
 
 def status(spec: SpecArg) -> None:
@@ -165,6 +166,7 @@ def ui(
     Example: ftsweep ui sweeps/quickstart.yaml --port 5000
     """
     _quiet_libraries()
+    import signal
     import subprocess
     import sys
 
@@ -176,10 +178,11 @@ def ui(
     stores = resolve_stores(sweep)
     if stores.mlflow.startswith(("http://", "https://")):
         tracker = Tracker(stores.mlflow, sweep.name)
-        out.data(runs_link(stores.mlflow, tracker.experiment_id))
+        out.data(runs_link(stores.mlflow, tracker.experiment_id, sweep.objective.direction))
         return
     tracker = Tracker(stores.mlflow, sweep.name, stores.artifacts)
-    out.data(runs_link(f"http://{host}:{port}", tracker.experiment_id))
+    link = runs_link(f"http://{host}:{port}", tracker.experiment_id, sweep.objective.direction)
+    out.data(link)
     out.info("starting the MLflow UI (Ctrl-C stops it) ...")
     cmd = [
         sys.executable,
@@ -198,11 +201,16 @@ def ui(
     if stores.artifacts is not None:
         cmd += ["--artifacts-destination", str(stores.artifacts)]
     proc = subprocess.Popen(cmd)
+
+    def stop(*_: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop)  # a terminated `ftsweep ui` stops its server too
     try:
         proc.wait()
     except KeyboardInterrupt:
-        proc.terminate()
-        proc.wait(timeout=10)
+        proc.terminate()  # mlflow stops its workers on SIGTERM
+        proc.wait(timeout=20)
         raise
 
 

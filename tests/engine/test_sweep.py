@@ -67,6 +67,51 @@ def test_run_logs_parent_and_children_and_report_agrees(
     assert [row["best"] for row in report].count(True) == 1
     versions = client.search_model_versions("name = 'tiny'")
     assert len(versions) == 1 and versions[0].run_id == best["mlflow_run_id"]
+    _check_ui(spec, exp.experiment_id)
+
+
+def _check_ui(spec: Path, experiment_id: str) -> None:
+    """`ftsweep ui` serves the sweep's store and prints the link to its runs."""
+    import socket
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "orchestrator", "ui", str(spec), "--port", str(port)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        link = proc.stdout.readline().strip()
+        assert link.startswith(f"http://127.0.0.1:{port}/#/experiments/{experiment_id}/runs?")
+        assert "workflowType=machine_learning" in link
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2)
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "the MLflow UI did not start"
+                time.sleep(0.5)
+        body = json.dumps({"experiment_ids": [experiment_id]}).encode()
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{port}/ajax-api/2.0/mlflow/runs/search",
+            data=body,
+            headers={"Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=10) as response:
+            runs = json.load(response)["runs"]
+        assert len(runs) == 4  # the parent and three trials, as the UI lists them
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
 
 
 def test_rerun_resumes_without_retraining(cli, make_sweep: SweepFactory, runs_dir: Path) -> None:
