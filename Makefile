@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 BIN := $(VENV)/bin
 
-.PHONY: install quickstart test lint bench clean
+.PHONY: install quickstart test test-slow lint bench clean
 
 install: $(VENV)/.installed
 
@@ -19,6 +19,9 @@ quickstart: install
 
 test: install
 	$(BIN)/pytest
+
+test-slow: install
+	$(BIN)/pytest -m slow
 
 lint: install
 	$(BIN)/ruff check orchestrator tests benchmarks

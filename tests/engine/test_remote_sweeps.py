@@ -186,3 +186,27 @@ def test_prompt_loss_weight_is_rejected_before_any_upload(
         "prompt_loss_weight (only the local trainer does); remove it"
     )
     assert request_log(server) == []
+
+
+@pytest.mark.parametrize("name", ["openai", "azure"])
+def test_shipped_sweep_files_rehearse_against_apisim(
+    cli, tmp_path: Path, remote_runs: Path, monkeypatch: pytest.MonkeyPatch, name: str
+) -> None:
+    """sweeps/openai.yaml and sweeps/azure.yaml as shipped, the base URL from the environment."""
+    server = apisim.start(state=tmp_path / "apisim", speed=3000.0)
+    try:
+        env = openai_env(server) if name == "openai" else azure_env(server)
+        for var, value in env.items():
+            monkeypatch.setenv(var, value)
+        spec = Path(__file__).resolve().parents[2] / "sweeps" / f"{name}.yaml"
+        r = cli("run", spec)
+        assert r.code == 0, r.err
+        study = _study(remote_runs, f"support-{name}")
+        trials = study.trials
+        assert trials and all(t.state.name in ("COMPLETE", "PRUNED") for t in trials)
+        assert len(request_log(server, "jobs.create")) == len(trials)
+        client = MlflowClient(tracking_uri=f"sqlite:///{remote_runs / 'mlflow.db'}")
+        exp = client.get_experiment_by_name(f"support-{name}")
+        assert len(client.search_runs([exp.experiment_id])) == len(trials) + 1
+    finally:
+        server.close()
