@@ -152,6 +152,8 @@ def diagnose(
         )
     if not valid:
         return Diagnosis("unknown", {}, "no validation data: add a validation file to diagnose")
+    if len(valid) < 2:
+        return Diagnosis("unknown", {}, "one validation point: too short a curve to judge")
     values = [v for _, v in valid]
     best_i = min(range(len(values)), key=values.__getitem__)
     return Diagnosis(
