@@ -12,6 +12,7 @@ third-party exceptions are translated where they are caught and chained (``from 
     │   ├── ProviderBusyError         the provider refuses new work for now: try again later
     │   └── UnknownBackendError       no backend registered under that name (also a UsageError)
     └── TokenizerError                token counting impossible (no tokenizer files)
+        └── UnknownModelError         no model by that name, OpenAI or local (also a UsageError)
 
 The CLI maps :attr:`OrchestratorError.exit_code` to the process exit status and prints
 ``str(error)`` as one line: messages never contain secrets or tracebacks.
@@ -27,6 +28,7 @@ __all__ = [
     "SpecError",
     "TokenizerError",
     "UnknownBackendError",
+    "UnknownModelError",
     "UnsupportedParameterError",
     "UsageError",
 ]
@@ -88,3 +90,9 @@ class UnknownBackendError(BackendError, UsageError):
 
 class TokenizerError(OrchestratorError):
     """Tokens cannot be counted for the requested model."""
+
+
+class UnknownModelError(TokenizerError, UsageError):
+    """No OpenAI model and no local model by that name."""
+
+    exit_code = 2

@@ -17,8 +17,7 @@ from orchestrator.config import SweepSpec, load_spec
 from orchestrator.costs import training_cost, training_price
 from orchestrator.data.checks import check_file
 from orchestrator.data.findings import DatasetStats, Severity
-from orchestrator.data.tokens import model_info
-from orchestrator.errors import DataError, SpecError, TokenizerError, UnknownBackendError
+from orchestrator.errors import DataError, SpecError, UnknownBackendError
 from orchestrator.space import SearchSpace, resolve_space
 
 __all__ = ["Estimate", "SweepPlan", "estimate_sweep", "plan_sweep"]
@@ -49,15 +48,6 @@ def _checked(spec_path: str, field: str, path: Path, model: str, tokens: bool) -
     return stats
 
 
-def _token_model(spec: SweepSpec) -> tuple[str, bool]:
-    """The model whose tokenizer counts this sweep's tokens, and whether it can."""
-    try:
-        model_info(spec.backend.model)
-    except TokenizerError:
-        return "gpt-4o-mini", False  # any known model: the structure checks do not use it
-    return spec.backend.model, True
-
-
 def plan_sweep(path: str | os.PathLike[str], *, count_tokens: bool = False) -> SweepPlan:
     """Load the sweep file, check its data, resolve its backend and space."""
     from orchestrator.backends import registry
@@ -68,12 +58,11 @@ def plan_sweep(path: str | os.PathLike[str], *, count_tokens: bool = False) -> S
         backend = registry.load(spec.backend.name)
     except UnknownBackendError as exc:
         raise SpecError(shown, "backend.name", str(exc)) from None
-    model, countable = _token_model(spec)
-    tokens = count_tokens and countable
-    train = _checked(shown, "data.train", spec.data.train, model, tokens)
+    model = spec.backend.model
+    train = _checked(shown, "data.train", spec.data.train, model, count_tokens)
     valid = None
     if spec.data.valid is not None:
-        valid = _checked(shown, "data.valid", spec.data.valid, model, tokens)
+        valid = _checked(shown, "data.valid", spec.data.valid, model, count_tokens)
     metric = spec.objective.metric
     known = backend.metric_names(spec.backend.options)
     if metric not in known:

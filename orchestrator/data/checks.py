@@ -28,7 +28,16 @@ from orchestrator.data.findings import (
     Severity,
 )
 from orchestrator.data.reader import DEFAULT_MAX_LINE_BYTES, JsonlReader
-from orchestrator.data.tokens import DEFAULT_MODEL, chat_token_texts, counter_for, model_info
+from orchestrator.data.tokens import (
+    DEFAULT_MODEL,
+    ExampleCounter,
+    TiktokenCounter,
+    chat_token_texts,
+    counter_for,
+    local_counter,
+    model_info,
+)
+from orchestrator.errors import TokenizerError
 
 __all__ = ["check_dataset", "check_file", "default_epochs"]
 
@@ -116,11 +125,22 @@ class _FileCheck:
         self.path = path
         self.reader = JsonlReader(path, max_line_bytes)
         self.log = FindingLog(path)
-        info = model_info(model)
         self.model = model
-        self.limit = info.max_tokens_per_example
-        self.counter = counter_for(model) if count_tokens else None
-        self.special = tuple(sorted(self.counter.special_tokens)) if self.counter else ()
+        self.counter: TiktokenCounter | None = None
+        self.example_counter: ExampleCounter | None = None
+        try:
+            info = model_info(model)
+            self.encoding, self.limit = info.encoding, info.max_tokens_per_example
+            self.counter = counter_for(model) if count_tokens else None
+        except TokenizerError:
+            if count_tokens:  # not an OpenAI model: a local one counts as the trainer encodes
+                self.example_counter = local_counter(model)
+                self.encoding = self.example_counter.name
+                self.limit = self.example_counter.max_tokens_per_example
+            else:
+                self.encoding, self.limit = "none", 2**31
+        counting = self.counter or self.example_counter
+        self.special = tuple(sorted(counting.special_tokens)) if counting else ()
         self.format: str | None = None
         self.format_line = 0
         self.n_examples = 0
@@ -181,6 +201,8 @@ class _FileCheck:
             if self.counter is not None:
                 texts, overhead, trained = chat_token_texts(messages)
                 self._pending.append((number, texts, overhead, trained))
+            elif self.example_counter is not None:
+                self._record(number, *self.example_counter.example(fmt, value))
         else:
             prompt, completion = value["prompt"], value["completion"]
             h.update(prompt.encode())
@@ -203,6 +225,8 @@ class _FileCheck:
                     )
             if self.counter is not None:
                 self._pending.append((number, [prompt, completion], 0, [1]))
+            elif self.example_counter is not None:
+                self._record(number, *self.example_counter.example(fmt, value))
         self.hashes.append(int.from_bytes(h.digest(), "little"))
         self.hash_lines.append(number)
         if len(self._pending) >= _BATCH:
@@ -227,19 +251,21 @@ class _FileCheck:
         for number, texts, overhead, trained in self._pending:
             mine = counts[i : i + len(texts)]
             i += len(texts)
-            total = sum(mine) + overhead
-            self.tokens.append(total)
-            self.trained.append(sum(mine[j] for j in trained))
-            self.billed += min(total, self.limit)
-            if total > self.limit:
-                self.over_limit += 1
-                self.log.warning(
-                    "over_token_limit",
-                    f"example has {total:,} tokens, over the {self.limit:,}-token limit of "
-                    f"{self.model}; it will be truncated",
-                    number,
-                )
+            self._record(number, sum(mine) + overhead, sum(mine[j] for j in trained))
         self._pending.clear()
+
+    def _record(self, number: int, total: int, trained: int) -> None:
+        self.tokens.append(total)
+        self.trained.append(trained)
+        self.billed += min(total, self.limit)
+        if total > self.limit:
+            self.over_limit += 1
+            self.log.warning(
+                "over_token_limit",
+                f"example has {total:,} tokens, over the {self.limit:,}-token limit of "
+                f"{self.model}; it will be truncated",
+                number,
+            )
 
     # -- conclusions ---------------------------------------------------------------------
     def stats(self) -> DatasetStats:
@@ -438,7 +464,6 @@ def check_dataset(
     epochs: tuple[int, ...] = (1, 2, 3, 4),
 ) -> DataReport:
     """Run every check on a training file (and a validation file) for ``model``."""
-    info = model_info(model)
     train_stats, train_log, train_check = check_file(
         train, model, count_tokens=count_tokens, max_line_bytes=max_line_bytes
     )
@@ -474,8 +499,8 @@ def check_dataset(
         costs[e] = training_cost(train_stats.billed_tokens, e, price) if price is not None else None
     return DataReport(
         model=model,
-        encoding=info.encoding,
-        max_tokens_per_example=info.max_tokens_per_example,
+        encoding=train_check.encoding,
+        max_tokens_per_example=train_check.limit,
         train=train_stats,
         valid=valid_stats,
         findings=tuple(findings),

@@ -26,7 +26,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any, Protocol
 
-from orchestrator.errors import TokenizerError
+from orchestrator.errors import TokenizerError, UnknownModelError
 
 __all__ = [
     "DEFAULT_MODEL",
@@ -167,6 +167,40 @@ class TiktokenCounter:
         # tiktoken's batch API spends more on its thread pool than on encoding short texts
         encode = self._enc.encode_ordinary
         return [len(encode(t)) for t in texts]
+
+
+class ExampleCounter(Protocol):
+    """Counts whole examples (a model whose template decides the count, e.g. a local one)."""
+
+    name: str
+    max_tokens_per_example: int
+    special_tokens: frozenset[str]
+
+    def example(self, fmt: str, value: dict[str, Any]) -> tuple[int, int]:
+        """(tokens of the example, tokens trained on)."""
+        ...
+
+
+@cache
+def local_counter(model: str) -> ExampleCounter:
+    """The local trainer's exact counts for ``model`` (a built-in name, folder, GGUF, hub id)."""
+    from orchestrator.errors import OrchestratorError
+
+    try:
+        from orchestrator.backends.local.tokens import LocalTokenCounter
+    except ImportError as exc:
+        raise TokenizerError(
+            f"model {model!r} is not an OpenAI model, and local models need the 'local' extra "
+            f"(pip install 'ftsweep[local]'): {exc}"
+        ) from exc
+    try:
+        return LocalTokenCounter(model)
+    except OrchestratorError as exc:
+        known = ", ".join(sorted(_MODELS))
+        why = str(exc).splitlines()[0]
+        raise UnknownModelError(
+            f"unknown model {model!r}: not an OpenAI model ({known}), nor a local one ({why})"
+        ) from exc
 
 
 @cache

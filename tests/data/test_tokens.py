@@ -61,3 +61,34 @@ def test_batch_and_single_counts_agree() -> None:
     texts = ["", "Hello, world!", "naïve café — Zürich", "def f(x):\n    return x**2\n"]
     assert c.count_many(texts) == [c.count(t) for t in texts]
     assert c.count("") == 0
+
+
+def test_local_models_count_as_the_trainer_encodes(tmp_path: Path, tiny_model: Path) -> None:
+    """The tiny model's tokenizer is byte-level: one token per byte, plus BOS and EOS."""
+    import json
+
+    from orchestrator.backends.local.tasks import write_task
+    from orchestrator.data.checks import check_dataset
+
+    train, _ = write_task("reverse", tmp_path, n_train=40, n_valid=10)
+    rows = [json.loads(line) for line in train.read_text().splitlines()]
+    report = check_dataset(train, model="tiny")
+    assert report.encoding == "tiny tokenizer"
+    n_bytes = sum(len(r["prompt"].encode()) + len(r["completion"].encode()) for r in rows)
+    assert report.train.total_tokens == n_bytes + 2 * len(rows)
+    completion = sum(len(r["completion"].encode()) + 1 for r in rows)  # + EOS
+    assert report.train.trained_tokens is not None
+    assert report.train.trained_tokens.mean == round(completion / len(rows), 2)
+    assert report.price_per_million is None  # your own hardware
+
+
+def test_unknown_model_is_a_usage_error(
+    cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tests.helpers import chat_rows, write_jsonl
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    path = write_jsonl(tmp_path / "t.jsonl", chat_rows(12))
+    r = cli("validate", path, "--model", "no-such/model-here")
+    assert r.code == 2
+    assert r.err.strip().splitlines()[-1].startswith("error: unknown model 'no-such/model-here'")

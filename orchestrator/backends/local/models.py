@@ -202,10 +202,31 @@ def load(source: ModelSource, *, dtype: Any = None) -> LoadedModel:
         except (OSError, ValueError) as exc:
             where = "the Hugging Face hub" if source.kind == "hub" else source.location
             raise BackendError(f"cannot load model {source.name!r} from {where}: {exc}") from exc
+    return LoadedModel(model, _ready(tokenizer, source), source)
+
+
+def load_tokenizer(source: ModelSource) -> Any:
+    """Only the tokenizer of ``source`` (as :func:`load` prepares it), and the model's
+    context length: ``(tokenizer, max_position_embeddings or None)``."""
+    if source.kind == "gguf":
+        loaded = load(source)
+        return loaded.tokenizer, getattr(loaded.model.config, "max_position_embeddings", None)
+    from transformers import AutoConfig, AutoTokenizer
+
+    local = source.kind != "hub"
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source.location, local_files_only=local)
+        config = AutoConfig.from_pretrained(source.location, local_files_only=local)
+    except (OSError, ValueError) as exc:
+        raise BackendError(f"cannot load the tokenizer of {source.name!r}: {exc}") from exc
+    return _ready(tokenizer, source), getattr(config, "max_position_embeddings", None)
+
+
+def _ready(tokenizer: Any, source: ModelSource) -> Any:
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     if tokenizer.eos_token is None:
         raise BackendError(f"the tokenizer of model {source.name!r} has no EOS token")
     if not getattr(tokenizer, "chat_template", None):
         tokenizer.chat_template = builtin.CHAT_TEMPLATE
-    return LoadedModel(model, tokenizer, source)
+    return tokenizer
