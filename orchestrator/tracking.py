@@ -21,7 +21,7 @@ from orchestrator.backends.base import MetricPoint
 from orchestrator.data.findings import DatasetStats
 from orchestrator.errors import OrchestratorError
 
-__all__ = ["Tracker", "runs_link"]
+__all__ = ["Tracker", "runs_link", "sqlite_init_lock"]
 
 _BATCH = 1000
 TAG = "ftsweep."
@@ -39,6 +39,25 @@ def _translated(what: str) -> Iterator[None]:
         yield
     except MlflowException as exc:
         raise TrackingError(f"MLflow: {what}: {exc.message.splitlines()[0]}") from exc
+
+
+@contextmanager
+def sqlite_init_lock(url: str) -> Iterator[None]:
+    """Hold an exclusive lock beside a SQLite database while it may be created or migrated:
+    two workers starting at once would otherwise run the schema migration twice."""
+    if not url.startswith("sqlite:///"):
+        yield
+        return
+    import fcntl
+
+    path = Path(url.removeprefix("sqlite:///"))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(f"{path}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def runs_link(ui_url: str, experiment_id: str, direction: str | None = None) -> str:
@@ -59,8 +78,8 @@ class Tracker:
         from mlflow import MlflowClient
 
         self.tracking_uri = tracking_uri
-        self.client = MlflowClient(tracking_uri=tracking_uri)
-        with _translated(f"experiment {experiment!r}"):
+        with sqlite_init_lock(tracking_uri), _translated(f"experiment {experiment!r}"):
+            self.client = MlflowClient(tracking_uri=tracking_uri)  # creates/migrates the store
             exp = self.client.get_experiment_by_name(experiment)
             if exp is None:
                 location = None
@@ -75,7 +94,8 @@ class Tracker:
 
     # -- runs -------------------------------------------------------------------------------
     def parent_run(self, run_id: str | None, name: str, tags: Mapping[str, str]) -> str:
-        """The study's parent run: ``run_id`` if it still exists, else a new one."""
+        """The study's parent run: ``run_id`` if it still exists, else the oldest active run
+        tagged as this study's parent (another worker may have just made it), else a new one."""
         with _translated("parent run"):
             if run_id:
                 try:
@@ -86,7 +106,14 @@ class Tracker:
                         return run_id
                 except Exception:  # deleted or from another store: start afresh
                     pass
-            run = self.client.create_run(self.experiment_id, run_name=name, tags=dict(tags))
+            mine = f"tags.`{TAG}parent` = 'true' and tags.`{TAG}study` = '{name}'"
+            found = self.client.search_runs(
+                [self.experiment_id], mine, order_by=["attributes.start_time ASC"], max_results=1
+            )
+            if found:
+                return str(found[0].info.run_id)
+            tags = {**tags, f"{TAG}parent": "true", f"{TAG}study": name}
+            run = self.client.create_run(self.experiment_id, run_name=name, tags=tags)
             return str(run.info.run_id)
 
     def child_run(self, parent_id: str, name: str, tags: Mapping[str, str]) -> str:

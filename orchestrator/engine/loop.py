@@ -223,6 +223,10 @@ class SweepLoop:
             self.say(f"budget: {self.stop_reason}; no more trials are started")
             return False
         trial = self.study.ask(plan.space.distributions())
+        if trial.number >= self.limits.trials:  # another worker took the last slot meanwhile
+            trial.set_user_attr(A.ERROR, "not started: the study reached its trial limit")
+            self.study.tell(trial, state=_state("FAIL"))
+            return False
         hp = plan.space.hyperparameters(trial.params)
         request = TrainingRequest.make(
             study=spec.name,

@@ -142,15 +142,18 @@ def open_study(spec: SweepSpec, space: SearchSpace, stores: Stores) -> optuna.St
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    from orchestrator.tracking import sqlite_init_lock
+
     source = str(spec.source or spec.name)
-    study = optuna.create_study(
-        study_name=spec.name,
-        storage=_storage(stores.optuna),
-        sampler=make_sampler(spec, space, source),
-        pruner=make_pruner(spec, space, source),
-        direction=spec.objective.direction,
-        load_if_exists=True,
-    )
+    with sqlite_init_lock(stores.optuna):  # several workers may create the store at once
+        study = optuna.create_study(
+            study_name=spec.name,
+            storage=_storage(stores.optuna),
+            sampler=make_sampler(spec, space, source),
+            pruner=make_pruner(spec, space, source),
+            direction=spec.objective.direction,
+            load_if_exists=True,
+        )
     if spec.sampler.seed is not None and study.trials:
         # Samplers are not stored with the study: a resumed one seeded as before would
         # replay the same configurations. Seed it past the trials already there.
