@@ -13,19 +13,15 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from orchestrator.backends.base import (
     Backend,
-    JobHandle,
-    JobStatus,
     JobUpdate,
     MetricPoint,
     TrainingRequest,
 )
-from orchestrator.costs import training_cost, training_price
-from orchestrator.diagnosis import Diagnosis, Thresholds, diagnose
 from orchestrator.engine.budget import Budget
 from orchestrator.engine.ledger import (
     A,
@@ -34,6 +30,8 @@ from orchestrator.engine.ledger import (
     request_to_attrs,
     worker_id,
 )
+from orchestrator.engine.outcome import Outcomes
+from orchestrator.engine.slot import Slot, at, short, state
 from orchestrator.errors import BackendError, OrchestratorError, ProviderBusyError
 from orchestrator.plan import SweepPlan
 from orchestrator.tracking import Tracker
@@ -53,27 +51,6 @@ class Limits:
     parallel: int
     timeout_s: float | None = None
     target: float | None = None
-
-
-@dataclass
-class _Slot:
-    trial: optuna.Trial
-    request: TrainingRequest
-    handle: JobHandle
-    run_id: str
-    cursor: str | None = None
-    curves: dict[str, list[tuple[int, float]]] = field(default_factory=dict)
-    skip_until: dict[str, int] = field(default_factory=dict)
-    epochs: int = 0
-    interval: float = 1.0
-    next_poll: float = 0.0
-    last_beat: float = 0.0
-    pruned: bool = False
-    update: JobUpdate | None = None
-
-    @property
-    def number(self) -> int:
-        return int(self.trial.number)
 
 
 class SweepLoop:
@@ -97,7 +74,7 @@ class SweepLoop:
         self.parent_run, self.limits, self.budget = parent_run, limits, budget
         self.say, self.clock, self.sleep = say, clock, sleep
         self.worker = worker_id()
-        self.slots: dict[int, _Slot] = {}
+        self.slots: dict[int, Slot] = {}
         #: trials whose submit the provider refused for now: (trial, request, run, retry at)
         self.pending: dict[int, tuple[optuna.Trial, TrainingRequest, str, float]] = {}
         self.followers: dict[int, int] = {}  # trial number -> the trial it repeats
@@ -107,7 +84,7 @@ class SweepLoop:
         self.capacity = min(limits.parallel, cap) if cap else limits.parallel
         if cap and cap < limits.parallel:
             say(f"{backend.name} runs at most {cap} jobs at once: the other trials queue")
-        self.price = training_price(plan.spec.backend.model, plan.spec.prices)
+        self.outcomes = Outcomes(plan, study, tracker, budget, say)
         self._queued = 0
         self._durations: list[float] = []
         self._started_at: dict[int, float] = {}
@@ -225,7 +202,7 @@ class SweepLoop:
         trial = self.study.ask(plan.space.distributions())
         if trial.number >= self.limits.trials:  # another worker took the last slot meanwhile
             trial.set_user_attr(A.ERROR, "not started: the study reached its trial limit")
-            self.study.tell(trial, state=_state("FAIL"))
+            self.study.tell(trial, state=state("FAIL"))
             return False
         hp = plan.space.hyperparameters(trial.params)
         request = TrainingRequest.make(
@@ -251,7 +228,7 @@ class SweepLoop:
         if not self.budget.allows(estimate):
             self.stop_reason = self.budget.refusal(estimate)
             trial.set_user_attr(A.ERROR, f"not started: {self.stop_reason}")
-            self.study.tell(trial, state=_state("FAIL"))
+            self.study.tell(trial, state=state("FAIL"))
             self.say(f"budget: {self.stop_reason}; no more trials are started")
             return False
         # write-ahead: the trial knows its request before the job exists
@@ -302,7 +279,7 @@ class SweepLoop:
         trial.set_user_attr(A.JOB, handle.job_id)
         self._started_at[trial.number] = self.clock()
         self.tracker.log(run_id, tags={"ftsweep.job_id": handle.job_id})
-        self.slots[trial.number] = _Slot(
+        self.slots[trial.number] = Slot(
             trial,
             request,
             handle,
@@ -314,7 +291,7 @@ class SweepLoop:
         hp = request.hyperparameters.as_dict()
         self.say(
             f"trial {trial.number} started ({self.backend.name} job {handle.job_id}): "
-            + ", ".join(f"{k}={_short(v)}" for k, v in hp.items())
+            + ", ".join(f"{k}={short(v)}" for k, v in hp.items())
         )
 
     def _retry_pending(self) -> None:
@@ -360,9 +337,9 @@ class SweepLoop:
         if twin.state.name == "COMPLETE":
             self.study.tell(number, twin.value)
         elif twin.state.name == "PRUNED":
-            self.study.tell(number, state=_state("PRUNED"))
+            self.study.tell(number, state=state("PRUNED"))
         else:
-            self.study.tell(number, state=_state("FAIL"))
+            self.study.tell(number, state=state("FAIL"))
 
     def _settle_followers(self) -> None:
         for number, leader in list(self.followers.items()):
@@ -387,7 +364,7 @@ class SweepLoop:
                 self.followers[frozen.number] = int(attrs[A.SAME_AS])
                 continue
             if A.REQUEST not in attrs:
-                self.study.tell(frozen.number, state=_state("FAIL"))
+                self.study.tell(frozen.number, state=state("FAIL"))
                 continue
             request = request_from_attrs(attrs)
             run_id = attrs.get(A.RUN) or self.tracker.child_run(
@@ -401,7 +378,7 @@ class SweepLoop:
                 continue
             trial.set_user_attr(A.JOB, handle.job_id)
             trial.set_user_attr(A.RUN, run_id)
-            slot = _Slot(
+            slot = Slot(
                 trial,
                 request,
                 handle,
@@ -429,7 +406,7 @@ class SweepLoop:
             if slot.next_poll <= now:
                 self._poll(slot)
 
-    def _poll(self, slot: _Slot) -> None:
+    def _poll(self, slot: Slot) -> None:
         try:
             update = self.backend.poll(slot.handle, slot.cursor)
         except BackendError as exc:
@@ -457,7 +434,7 @@ class SweepLoop:
         slot.interval = lo if fresh else min(slot.interval * 1.5, hi)
         slot.next_poll = self.clock() + slot.interval
 
-    def _report_epochs(self, slot: _Slot, fresh: list[MetricPoint]) -> bool:
+    def _report_epochs(self, slot: Slot, fresh: list[MetricPoint]) -> bool:
         """Report the objective at each new epoch end; cancel when pruned (then True)."""
         metric = self.plan.spec.objective.metric
         for p in fresh:
@@ -465,7 +442,7 @@ class SweepLoop:
                 continue
             slot.epochs += 1
             slot.trial.set_user_attr(A.EPOCHS, slot.epochs)
-            value = _at(slot.curves, p.step, *self._objective_names())
+            value = at(slot.curves, p.step, *self.outcomes.objective_names())
             if value is None or slot.pruned:
                 continue
             slot.trial.report(value, slot.epochs)
@@ -479,149 +456,17 @@ class SweepLoop:
         return False
 
     # -- finishing --------------------------------------------------------------------------
-    def _finish(self, slot: _Slot, update: JobUpdate) -> None:
-        trial, spec = slot.trial, self.plan.spec
+    def _finish(self, slot: Slot, update: JobUpdate) -> None:
         del self.slots[slot.number]
         if slot.number in self._started_at:
             self._durations.append(self.clock() - self._started_at.pop(slot.number))
         self.budget.release(slot.number)
-        hp = slot.request.hyperparameters
-        thresholds = Thresholds(**self.plan.spec.diagnosis.model_dump())
-        diag = diagnose(slot.curves, hp.n_epochs, hp.as_dict(), thresholds)
-        cost = self._cost(update)
-        attrs: dict[str, Any] = {
-            A.DIAGNOSIS: diag.label,
-            A.RECOMMENDATION: diag.recommendation,
-            A.JOB_STATUS: update.status.value,
-            A.STEPS: max((s for c in slot.curves.values() for s, _ in c), default=0),
-        }
-        if diag.best_epoch is not None:
-            attrs[A.BEST_EPOCH] = diag.best_epoch
-        if cost is not None:
-            attrs[A.COST] = cost
-            self.budget.spend(cost)
-        if update.trained_tokens is not None:
-            attrs[A.TOKENS] = update.trained_tokens
-        if update.fine_tuned_model:
-            attrs[A.MODEL] = update.fine_tuned_model
-        if update.error:
-            attrs[A.ERROR] = update.error
-        attrs.update(self._checkpoints(slot, update, diag))
-        for k, v in attrs.items():
-            trial.set_user_attr(k, v)
-        value = self._objective(slot.curves)
-        if slot.pruned and update.status is not JobStatus.SUCCEEDED:
-            state_name, shown = "PRUNED", f"pruned (job {update.status.value})"
-            self.study.tell(trial, state=_state("PRUNED"))
-        elif update.status is JobStatus.SUCCEEDED and value is not None:
-            state_name, shown = "COMPLETE", f"{spec.objective.metric}={value:.4f}"
-            self.study.tell(trial, value)
-        else:
-            reason = update.error or (
-                f"job {update.status.value}"
-                if update.status is not JobStatus.SUCCEEDED
-                else f"no {spec.objective.metric} reported (is there validation data?)"
-            )
-            trial.set_user_attr(A.ERROR, reason)
-            state_name, shown = "FAIL", f"failed: {reason}"
-            self.study.tell(trial, state=_state("FAIL"))
-        self._log_finish(slot, state_name, diag, cost, update)
-        self.say(f"trial {slot.number} {shown} — {diag.label}: {diag.recommendation}")
-
-    def _checkpoints(self, slot: _Slot, update: JobUpdate, diag: Diagnosis) -> dict[str, Any]:
-        """Earlier epochs' checkpoints: what n_epochs=2 or 3 gave inside an n_epochs=4 job.
-
-        Recorded on the trial (``ftsweep.checkpoints``: epoch -> step, model, metrics) and in
-        MLflow as ``checkpoint.<metric>`` series indexed by epoch; when the best epoch has a
-        checkpoint, its model is the trial's ``ftsweep.best_checkpoint``.
-        """
-        if not update.checkpoints:
-            return {}
-        by_epoch = {
-            str(c.epoch): {"step": c.step, "model": c.model_id, **dict(c.metrics)}
-            for c in update.checkpoints
-        }
-        points = [
-            MetricPoint(c.epoch, f"checkpoint.{name}", float(value))
-            for c in update.checkpoints
-            for name, value in c.metrics.items()
-        ]
-        if points:
-            self.tracker.log_points(slot.run_id, points)
-        out: dict[str, Any] = {A.CHECKPOINTS: by_epoch}
-        if diag.best_epoch is not None and str(diag.best_epoch) in by_epoch:
-            out[A.BEST_CHECKPOINT] = by_epoch[str(diag.best_epoch)]["model"]
-        return out
-
-    def _objective_names(self) -> tuple[str, ...]:
-        """The objective metric, and what stands in for it: the default full_valid_loss falls
-        back to valid_loss (a backend without full-validation passes)."""
-        metric = self.plan.spec.objective.metric
-        return (metric, "valid_loss") if metric == "full_valid_loss" else (metric,)
-
-    def _objective(self, curves: dict[str, list[tuple[int, float]]]) -> float | None:
-        return _latest(curves, *self._objective_names())
-
-    def _cost(self, update: JobUpdate) -> float | None:
-        if update.trained_tokens is None or self.price is None:
-            return None
-        return training_cost(update.trained_tokens, 1, self.price)
-
-    def _log_finish(
-        self, slot: _Slot, state: str, diag: Diagnosis, cost: float | None, update: JobUpdate
-    ) -> None:
-        tags: dict[str, Any] = {
-            "ftsweep.state": state,
-            "ftsweep.diagnosis": diag.label,
-            "ftsweep.recommendation": diag.recommendation,
-            "ftsweep.job_status": update.status.value,
-        }
-        if update.fine_tuned_model:
-            tags["ftsweep.fine_tuned_model"] = update.fine_tuned_model
-        if update.error:
-            tags["ftsweep.error"] = update.error[:4000]
-        metrics: dict[str, float] = {f"diagnosis.{k}": v for k, v in diag.evidence.items()}
-        if cost is not None:
-            metrics["cost_usd"] = cost
-        value = self._objective(slot.curves)
-        if value is not None and state == "COMPLETE":
-            metrics["objective"] = value
-        self.tracker.log(slot.run_id, metrics=metrics, tags=tags)
-        if slot.curves:
-            self.tracker.log_curve_png(slot.run_id, slot.curves, f"trial {slot.number} ({state})")
-        status = {"COMPLETE": "FINISHED", "PRUNED": "KILLED"}.get(state, "FAILED")
-        self.tracker.finish(slot.run_id, status)
+        self.outcomes.record(slot, update)
 
     def _fail(self, trial: optuna.Trial, reason: str, run_id: str | None = None) -> None:
         trial.set_user_attr(A.ERROR, reason)
-        self.study.tell(trial, state=_state("FAIL"))
+        self.study.tell(trial, state=state("FAIL"))
         if run_id:
             self.tracker.log(run_id, tags={"ftsweep.state": "FAIL", "ftsweep.error": reason})
             self.tracker.finish(run_id, "FAILED")
         self.say(f"trial {trial.number} failed: {reason}")
-
-
-def _state(name: str) -> Any:
-    import optuna
-
-    return optuna.trial.TrialState[name]
-
-
-def _latest(curves: dict[str, list[tuple[int, float]]], *names: str) -> float | None:
-    for name in names:
-        if curves.get(name):
-            return curves[name][-1][1]
-    return None
-
-
-def _at(curves: dict[str, list[tuple[int, float]]], step: int, *names: str) -> float | None:
-    """The last value at or before ``step`` of the first metric that has one."""
-    for name in names:
-        before = [v for s, v in curves.get(name, ()) if s <= step]
-        if before:
-            return before[-1]
-    return None
-
-
-def _short(v: Any) -> str:
-    return f"{v:.4g}" if isinstance(v, float) else str(v)
