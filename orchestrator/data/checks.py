@@ -15,11 +15,11 @@ import os
 import re
 from array import array
 from collections import Counter
-from dataclasses import dataclass, field
 from typing import Any
 
 from orchestrator.costs import training_cost, training_price
 from orchestrator.data import formats
+from orchestrator.data.conventions import SEPARATORS, STOPS, TextColumn, check_conventions
 from orchestrator.data.findings import (
     DataReport,
     DatasetStats,
@@ -45,8 +45,6 @@ MIN_EXAMPLES = 10  # the API rejects fewer (invalid_n_examples)
 RECOMMENDED_EXAMPLES = 200
 MAX_LABELS = 1000
 MAX_LABEL_CHARS = 100
-SEPARATORS = (" ->", "\n\n###\n\n", "\n\n===\n\n", "\n\n---\n\n", "\n\n===>\n\n", "\n\n--->\n\n")
-STOPS = ("\n", ".", " END", "***", "+++", "&&&", "$$$", "@@@", "%%%", "###")
 _BATCH = 2048
 _UPPER = re.compile(r"[A-Z]")
 _LOWER = re.compile(r"[a-z]")
@@ -61,63 +59,6 @@ def default_epochs(n_examples: int) -> int:
     if n_examples * 3 > 25_000:
         return max(1, 25_000 // n_examples)
     return 3
-
-
-def _shown(text: str) -> str:
-    return repr(text)
-
-
-def _common_prefix(a: str, b: str) -> str:
-    n = min(len(a), len(b))
-    i = 0
-    while i < n and a[i] == b[i]:
-        i += 1
-    return a[:i]
-
-
-def _common_suffix(a: str, b: str) -> str:
-    n = min(len(a), len(b))
-    i = 0
-    while i < n and a[-1 - i] == b[-1 - i]:
-        i += 1
-    return a[len(a) - i :]
-
-
-@dataclass
-class _Texts:
-    """Running evidence about one text column (prompts or completions)."""
-
-    prefix: str | None = None
-    suffix: str | None = None
-    first: str | None = None
-    all_same: bool = True
-    all_empty: bool = True
-    ending: Counter[str] = field(default_factory=Counter)
-
-    def add(self, text: str, candidates: tuple[str, ...]) -> None:
-        if self.first is None:
-            self.first = self.prefix = self.suffix = text
-        else:
-            self.all_same = self.all_same and text == self.first
-            assert self.prefix is not None and self.suffix is not None
-            if self.prefix:
-                self.prefix = _common_prefix(self.prefix, text)
-            if self.suffix:
-                self.suffix = _common_suffix(self.suffix, text)
-        self.all_empty = self.all_empty and not text
-        for c in candidates:
-            if text.endswith(c):
-                self.ending[c] += 1
-
-    def convention(self, n: int) -> str | None:
-        """The ending shared by all texts, else by most of them, else None."""
-        if self.suffix and self.suffix.strip(" "):
-            return self.suffix
-        if self.ending:
-            best, count = max(self.ending.items(), key=lambda kv: (kv[1], len(kv[0])))
-            if count * 2 >= n:
-                return best
-        return None
 
 
 class _FileCheck:
@@ -152,8 +93,8 @@ class _FileCheck:
         self.over_limit = 0
         self.billed = 0
         self.labels: Counter[str] | None = Counter()
-        self.prompts = _Texts()
-        self.completions = _Texts()
+        self.prompts = TextColumn()
+        self.completions = TextColumn()
         self._pending: list[tuple[int, list[str], int, list[int]]] = []
 
     # -- one pass -------------------------------------------------------------------------
@@ -342,7 +283,7 @@ def _conclude(check: _FileCheck, stats: DatasetStats) -> None:
             f"{stats.n_over_limit} examples over the limit are billed at {check.limit:,} tokens",
         )
     if stats.format == formats.PROMPT_COMPLETION and len(check.hashes):
-        _prompt_completion_conventions(check, stats)
+        check_conventions(log, stats, check.prompts, check.completions, check.reader.max_line_bytes)
     if stats.labels:
         counts = sorted(stats.labels.values())
         shown = ", ".join(f"{k!r}: {v}" for k, v in list(stats.labels.items())[:10])
@@ -380,77 +321,6 @@ def _duplicates(check: _FileCheck) -> None:
     message = f"exact duplicate of an earlier example (line {first_line} repeats line {of})"
     for line, _ in pairs:
         check.log.warning("duplicate", message, line)
-
-
-def _prompt_completion_conventions(check: _FileCheck, stats: DatasetStats) -> None:
-    log, n = check.log, len(check.hashes)
-    prompts, completions = check.prompts, check.completions
-    if stats.task == "open-ended generation":
-        return
-    if n > 1 and prompts.all_same:
-        log.error("identical_prompts", "all prompts are identical")
-    if n > 1 and completions.all_same and stats.task != "classification":
-        log.error("identical_completions", "all completions are identical")
-    if prompts.prefix and len(prompts.prefix) > 12:
-        log.warning(
-            "common_prompt_prefix",
-            f"every prompt starts with {_shown(prompts.prefix[:60])}: fine-tuning needs no "
-            "repeated instruction; removing it saves tokens",
-        )
-    if completions.prefix and len(completions.prefix) >= 5:
-        log.warning(
-            "common_completion_prefix",
-            f"every completion starts with {_shown(completions.prefix[:60])}: the model must "
-            "learn nothing from it; consider removing it",
-        )
-    if stats.separator is None:
-        log.warning(
-            "no_separator",
-            "prompts do not end with a common separator (such as '\\n\\n###\\n\\n'); "
-            "`ftsweep prepare` adds one",
-        )
-    if stats.task == "conditional generation" and stats.stop_sequence is None:
-        log.warning(
-            "no_stop_sequence",
-            "completions do not end with a common stop sequence (such as '\\n' or ' END'); "
-            "`ftsweep prepare` adds one",
-        )
-    if stats.separator is None and stats.stop_sequence is None:
-        return
-    for line in JsonlReader(check.path, check.reader.max_line_bytes):
-        v = line.value
-        if not (isinstance(v, dict) and isinstance(v.get("prompt"), str)):
-            continue
-        if not isinstance(v.get("completion"), str):
-            continue
-        _convention_line(log, "separator", stats.separator, v["prompt"], line.number, "prompt")
-        _convention_line(
-            log, "stop_sequence", stats.stop_sequence, v["completion"], line.number, "completion"
-        )
-
-
-def _convention_line(
-    log: FindingLog, what: str, token: str | None, text: str, number: int, field_name: str
-) -> None:
-    if not token:
-        return
-    label = what.replace("_", " ")
-    if not text.endswith(token):
-        log.warning(
-            f"{what}_missing",
-            f"{field_name} does not end with the {label} {_shown(token)} that the others end with",
-            number,
-        )
-        if token in text:
-            log.warning(
-                f"{what}_inside",
-                f"the {label} {_shown(token)} occurs inside the {field_name}",
-                number,
-            )
-    elif token in text[: -len(token)]:
-        log.warning(
-            f"{what}_inside", f"the {label} {_shown(token)} occurs inside the {field_name}", number
-        )
 
 
 def check_dataset(

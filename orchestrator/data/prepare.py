@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from orchestrator.data.checks import SEPARATORS, STOPS
+from orchestrator.data.conventions import SEPARATORS, STOPS
 from orchestrator.errors import DataError, UsageError
 
 __all__ = ["PrepareOptions", "PrepareResult", "prepare_file"]

@@ -1,0 +1,155 @@
+"""Prompt/completion conventions: a separator ending every prompt, a stop sequence ending
+every completion, no shared prefix to learn, and the lines that break them.
+
+The legacy ``prepare_data`` rules: the separator and stop sequence are what all (or most)
+texts end with; the first pass of :mod:`.checks` gathers that evidence in a
+:class:`TextColumn` per column, :func:`check_conventions` concludes.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+
+from orchestrator.data.findings import DatasetStats, FindingLog
+from orchestrator.data.reader import JsonlReader
+
+__all__ = ["SEPARATORS", "STOPS", "TextColumn", "check_conventions"]
+
+SEPARATORS = (" ->", "\n\n###\n\n", "\n\n===\n\n", "\n\n---\n\n", "\n\n===>\n\n", "\n\n--->\n\n")
+STOPS = ("\n", ".", " END", "***", "+++", "&&&", "$$$", "@@@", "%%%", "###")
+
+
+def _shown(text: str) -> str:
+    return repr(text)
+
+
+def _common_prefix(a: str, b: str) -> str:
+    n = min(len(a), len(b))
+    i = 0
+    while i < n and a[i] == b[i]:
+        i += 1
+    return a[:i]
+
+
+def _common_suffix(a: str, b: str) -> str:
+    n = min(len(a), len(b))
+    i = 0
+    while i < n and a[-1 - i] == b[-1 - i]:
+        i += 1
+    return a[len(a) - i :]
+
+
+@dataclass
+class TextColumn:
+    """Running evidence about one text column (prompts or completions)."""
+
+    prefix: str | None = None
+    suffix: str | None = None
+    first: str | None = None
+    all_same: bool = True
+    all_empty: bool = True
+    ending: Counter[str] = field(default_factory=Counter)
+
+    def add(self, text: str, candidates: tuple[str, ...]) -> None:
+        if self.first is None:
+            self.first = self.prefix = self.suffix = text
+        else:
+            self.all_same = self.all_same and text == self.first
+            assert self.prefix is not None and self.suffix is not None
+            if self.prefix:
+                self.prefix = _common_prefix(self.prefix, text)
+            if self.suffix:
+                self.suffix = _common_suffix(self.suffix, text)
+        self.all_empty = self.all_empty and not text
+        for c in candidates:
+            if text.endswith(c):
+                self.ending[c] += 1
+
+    def convention(self, n: int) -> str | None:
+        """The ending shared by all texts, else by most of them, else None."""
+        if self.suffix and self.suffix.strip(" "):
+            return self.suffix
+        if self.ending:
+            best, count = max(self.ending.items(), key=lambda kv: (kv[1], len(kv[0])))
+            if count * 2 >= n:
+                return best
+        return None
+
+
+def check_conventions(
+    log: FindingLog,
+    stats: DatasetStats,
+    prompts: TextColumn,
+    completions: TextColumn,
+    max_line_bytes: int,
+) -> None:
+    """Separator, stop-sequence and prefix findings of a prompt/completion file; when a
+    convention exists, a second pass over the file names the lines that break it."""
+    n = stats.n_examples
+    if stats.task == "open-ended generation":
+        return
+    if n > 1 and prompts.all_same:
+        log.error("identical_prompts", "all prompts are identical")
+    if n > 1 and completions.all_same and stats.task != "classification":
+        log.error("identical_completions", "all completions are identical")
+    if prompts.prefix and len(prompts.prefix) > 12:
+        log.warning(
+            "common_prompt_prefix",
+            f"every prompt starts with {_shown(prompts.prefix[:60])}: fine-tuning needs no "
+            "repeated instruction; removing it saves tokens",
+        )
+    if completions.prefix and len(completions.prefix) >= 5:
+        log.warning(
+            "common_completion_prefix",
+            f"every completion starts with {_shown(completions.prefix[:60])}: the model must "
+            "learn nothing from it; consider removing it",
+        )
+    if stats.separator is None:
+        log.warning(
+            "no_separator",
+            "prompts do not end with a common separator (such as '\\n\\n###\\n\\n'); "
+            "`ftsweep prepare` adds one",
+        )
+    if stats.task == "conditional generation" and stats.stop_sequence is None:
+        log.warning(
+            "no_stop_sequence",
+            "completions do not end with a common stop sequence (such as '\\n' or ' END'); "
+            "`ftsweep prepare` adds one",
+        )
+    if stats.separator is None and stats.stop_sequence is None:
+        return
+    for line in JsonlReader(stats.path, max_line_bytes):
+        v = line.value
+        if not (isinstance(v, dict) and isinstance(v.get("prompt"), str)):
+            continue
+        if not isinstance(v.get("completion"), str):
+            continue
+        _convention_line(log, "separator", stats.separator, v["prompt"], line.number, "prompt")
+        _convention_line(
+            log, "stop_sequence", stats.stop_sequence, v["completion"], line.number, "completion"
+        )
+
+
+def _convention_line(
+    log: FindingLog, what: str, token: str | None, text: str, number: int, field_name: str
+) -> None:
+    if not token:
+        return
+    label = what.replace("_", " ")
+    if not text.endswith(token):
+        log.warning(
+            f"{what}_missing",
+            f"{field_name} does not end with the {label} {_shown(token)} that the others end with",
+            number,
+        )
+        if token in text:
+            log.warning(
+                f"{what}_inside",
+                f"the {label} {_shown(token)} occurs inside the {field_name}",
+                number,
+            )
+    elif token in text[: -len(token)]:
+        log.warning(
+            f"{what}_inside", f"the {label} {_shown(token)} occurs inside the {field_name}", number
+        )
