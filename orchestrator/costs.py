@@ -8,6 +8,8 @@ hosting fee for deployed models (not for training).
 
 from __future__ import annotations
 
+from orchestrator.modelnames import family
+
 __all__ = ["TRAINING_PRICE_PER_MILLION", "training_cost", "training_price"]
 
 TRAINING_PRICE_PER_MILLION: dict[str, float] = {
@@ -26,13 +28,8 @@ TRAINING_PRICE_PER_MILLION: dict[str, float] = {
 def training_price(model: str, overrides: dict[str, float] | None = None) -> float | None:
     """USD per 1M trained tokens for ``model`` (snapshot names match their family), or None."""
     table = {**TRAINING_PRICE_PER_MILLION, **(overrides or {})}
-    name = model.replace("gpt-35", "gpt-3.5")
-    if name in table:
-        return table[name]
-    for known in sorted(table, key=len, reverse=True):
-        if name.startswith(known + "-"):
-            return table[known]
-    return None
+    known = family(model, table)
+    return None if known is None else table[known]
 
 
 def training_cost(tokens_per_epoch: int, n_epochs: int, price_per_million: float) -> float:

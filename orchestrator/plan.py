@@ -40,11 +40,8 @@ def _checked(spec_path: str, field: str, path: Path, model: str, tokens: bool) -
     if errors:
         total = sum(f.count for f in errors)
         more = f" ({total - 1} more errors: run `ftsweep validate {path}`)" if total > 1 else ""
-        raise DataError(
-            str(path),
-            errors[0].one_line().split(": ", 1)[1] + more,
-            errors[0].lines[0] if errors[0].lines else None,
-        )
+        first = errors[0]
+        raise DataError(str(path), first.message + more, first.lines[0] if first.lines else None)
     return stats
 
 

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from orchestrator.errors import TokenizerError, UnknownModelError
+from orchestrator.modelnames import family
 
 __all__ = [
     "DEFAULT_MODEL",
@@ -80,15 +81,12 @@ def model_info(model: str) -> ModelInfo:
     ``ft:`` models resolve to their base. Unknown names raise :class:`TokenizerError` listing
     the known ones.
     """
-    name = model.strip()
-    if name.startswith("ft:"):
-        name = name.split(":")[1]
-    name = name.replace("gpt-35", "gpt-3.5").split(".ft-")[0]
-    if name in _MODELS:
-        return _MODELS[name]
-    for known in sorted(_MODELS, key=len, reverse=True):
-        if name.startswith(known + "-"):
-            return ModelInfo(model, _MODELS[known].encoding, _MODELS[known].max_tokens_per_example)
+    known = family(model, _MODELS)
+    if known is not None:
+        info = _MODELS[known]
+        return (
+            info if known == model else ModelInfo(model, info.encoding, info.max_tokens_per_example)
+        )
     raise TokenizerError(f"unknown model {model!r}; known: {', '.join(sorted(_MODELS))}")
 
 

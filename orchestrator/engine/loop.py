@@ -129,9 +129,8 @@ class SweepLoop:
         ):
             self.stop_reason = f"timeout of {self.limits.timeout_s:g} s reached"
             return False
-        if self.limits.target is not None and self._best_value() is not None:
-            best = self._best_value()
-            assert best is not None
+        best = self._best_value() if self.limits.target is not None else None
+        if self.limits.target is not None and best is not None:
             hit = best <= self.limits.target
             if self.plan.spec.objective.direction == "maximize":
                 hit = best >= self.limits.target
@@ -195,8 +194,9 @@ class SweepLoop:
 
     def _launch_one(self) -> bool:
         plan, spec = self.plan, self.plan.spec
-        if self.budget.limit is not None and not self.budget.allows(self._cheapest()):
-            self.stop_reason = self.budget.refusal(self._cheapest())
+        cheapest = self._cheapest() if self.budget.limit is not None else None
+        if cheapest is not None and not self.budget.allows(cheapest):
+            self.stop_reason = self.budget.refusal(cheapest)
             self.say(f"budget: {self.stop_reason}; no more trials are started")
             return False
         trial = self.study.ask(plan.space.distributions())
@@ -420,8 +420,9 @@ class SweepLoop:
             self.tracker.log_points(slot.run_id, fresh)
             for p in fresh:
                 slot.curves.setdefault(p.name, []).append((p.step, p.value))
-        slot.cursor = update.cursor
-        slot.trial.set_user_attr(A.CURSOR, update.cursor)
+        if update.cursor != slot.cursor:  # a storage write only when there is news
+            slot.cursor = update.cursor
+            slot.trial.set_user_attr(A.CURSOR, update.cursor)
         if self.clock() - slot.last_beat > HEARTBEAT_EVERY_S:
             slot.trial.set_user_attr(A.HEARTBEAT, time.time())
             slot.last_beat = self.clock()

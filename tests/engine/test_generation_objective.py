@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import optuna
+import yaml
 
 from orchestrator.backends.local.tasks import write_jsonl
 from tests.engine.conftest import SweepFactory
@@ -52,7 +52,7 @@ def test_label_accuracy_objective_on_a_learnable_label(
             "options": {"torch_threads": 1, "eval_generations": 8},
         },
     )
-    data = json.loads(json.dumps(__import__("yaml").safe_load(spec.read_text())))
+    data = yaml.safe_load(spec.read_text())
     write_jsonl(Path(data["data"]["train"]), rows * 4)
     write_jsonl(Path(data["data"]["valid"]), rows[:8])
     r = cli("run", spec)

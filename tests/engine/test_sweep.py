@@ -123,4 +123,4 @@ def test_rerun_resumes_without_retraining(cli, make_sweep: SweepFactory, runs_di
     jobs_after = sorted((runs_dir / "backends/local/jobs").iterdir())
     assert len(jobs_before) == 2 and len(jobs_after) == 3
     status = cli("status", spec)
-    assert "3 complete (of 2)" in status.out or "3 complete" in status.out
+    assert "3 complete" in status.out
