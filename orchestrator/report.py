@@ -12,7 +12,7 @@ import json
 import math
 from typing import TYPE_CHECKING, Any
 
-from orchestrator.engine.ledger import A
+from orchestrator.attrs import TrialAttrs
 
 if TYPE_CHECKING:
     import optuna
@@ -46,8 +46,8 @@ def trials_frame(study: optuna.Study, fixed: dict[str, Any] | None = None) -> pd
     for t in study.get_trials(deepcopy=False):
         a = t.user_attrs
         params = {**(fixed or {}), **t.params}
-        if A.REQUEST in a:
-            params.update(json.loads(a[A.REQUEST])["hyperparameters"])
+        if TrialAttrs.REQUEST in a:
+            params.update(json.loads(a[TrialAttrs.REQUEST])["hyperparameters"])
         duration = None
         if t.datetime_start and t.datetime_complete:
             duration = round((t.datetime_complete - t.datetime_start).total_seconds(), 1)
@@ -57,15 +57,15 @@ def trials_frame(study: optuna.Study, fixed: dict[str, Any] | None = None) -> pd
                 "state": t.state.name,
                 "value": _value(t.value),
                 **{p: params.get(p) for p in PARAMS},
-                "batch_size_pct": a.get(A.BATCH_PCT),
-                "epochs_done": a.get(A.EPOCHS),
-                "diagnosis": a.get(A.DIAGNOSIS),
-                "best_epoch": a.get(A.BEST_EPOCH),
-                "recommendation": a.get(A.RECOMMENDATION),
-                "cost_usd": a.get(A.COST),
-                "job_id": a.get(A.JOB),
-                "reused_from": a.get(A.REUSED),
-                "error": a.get(A.ERROR),
+                "batch_size_pct": a.get(TrialAttrs.BATCH_PCT),
+                "epochs_done": a.get(TrialAttrs.EPOCHS_DONE),
+                "diagnosis": a.get(TrialAttrs.DIAGNOSIS),
+                "best_epoch": a.get(TrialAttrs.BEST_EPOCH),
+                "recommendation": a.get(TrialAttrs.RECOMMENDATION),
+                "cost_usd": a.get(TrialAttrs.COST),
+                "job_id": a.get(TrialAttrs.JOB_ID),
+                "reused_from": a.get(TrialAttrs.REUSED_FROM),
+                "error": a.get(TrialAttrs.ERROR),
                 "duration_s": duration,
                 "best": best is not None and t.number == best.number,
             }

@@ -11,7 +11,7 @@ __all__ = ["build"]
 
 def build() -> Any:
     """The click command behind ``ftsweep`` (built fresh, so tests stay independent)."""
-    from orchestrator.cli import apisim, backends, data, models, space, sweep
+    from orchestrator.cli import apisim, backends, data, models, results, space, sweep
 
     app = typer.Typer(
         name="ftsweep",
@@ -24,7 +24,7 @@ def build() -> Any:
         rich_markup_mode=None,
         context_settings={"help_option_names": ["-h", "--help"]},
     )
-    for module in (data, space, sweep, backends, apisim):
+    for module in (data, space, sweep, results, backends, apisim):
         module.register(app)
     app.add_typer(models.app, name="models")
     return typer.main.get_command(app)

@@ -1,0 +1,51 @@
+"""Names of the user attributes ftsweep keeps on Optuna trials and studies.
+
+They are the write-ahead ledger (what a trial's job is, so any process can re-attach), the
+trial's outcome (diagnosis, cost, model) and the links to MLflow. Every name starts with
+``ftsweep.``. This module imports nothing, so the engine, the report and the CLI can share it.
+"""
+
+from __future__ import annotations
+
+__all__ = ["StudyAttrs", "TrialAttrs"]
+
+
+class TrialAttrs:
+    """Trial user-attribute names."""
+
+    # the ledger, written before and while the job runs
+    REQUEST = "ftsweep.request"  # the TrainingRequest as JSON (TrainingRequest.to_json)
+    KEY = "ftsweep.key"  # its idempotency key
+    CONFIG_HASH = "ftsweep.config_hash"  # what makes two trials the same training
+    BACKEND = "ftsweep.backend"
+    JOB_ID = "ftsweep.job_id"
+    WORKER = "ftsweep.worker"  # host:pid of the process that owns the trial
+    HEARTBEAT = "ftsweep.heartbeat"  # wall-clock time of the owner's last sign of life
+    SAME_AS = "ftsweep.same_as"  # waiting for this running trial with the same configuration
+    PRUNED_AT = "ftsweep.pruned_at"  # the epoch at which the pruner stopped it (before cancel)
+    ESTIMATE = "ftsweep.cost_estimate_usd"
+    BATCH_PCT = "ftsweep.batch_size_pct"
+    EPOCHS_DONE = "ftsweep.epochs_done"
+    MLFLOW_RUN = "ftsweep.mlflow_run_id"
+    # the outcome, written when the job has ended
+    COST = "ftsweep.cost_usd"
+    DIAGNOSIS = "ftsweep.diagnosis"
+    RECOMMENDATION = "ftsweep.recommendation"
+    BEST_EPOCH = "ftsweep.best_epoch"
+    ERROR = "ftsweep.error"
+    REUSED_FROM = "ftsweep.reused_from"
+    STEPS = "ftsweep.steps"
+    JOB_STATUS = "ftsweep.job_status"
+    FINE_TUNED_MODEL = "ftsweep.fine_tuned_model"
+    TRAINED_TOKENS = "ftsweep.trained_tokens"
+    CHECKPOINTS = "ftsweep.checkpoints"
+    BEST_CHECKPOINT = "ftsweep.best_checkpoint"
+
+
+class StudyAttrs:
+    """Study user-attribute names."""
+
+    MLFLOW_PARENT_RUN = "ftsweep.mlflow_parent_run_id"
+    MLFLOW_EXPERIMENT = "ftsweep.mlflow_experiment_id"
+    REGISTERED_TRIAL = "ftsweep.registered_trial"
+    REGISTERED_VERSION = "ftsweep.registered_version"

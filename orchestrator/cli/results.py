@@ -1,0 +1,163 @@
+"""``ftsweep status``, ``report``, ``best`` and ``ui``: read a sweep's results."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from orchestrator.cli.common import SpecArg, quiet_libraries
+from orchestrator.cli.output import out
+
+__all__ = ["register"]
+
+
+def status(spec: SpecArg) -> None:
+    """Show a sweep's progress: trials by state, running jobs, the best so far.
+
+    Example: ftsweep status sweeps/quickstart.yaml
+    """
+    quiet_libraries()
+    from orchestrator.engine import open_sweep
+    from orchestrator.report import render, trials_frame
+
+    opened = open_sweep(spec)
+    frame = trials_frame(opened.study, opened.plan.space.fixed())
+    spec_model = opened.plan.spec
+    counts = frame["state"].value_counts().to_dict() if len(frame) else {}
+    shown = ", ".join(f"{n} {str(s).lower()}" for s, n in sorted(counts.items(), key=str))
+    shown = shown or "no trials yet"
+    out.data(f"sweep {spec_model.name}: {shown} (of {spec_model.trials})")
+    if len(frame):
+        out.data(render(frame, "table"))
+
+
+def report(
+    spec: SpecArg,
+    fmt: Annotated[
+        str, typer.Option("--format", help="table, csv, json, markdown or html.")
+    ] = "table",
+    out_file: Annotated[Path | None, typer.Option("--out", help="Write to this file.")] = None,
+) -> None:
+    """Report the sweep's trials: parameters, objective, diagnosis, cost.
+
+    Example: ftsweep report sweeps/quickstart.yaml --format json --out trials.json
+    """
+    quiet_libraries()
+    from orchestrator.engine import open_sweep
+    from orchestrator.errors import UsageError
+    from orchestrator.report import FORMATS, render, trials_frame
+
+    if fmt not in FORMATS:
+        raise UsageError(f"--format must be one of {', '.join(FORMATS)}, not {fmt!r}")
+    opened = open_sweep(spec)
+    text = render(trials_frame(opened.study, opened.plan.space.fixed()), fmt)
+    if out_file is None:
+        out.data(text)
+        return
+    tmp = out_file.with_name(f".{out_file.name}.tmp")
+    tmp.write_text(text + ("" if text.endswith("\n") else "\n"))
+    tmp.replace(out_file)
+    out.info(f"wrote {out_file}")
+
+
+def best(spec: SpecArg) -> None:
+    """Print the best trial's hyper-parameters, value and model as JSON.
+
+    Example: ftsweep best sweeps/quickstart.yaml
+    """
+    quiet_libraries()
+    from orchestrator.engine import open_sweep
+    from orchestrator.attrs import TrialAttrs
+    from orchestrator.errors import OrchestratorError
+    from orchestrator.report import best_trial
+
+    opened = open_sweep(spec)
+    trial = best_trial(opened.study)
+    if trial is None:
+        raise OrchestratorError(f"sweep {opened.plan.spec.name!r} has no completed trial yet")
+    hp = (
+        json.loads(trial.user_attrs[TrialAttrs.REQUEST])["hyperparameters"]
+        if TrialAttrs.REQUEST in trial.user_attrs
+        else {**opened.plan.space.fixed(), **trial.params}
+    )
+    out.data(
+        json.dumps(
+            {
+                "trial": trial.number,
+                "objective": opened.plan.spec.objective.metric,
+                "value": trial.value,
+                "hyperparameters": hp,
+                "diagnosis": trial.user_attrs.get(TrialAttrs.DIAGNOSIS),
+                "recommendation": trial.user_attrs.get(TrialAttrs.RECOMMENDATION),
+                "fine_tuned_model": trial.user_attrs.get(TrialAttrs.FINE_TUNED_MODEL),
+                "mlflow_run_id": trial.user_attrs.get(TrialAttrs.MLFLOW_RUN),
+            },
+            indent=2,
+        )
+    )
+
+
+def ui(
+    spec: SpecArg,
+    port: Annotated[int, typer.Option(help="Port of the MLflow UI.")] = 5000,
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+) -> None:
+    """Start the MLflow UI on the sweep's store and print the link to its runs.
+
+    Example: ftsweep ui sweeps/quickstart.yaml --port 5000
+    """
+    quiet_libraries()
+    import signal
+    import subprocess
+    import sys
+
+    from orchestrator.config import load_spec
+    from orchestrator.engine.study import resolve_stores
+    from orchestrator.tracking import Tracker, runs_link
+
+    sweep = load_spec(spec)
+    stores = resolve_stores(sweep)
+    if stores.mlflow.startswith(("http://", "https://")):
+        tracker = Tracker(stores.mlflow, sweep.name)
+        out.data(runs_link(stores.mlflow, tracker.experiment_id, sweep.objective.direction))
+        return
+    tracker = Tracker(stores.mlflow, sweep.name, stores.artifacts)
+    link = runs_link(f"http://{host}:{port}", tracker.experiment_id, sweep.objective.direction)
+    out.data(link)
+    out.info("starting the MLflow UI (Ctrl-C stops it) ...")
+    cmd = [
+        sys.executable,
+        "-m",
+        "mlflow",
+        "server",
+        "--backend-store-uri",
+        stores.mlflow,
+        "--host",
+        host,
+        "--port",
+        str(port),
+        "--workers",
+        "1",
+    ]
+    if stores.artifacts is not None:
+        cmd += ["--artifacts-destination", str(stores.artifacts)]
+    proc = subprocess.Popen(cmd)
+
+    def stop(*_: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop)  # a terminated `ftsweep ui` stops its server too
+    try:
+        proc.wait()
+    except KeyboardInterrupt:
+        proc.terminate()  # mlflow stops its workers on SIGTERM
+        proc.wait(timeout=20)
+        raise
+
+
+def register(app: typer.Typer) -> None:
+    for command in (status, report, best, ui):
+        app.command()(command)
