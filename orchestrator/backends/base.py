@@ -37,12 +37,11 @@ else the estimate, so a budget always binds).
   finished job is a no-op.
 
 **Errors.** Every method raises only :class:`~orchestrator.errors.OrchestratorError`
-subclasses on purpose: :class:`~orchestrator.errors.ProviderBusyError` from ``submit`` when
-the provider refuses new work for now (the engine submits again later);
-:class:`~orchestrator.errors.UsageError` (and :class:`~orchestrator.errors.UnsupportedParameterError`)
-for a request that can never run; :class:`~orchestrator.errors.BackendError` for anything else
-(a failed ``submit`` fails that trial; a failed ``poll`` is retried with back-off; a failed
-``cancel`` is retried with back-off and reported). The engine keeps any error, even an
+subclasses on purpose: ``ProviderBusyError`` from ``submit`` when the provider refuses new
+work for now (the engine submits again later); ``UsageError`` (such as
+``UnsupportedParameterError``) for a request that can never run; ``BackendError`` for anything
+else (a failed ``submit`` fails that trial; a failed ``poll`` is retried with back-off; a
+failed ``cancel`` is retried with back-off and reported). The engine keeps any error, even an
 unexpected one, inside the trial it happened in: the sweep goes on.
 
 **Epochs.** An epoch ends at the optimizer step where the job has passed once over the
@@ -393,10 +392,11 @@ DEFAULT_CAPABILITIES = Capabilities(
 class BackendOptions(BaseModel):
     """The sweep file's ``backend.options`` of a backend: subclass it with typed fields.
 
-    Unknown keys are refused (``extra="forbid"``); the instance is frozen.
+    Unknown keys are refused (``extra="forbid"``), types are strict (``"8"`` is not an
+    integer, ``true`` is not a number), and the instance is frozen.
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
 
 class Backend(ABC):

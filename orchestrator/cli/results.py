@@ -69,8 +69,8 @@ def best(spec: SpecArg) -> None:
     Example: ftsweep best sweeps/quickstart.yaml
     """
     quiet_libraries()
-    from orchestrator.engine import open_sweep
     from orchestrator.attrs import TrialAttrs
+    from orchestrator.engine import open_sweep
     from orchestrator.errors import OrchestratorError
     from orchestrator.report import best_trial
 

@@ -32,10 +32,12 @@ from orchestrator.modelnames import family
 __all__ = [
     "DEFAULT_MODEL",
     "ModelInfo",
+    "OpenAIExampleCounter",
     "TiktokenCounter",
     "TokenCounter",
     "counter_for",
     "model_info",
+    "openai_counter",
 ]
 
 _BLOB = "https://openaipublic.blob.core.windows.net/encodings/{name}.tiktoken"
@@ -199,6 +201,40 @@ def local_counter(model: str) -> ExampleCounter:
         raise UnknownModelError(
             f"unknown model {model!r}: not an OpenAI model ({known}), nor a local one ({why})"
         ) from exc
+
+
+class OpenAIExampleCounter:
+    """Whole-example counts for an OpenAI model: tiktoken, by the cookbook's formulas."""
+
+    def __init__(self, model: str) -> None:
+        info = model_info(model)
+        self.counter = counter_for(model)
+        self.name = info.encoding
+        self.max_tokens_per_example = info.max_tokens_per_example
+        self.special_tokens = self.counter.special_tokens
+
+    def example(self, fmt: str, value: dict[str, Any]) -> tuple[int, int]:
+        if fmt == "chat":
+            texts, overhead, trained = chat_token_texts(value["messages"])
+            counts = self.counter.count_many(texts)
+            return sum(counts) + overhead, sum(counts[j] for j in trained)
+        prompt = self.counter.count(value["prompt"])
+        completion = self.counter.count(value["completion"])
+        return prompt + completion, completion
+
+
+@cache
+def openai_counter(model: str) -> OpenAIExampleCounter:
+    """Exact counts for an OpenAI model; an unknown name raises :class:`UnknownModelError`
+    listing the known ones."""
+    try:
+        return OpenAIExampleCounter(model)
+    except UnknownModelError:
+        raise
+    except TokenizerError as exc:
+        if str(exc).startswith("unknown model"):
+            raise UnknownModelError(str(exc)) from None
+        raise
 
 
 @cache

@@ -34,20 +34,33 @@ import tempfile
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import orchestrator
 from orchestrator.backends.base import (
+    DEFAULT_CAPABILITIES,
     GENERATION_METRICS,
     Backend,
+    BackendOptions,
+    Capabilities,
     JobHandle,
     JobStatus,
     JobUpdate,
+    Range,
     TrainingRequest,
+    epoch_ends_of,
 )
 from orchestrator.backends.local.jobfiles import JobFolder, write_json_atomic
-from orchestrator.backends.local.options import LocalOptions
-from orchestrator.errors import BackendError, DataError, UnsupportedParameterError
+from orchestrator.backends.local.options import LocalBackendOptions, LocalOptions
+from orchestrator.errors import (
+    BackendError,
+    DataError,
+    OrchestratorError,
+    UnknownModelError,
+)
+
+if TYPE_CHECKING:
+    from orchestrator.data.tokens import ExampleCounter
 
 __all__ = ["LocalBackend"]
 
@@ -63,24 +76,28 @@ class LocalBackend(Backend):
     """
 
     name: ClassVar[str] = "local"
-    supported_parameters: ClassVar[frozenset[str]] = frozenset(
-        {"n_epochs", "batch_size", "learning_rate_multiplier", "prompt_loss_weight"}
+    capabilities: ClassVar[Capabilities] = Capabilities(
+        parameters={**DEFAULT_CAPABILITIES.parameters, "prompt_loss_weight": Range(0, 1)},
     )
+    Options: ClassVar[type[BackendOptions]] = LocalBackendOptions
     #: polling reads two small files, so poll often
     poll_interval: tuple[float, float] = (0.5, 5.0)
 
     def __init__(
         self,
         workdir: Path,
-        options: LocalOptions | None = None,
+        options: LocalOptions | LocalBackendOptions | None = None,
         *,
         python: str | None = None,
         env: Mapping[str, str] | None = None,
         cancel_grace_s: float = 30.0,
         start_grace_s: float = 120.0,
     ) -> None:
-        self.workdir = Path(workdir)
-        self.options = options or LocalOptions()
+        if isinstance(options, LocalOptions):
+            options = LocalBackendOptions.model_validate(options.to_dict(), strict=False)
+        super().__init__(workdir=workdir, options=options or LocalBackendOptions())
+        self.workdir: Path = Path(workdir)
+        self.local_options = LocalOptions.parse(self.options.model_dump(mode="json"))
         self.python = python or sys.executable
         self.env = dict(env or {})
         self.cancel_grace_s = cancel_grace_s
@@ -89,17 +106,34 @@ class LocalBackend(Backend):
         self._exit_codes: dict[str, int] = {}
 
     @classmethod
-    def metric_names(cls, options: Mapping[str, Any]) -> frozenset[str]:
+    def metric_names(cls, options: BackendOptions) -> frozenset[str]:
         """OpenAI's metrics, plus generation metrics when ``eval_generations`` is set."""
         names = super().metric_names(options)
-        if options.get("eval_generations"):
+        if getattr(options, "eval_generations", 0):
             names |= frozenset(GENERATION_METRICS)
         return names
 
     @classmethod
-    def from_options(cls, options: Mapping[str, Any], *, workdir: Path) -> LocalBackend:
+    def from_options(cls, options: BackendOptions, *, workdir: Path) -> LocalBackend:
         """Job folders go under ``workdir / "jobs"``; ``options`` as in :mod:`.options`."""
-        return cls(workdir, LocalOptions.parse(options))
+        assert isinstance(options, LocalBackendOptions)
+        return cls(workdir, options)
+
+    @classmethod
+    def token_counter(cls, model: str, options: BackendOptions) -> ExampleCounter | None:
+        """Counts as the trainer encodes (chat template, end-of-text tokens included)."""
+        try:
+            from orchestrator.backends.local.tokens import LocalTokenCounter
+        except ImportError as exc:
+            raise UnknownModelError(
+                f"local models need the 'local' extra (pip install 'ftsweep[local]'): {exc}"
+            ) from exc
+        try:
+            return LocalTokenCounter(model)
+        except OrchestratorError as exc:
+            raise UnknownModelError(
+                f"unknown local model {model!r}: {str(exc).splitlines()[0]}"
+            ) from exc
 
     @property
     def jobs_dir(self) -> Path:
@@ -120,23 +154,11 @@ class LocalBackend(Backend):
 
     def job_options(self, request: TrainingRequest) -> LocalOptions:
         """This backend's options with the request's laid over them."""
-        return LocalOptions.parse(request.options, self.options)
+        return LocalOptions.parse(request.options, self.local_options)
 
     def check(self, request: TrainingRequest) -> None:
         super().check(request)
         self.job_options(request)
-        hp = request.hyperparameters
-        if hp.n_epochs < 1:
-            raise UnsupportedParameterError(f"n_epochs must be >= 1, got {hp.n_epochs}")
-        if hp.batch_size < 1:
-            raise UnsupportedParameterError(f"batch_size must be >= 1, got {hp.batch_size}")
-        if not hp.learning_rate_multiplier > 0:
-            raise UnsupportedParameterError(
-                f"learning_rate_multiplier must be > 0, got {hp.learning_rate_multiplier}"
-            )
-        plw = hp.prompt_loss_weight
-        if plw is not None and not 0 <= plw <= 1:
-            raise UnsupportedParameterError(f"prompt_loss_weight must be in [0, 1], got {plw}")
         for path in (request.train_file, request.valid_file):
             if path is not None and not Path(path).is_file():
                 raise DataError(str(path), "no such file")
@@ -191,6 +213,7 @@ class LocalBackend(Backend):
             fine_tuned_model=status.get("fine_tuned_model"),
             error=status.get("error"),
             checkpoints=folder.read_checkpoints(),
+            epoch_ends=epoch_ends_of(points),
         )
 
     def cancel(self, handle: JobHandle) -> None:

@@ -27,6 +27,9 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
+from pydantic import BaseModel, ConfigDict, Field
+
+from orchestrator.backends.base import BackendOptions
 from orchestrator.errors import UnsupportedParameterError
 
 __all__ = [
@@ -34,8 +37,10 @@ __all__ = [
     "FULL_LR",
     "LORA_LR",
     "TINY_LR",
+    "LocalBackendOptions",
     "LocalOptions",
     "LoraOptions",
+    "LoraSpec",
 ]
 
 TINY_LR = 1e-3
@@ -43,6 +48,37 @@ FULL_LR = 2e-5
 LORA_LR = 2e-4
 #: used when a request leaves ``prompt_loss_weight`` unset (the design's fixed default)
 DEFAULT_PROMPT_LOSS_WEIGHT = 0.1
+
+
+class LoraSpec(BaseModel):
+    """``lora:`` in the sweep file (a mapping; ``true`` means every default)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+    r: int = Field(default=8, ge=1)
+    alpha: int = Field(default=16, ge=1)
+    dropout: float = Field(default=0.0, ge=0, lt=1)
+    target_modules: str | list[str] = "all-linear"
+
+
+class LocalBackendOptions(BackendOptions):
+    """The sweep file's ``backend.options`` for ``local`` (see the module docstring)."""
+
+    max_device_batch: int | None = Field(default=None, ge=1)
+    base_learning_rate: float | None = Field(default=None, gt=0, allow_inf_nan=False)
+    lora: bool | LoraSpec | None = None
+    valid_every: int | None = Field(default=None, ge=1)
+    valid_sample: int = Field(default=16, ge=1)
+    max_length: int | None = Field(default=None, ge=1)
+    device: str = Field(default="auto", pattern=r"^(auto|cpu|mps|cuda(:\d+)?)$")
+    torch_threads: int | None = Field(default=None, ge=1)
+    save_model: bool = True
+    checkpoints: int = Field(default=0, ge=0)
+    eval_generations: int = Field(default=0, ge=0)
+
+    def local(self) -> LocalOptions:
+        """As the trainer's :class:`LocalOptions`."""
+        return LocalOptions.parse(self.model_dump(mode="json", exclude_defaults=True))
 
 
 @dataclass(frozen=True)

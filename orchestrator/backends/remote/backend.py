@@ -17,16 +17,23 @@ import time
 from abc import abstractmethod
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from pydantic import Field, model_validator
 
 from orchestrator.backends.base import (
+    DEFAULT_CAPABILITIES,
     Backend,
+    BackendOptions,
+    Capabilities,
     Checkpoint,
     JobHandle,
     JobStatus,
     JobUpdate,
     MetricPoint,
+    Range,
     TrainingRequest,
+    epoch_ends_of,
 )
 from orchestrator.backends.remote.events import (
     checkpoint_of,
@@ -38,11 +45,64 @@ from orchestrator.backends.remote.events import (
 from orchestrator.backends.remote.files import FileCache
 from orchestrator.backends.remote.retry import Caller, RetryPolicy, describe
 from orchestrator.costs import training_cost, training_price
-from orchestrator.errors import BackendError, DataError, UnsupportedParameterError, UsageError
+from orchestrator.errors import BackendError, DataError, UnsupportedParameterError
 
-__all__ = ["RemoteBackend"]
+if TYPE_CHECKING:
+    from orchestrator.data.findings import DatasetStats
+    from orchestrator.data.tokens import ExampleCounter
+
+__all__ = ["REMOTE_CAPABILITIES", "RemoteBackend", "RemoteOptions"]
 
 _SECRET_OPTIONS = {"api_key", "key", "azure_ad_token", "token", "password", "secret"}
+
+#: what OpenAI's and Azure's fine-tuning APIs accept (``n_epochs`` 1-50, ``batch_size`` up to
+#: 256, a positive multiplier); no ``prompt_loss_weight`` on today's jobs
+REMOTE_CAPABILITIES = Capabilities(
+    parameters={
+        **DEFAULT_CAPABILITIES.parameters,
+        "n_epochs": Range(1, 50),
+        "batch_size": Range(1, 256),
+    },
+    priced=True,
+)
+
+
+class RemoteOptions(BackendOptions):
+    """``backend.options`` shared by the remote backends. Credentials are never options:
+    they come from the environment."""
+
+    #: seconds per HTTP request
+    timeout: float = Field(default=60.0, gt=0, allow_inf_nan=False)
+    #: seconds one call may spend retrying 429s and 5xx before the provider counts as busy
+    max_wait: float = Field(default=300.0, ge=0, allow_inf_nan=False)
+    #: USD per 1M trained tokens by model name, over the built-in table
+    prices: dict[str, float] = Field(default_factory=dict)
+    #: [first, most] seconds between polls of one job (e.g. [0.2, 1] against a fast apisim)
+    poll_interval: list[float] | None = Field(default=None, min_length=2, max_length=2)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_credentials(cls, data: Any) -> Any:
+        if isinstance(data, Mapping):
+            secret = sorted(set(data) & _SECRET_OPTIONS)
+            if secret:
+                raise ValueError(
+                    f"{secret[0]}: credentials come from the environment, never from sweep files"
+                )
+        return data
+
+    @model_validator(mode="after")
+    def _checked(self) -> RemoteOptions:
+        for model, price in self.prices.items():
+            if not (price >= 0 and price < float("inf")):
+                raise ValueError(f"prices: {model}: must be a finite number >= 0")
+        if self.poll_interval is not None:
+            lo, hi = self.poll_interval
+            if not 0 < lo <= hi < float("inf"):
+                raise ValueError("poll_interval: give [first, most] seconds, 0 < first <= most")
+        return self
+
+
 _PAGE = 100
 _MAX_PAGES = 1000
 
@@ -69,17 +129,9 @@ def _file_not_ready(exc: Exception) -> bool:
 class RemoteBackend(Backend):
     """A fine-tuning API reached through the ``openai`` SDK (see the module docstring)."""
 
-    supported_parameters: ClassVar[frozenset[str]] = frozenset(
-        {"n_epochs", "batch_size", "learning_rate_multiplier"}
-    )
-    max_batch_size: ClassVar[int | None] = 256
+    capabilities: ClassVar[Capabilities] = REMOTE_CAPABILITIES
+    Options: ClassVar[type[BackendOptions]] = RemoteOptions
     poll_interval: tuple[float, float] = (5.0, 60.0)
-    #: per-request options (``TrainingRequest.options``) this backend understands
-    request_options: ClassVar[frozenset[str]] = frozenset()
-    #: backend options (the sweep file's ``backend.options``) accepted by the constructor
-    backend_options: ClassVar[frozenset[str]] = frozenset(
-        {"timeout", "max_wait", "prices", "poll_interval"}
-    )
     #: does the events list come newest first (OpenAI) or oldest first (Azure)?
     events_newest_first: ClassVar[bool] = True
 
@@ -88,42 +140,38 @@ class RemoteBackend(Backend):
         *,
         client: Any = None,
         workdir: str | Path | None = None,
-        timeout: float = 60.0,
-        max_wait: float = 300.0,
-        prices: Mapping[str, float] | None = None,
-        poll_interval: tuple[float, float] | list[float] | None = None,
+        options: BackendOptions | None = None,
         sleeper: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.monotonic,
+        **settings: Any,
     ) -> None:
+        """``settings`` are options given as keywords (``timeout=5``), laid over ``options``."""
+        base = options.model_dump() if options is not None else {}
+        parsed = self.Options.model_validate({**base, **settings}, strict=False)
+        super().__init__(workdir=Path(workdir) if workdir is not None else None, options=parsed)
+        opts = self.remote_options
         self._client_instance = client
-        self.workdir = Path(workdir) if workdir is not None else None
-        self.timeout = timeout
-        self.prices = dict(prices or {})
-        if poll_interval is not None:  # e.g. [0.2, 1] for rehearsals against a fast apisim
-            lo, hi = (float(x) for x in poll_interval)
-            if not 0 < lo <= hi:
-                raise UsageError("backend.options: poll_interval: give [first, most] seconds > 0")
+        self.timeout = opts.timeout
+        self.prices = dict(opts.prices)
+        if opts.poll_interval is not None:
+            lo, hi = opts.poll_interval
             self.poll_interval = (lo, hi)
         self.caller = Caller(
-            RetryPolicy(max_wait=max_wait), sleeper=sleeper, clock=clock, secrets=self._secrets
+            RetryPolicy(max_wait=opts.max_wait), sleeper=sleeper, clock=clock, secrets=self._secrets
         )
         self._files: FileCache | None = None
-        self._tokens: dict[tuple[str, str, int, int], int] = {}
+
+    @property
+    def remote_options(self) -> RemoteOptions:
+        assert isinstance(self.options, RemoteOptions)
+        return self.options
 
     @classmethod
-    def from_options(cls, options: Mapping[str, Any], *, workdir: Path) -> Backend:
-        """Options from the sweep file; keys never come from there (only the environment)."""
-        secret = sorted(set(options) & _SECRET_OPTIONS)
-        if secret:
-            raise UsageError(
-                f"backend.options: {secret[0]}: credentials come from the environment, "
-                "never from sweep files"
-            )
-        unknown = sorted(set(options) - cls.backend_options)
-        if unknown:
-            known = ", ".join(sorted(cls.backend_options))
-            raise UsageError(f"backend.options: unknown option {unknown[0]!r}; known: {known}")
-        return cls(workdir=workdir, **options)
+    def token_counter(cls, model: str, options: BackendOptions) -> ExampleCounter | None:
+        """tiktoken's exact counts for OpenAI models (the cookbook's chat formula)."""
+        from orchestrator.data.tokens import openai_counter
+
+        return openai_counter(model)
 
     # -- what each provider defines --------------------------------------------------------
     @abstractmethod
@@ -170,49 +218,35 @@ class RemoteBackend(Backend):
     # -- the contract ---------------------------------------------------------------------
     def check(self, request: TrainingRequest) -> None:
         super().check(request)
-        hp = request.hyperparameters
-        unknown = sorted(set(request.options) - self.request_options)
-        if unknown:
-            allowed = ", ".join(sorted(self.request_options)) or "none"
+        try:
+            self.Options.model_validate(dict(request.options), strict=False)
+        except ValueError as exc:
             raise UnsupportedParameterError(
-                f"backend {self.name!r} does not accept option {unknown[0]!r} (accepted: {allowed})"
-            )
-        if not 1 <= hp.n_epochs <= 50:
-            raise UnsupportedParameterError(f"n_epochs must be 1 to 50, got {hp.n_epochs}")
-        if hp.batch_size < 1:
-            raise UnsupportedParameterError(f"batch_size must be >= 1, got {hp.batch_size}")
-        if not hp.learning_rate_multiplier > 0:
-            raise UnsupportedParameterError(
-                f"learning_rate_multiplier must be > 0, got {hp.learning_rate_multiplier}"
-            )
+                f"backend {self.name!r}: bad options in the request: {exc}"
+            ) from None
         for path in (request.train_file, request.valid_file):
             if path is not None and not Path(path).is_file():
                 raise DataError(str(path), "no such file")
 
-    def estimate_cost(self, request: TrainingRequest) -> float | None:
-        """Price per token from the table (or ``prices``) x billed tokens x epochs."""
-        price = training_price(request.model, self.prices)
-        tokens = self._billed_tokens(Path(request.train_file), request.model)
-        if price is None or tokens is None:
-            return None
-        return training_cost(tokens, request.hyperparameters.n_epochs, price)
+    def price(self, model: str) -> float | None:
+        """USD per 1M trained tokens for ``model`` (``prices`` over the built-in table)."""
+        return training_price(model, self.prices)
 
-    def _billed_tokens(self, path: Path, model: str) -> int | None:
-        from orchestrator.data.checks import check_file
-        from orchestrator.errors import OrchestratorError
-
-        try:
-            st = path.stat()
-        except OSError:
+    def estimate_cost(self, request: TrainingRequest, train: DatasetStats) -> float | None:
+        """Price per token x the file's billed tokens x epochs."""
+        price = self.price(request.model)
+        if price is None or train.tokens is None:
             return None
-        key = (str(path.resolve()), model, st.st_size, st.st_mtime_ns)
-        if key not in self._tokens:
-            try:
-                stats, _, _ = check_file(path, model)
-            except OrchestratorError:
-                return None
-            self._tokens[key] = stats.billed_tokens
-        return self._tokens[key]
+        return training_cost(train.billed_tokens, request.hyperparameters.n_epochs, price)
+
+    def job_cost(
+        self, request: TrainingRequest, update: JobUpdate, train: DatasetStats
+    ) -> float | None:
+        """Reconciled from the job's ``trained_tokens`` when the provider reports them."""
+        price = self.price(request.model)
+        if update.cost_usd is None and update.trained_tokens is not None and price is not None:
+            return training_cost(update.trained_tokens, 1, price)
+        return super().job_cost(request, update, train)
 
     def submit(self, request: TrainingRequest) -> JobHandle:
         self.check(request)
@@ -281,6 +315,7 @@ class RemoteBackend(Backend):
             fine_tuned_model=job.fine_tuned_model,
             error=error,
             checkpoints=checkpoints,
+            epoch_ends=epoch_ends_of(points),
         )
 
     def _pages(

@@ -15,14 +15,24 @@ import importlib
 import json
 import os
 import threading
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, ClassVar
 
-from orchestrator.backends.base import TrainingRequest
-from orchestrator.backends.remote.backend import RemoteBackend
+from pydantic import Field
+
+from orchestrator.backends.base import BackendOptions, Capabilities, TrainingRequest
+from orchestrator.backends.remote.backend import REMOTE_CAPABILITIES, RemoteBackend, RemoteOptions
 from orchestrator.errors import BackendError, UnsupportedParameterError
 
-__all__ = ["KEY_METADATA", "AzureOpenAIBackend", "OpenAIBackend", "azure_suffix"]
+__all__ = [
+    "KEY_METADATA",
+    "AzureOpenAIBackend",
+    "AzureOptions",
+    "OpenAIBackend",
+    "OpenAIOptions",
+    "azure_suffix",
+]
 
 #: the job metadata entry that holds the request's idempotency key (OpenAI)
 KEY_METADATA = "ftsweep_key"
@@ -38,32 +48,41 @@ def _hyperparameters(request: TrainingRequest) -> dict[str, Any]:
     }
 
 
+class OpenAIOptions(RemoteOptions):
+    """``backend.options`` of ``openai``."""
+
+    #: the API's address (default: ``OPENAI_BASE_URL``, else OpenAI's)
+    base_url: str | None = None
+    organization: str | None = None
+    project: str | None = None
+    #: names the fine-tuned models (``ft:MODEL:ORG:SUFFIX:ID``)
+    suffix: str | None = Field(default=None, min_length=1, max_length=64)
+
+
+class AzureOptions(RemoteOptions):
+    """``backend.options`` of ``azure``."""
+
+    #: ``https://RESOURCE.openai.azure.com`` (default: ``AZURE_OPENAI_ENDPOINT``)
+    endpoint: str | None = None
+    #: the dated API version (default: ``OPENAI_API_VERSION``, else 2024-10-21)
+    api_version: str | None = None
+
+
 class OpenAIBackend(RemoteBackend):
     """Fine-tuning jobs on the OpenAI API (``OPENAI_API_KEY``; ``base_url`` for a proxy or
-    ``ftsweep apisim``). Request option ``suffix`` names the fine-tuned model."""
+    ``ftsweep apisim``). Option ``suffix`` names the fine-tuned models."""
 
     name: ClassVar[str] = "openai"
-    max_concurrent_jobs: ClassVar[int | None] = 3
-    request_options: ClassVar[frozenset[str]] = frozenset({"suffix"})
-    backend_options: ClassVar[frozenset[str]] = RemoteBackend.backend_options | {
-        "base_url",
-        "organization",
-        "project",
-    }
+    capabilities: ClassVar[Capabilities] = replace(REMOTE_CAPABILITIES, max_concurrent_jobs=3)
+    Options: ClassVar[type[BackendOptions]] = OpenAIOptions
     events_newest_first: ClassVar[bool] = True
 
-    def __init__(
-        self,
-        *,
-        base_url: str | None = None,
-        organization: str | None = None,
-        project: str | None = None,
-        **kwargs: Any,
-    ) -> None:
+    def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.base_url = base_url
-        self.organization = organization
-        self.project = project
+        assert isinstance(self.options, OpenAIOptions)
+        self.base_url = self.options.base_url
+        self.organization = self.options.organization
+        self.project = self.options.project
 
     def _make_client(self) -> Any:
         import openai
@@ -142,19 +161,15 @@ class AzureOpenAIBackend(RemoteBackend):
     resource; the others wait in ``pending``."""
 
     name: ClassVar[str] = "azure"
-    max_concurrent_jobs: ClassVar[int | None] = 1
-    backend_options: ClassVar[frozenset[str]] = RemoteBackend.backend_options | {
-        "endpoint",
-        "api_version",
-    }
+    capabilities: ClassVar[Capabilities] = replace(REMOTE_CAPABILITIES, max_concurrent_jobs=1)
+    Options: ClassVar[type[BackendOptions]] = AzureOptions
     events_newest_first: ClassVar[bool] = False
 
-    def __init__(
-        self, *, endpoint: str | None = None, api_version: str | None = None, **kwargs: Any
-    ) -> None:
+    def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.endpoint = endpoint
-        self.api_version = api_version
+        assert isinstance(self.options, AzureOptions)
+        self.endpoint = self.options.endpoint
+        self.api_version = self.options.api_version
         self._ledger_lock = threading.Lock()
 
     def _make_client(self) -> Any:
