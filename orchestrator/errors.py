@@ -11,8 +11,9 @@ third-party exceptions are translated where they are caught and chained (``from 
     ├── BackendError                  a backend failed (job submission, polling, cancel)
     │   ├── ProviderBusyError         the provider refuses new work for now: try again later
     │   └── UnknownBackendError       no backend registered under that name (also a UsageError)
-    └── TokenizerError                token counting impossible (no tokenizer files)
-        └── UnknownModelError         no model by that name, OpenAI or local (also a UsageError)
+    ├── TokenizerError                token counting impossible (no tokenizer files)
+    │   └── UnknownModelError         no model by that name, OpenAI or local (also a UsageError)
+    └── SweepInterrupted              Ctrl-C during a sweep: says which jobs still run, exit 130
 
 The CLI maps :attr:`OrchestratorError.exit_code` to the process exit status and prints
 ``str(error)`` as one line: messages never contain secrets or tracebacks.
@@ -26,6 +27,7 @@ __all__ = [
     "OrchestratorError",
     "ProviderBusyError",
     "SpecError",
+    "SweepInterrupted",
     "TokenizerError",
     "UnknownBackendError",
     "UnknownModelError",
@@ -96,3 +98,10 @@ class UnknownModelError(TokenizerError, UsageError):
     """No OpenAI model and no local model by that name."""
 
     exit_code = 2
+
+
+class SweepInterrupted(OrchestratorError):
+    """The user interrupted a sweep; the message says which jobs are still running and that
+    ``ftsweep run`` re-attaches to them."""
+
+    exit_code = 130

@@ -61,7 +61,7 @@ def plan_sweep(path: str | os.PathLike[str], *, count_tokens: bool = False) -> S
     if spec.data.valid is not None:
         valid = _checked(shown, "data.valid", spec.data.valid, model, count_tokens)
     metric = spec.objective.metric
-    known = backend.metric_names(spec.backend.options)
+    known = backend.metric_names(backend.parse_options(spec.backend.options))
     if metric not in known:
         hint = ""
         if metric in ("full_valid_exact_match", "full_valid_label_accuracy"):

@@ -195,10 +195,10 @@ def resolve_space(
     """
     dims = [
         _plain("n_epochs", spec.n_epochs, "int"),
-        _batch(spec.batch_size, n_examples, backend.max_batch_size, backend.name),
+        _batch(spec.batch_size, n_examples, backend.capabilities.max_batch_size, backend.name),
         _plain("learning_rate_multiplier", spec.learning_rate_multiplier, "float"),
     ]
-    plw_supported = "prompt_loss_weight" in backend.supported_parameters
+    plw_supported = backend.capabilities.accepts("prompt_loss_weight")
     if spec.prompt_loss_weight is not None and not plw_supported:
         raise SpecError(
             source,

@@ -28,10 +28,18 @@ def run(
     Example: ftsweep run sweeps/quickstart.yaml --trials 8
     """
     quiet_libraries()
+    from orchestrator.cli.console import ConsoleListener
+    from orchestrator.config import load_spec
     from orchestrator.engine import Overrides, run_sweep
+    from orchestrator.errors import OrchestratorError
     from orchestrator.report import render
 
-    result = run_sweep(spec, Overrides(trials, parallel, budget), say=out.info)
+    console = ConsoleListener(out, load_spec(spec).backend.name)
+    result = run_sweep(spec, Overrides(trials, parallel, budget), listeners=[console])
+    if not result.changed:
+        out.info(f"sweep {result.plan.spec.name} is already complete ({len(result.frame)} trials)")
+    if result.stop_reason:
+        out.info(f"stopped: {result.stop_reason}")
     out.data(render(result.frame, "table"))
     best = result.frame[result.frame["best"]] if "best" in result.frame else None
     if best is not None and len(best):
@@ -39,13 +47,16 @@ def run(
         out.data(
             f"\nbest: trial {row['trial']}, {result.plan.spec.objective.metric}={row['value']:.4f}"
         )
-    else:
-        out.data("\nno trial completed")
     if result.advice is not None:
         for note in result.advice.notes:
             out.data(f"next: {note}")
     direction = result.plan.spec.objective.direction
     out.info(ui_hint(result.stores.mlflow, result.experiment_id, spec, direction))
+    if not result.completed:
+        raise OrchestratorError(
+            "no trial completed: see the errors above (`ftsweep report "
+            f"{spec} --format json` has each trial's)"
+        )
 
 
 def register(app: typer.Typer) -> None:

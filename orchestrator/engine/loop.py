@@ -1,48 +1,55 @@
-"""The sweep loop: Optuna ask/tell around fine-tuning jobs, single-threaded and event-driven.
+"""The sweep loop: decides what to launch, poll, prune and conclude. Nothing else.
 
-Many jobs can be in flight (``parallel``, capped by the backend's ``max_concurrent_jobs``); each
-is polled with backoff. New metric points go to MLflow in batches; at every epoch end the
-objective so far is reported to the pruner, and a pruned trial's job is cancelled. A finished
-job is diagnosed, its cost reconciled and its value told to the study. Identical resolved
-configurations are never trained twice in a study: a repeat reuses the earlier result (or waits
-for the running one). On start, trials left RUNNING by a dead process are re-attached to their
-jobs through the ledger (:mod:`.ledger`) instead of being trained again.
+Single-threaded and event-driven: many jobs can be in flight (``parallel``, capped by the
+backend's ``capabilities.max_concurrent_jobs``), each a :class:`~.trial.TrialRun` polled with
+back-off. Everything the world should know leaves as an event (:mod:`.events`); the loop
+writes no MLflow tag and prints nothing. One trial's error stays in that trial (Optuna's rule):
+it fails that trial, the loop goes on.
+
+Identical configurations are trained once per study: a repeat reuses the earlier result, or
+waits for the running twin. Trials whose owner died (a dead process on this host, or a
+heartbeat older than :data:`STALE_AFTER_S` from another host) are adopted and re-attached to
+their jobs through the ledger, at the start and every :data:`ADOPT_EVERY_S` after.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from orchestrator.backends.base import (
-    Backend,
-    JobUpdate,
-    MetricPoint,
-    TrainingRequest,
-)
+from orchestrator.attrs import TrialAttrs
+from orchestrator.backends.base import Backend, JobUpdate, TrainingRequest
+from orchestrator.diagnosis import Thresholds
 from orchestrator.engine.budget import Budget
-from orchestrator.engine.ledger import (
-    A,
-    owner_alive,
-    request_from_attrs,
-    request_to_attrs,
-    worker_id,
+from orchestrator.engine.curves import add_points
+from orchestrator.engine.events import (
+    EpochReported,
+    Event,
+    Note,
+    Points,
+    TrialFinished,
+    TrialReused,
+    TrialStarted,
+    TrialSubmitted,
 )
-from orchestrator.engine.outcome import Outcomes
-from orchestrator.engine.slot import Slot, at, short, state
+from orchestrator.engine.ledger import owner_alive, worker_id
+from orchestrator.engine.outcome import Outcome, conclude, objective_at
+from orchestrator.engine.trial import Phase, TrialRun
 from orchestrator.errors import BackendError, OrchestratorError, ProviderBusyError
 from orchestrator.plan import SweepPlan
-from orchestrator.tracking import Tracker
 
 if TYPE_CHECKING:
     import optuna
 
-__all__ = ["Limits", "SweepLoop"]
+__all__ = ["ADOPT_EVERY_S", "HEARTBEAT_EVERY_S", "STALE_AFTER_S", "Limits", "SweepLoop"]
 
 HEARTBEAT_EVERY_S = 10.0
 STALE_AFTER_S = 120.0
+ADOPT_EVERY_S = 60.0
+CANCEL_ATTEMPTS = 6
+POLL_FAILURES_SHOWN = 10  # say so again after this many failed polls in a row
 
 
 @dataclass(frozen=True)
@@ -53,63 +60,71 @@ class Limits:
     target: float | None = None
 
 
+@dataclass
+class _Follower:
+    trial: optuna.Trial
+    leader: int
+    last_beat: float = 0.0
+
+
+@dataclass
 class SweepLoop:
     """Runs one sweep's trials until its limits are reached."""
 
-    def __init__(
-        self,
-        plan: SweepPlan,
-        backend: Backend,
-        study: optuna.Study,
-        tracker: Tracker,
-        parent_run: str,
-        limits: Limits,
-        budget: Budget,
-        *,
-        say: Callable[[str], None] = lambda _: None,
-        clock: Callable[[], float] = time.monotonic,
-        sleep: Callable[[float], None] = time.sleep,
-    ) -> None:
-        self.plan, self.backend, self.study, self.tracker = plan, backend, study, tracker
-        self.parent_run, self.limits, self.budget = parent_run, limits, budget
-        self.say, self.clock, self.sleep = say, clock, sleep
-        self.worker = worker_id()
-        self.slots: dict[int, Slot] = {}
-        #: trials whose submit the provider refused for now: (trial, request, run, retry at)
-        self.pending: dict[int, tuple[optuna.Trial, TrainingRequest, str, float]] = {}
-        self.followers: dict[int, int] = {}  # trial number -> the trial it repeats
-        self.started = clock()
+    plan: SweepPlan
+    backend: Backend
+    study: optuna.Study
+    limits: Limits
+    budget: Budget
+    emit: Callable[[Event], None]
+    request_options: dict[str, Any] = field(default_factory=dict)
+    worker: str = field(default_factory=worker_id)
+    clock: Callable[[], float] = time.monotonic
+    sleep: Callable[[float], None] = time.sleep
+    wall: Callable[[], float] = time.time
+
+    def __post_init__(self) -> None:
+        self.runs: dict[int, TrialRun] = {}
+        self.followers: dict[int, _Follower] = {}
         self.stop_reason: str | None = None
-        cap = backend.max_concurrent_jobs
-        self.capacity = min(limits.parallel, cap) if cap else limits.parallel
-        if cap and cap < limits.parallel:
-            say(f"{backend.name} runs at most {cap} jobs at once: the other trials queue")
-        self.outcomes = Outcomes(plan, study, tracker, budget, say)
+        self.started = self.clock()
+        self.changed = False  # did this run start or finish anything
+        self.durations: list[float] = []
+        cap = self.backend.capabilities.max_concurrent_jobs
+        self.capacity = min(self.limits.parallel, cap) if cap else self.limits.parallel
+        if cap and cap < self.limits.parallel:
+            self._note(f"{self.backend.name} runs at most {cap} job(s) at once: the rest queue")
         self._queued = 0
-        self._durations: list[float] = []
-        self._started_at: dict[int, float] = {}
+        self._adopted_at = self.clock()
+        self.thresholds = Thresholds(**self.plan.spec.diagnosis.model_dump())
 
     # -- the loop ---------------------------------------------------------------------------
     def run(self) -> None:
-        self._reattach()
+        self._adopt()
         while True:
-            self._retry_pending()
             self._launch()
             self._settle_followers()
-            if not self.slots and not self.followers and not self.pending:
+            if not self.runs and not self.followers:
                 if self._can_launch():
                     continue
                 break
-            self._poll_due()
-            due = [s.next_poll for s in self.slots.values()]
-            due += [p[3] for p in self.pending.values()]
-            wait = (
-                min(due) if due else self.clock() + self.backend.poll_interval[0]
-            ) - self.clock()
+            self._service()
+            if self.clock() - self._adopted_at > ADOPT_EVERY_S:
+                self._adopt()
+            due = [r.due for r in self.runs.values()]
+            wait = (min(due) if due else self.clock() + 1.0) - self.clock()
             if wait > 0:
                 self.sleep(min(wait, 5.0))
 
-    def _counts(self) -> int:
+    def in_flight(self) -> list[TrialRun]:
+        """Trials of this worker whose job may be running (for an interrupted run's message)."""
+        return [r for r in self.runs.values() if r.handle is not None]
+
+    def _note(self, text: str, level: str = "info", trial: int | None = None) -> None:
+        self.emit(Note(text, "warning" if level == "warning" else "info", trial))
+
+    # -- what may start ---------------------------------------------------------------------
+    def _counted(self) -> int:
         import optuna
 
         states = (
@@ -129,25 +144,21 @@ class SweepLoop:
         ):
             self.stop_reason = f"timeout of {self.limits.timeout_s:g} s reached"
             return False
-        best = self._best_value() if self.limits.target is not None else None
-        if self.limits.target is not None and best is not None:
-            hit = best <= self.limits.target
-            if self.plan.spec.objective.direction == "maximize":
-                hit = best >= self.limits.target
-            if hit:
+        if self.limits.target is not None and (best := self._best()) is not None:
+            maximize = self.plan.spec.objective.direction == "maximize"
+            if (best >= self.limits.target) if maximize else (best <= self.limits.target):
                 self.stop_reason = f"target {self.limits.target:g} reached ({best:.4g})"
                 return False
-        if self._counts() >= self.limits.trials:
+        if self._counted() >= self.limits.trials:
             return False
-        return len(self.slots) + len(self.pending) < self.capacity
+        return len(self.runs) < self.capacity
 
-    def _best_value(self) -> float | None:
+    def _best(self) -> float | None:
         try:
             return float(self.study.best_value)
         except ValueError:
             return None
 
-    # -- launching --------------------------------------------------------------------------
     def _launch(self) -> None:
         while self._can_launch():
             if not self._launch_one():
@@ -156,318 +167,418 @@ class SweepLoop:
 
     def _queue_note(self) -> None:
         """Say (once per change) how many trials wait for a provider slot, with an ETA."""
-        cap = self.backend.max_concurrent_jobs
-        if not cap or len(self.slots) < self.capacity or self.stop_reason:
+        cap = self.backend.capabilities.max_concurrent_jobs
+        if not cap or len(self.runs) < self.capacity or self.stop_reason:
             return
-        waiting = min(self.limits.trials - self._counts(), self.limits.parallel - self.capacity)
+        waiting = min(self.limits.trials - self._counted(), self.limits.parallel - self.capacity)
         if waiting <= 0 or waiting == self._queued:
             return
         self._queued = waiting
-        done = [d for d in self._durations if d > 0]
         eta = ""
-        if done:
-            per_trial = sum(done) / len(done)
-            eta = f"; ETA of the next start ~{per_trial / 60:.1f} min"
-        self.say(f"{waiting} trial(s) queued: {self.backend.name} allows {cap} job(s) at once{eta}")
+        if self.durations:
+            eta = f"; next start in ~{sum(self.durations) / len(self.durations) / 60:.1f} min"
+        self._note(f"{waiting} trial(s) queued: {self.backend.name} allows {cap} at once{eta}")
+
+    def _request(self, trial: optuna.Trial) -> TrainingRequest:
+        spec = self.plan.spec
+        return TrainingRequest.make(
+            study=spec.name,
+            trial=trial.number,
+            model=spec.backend.model,
+            hyperparameters=self.plan.space.hyperparameters(trial.params),
+            train_file=spec.data.train,
+            valid_file=spec.data.valid,
+            seed=spec.seed,
+            options=self.request_options,
+            metadata={"ftsweep_study": spec.name, "ftsweep_trial": str(trial.number)},
+        )
 
     def _cheapest(self) -> float | None:
-        """The estimate of the cheapest trial the space allows (fewest epochs)."""
+        """The estimate of the cheapest trial the space allows (fewest epochs, lowest values)."""
         space = self.plan.space
-        dim = space["n_epochs"]
-        fewest = dim.value if dim.kind == "fixed" else min(dim.choices or (dim.low,))
-        low = {
-            d.name: (d.low if d.low is not None else min(d.choices or (d.value,)))
-            for d in space.dimensions
-            if d.kind != "fixed"
-        }
-        hp = space.hyperparameters({**low, "n_epochs": fewest})
+        low = {d.name: _low(d) for d in space.dimensions if d.kind != "fixed"}
         request = TrainingRequest.make(
             study=self.plan.spec.name,
             trial=-1,
             model=self.plan.spec.backend.model,
-            hyperparameters=hp,
+            hyperparameters=space.hyperparameters(low),
             train_file=self.plan.spec.data.train,
-            valid_file=self.plan.spec.data.valid,
-            seed=self.plan.spec.seed,
+            options=self.request_options,
         )
-        return self.backend.estimate_cost(request)
+        return self.backend.estimate_cost(request, self.plan.train)
 
     def _launch_one(self) -> bool:
-        plan, spec = self.plan, self.plan.spec
-        cheapest = self._cheapest() if self.budget.limit is not None else None
-        if cheapest is not None and not self.budget.allows(cheapest):
-            self.stop_reason = self.budget.refusal(cheapest)
-            self.say(f"budget: {self.stop_reason}; no more trials are started")
+        if self.budget.limit is not None:
+            cheapest = self._cheapest()
+            if cheapest is not None and not self.budget.allows(cheapest):
+                self._stop_for_budget(cheapest)
+                return False
+        trial = self.study.ask(self.plan.space.distributions())
+        if trial.number >= self.limits.trials:  # another worker took the last place meanwhile
+            trial.set_user_attr(TrialAttrs.ERROR, "not started: the study reached its limit")
+            self._tell(trial, "FAIL", None)
             return False
-        trial = self.study.ask(plan.space.distributions())
-        if trial.number >= self.limits.trials:  # another worker took the last slot meanwhile
-            trial.set_user_attr(A.ERROR, "not started: the study reached its trial limit")
-            self.study.tell(trial, state=state("FAIL"))
-            return False
-        hp = plan.space.hyperparameters(trial.params)
-        request = TrainingRequest.make(
-            study=spec.name,
-            trial=trial.number,
-            model=spec.backend.model,
-            hyperparameters=hp,
-            train_file=spec.data.train,
-            valid_file=spec.data.valid,
-            seed=spec.seed,
-            metadata={"ftsweep_study": spec.name, "ftsweep_trial": str(trial.number)},
-        )
-        config = self._config_key(request)
-        twin = self._twin(config, trial.number)
+        return self._start(trial)
+
+    def _start(self, trial: optuna.Trial) -> bool:
+        """Start ``trial`` (asked, or adopted before its request was written)."""
+        self.changed = True
+        request = self._request(trial)
+        twin = self._twin(request.config_hash(), trial.number)
         if twin is not None:
-            return self._repeat(trial, twin)
+            self._repeat(trial, twin)
+            return True
+        run = TrialRun(trial, request, wall=self.wall, last_beat=self.clock())
         try:
             self.backend.check(request)
-        except OrchestratorError as exc:
-            self._fail(trial, str(exc))
+            estimate = self.backend.estimate_cost(request, self.plan.train)
+        except Exception as exc:
+            self._fail(run, _reason(exc))
             return True
-        estimate = self.backend.estimate_cost(request)
         if not self.budget.allows(estimate):
-            self.stop_reason = self.budget.refusal(estimate)
-            trial.set_user_attr(A.ERROR, f"not started: {self.stop_reason}")
-            self.study.tell(trial, state=state("FAIL"))
-            self.say(f"budget: {self.stop_reason}; no more trials are started")
+            trial.set_user_attr(TrialAttrs.ERROR, f"not started: {self.budget.refusal(estimate)}")
+            self._tell(trial, "FAIL", None)
+            self._stop_for_budget(estimate)
             return False
-        # write-ahead: the trial knows its request before the job exists
-        request_to_attrs(trial, request, self.backend.name)
-        trial.set_user_attr(A.CONFIG, config)
-        trial.set_user_attr(A.WORKER, self.worker)
-        trial.set_user_attr(A.HEARTBEAT, time.time())
+        n = self.plan.train.n_examples
+        pct = None
+        if self.plan.space["batch_size"].kind != "fixed" and n:
+            pct = round(100 * request.hyperparameters.batch_size / n, 4)
+        run.write_intent(self.backend.name, self.worker, estimate, pct)  # before the job exists
         if estimate is not None:
-            trial.set_user_attr(A.ESTIMATE, estimate)
             self.budget.commit(trial.number, estimate)
-        dim = plan.space["batch_size"]
-        if plan.train.n_examples:
-            trial.set_user_attr(A.BATCH_PCT, round(100 * hp.batch_size / plan.train.n_examples, 4))
-        run_id = self.tracker.child_run(
-            self.parent_run,
-            f"trial-{trial.number}",
-            {
-                "ftsweep.trial": str(trial.number),
-                "ftsweep.state": "RUNNING",
-                "ftsweep.backend": self.backend.name,
-            },
-        )
-        trial.set_user_attr(A.RUN, run_id)
-        params: dict[str, Any] = {**hp.as_dict(), "model": spec.backend.model, "seed": spec.seed}
-        if dim.kind != "fixed" and plan.train.n_examples:
-            params["batch_size_pct"] = trial.user_attrs.get(A.BATCH_PCT)
-        self.tracker.log(run_id, params=params)
-        self._submit(trial, request, run_id)
+        self.runs[trial.number] = run
+        self.emit(TrialStarted(run, batch_size_pct=pct))
+        self._submit(run)
         return True
 
-    def _submit(self, trial: optuna.Trial, request: TrainingRequest, run_id: str) -> None:
-        """Submit (idempotently); a busy provider puts the trial back in line, not FAIL."""
-        self.pending.pop(trial.number, None)
+    def _stop_for_budget(self, estimate: float | None) -> None:
+        self.stop_reason = self.budget.refusal(estimate)
+        self._note(f"budget: {self.stop_reason}; no more trials are started", "warning")
+
+    def _submit(self, run: TrialRun) -> None:
+        """Submit (idempotently on the key); a busy provider puts the trial back in line."""
         try:
-            handle = self.backend.submit(request)
+            handle = self.backend.submit(run.request)
         except ProviderBusyError as exc:
             wait = exc.retry_after or self.backend.poll_interval[1]
-            self.pending[trial.number] = (trial, request, run_id, self.clock() + wait)
-            self.say(
-                f"trial {trial.number}: {self.backend.name} is busy ({exc}); "
-                f"submitting again in {wait:.0f} s"
+            run.phase, run.due = Phase.PENDING, self.clock() + wait
+            self._note(
+                f"{self.backend.name} is busy ({exc}); submitting again in {wait:.0f} s",
+                trial=run.number,
             )
             return
-        except OrchestratorError as exc:
-            self._fail(trial, f"submit failed: {exc}", run_id)
-            self.budget.release(trial.number)
+        except Exception as exc:
+            self._fail(run, f"submit failed: {_reason(exc)}")
             return
-        trial.set_user_attr(A.JOB, handle.job_id)
-        self._started_at[trial.number] = self.clock()
-        self.tracker.log(run_id, tags={"ftsweep.job_id": handle.job_id})
-        self.slots[trial.number] = Slot(
-            trial,
-            request,
-            handle,
-            run_id,
-            interval=self.backend.poll_interval[0],
-            next_poll=self.clock(),
-            last_beat=self.clock(),
-        )
-        hp = request.hyperparameters.as_dict()
-        self.say(
-            f"trial {trial.number} started ({self.backend.name} job {handle.job_id}): "
-            + ", ".join(f"{k}={short(v)}" for k, v in hp.items())
-        )
+        run.submitted(handle, self.clock())
+        run.interval = self.backend.poll_interval[0]
+        run.due = self.clock()
+        self.emit(TrialSubmitted(run, handle.job_id))
 
-    def _retry_pending(self) -> None:
-        now = self.clock()
-        for trial, request, run_id, due in list(self.pending.values()):
-            if due <= now and len(self.slots) < self.capacity:
-                self._submit(trial, request, run_id)
-
-    def _config_key(self, request: TrainingRequest) -> str:
-        """What makes two trials the same training: the request and the backend's options."""
-        import hashlib
-        import json
-
-        options = json.dumps(self.plan.spec.backend.options, sort_keys=True, default=str)
-        return hashlib.sha256(f"{request.config_hash()}|{options}".encode()).hexdigest()[:16]
-
+    # -- repeats ------------------------------------------------------------------------------
     def _twin(self, config_hash: str, number: int) -> optuna.trial.FrozenTrial | None:
         for t in self.study.get_trials(deepcopy=False):
-            if t.number != number and t.user_attrs.get(A.CONFIG) == config_hash:
+            if t.number != number and t.user_attrs.get(TrialAttrs.CONFIG_HASH) == config_hash:
                 return t
         return None
 
-    def _repeat(self, trial: optuna.Trial, twin: optuna.trial.FrozenTrial) -> bool:
+    def _repeat(self, trial: optuna.Trial, twin: optuna.trial.FrozenTrial) -> None:
         """A configuration the study has already trained (or is training): reuse its result."""
-        trial.set_user_attr(A.CONFIG, twin.user_attrs.get(A.CONFIG))
-        trial.set_user_attr(A.REUSED, twin.number)
-        state = twin.state.name
-        if state == "RUNNING":
-            trial.set_user_attr(A.SAME_AS, twin.number)
-            self.followers[trial.number] = twin.number
-            self.say(f"trial {trial.number} repeats trial {twin.number}'s configuration: waiting")
-            return True
-        self._copy_outcome(trial.number, twin)
-        self.say(f"trial {trial.number} repeats trial {twin.number}: result reused, not retrained")
-        return True
+        trial.set_user_attr(TrialAttrs.CONFIG_HASH, twin.user_attrs.get(TrialAttrs.CONFIG_HASH))
+        trial.set_user_attr(TrialAttrs.REUSED_FROM, twin.number)
+        if twin.state.name == "RUNNING":
+            trial.set_user_attr(TrialAttrs.SAME_AS, twin.number)
+            trial.set_user_attr(TrialAttrs.WORKER, self.worker)
+            trial.set_user_attr(TrialAttrs.HEARTBEAT, self.wall())
+            self.followers[trial.number] = _Follower(trial, twin.number, self.clock())
+            self.emit(TrialReused(trial.number, twin.number, "RUNNING", waiting=True))
+            return
+        self._copy_outcome(trial, twin)
 
-    def _copy_outcome(self, number: int, twin: optuna.trial.FrozenTrial) -> None:
-        storage, study_id = self.study._storage, self.study._study_id
-        trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, number)
-        for key in (A.DIAGNOSIS, A.RECOMMENDATION, A.BEST_EPOCH):
+    def _copy_outcome(self, trial: optuna.Trial, twin: optuna.trial.FrozenTrial) -> None:
+        for key in (TrialAttrs.DIAGNOSIS, TrialAttrs.RECOMMENDATION, TrialAttrs.BEST_EPOCH):
             if key in twin.user_attrs:
-                storage.set_trial_user_attr(trial_id, key, twin.user_attrs[key])
-        if twin.state.name == "COMPLETE":
-            self.study.tell(number, twin.value)
-        elif twin.state.name == "PRUNED":
-            self.study.tell(number, state=state("PRUNED"))
-        else:
-            self.study.tell(number, state=state("FAIL"))
+                trial.set_user_attr(key, twin.user_attrs[key])
+        state = twin.state.name if twin.state.name in ("COMPLETE", "PRUNED") else "FAIL"
+        self._tell(trial, state, twin.value if state == "COMPLETE" else None)
+        self.emit(TrialReused(trial.number, twin.number, state))
 
     def _settle_followers(self) -> None:
-        for number, leader in list(self.followers.items()):
-            twin = self.study.get_trials(deepcopy=False)[leader]
-            if twin.state.name != "RUNNING":
-                self._copy_outcome(number, twin)
+        if not self.followers:
+            return
+        trials = {t.number: t for t in self.study.get_trials(deepcopy=False)}
+        for number, f in list(self.followers.items()):
+            twin = trials.get(f.leader)
+            if twin is None or twin.state.name != "RUNNING":
                 del self.followers[number]
+                if twin is None:
+                    self._tell(f.trial, "FAIL", None)
+                else:
+                    self._copy_outcome(f.trial, twin)
+            elif self.clock() - f.last_beat >= HEARTBEAT_EVERY_S:
+                f.trial.set_user_attr(TrialAttrs.HEARTBEAT, self.wall())
+                f.last_beat = self.clock()
 
-    # -- re-attach --------------------------------------------------------------------------
-    def _reattach(self) -> None:
+    # -- adopting trials whose owner died -----------------------------------------------------
+    def _adopt(self) -> None:
         import optuna
 
+        self._adopted_at = self.clock()
         running = self.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
         for frozen in running:
+            if frozen.number in self.runs or frozen.number in self.followers:
+                continue
             attrs = frozen.user_attrs
-            alive = owner_alive(attrs.get(A.WORKER))
-            beat = float(attrs.get(A.HEARTBEAT, 0.0))
-            if alive or (alive is None and time.time() - beat < STALE_AFTER_S):
+            alive = owner_alive(attrs.get(TrialAttrs.WORKER))
+            beat = float(attrs.get(TrialAttrs.HEARTBEAT, 0.0))
+            if alive or (alive is None and self.wall() - beat < STALE_AFTER_S):
                 continue  # another live worker owns it
             trial = optuna.Trial(self.study, frozen._trial_id)
-            if A.SAME_AS in attrs:
-                self.followers[frozen.number] = int(attrs[A.SAME_AS])
+            if TrialAttrs.SAME_AS in attrs:
+                trial.set_user_attr(TrialAttrs.WORKER, self.worker)
+                self.followers[frozen.number] = _Follower(
+                    trial, int(attrs[TrialAttrs.SAME_AS]), self.clock()
+                )
                 continue
-            if A.REQUEST not in attrs:
-                self.study.tell(frozen.number, state=state("FAIL"))
+            if TrialAttrs.REQUEST not in attrs:  # asked, but its request was never written
+                if set(self.plan.space.distributions()) <= set(frozen.params):
+                    self._start(trial)
+                else:
+                    trial.set_user_attr(TrialAttrs.ERROR, "interrupted before it started")
+                    self._tell(trial, "FAIL", None)
                 continue
-            request = request_from_attrs(attrs)
-            run_id = attrs.get(A.RUN) or self.tracker.child_run(
-                self.parent_run, f"trial-{frozen.number}", {"ftsweep.trial": str(frozen.number)}
-            )
-            trial.set_user_attr(A.WORKER, self.worker)
-            handle = self.backend.find(request.key)
-            if handle is None:  # the process died before its submit went through
-                trial.set_user_attr(A.RUN, run_id)
-                self._submit(trial, request, run_id)
-                continue
-            trial.set_user_attr(A.JOB, handle.job_id)
-            trial.set_user_attr(A.RUN, run_id)
-            slot = Slot(
-                trial,
-                request,
-                handle,
-                run_id,
-                cursor=attrs.get(A.CURSOR),
-                epochs=int(attrs.get(A.EPOCHS, 0)),
-                interval=self.backend.poll_interval[0],
-                next_poll=self.clock(),
-                last_beat=self.clock(),
-            )
-            # points logged after the last saved cursor must not be logged twice
-            from orchestrator.backends.base import METRIC_NAMES
+            self._reattach(trial, frozen)
 
-            slot.curves = self.tracker.history(run_id, METRIC_NAMES)
-            slot.skip_until = {k: v[-1][0] for k, v in slot.curves.items() if v}
-            if A.ESTIMATE in attrs:
-                self.budget.commit(frozen.number, float(attrs[A.ESTIMATE]))
-            self.slots[frozen.number] = slot
-            self.say(f"trial {frozen.number}: re-attached to job {handle.job_id}")
-
-    # -- polling ----------------------------------------------------------------------------
-    def _poll_due(self) -> None:
-        now = self.clock()
-        for slot in list(self.slots.values()):
-            if slot.next_poll <= now:
-                self._poll(slot)
-
-    def _poll(self, slot: Slot) -> None:
+    def _reattach(self, trial: optuna.Trial, frozen: optuna.trial.FrozenTrial) -> None:
+        attrs = frozen.user_attrs
+        request = TrainingRequest.from_json(attrs[TrialAttrs.REQUEST])
+        pruned = attrs.get(TrialAttrs.PRUNED_AT)
+        run = TrialRun(
+            trial,
+            request,
+            attrs=dict(attrs),
+            reported=set(frozen.intermediate_values),
+            pruned_at=int(pruned) if pruned is not None else None,
+            cancel_pending=pruned is not None,
+            wall=self.wall,
+            last_beat=self.clock(),
+        )
+        self.changed = True
+        run.claim(self.worker)
+        if TrialAttrs.ESTIMATE in attrs:
+            self.budget.commit(frozen.number, float(attrs[TrialAttrs.ESTIMATE]))
+        self.runs[frozen.number] = run
+        self.emit(
+            TrialStarted(run, reattached=True, batch_size_pct=attrs.get(TrialAttrs.BATCH_PCT))
+        )
         try:
-            update = self.backend.poll(slot.handle, slot.cursor)
-        except BackendError as exc:
-            self.say(f"trial {slot.number}: poll failed ({exc}); retrying")
-            slot.interval = min(slot.interval * 2, self.backend.poll_interval[1])
-            slot.next_poll = self.clock() + slot.interval
+            handle = self.backend.find(request.key)
+        except Exception as exc:
+            self._fail(run, f"re-attach failed: {_reason(exc)}")
             return
-        slot.update = update
-        fresh = [p for p in update.points if p.step > slot.skip_until.get(p.name, -1)]
-        if fresh:
-            self.tracker.log_points(slot.run_id, fresh)
-            for p in fresh:
-                slot.curves.setdefault(p.name, []).append((p.step, p.value))
-        if update.cursor != slot.cursor:  # a storage write only when there is news
-            slot.cursor = update.cursor
-            slot.trial.set_user_attr(A.CURSOR, update.cursor)
-        if self.clock() - slot.last_beat > HEARTBEAT_EVERY_S:
-            slot.trial.set_user_attr(A.HEARTBEAT, time.time())
-            slot.last_beat = self.clock()
-        if self._report_epochs(slot, fresh):
+        if handle is None:  # the process died before its submit went through
+            self._submit(run)
             return
-        if update.status.terminal:
-            self._finish(slot, update)
+        run.submitted(handle, self.clock())  # polled from the start: every point comes again
+        run.interval, run.due = self.backend.poll_interval[0], self.clock()
+        self.emit(TrialSubmitted(run, handle.job_id))
+        self._note(f"re-attached to job {handle.job_id}", trial=run.number)
+
+    # -- polling ------------------------------------------------------------------------------
+    def _service(self) -> None:
+        now = self.clock()
+        for run in list(self.runs.values()):
+            if run.due > now:
+                continue
+            try:
+                self._step(run)
+            except KeyboardInterrupt:
+                raise
+            except Exception as exc:  # one trial's error stays in that trial
+                self._fail(run, _reason(exc))
+
+    def _step(self, run: TrialRun) -> None:
+        if run.phase is Phase.PENDING:
+            if sum(r.phase is not Phase.PENDING for r in self.runs.values()) < self.capacity:
+                self._submit(run)
+            else:
+                run.due = self.clock() + self.backend.poll_interval[0]
             return
+        if run.cancel_pending and run.cancel_due <= self.clock():
+            self._cancel(run)
+        self._poll(run)
+
+    def _poll(self, run: TrialRun) -> None:
+        assert run.handle is not None
         lo, hi = self.backend.poll_interval
-        slot.interval = lo if fresh else min(slot.interval * 1.5, hi)
-        slot.next_poll = self.clock() + slot.interval
+        try:
+            update = self.backend.poll(run.handle, run.cursor)
+        except BackendError as exc:
+            run.poll_failures += 1
+            if run.poll_failures % POLL_FAILURES_SHOWN == 1:
+                self._note(f"poll failed ({exc}); retrying", "warning", run.number)
+            run.interval = min(max(run.interval, lo) * 2, hi)
+            run.due = self.clock() + run.interval
+            return
+        run.poll_failures = 0
+        run.update, run.cursor = update, update.cursor
+        fresh = add_points(run.curves, update.points)
+        if fresh:
+            self.emit(Points(run, tuple(fresh)))
+        if run.phase is Phase.SUBMITTED and update.status.value == "running":
+            run.phase = Phase.RUNNING
+        run.beat(self.clock(), HEARTBEAT_EVERY_S)
+        self._epochs(run, update)
+        if update.status.terminal:
+            self._conclude(run, update)
+            return
+        run.interval = lo if fresh else min(run.interval * 1.5, hi)
+        run.due = self.clock() + run.interval
+        if run.cancel_pending:
+            run.due = min(run.due, run.cancel_due)
 
-    def _report_epochs(self, slot: Slot, fresh: list[MetricPoint]) -> bool:
-        """Report the objective at each new epoch end; cancel when pruned (then True)."""
+    def _epochs(self, run: TrialRun, update: JobUpdate) -> None:
+        """Count the epoch ends; report each new one's objective to the pruner."""
         metric = self.plan.spec.objective.metric
-        for p in fresh:
-            if p.name != "full_valid_loss":
+        counted = run.epochs_done
+        for end in update.epoch_ends:
+            if end.epoch <= run.epochs_done:
                 continue
-            slot.epochs += 1
-            slot.trial.set_user_attr(A.EPOCHS, slot.epochs)
-            value = at(slot.curves, p.step, *self.outcomes.objective_names())
-            if value is None or slot.pruned:
+            run.epochs_done = end.epoch
+            if run.pruned_at is not None or end.epoch in run.reported:
                 continue
-            slot.trial.report(value, slot.epochs)
-            self.say(f"trial {slot.number} epoch {slot.epochs}: {metric}={value:.4f}")
-            if slot.trial.should_prune():
-                slot.pruned = True
-                self.backend.cancel(slot.handle)
-                self.say(f"trial {slot.number} pruned at epoch {slot.epochs}: job cancelled")
-                slot.next_poll = self.clock()
-                return True
-        return False
+            value = objective_at(run.curves, end.step, metric)
+            if value is None:
+                continue
+            run.trial.report(value, end.epoch)
+            run.reported.add(end.epoch)
+            pruned = bool(run.trial.should_prune()) and not update.status.terminal
+            if pruned:
+                run.record_prune(end.epoch)  # written before the cancel is sent
+            self.emit(EpochReported(run, end.epoch, end.step, metric, value, pruned))
+            if pruned:
+                self._cancel(run)
+        if run.epochs_done != counted:
+            run.record_epochs()
 
-    # -- finishing --------------------------------------------------------------------------
-    def _finish(self, slot: Slot, update: JobUpdate) -> None:
-        del self.slots[slot.number]
-        if slot.number in self._started_at:
-            self._durations.append(self.clock() - self._started_at.pop(slot.number))
-        self.budget.release(slot.number)
-        self.outcomes.record(slot, update)
+    def _cancel(self, run: TrialRun) -> None:
+        """Cancel a pruned trial's job; a failure is retried with back-off, then given up."""
+        assert run.handle is not None
+        try:
+            self.backend.cancel(run.handle)
+        except Exception as exc:
+            run.cancel_attempts += 1
+            if run.cancel_attempts >= CANCEL_ATTEMPTS:
+                run.cancel_pending = False
+                self._note(
+                    f"could not cancel job {run.handle.job_id} after {run.cancel_attempts} "
+                    f"tries ({_reason(exc)}): it may still run at {self.backend.name}; "
+                    "cancel it there",
+                    "warning",
+                    run.number,
+                )
+                return
+            delay = min(2.0**run.cancel_attempts, self.backend.poll_interval[1])
+            run.cancel_due = self.clock() + delay
+            run.due = min(run.due, run.cancel_due)
+            self._note(
+                f"cancel of job {run.handle.job_id} failed ({_reason(exc)}); "
+                f"retrying in {delay:.0f} s",
+                "warning",
+                run.number,
+            )
+            return
+        run.cancel_pending = False
 
-    def _fail(self, trial: optuna.Trial, reason: str, run_id: str | None = None) -> None:
-        trial.set_user_attr(A.ERROR, reason)
-        self.study.tell(trial, state=state("FAIL"))
-        if run_id:
-            self.tracker.log(run_id, tags={"ftsweep.state": "FAIL", "ftsweep.error": reason})
-            self.tracker.finish(run_id, "FAILED")
-        self.say(f"trial {trial.number} failed: {reason}")
+    # -- the end of a trial -------------------------------------------------------------------
+    def _conclude(self, run: TrialRun, update: JobUpdate | None, error: str | None = None) -> None:
+        cost = None
+        if update is not None:
+            try:
+                cost = self.backend.job_cost(run.request, update, self.plan.train)
+            except Exception as exc:
+                self._note(f"cost unknown ({_reason(exc)})", "warning", run.number)
+        hp = run.request.hyperparameters
+        outcome = conclude(
+            curves=run.curves,
+            update=update,
+            metric=self.plan.spec.objective.metric,
+            n_epochs=hp.n_epochs,
+            params=hp.as_dict(),
+            thresholds=self.thresholds,
+            cost_usd=cost,
+            pruned_at=run.pruned_at,
+            error=error,
+        )
+        self._record(run, outcome, update)
+
+    def _record(self, run: TrialRun, outcome: Outcome, update: JobUpdate | None) -> None:
+        """Outcome into the ledger, then the listeners, then the study: in that order."""
+        self.runs.pop(run.number, None)
+        self.changed = True
+        run.phase = Phase.FINISHED
+        self.budget.release(run.number)
+        if outcome.cost_usd is not None:
+            self.budget.spend(outcome.cost_usd)
+        if run.started_at:
+            self.durations.append(self.clock() - run.started_at)
+        run.record_outcome(outcome.attrs)
+        self.emit(
+            TrialFinished(
+                run,
+                outcome.state,
+                outcome.value,
+                outcome.diagnosis,
+                update,
+                outcome.cost_usd,
+                run.curves,
+                outcome.error,
+                run.pruned_at,
+                outcome.finished_despite_prune,
+            )
+        )
+        self._tell(run.trial, outcome.state, outcome.value)
+
+    def _fail(self, run: TrialRun, reason: str) -> None:
+        """End ``run`` as FAIL; a job that may still run is cancelled first (best effort)."""
+        self.runs.pop(run.number, None)
+        job_running = run.handle is not None and not (run.update and run.update.status.terminal)
+        if job_running and run.handle is not None:
+            try:
+                self.backend.cancel(run.handle)
+            except Exception as exc:
+                self._note(
+                    f"job {run.handle.job_id} may still run ({_reason(exc)}); cancel it there",
+                    "warning",
+                    run.number,
+                )
+        try:
+            self._conclude(run, run.update, reason)
+        except KeyboardInterrupt:
+            raise
+        except Exception as exc:  # the stores themselves failed: leave it for a re-attach
+            self._note(f"could not record the failure ({_reason(exc)})", "warning", run.number)
+
+    def _tell(self, trial: optuna.Trial, state: str, value: float | None) -> None:
+        import optuna
+
+        try:
+            if state == "COMPLETE":
+                self.study.tell(trial, value)
+            else:
+                self.study.tell(trial, state=optuna.trial.TrialState[state])
+        except (RuntimeError, ValueError) as exc:  # another worker finished it first
+            self._note(f"not told: {exc}", "warning", trial.number)
+
+
+def _low(d: Any) -> Any:
+    return d.low if d.low is not None else min(d.choices or (d.value,))
+
+
+def _reason(exc: BaseException) -> str:
+    """A one-line reason: a known error's message, else ``internal error: Type: message``."""
+    text = str(exc).splitlines()[0] if str(exc) else ""
+    if isinstance(exc, OrchestratorError):
+        return text or type(exc).__name__
+    return f"internal error: {type(exc).__name__}: {text}"

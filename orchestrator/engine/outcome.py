@@ -1,151 +1,138 @@
-"""The end of a trial: diagnosis, reconciled cost, checkpoints, the study told, MLflow updated."""
+"""The end of a trial, computed: its state, value, diagnosis and the attributes to record.
+
+Pure functions of the trial's curves and its job's last update: nothing here writes to a
+store, so the engine can record the outcome (ledger), tell the listeners and then the study,
+in that order.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
 
-from orchestrator.backends.base import JobStatus, JobUpdate, MetricPoint
-from orchestrator.costs import training_cost, training_price
+from orchestrator.attrs import TrialAttrs
+from orchestrator.backends.base import JobStatus, JobUpdate
 from orchestrator.diagnosis import Diagnosis, Thresholds, diagnose
-from orchestrator.engine.budget import Budget
-from orchestrator.engine.ledger import A
-from orchestrator.engine.slot import Curves, Slot, latest, state
-from orchestrator.plan import SweepPlan
-from orchestrator.tracking import Tracker
+from orchestrator.engine.curves import Curves, at, latest
 
-if TYPE_CHECKING:
-    import optuna
+__all__ = ["Outcome", "conclude", "objective_at", "objective_names", "objective_value"]
 
-__all__ = ["Outcomes"]
+State = Literal["COMPLETE", "PRUNED", "FAIL"]
 
 
-class Outcomes:
-    """Concludes finished trials of one sweep."""
+@dataclass(frozen=True)
+class Outcome:
+    state: State
+    value: float | None
+    diagnosis: Diagnosis
+    cost_usd: float | None
+    error: str | None
+    attrs: dict[str, Any] = field(default_factory=dict)
+    finished_despite_prune: bool = False
 
-    def __init__(
-        self,
-        plan: SweepPlan,
-        study: optuna.Study,
-        tracker: Tracker,
-        budget: Budget,
-        say: Callable[[str], None],
-    ) -> None:
-        self.plan, self.study, self.tracker, self.budget, self.say = (
-            plan,
-            study,
-            tracker,
-            budget,
-            say,
-        )
-        self.price = training_price(plan.spec.backend.model, plan.spec.prices)
 
-    def record(self, slot: Slot, update: JobUpdate) -> None:
-        """Diagnose, reconcile the cost, tell the study, and log the trial's end."""
-        trial, spec = slot.trial, self.plan.spec
-        hp = slot.request.hyperparameters
-        thresholds = Thresholds(**self.plan.spec.diagnosis.model_dump())
-        diag = diagnose(slot.curves, hp.n_epochs, hp.as_dict(), thresholds)
-        cost = self._cost(update)
-        attrs: dict[str, Any] = {
-            A.DIAGNOSIS: diag.label,
-            A.RECOMMENDATION: diag.recommendation,
-            A.JOB_STATUS: update.status.value,
-            A.STEPS: max((s for c in slot.curves.values() for s, _ in c), default=0),
-        }
-        if diag.best_epoch is not None:
-            attrs[A.BEST_EPOCH] = diag.best_epoch
-        if cost is not None:
-            attrs[A.COST] = cost
-            self.budget.spend(cost)
+def objective_names(metric: str) -> tuple[str, ...]:
+    """The objective and what stands in for it: the default ``full_valid_loss`` falls back to
+    ``valid_loss`` (a backend without full-validation passes)."""
+    return (metric, "valid_loss") if metric == "full_valid_loss" else (metric,)
+
+
+def objective_value(curves: Curves, metric: str) -> float | None:
+    """The objective at the end of the curves."""
+    return latest(curves, *objective_names(metric))
+
+
+def objective_at(curves: Curves, step: int, metric: str) -> float | None:
+    """The objective at (or just before) ``step``: what the pruner sees at an epoch end."""
+    return at(curves, step, *objective_names(metric))
+
+
+def _pruned_diagnosis(
+    curves: Curves, n_epochs: int, params: Mapping[str, Any], epoch: int, thresholds: Thresholds
+) -> Diagnosis:
+    """A pruned trial stopped early: only divergence can be read from its curve."""
+    diag = diagnose(curves, n_epochs, dict(params), thresholds)
+    if diag.label == "diverged":
+        return diag
+    return Diagnosis(
+        "unknown",
+        {"pruned_at_epoch": float(epoch)},
+        f"pruned at epoch {epoch} of {n_epochs}: worse than the other trials there; "
+        "stopped before the end, so not diagnosed",
+    )
+
+
+def conclude(
+    *,
+    curves: Curves,
+    update: JobUpdate | None,
+    metric: str,
+    n_epochs: int,
+    params: Mapping[str, Any],
+    thresholds: Thresholds,
+    cost_usd: float | None,
+    pruned_at: int | None,
+    error: str | None = None,
+) -> Outcome:
+    """The outcome of a trial whose job ended with ``update`` (None: it never ran, ``error``
+    says why)."""
+    value = objective_value(curves, metric)
+    if pruned_at is not None and (update is None or update.status is not JobStatus.SUCCEEDED):
+        diag = _pruned_diagnosis(curves, n_epochs, params, pruned_at, thresholds)
+    else:
+        diag = diagnose(curves, n_epochs, dict(params), thresholds)
+    attrs: dict[str, Any] = {
+        TrialAttrs.DIAGNOSIS: diag.label,
+        TrialAttrs.RECOMMENDATION: diag.recommendation,
+        TrialAttrs.STEPS: max((s for c in curves.values() for s, _ in c), default=0),
+    }
+    if diag.best_epoch is not None:
+        attrs[TrialAttrs.BEST_EPOCH] = diag.best_epoch
+    if cost_usd is not None:
+        attrs[TrialAttrs.COST] = cost_usd
+    state: State
+    despite = False
+    if update is None:
+        state, error = "FAIL", error or "the job never ran"
+    else:
+        attrs[TrialAttrs.JOB_STATUS] = update.status.value
         if update.trained_tokens is not None:
-            attrs[A.TOKENS] = update.trained_tokens
+            attrs[TrialAttrs.TRAINED_TOKENS] = update.trained_tokens
         if update.fine_tuned_model:
-            attrs[A.MODEL] = update.fine_tuned_model
-        if update.error:
-            attrs[A.ERROR] = update.error
-        attrs.update(self._checkpoints(slot, update, diag))
-        for k, v in attrs.items():
-            trial.set_user_attr(k, v)
-        value = self.objective(slot.curves)
-        if slot.pruned and update.status is not JobStatus.SUCCEEDED:
-            state_name, shown = "PRUNED", f"pruned (job {update.status.value})"
-            self.study.tell(trial, state=state("PRUNED"))
+            attrs[TrialAttrs.FINE_TUNED_MODEL] = update.fine_tuned_model
+        attrs.update(_checkpoints(update, diag))
+        if error is not None:
+            state = "FAIL"
+        elif pruned_at is not None and update.status is not JobStatus.SUCCEEDED:
+            state = "PRUNED"
         elif update.status is JobStatus.SUCCEEDED and value is not None:
-            state_name, shown = "COMPLETE", f"{spec.objective.metric}={value:.4f}"
-            self.study.tell(trial, value)
+            state, despite = "COMPLETE", pruned_at is not None
         else:
-            reason = update.error or (
+            state = "FAIL"
+            error = update.error or (
                 f"job {update.status.value}"
                 if update.status is not JobStatus.SUCCEEDED
-                else f"no {spec.objective.metric} reported (is there validation data?)"
+                else f"no {metric} reported (is there validation data?)"
             )
-            trial.set_user_attr(A.ERROR, reason)
-            state_name, shown = "FAIL", f"failed: {reason}"
-            self.study.tell(trial, state=state("FAIL"))
-        self._log_finish(slot, state_name, diag, cost, update)
-        self.say(f"trial {slot.number} {shown} — {diag.label}: {diag.recommendation}")
+    if error is not None:
+        attrs[TrialAttrs.ERROR] = error[:4000]
+    return Outcome(
+        state, value if state == "COMPLETE" else None, diag, cost_usd, error, attrs, despite
+    )
 
-    def _checkpoints(self, slot: Slot, update: JobUpdate, diag: Diagnosis) -> dict[str, Any]:
-        """Earlier epochs' checkpoints: what n_epochs=2 or 3 gave inside an n_epochs=4 job.
 
-        Recorded on the trial (``ftsweep.checkpoints``: epoch -> step, model, metrics) and in
-        MLflow as ``checkpoint.<metric>`` series indexed by epoch; when the best epoch has a
-        checkpoint, its model is the trial's ``ftsweep.best_checkpoint``.
-        """
-        if not update.checkpoints:
-            return {}
-        by_epoch = {
-            str(c.epoch): {"step": c.step, "model": c.model_id, **dict(c.metrics)}
-            for c in update.checkpoints
-        }
-        points = [
-            MetricPoint(c.epoch, f"checkpoint.{name}", float(value))
-            for c in update.checkpoints
-            for name, value in c.metrics.items()
-        ]
-        if points:
-            self.tracker.log_points(slot.run_id, points)
-        out: dict[str, Any] = {A.CHECKPOINTS: by_epoch}
-        if diag.best_epoch is not None and str(diag.best_epoch) in by_epoch:
-            out[A.BEST_CHECKPOINT] = by_epoch[str(diag.best_epoch)]["model"]
-        return out
-
-    def objective_names(self) -> tuple[str, ...]:
-        """The objective metric, and what stands in for it: the default full_valid_loss falls
-        back to valid_loss (a backend without full-validation passes)."""
-        metric = self.plan.spec.objective.metric
-        return (metric, "valid_loss") if metric == "full_valid_loss" else (metric,)
-
-    def objective(self, curves: Curves) -> float | None:
-        return latest(curves, *self.objective_names())
-
-    def _cost(self, update: JobUpdate) -> float | None:
-        if update.trained_tokens is None or self.price is None:
-            return None
-        return training_cost(update.trained_tokens, 1, self.price)
-
-    def _log_finish(
-        self, slot: Slot, state: str, diag: Diagnosis, cost: float | None, update: JobUpdate
-    ) -> None:
-        tags: dict[str, Any] = {
-            "ftsweep.state": state,
-            "ftsweep.diagnosis": diag.label,
-            "ftsweep.recommendation": diag.recommendation,
-            "ftsweep.job_status": update.status.value,
-        }
-        if update.fine_tuned_model:
-            tags["ftsweep.fine_tuned_model"] = update.fine_tuned_model
-        if update.error:
-            tags["ftsweep.error"] = update.error[:4000]
-        metrics: dict[str, float] = {f"diagnosis.{k}": v for k, v in diag.evidence.items()}
-        if cost is not None:
-            metrics["cost_usd"] = cost
-        value = self.objective(slot.curves)
-        if value is not None and state == "COMPLETE":
-            metrics["objective"] = value
-        self.tracker.log(slot.run_id, metrics=metrics, tags=tags)
-        if slot.curves:
-            self.tracker.log_curve_png(slot.run_id, slot.curves, f"trial {slot.number} ({state})")
-        status = {"COMPLETE": "FINISHED", "PRUNED": "KILLED"}.get(state, "FAILED")
-        self.tracker.finish(slot.run_id, status)
+def _checkpoints(update: JobUpdate, diag: Diagnosis) -> dict[str, Any]:
+    """Earlier epochs' checkpoints: what n_epochs=2 or 3 gave inside an n_epochs=4 job
+    (``ftsweep.checkpoints``: epoch -> step, model, metrics); when the best epoch has one, its
+    model is the trial's ``ftsweep.best_checkpoint``."""
+    if not update.checkpoints:
+        return {}
+    by_epoch = {
+        str(c.epoch): {"step": c.step, "model": c.model_id, **dict(c.metrics)}
+        for c in update.checkpoints
+    }
+    out: dict[str, Any] = {TrialAttrs.CHECKPOINTS: by_epoch}
+    if diag.best_epoch is not None and str(diag.best_epoch) in by_epoch:
+        out[TrialAttrs.BEST_CHECKPOINT] = by_epoch[str(diag.best_epoch)]["model"]
+    return out

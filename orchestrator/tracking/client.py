@@ -1,30 +1,49 @@
-"""MLflow tracking: one experiment per sweep, a parent run per study, a child run per trial.
+"""The MLflow client ftsweep uses: experiment, runs, batched metrics, artifacts, registry.
 
 Written against :class:`mlflow.MlflowClient` with an explicit tracking URI (no global state, so
 several sweeps and tests can share a process). Step metrics go in batches (``log_batch``, at most
-1000 a call), never one call per point. Tags use the ``ftsweep.`` prefix. MLflow errors are
-translated to :class:`~orchestrator.errors.OrchestratorError` here.
+1000 a call), never one call per point. Every call is retried a few times on an MLflow error
+(a locked SQLite file, a tracking server's 5xx), creating calls first looking for what an
+earlier attempt may have made; what still fails is translated to :class:`TrackingError`.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import tempfile
 import time
 import warnings
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from orchestrator.backends.base import MetricPoint
 from orchestrator.data.findings import DatasetStats
 from orchestrator.errors import OrchestratorError
 
-__all__ = ["Tracker", "runs_link", "sqlite_init_lock"]
+__all__ = ["TAG", "Tracker", "TrackingError", "runs_link", "sqlite_init_lock"]
 
 _BATCH = 1000
 TAG = "ftsweep."
+T = TypeVar("T")
+#: pauses before the retries of one MLflow call
+RETRY_DELAYS = (0.2, 1.0, 3.0)
+#: opens the experiment's runs in the UI's model-training view, not the GenAI one
+_MODEL_TRAINING = {"mlflow.experimentKind": "custom_model_development"}
+#: MLflow error codes that a retry cannot fix
+_PERMANENT = frozenset(
+    {
+        "INVALID_PARAMETER_VALUE",
+        "RESOURCE_ALREADY_EXISTS",
+        "RESOURCE_DOES_NOT_EXIST",
+        "INVALID_STATE",
+        "BAD_REQUEST",
+        "PERMISSION_DENIED",
+        "UNAUTHENTICATED",
+    }
+)
 
 
 class TrackingError(OrchestratorError):
@@ -71,15 +90,26 @@ def runs_link(ui_url: str, experiment_id: str, direction: str | None = None) -> 
 
 
 class Tracker:
-    """Logs a sweep to MLflow."""
+    """Logs a sweep to MLflow. ``client`` replaces the ``MlflowClient`` (tests inject faults);
+    ``sleep`` is what waits between retries."""
 
-    def __init__(self, tracking_uri: str, experiment: str, artifact_root: Path | None = None):
+    def __init__(
+        self,
+        tracking_uri: str,
+        experiment: str,
+        artifact_root: Path | None = None,
+        *,
+        client: Any = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ):
         os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
         from mlflow import MlflowClient
 
         self.tracking_uri = tracking_uri
+        self.sleep = sleep
         with sqlite_init_lock(tracking_uri), _translated(f"experiment {experiment!r}"):
-            self.client = MlflowClient(tracking_uri=tracking_uri)  # creates/migrates the store
+            # creates/migrates the store
+            self.client = client or MlflowClient(tracking_uri=tracking_uri)
             exp = self.client.get_experiment_by_name(experiment)
             if exp is None:
                 location = None
@@ -87,47 +117,91 @@ class Tracker:
                     artifact_root.mkdir(parents=True, exist_ok=True)
                     location = (artifact_root / experiment).resolve().as_uri()
                 self.experiment_id = self.client.create_experiment(
-                    experiment, artifact_location=location, tags={f"{TAG}sweep": experiment}
+                    experiment,
+                    artifact_location=location,
+                    tags={f"{TAG}sweep": experiment, **_MODEL_TRAINING},
                 )
             else:
                 self.experiment_id = exp.experiment_id
+                if exp.tags.get("mlflow.experimentKind") is None:
+                    for key, value in _MODEL_TRAINING.items():
+                        self.client.set_experiment_tag(self.experiment_id, key, value)
+
+    def _call(self, what: str, fn: Callable[[], T]) -> T:
+        """``fn()``, retried on MLflow errors; the last one becomes a :class:`TrackingError`."""
+        from mlflow.exceptions import MlflowException
+
+        for delay in (*RETRY_DELAYS, None):
+            try:
+                return fn()
+            except MlflowException as exc:
+                if delay is None or exc.error_code in _PERMANENT:
+                    raise TrackingError(f"MLflow: {what}: {exc.message.splitlines()[0]}") from exc
+                self.sleep(delay)
+        raise AssertionError("unreachable")  # pragma: no cover
 
     # -- runs -------------------------------------------------------------------------------
     def parent_run(self, run_id: str | None, name: str, tags: Mapping[str, str]) -> str:
         """The study's parent run: ``run_id`` if it still exists, else the oldest active run
-        tagged as this study's parent (another worker may have just made it), else a new one."""
-        with _translated("parent run"):
-            if run_id:
-                try:
-                    run = self.client.get_run(run_id)
-                    if run.info.lifecycle_stage == "active":
-                        if run.info.status != "RUNNING":
-                            self.client.update_run(run_id, status="RUNNING")
-                        return run_id
-                except Exception:  # deleted or from another store: start afresh
-                    pass
-            mine = f"tags.`{TAG}parent` = 'true' and tags.`{TAG}study` = '{name}'"
-            found = self.client.search_runs(
-                [self.experiment_id], mine, order_by=["attributes.start_time ASC"], max_results=1
-            )
+        tagged as this study's parent (another worker, or an attempt that seemed to fail, may
+        have just made it), else a new one."""
+        return self._call("parent run", lambda: self._parent_run(run_id, name, tags))
+
+    def _parent_run(self, run_id: str | None, name: str, tags: Mapping[str, str]) -> str:
+        if run_id:
+            try:
+                run = self.client.get_run(run_id)
+                if run.info.lifecycle_stage == "active":
+                    return run_id
+            except Exception:  # deleted or from another store: start afresh
+                pass
+        mine = f"tags.`{TAG}parent` = 'true' and tags.`{TAG}study` = '{name}'"
+        found = self.client.search_runs(
+            [self.experiment_id], mine, order_by=["attributes.start_time ASC"], max_results=1
+        )
+        if found:
+            return str(found[0].info.run_id)
+        tags = {**tags, f"{TAG}parent": "true", f"{TAG}study": name}
+        return str(self.client.create_run(self.experiment_id, run_name=name, tags=tags).info.run_id)
+
+    def child_run(self, parent_id: str, trial: int, name: str, tags: Mapping[str, str]) -> str:
+        """The run of trial ``trial`` under ``parent_id``: found by its tags, else created (so a
+        retried or repeated call never makes a second one)."""
+
+        def find_or_create() -> str:
+            mine = f"tags.`mlflow.parentRunId` = '{parent_id}' and tags.`{TAG}trial` = '{trial}'"
+            found = self.client.search_runs([self.experiment_id], mine, max_results=1)
             if found:
                 return str(found[0].info.run_id)
-            tags = {**tags, f"{TAG}parent": "true", f"{TAG}study": name}
-            run = self.client.create_run(self.experiment_id, run_name=name, tags=tags)
+            all_tags = {"mlflow.parentRunId": parent_id, f"{TAG}trial": str(trial), **tags}
+            run = self.client.create_run(self.experiment_id, run_name=name, tags=all_tags)
             return str(run.info.run_id)
 
-    def child_run(self, parent_id: str, name: str, tags: Mapping[str, str]) -> str:
-        with _translated(f"run {name}"):
-            run = self.client.create_run(
-                self.experiment_id,
-                run_name=name,
-                tags={"mlflow.parentRunId": parent_id, **tags},
-            )
-            return str(run.info.run_id)
+        return self._call(f"run {name}", find_or_create)
+
+    def status(self, run_id: str) -> str | None:
+        """The run's status (RUNNING, FINISHED, KILLED, FAILED), or None when it is gone."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            run = self.client.get_run(run_id)
+        except MlflowException:
+            return None
+        return None if run.info.lifecycle_stage != "active" else str(run.info.status)
+
+    def resume(self, run_id: str) -> None:
+        self._call("resume run", lambda: self.client.update_run(run_id, status="RUNNING"))
 
     def finish(self, run_id: str, status: str = "FINISHED") -> None:
-        with _translated("finish run"):
-            self.client.set_terminated(run_id, status=status)
+        self._call("finish run", lambda: self.client.set_terminated(run_id, status=status))
+
+    def children(self, parent_id: str) -> list[Any]:
+        """The child runs of ``parent_id`` (MLflow ``Run`` objects)."""
+        query = f"tags.`mlflow.parentRunId` = '{parent_id}'"
+        return self._call(
+            "child runs",
+            lambda: list(self.client.search_runs([self.experiment_id], query, max_results=50000)),
+        )
 
     # -- values -----------------------------------------------------------------------------
     def log(
@@ -142,14 +216,16 @@ class Tracker:
         from mlflow.entities import Metric, Param, RunTag
 
         now = int(time.time() * 1000)
-        with _translated("log"):
-            self.client.log_batch(
+        self._call(
+            "log",
+            lambda: self.client.log_batch(
                 run_id,
                 metrics=[Metric(k, float(v), now, 0) for k, v in (metrics or {}).items()],
                 params=[Param(k, str(v)) for k, v in (params or {}).items()],
                 tags=[RunTag(k, str(v)) for k, v in (tags or {}).items()],
                 synchronous=True,
-            )
+            ),
+        )
 
     def log_points(self, run_id: str, points: Sequence[MetricPoint]) -> None:
         """Step metrics, batched."""
@@ -157,20 +233,21 @@ class Tracker:
 
         now = int(time.time() * 1000)
         metrics = [Metric(p.name, float(p.value), now, p.step) for p in points]
-        with _translated("log metrics"):
-            for i in range(0, len(metrics), _BATCH):
-                self.client.log_batch(run_id, metrics=metrics[i : i + _BATCH], synchronous=True)
+        for i in range(0, len(metrics), _BATCH):
+            chunk = metrics[i : i + _BATCH]
+            log = functools.partial(self.client.log_batch, run_id, metrics=chunk, synchronous=True)
+            self._call("log metrics", log)
 
     def history(self, run_id: str, names: Iterable[str]) -> dict[str, list[tuple[int, float]]]:
         """The logged (step, value) points of each metric, in step order."""
         out = {}
-        with _translated("metric history"):
-            for name in names:
-                points = sorted(
-                    (m.step, m.value) for m in self.client.get_metric_history(run_id, name)
-                )
-                if points:
-                    out[name] = points
+        for name in names:
+            history: list[Any] = self._call(
+                "metric history", functools.partial(self.client.get_metric_history, run_id, name)
+            )
+            points = sorted((m.step, m.value) for m in history)
+            if points:
+                out[name] = points
         return out
 
     def log_datasets(self, run_id: str, datasets: Mapping[str, DatasetStats]) -> None:
@@ -189,19 +266,24 @@ class Tracker:
             ds = MetaDataset(source, name=name, digest=stats.sha256[:32])  # type: ignore[abstract]
             tags = [InputTag("mlflow.data.context", context)]
             inputs.append(DatasetInput(ds._to_mlflow_entity(), tags=tags))
-        with _translated("dataset inputs"):
-            self.client.log_inputs(run_id, datasets=inputs)
+        self._call("dataset inputs", lambda: self.client.log_inputs(run_id, datasets=inputs))
 
     def log_file(self, run_id: str, path: Path, artifact_path: str | None = None) -> None:
-        with _translated(f"artifact {path.name}"):
-            if path.is_dir():
-                self.client.log_artifacts(run_id, str(path), artifact_path)
-            else:
-                self.client.log_artifact(run_id, str(path), artifact_path)
+        if path.is_dir():
+            self._call(
+                f"artifact {path.name}",
+                lambda: self.client.log_artifacts(run_id, str(path), artifact_path),
+            )
+        else:
+            self._call(
+                f"artifact {path.name}",
+                lambda: self.client.log_artifact(run_id, str(path), artifact_path),
+            )
 
     def log_text(self, run_id: str, text: str, artifact_file: str) -> None:
-        with _translated(f"artifact {artifact_file}"):
-            self.client.log_text(run_id, text, artifact_file)
+        self._call(
+            f"artifact {artifact_file}", lambda: self.client.log_text(run_id, text, artifact_file)
+        )
 
     def log_curve_png(
         self, run_id: str, curves: Mapping[str, Sequence[tuple[int, float]]], title: str
@@ -238,13 +320,24 @@ class Tracker:
     def register_model(
         self, run_id: str, artifact_path: str, name: str, tags: Mapping[str, str] | None = None
     ) -> str:
-        """Register ``runs:/RUN/ARTIFACT_PATH`` as a new version of model ``name``."""
-        with _translated(f"register model {name!r}"):
-            if self.client.search_registered_models(f"name = '{name}'") == []:
+        """Register ``runs:/RUN/ARTIFACT_PATH`` as a version of model ``name``: an existing
+        version from the same run is returned, not registered again (several workers, retries)."""
+        from mlflow.exceptions import MlflowException
+
+        def register() -> str:
+            for version in self.client.search_model_versions(f"name = '{name}'"):
+                if version.run_id == run_id:
+                    return str(version.version)
+            try:
                 self.client.create_registered_model(name)
+            except MlflowException as exc:
+                if "already exists" not in str(exc.message):
+                    raise
             run = self.client.get_run(run_id)
             source = f"{run.info.artifact_uri.rstrip('/')}/{artifact_path}"
             version = self.client.create_model_version(
                 name, source=source, run_id=run_id, tags=dict(tags or {})
             )
             return str(version.version)
+
+        return self._call(f"register model {name!r}", register)

@@ -1,0 +1,16 @@
+"""MLflow tracking: the client (:mod:`.client`) and the listener of engine events
+(:mod:`.listener`) that writes every run, tag, metric, artifact and registered model."""
+
+from __future__ import annotations
+
+from orchestrator.tracking.client import Tracker, TrackingError, runs_link, sqlite_init_lock
+from orchestrator.tracking.listener import MlflowListener, run_name
+
+__all__ = [
+    "MlflowListener",
+    "Tracker",
+    "TrackingError",
+    "run_name",
+    "runs_link",
+    "sqlite_init_lock",
+]
