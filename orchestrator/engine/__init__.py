@@ -156,3 +156,16 @@ def _advice(plan: SweepPlan, study: optuna.Study, frame: pd.DataFrame, best: Any
     done = [t for t in study.get_trials(deepcopy=False) if t.value is not None]
     top = [t.params for t in sorted(done, key=lambda t: sign * float(t.value or 0.0))[:3]]
     return advise(plan.space, {**plan.space.fixed(), **best.params}, labels, top)
+
+
+@dataclass(frozen=True)
+class OpenSweep:  # TODO(engine-core): replaced by orchestrator.results (read-only access)
+    plan: SweepPlan
+    stores: Stores
+    study: optuna.Study
+
+
+def open_sweep(spec_path: str | os.PathLike[str]) -> OpenSweep:
+    plan = plan_sweep(spec_path)
+    stores = resolve_stores(plan.spec)
+    return OpenSweep(plan, stores, open_study(plan.spec, plan.space, stores))

@@ -218,7 +218,8 @@ class Dispatcher:
                     traceback.print_exc()
                 if isinstance(event, Note):
                     continue
-                text = f"{listener.name}: {str(exc).splitlines()[0] if str(exc) else exc!r}"
+                why = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+                text = f"{listener.name}: {why}"
                 self._others(listener, Note(text, "warning", _number(event)))
 
     def _others(self, failed: Listener, note: Note) -> None:
