@@ -135,7 +135,9 @@ def test_every_end_of_the_space_is_checked_against_the_backend(
         resolve_space(spec, 500, Hosted, "sweeps/h.yaml")
     name = field.split(".")[1]
     allowed = Hosted.capabilities.parameters[name].describe()
-    assert str(info.value) == f"sweeps/h.yaml: {field}: hosted accepts {name} {allowed}, got {value}"
+    assert (
+        str(info.value) == f"sweeps/h.yaml: {field}: hosted accepts {name} {allowed}, got {value}"
+    )
 
 
 def test_a_backend_minimum_batch_size_names_the_share() -> None:

@@ -57,9 +57,9 @@ def backends(
         if r["error"]:
             lines.append([r["name"], r["target"], r["error"], "", ""])
             continue
-        params = ", ".join(f"{p} {v['accepts']}" for p, v in r["parameters"].items())
+        ranges = ", ".join(f"{p} {v['accepts']}" for p, v in r["parameters"].items())
         jobs = "any" if r["max_concurrent_jobs"] is None else str(r["max_concurrent_jobs"])
-        lines.append([r["name"], r["target"], params, jobs, "yes" if r["priced"] else "no"])
+        lines.append([r["name"], r["target"], ranges, jobs, "yes" if r["priced"] else "no"])
     out.data(table(["backend", "entry point", "parameters", "jobs at once", "priced"], lines))
 
 
