@@ -45,7 +45,7 @@ from orchestrator.errors import (
     UnknownModelError,
     UsageError,
 )
-from orchestrator.space import SearchSpace, accepted, resolve_space
+from orchestrator.space import SearchSpace, refusal, resolve_space
 
 if TYPE_CHECKING:
     from orchestrator.data.tokens import ExampleCounter
@@ -192,7 +192,7 @@ def _enqueued(shown: str, spec: SweepSpec, backend: type[Backend], space: Search
                     f"{', '.join(searched)}; fixed ones may be left out)",
                 )
         for name, value in entry.items():
-            problem = accepted(backend, name, value)
+            problem = refusal(backend, name, value)
             if problem is not None:
                 raise SpecError(shown, f"enqueue.{i}.{name}", problem)
             dim = space[name]

@@ -23,7 +23,7 @@ from orchestrator.params import parameter
 if TYPE_CHECKING:
     from optuna.distributions import BaseDistribution
 
-__all__ = ["DEFAULT_PROMPT_LOSS_WEIGHT", "Dimension", "SearchSpace", "resolve_space"]
+__all__ = ["DEFAULT_PROMPT_LOSS_WEIGHT", "Dimension", "SearchSpace", "refusal", "resolve_space"]
 
 _PLW = parameter("prompt_loss_weight")
 #: searched by default on backends that accept prompt_loss_weight (the registry's range)
@@ -130,9 +130,6 @@ class SearchSpace:
             if d.name == name:
                 return d
         raise KeyError(name)
-
-    def __contains__(self, name: object) -> bool:
-        return any(d.name == name for d in self.dimensions)
 
     def bounds(self, name: str) -> tuple[float, float]:
         """``(smallest, largest)`` value of parameter ``name`` (see :meth:`Dimension.bounds`)."""
@@ -269,14 +266,14 @@ def resolve_space(
     space = SearchSpace(tuple(dims), n_examples)
     for dim in space.dimensions:
         for where, value in dim.endpoints():
-            problem = accepted(backend, dim.name, value)
+            problem = refusal(backend, dim.name, value)
             if problem is not None:
                 path = _spec_path(spec, dim.name, where, value)
                 raise SpecError(source, path, problem)
     return space
 
 
-def accepted(backend: type[Backend], name: str, value: float) -> str | None:
+def refusal(backend: type[Backend], name: str, value: float) -> str | None:
     """Why ``backend`` refuses ``name = value``, worded for users, or None:
     ``openai accepts n_epochs 1 to 50, got 60``."""
     caps = backend.capabilities
