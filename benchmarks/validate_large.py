@@ -135,7 +135,8 @@ if mode == "baseline":
     result = {"examples": n}
 else:
     from orchestrator.data.checks import check_dataset
-    r = check_dataset(path, model=model)
+    from orchestrator.tokenizers import counter_for_model
+    r = check_dataset(path, counter=counter_for_model(model), model=model)
     result = {"examples": r.train.n_examples, "errors": len(r.errors),
               "tokens": r.train.total_tokens}
 result["seconds"] = time.perf_counter() - t0

@@ -10,12 +10,16 @@ local trainer only). Relative data paths are relative to the sweep file. Errors 
 from __future__ import annotations
 
 import os
+import types
+import typing
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Literal, Self
+from typing import Annotated, Any, Literal, Self, get_args, get_origin
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from orchestrator.errors import SpecError
+from orchestrator.params import NAMES, parameter
 
 __all__ = [
     "BackendSpec",
@@ -30,6 +34,7 @@ __all__ = [
     "SpaceSpec",
     "StorageSpec",
     "SweepSpec",
+    "describe_validation_error",
     "load_spec",
 ]
 
@@ -119,16 +124,20 @@ class BatchSizeParam(_Param):
         return self
 
 
+# The recommended ranges live in the hyper-parameter registry (orchestrator.params).
 def _default_epochs() -> IntParam:
-    return IntParam(low=2, high=4)
+    p = parameter("n_epochs")
+    return IntParam(low=int(p.low), high=int(p.high), log=p.log)
 
 
 def _default_batch() -> BatchSizeParam:
-    return BatchSizeParam(low_pct=0.01, high_pct=4.0)
+    p = parameter("batch_size")  # a share (%) of the training examples
+    return BatchSizeParam(low_pct=p.low, high_pct=p.high, log=p.log)
 
 
 def _default_lrm() -> FloatParam:
-    return FloatParam(low=0.02, high=0.2, log=True)
+    p = parameter("learning_rate_multiplier")
+    return FloatParam(low=p.low, high=p.high, log=p.log)
 
 
 class SpaceSpec(_Model):
@@ -216,11 +225,10 @@ class SweepSpec(_Model):
     @field_validator("enqueue")
     @classmethod
     def _enqueue_keys(cls, v: list[dict[str, float]]) -> list[dict[str, float]]:
-        known = {"n_epochs", "batch_size", "learning_rate_multiplier", "prompt_loss_weight"}
         for i, config in enumerate(v):
-            unknown = sorted(set(config) - known)
+            unknown = sorted(set(config) - set(NAMES))
             if unknown:
-                raise ValueError(f"{i}: unknown parameters {unknown}; known: {sorted(known)}")
+                raise ValueError(f"{i}: unknown parameters {unknown}; known: {sorted(NAMES)}")
         return v
 
     @field_validator("prices")
@@ -232,11 +240,11 @@ class SweepSpec(_Model):
         return v
 
 
-def _field_path(loc: tuple[int | str, ...]) -> str:
+def _field_path(loc: Sequence[int | str]) -> str:
     return ".".join(str(p) for p in loc if p not in ("__root__",))
 
 
-def _message(err: dict[str, Any]) -> str:
+def _message(err: Mapping[str, Any]) -> str:
     msg = str(err["msg"])
     for prefix in ("Value error, ", "Assertion failed, "):
         msg = msg.removeprefix(prefix)
@@ -247,6 +255,109 @@ def _message(err: dict[str, Any]) -> str:
     return msg[0].lower() + msg[1:] if msg else msg
 
 
+# -- pydantic's union-member segments --------------------------------------------------------
+# For a field typed ``bool | LoraSpec | None``, pydantic reports each member it tried, with
+# the member's name in the location (``lora.bool``, ``lora.LoraSpec.x``). The file has no such
+# level, so the location is walked along the model's types and those segments are dropped.
+
+
+def _unwrap(tp: Any) -> Any:
+    while True:
+        if get_origin(tp) is Annotated:
+            tp = get_args(tp)[0]
+            continue
+        members = _union_members(tp, keep_single=True)
+        if members is not None and len(members) == 1:
+            tp = members[0]
+            continue
+        return tp
+
+
+def _union_members(tp: Any, *, keep_single: bool = False) -> list[Any] | None:
+    if get_origin(tp) not in (typing.Union, types.UnionType):
+        return None
+    members = [a for a in get_args(tp) if a is not type(None)]
+    return members if len(members) > 1 or keep_single else None
+
+
+def _member_named(members: list[Any], segment: int | str) -> Any:
+    for m in members:
+        origin = get_origin(m) or m
+        name = getattr(origin, "__name__", None)
+        if name is not None and str(segment).split("[", 1)[0] == name:
+            return m
+    return None
+
+
+def _child(tp: Any, segment: int | str) -> Any:
+    if isinstance(tp, type) and issubclass(tp, BaseModel):
+        info = tp.model_fields.get(str(segment))
+        return info.annotation if info is not None else None
+    origin, args = get_origin(tp), get_args(tp)
+    if origin in (list, tuple, set, frozenset, Sequence) and args:
+        return args[0]
+    if origin in (dict, Mapping) and len(args) == 2:
+        return args[1]
+    return None
+
+
+def _plain_location(
+    model: type[BaseModel] | None, loc: Sequence[int | str]
+) -> tuple[tuple[int | str, ...], int | None]:
+    """``loc`` without union-member segments, and how many segments come before the first
+    union (None when the location crosses none)."""
+    out: list[int | str] = []
+    first_union: int | None = None
+    tp: Any = model
+    for segment in loc:
+        tp = _unwrap(tp)
+        members = _union_members(tp)
+        if members is not None:  # this segment names the member pydantic tried
+            first_union = len(out) if first_union is None else first_union
+            tp = _member_named(members, segment)
+            continue
+        out.append(segment)
+        tp = _child(tp, segment)
+    return tuple(out), first_union
+
+
+def describe_validation_error(
+    exc: ValidationError, model: type[BaseModel] | None = None
+) -> tuple[str, str]:
+    """``(field path, problem)`` of pydantic's first problem, as sweep-file errors read.
+
+    Union members are folded into one problem at the field's own path: of the members'
+    errors, the deepest one wins (the member the value came closest to matching), and errors
+    at the same depth are joined (``input should be a valid string or a valid list``).
+    Further problems are counted: ``(and 2 more problems)``.
+    """
+    problems: list[tuple[str, tuple[int | str, ...], str]] = []  # (group, location, message)
+    for err in exc.errors():
+        loc, first_union = _plain_location(model, err["loc"])
+        msg = _message(err)
+        head, sep, rest = msg.partition(": ")
+        if sep and head.isidentifier():  # "high: must be >= low (2)" names a sub-field
+            loc, msg = (*loc, head), rest
+        group = _field_path(loc if first_union is None else loc[:first_union])
+        problems.append((group, loc, msg))
+    first = problems[0][0]
+    mine = [p for p in problems if p[0] == first]
+    deepest = max(len(loc) for _, loc, _ in mine)
+    loc = next(loc for _, loc, _ in mine if len(loc) == deepest)
+    messages: list[str] = []
+    for _, other, msg in mine:
+        if other == loc and msg not in messages:
+            messages.append(msg)
+    text = messages[0]
+    for extra in messages[1:]:
+        lead = "input should be "
+        text += " or " + (extra.removeprefix(lead) if text.startswith(lead) else extra)
+    more = len({group for group, _, _ in problems}) - 1
+    if more:
+        text += f" (and {more} more problem{'s' if more > 1 else ''})"
+    return _field_path(loc), text
+
+
 def parse_spec(data: Any, source: str) -> SweepSpec:
     """Validate a mapping as a sweep spec; errors name ``source`` and the field path."""
     if not isinstance(data, dict):
@@ -254,14 +365,8 @@ def parse_spec(data: Any, source: str) -> SweepSpec:
     try:
         return SweepSpec.model_validate(data)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        loc, msg = _field_path(first["loc"]), _message(dict(first))
-        head, sep, rest = msg.partition(": ")
-        if sep and head.isidentifier():  # "high: must be >= low (2)" names a sub-field
-            loc, msg = f"{loc}.{head}" if loc else head, rest
-        more = len(exc.errors()) - 1
-        suffix = f" (and {more} more problem{'s' if more > 1 else ''})" if more else ""
-        raise SpecError(source, loc, msg + suffix) from None
+        loc, msg = describe_validation_error(exc, SweepSpec)
+        raise SpecError(source, loc, msg) from None
 
 
 def load_spec(path: str | os.PathLike[str]) -> SweepSpec:

@@ -1,85 +1,214 @@
-"""A sweep before it runs: the spec, its data, its backend, its space, and what it will cost.
+"""A sweep before it runs: the spec, its backend and options, its data, its space, its cost.
 
-Used by ``ftsweep space``, ``ftsweep estimate`` and, later, ``ftsweep run``: every problem that
-can be found without training (a bad sweep file, invalid data, a parameter the backend does not
-take) is found here, with exit code 2, before anything is uploaded or started.
+Used by ``ftsweep space``, ``ftsweep estimate`` and ``ftsweep run`` (which plans first): every
+problem that can be found without training is found here, as a
+:class:`~orchestrator.errors.UsageError` (exit 2) naming the file and the field, before a
+study, an upload or a job exists. In order:
+
+1. the sweep file (:func:`~orchestrator.config.load_spec`);
+2. the backend (``backend.name``, from the registry) and its options (``backend.options``,
+   validated by the backend's :attr:`~orchestrator.backends.base.Backend.Options`);
+3. the model (``backend.model``), when tokens are counted: the backend's token counter;
+4. the data: every check of ``ftsweep validate``, the dataset-level ones included (at least
+   10 training examples, one format for both files);
+5. the objective metric, against what the backend's jobs report;
+6. the space: every end of every range against the backend's
+   :class:`~orchestrator.backends.base.Capabilities`, then each ``enqueue`` entry.
 """
 
 from __future__ import annotations
 
 import math
 import os
-from dataclasses import dataclass
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from orchestrator.backends.base import Backend
-from orchestrator.config import SweepSpec, load_spec
-from orchestrator.costs import training_cost, training_price
-from orchestrator.data.checks import check_file
-from orchestrator.data.findings import DatasetStats, Severity
-from orchestrator.errors import DataError, SpecError, UnknownBackendError
-from orchestrator.space import SearchSpace, resolve_space
+from pydantic import ValidationError
+
+from orchestrator.backends.base import (
+    GENERATION_METRICS,
+    Backend,
+    BackendOptions,
+    Hyperparameters,
+    TrainingRequest,
+)
+from orchestrator.config import SweepSpec, describe_validation_error, load_spec
+from orchestrator.data.checks import check_dataset
+from orchestrator.data.findings import DatasetStats
+from orchestrator.errors import (
+    DataError,
+    SpecError,
+    UnknownBackendError,
+    UnknownModelError,
+    UsageError,
+)
+from orchestrator.space import SearchSpace, refusal, resolve_space
+
+if TYPE_CHECKING:
+    from orchestrator.data.tokens import ExampleCounter
 
 __all__ = ["Estimate", "SweepPlan", "estimate_sweep", "plan_sweep"]
 
 
 @dataclass(frozen=True)
 class SweepPlan:
+    """A checked sweep: what :func:`plan_sweep` found valid."""
+
     spec: SweepSpec
     backend: type[Backend]
+    #: the validated ``backend.options`` (the sweep's ``prices`` folded in where the backend
+    #: takes a ``prices`` option, so estimates and actual costs read one table)
+    options: BackendOptions
     train: DatasetStats
     valid: DatasetStats | None
     space: SearchSpace
+    #: the backend's token counter for the model, when tokens were counted
+    counter: ExampleCounter | None = None
 
+    def make_backend(self, workdir: Path) -> Backend:
+        """The backend instance, built from the validated options."""
+        return self.backend.from_options(self.options, workdir=workdir)
 
-def _checked(spec_path: str, field: str, path: Path, model: str, tokens: bool) -> DatasetStats:
-    if not path.is_file():
-        raise SpecError(spec_path, field, f"no such file: {path}")
-    stats, log, _ = check_file(path, model, count_tokens=tokens)
-    errors = [f for f in log.findings() if f.severity is Severity.ERROR]
-    if errors:
-        total = sum(f.count for f in errors)
-        more = f" ({total - 1} more errors: run `ftsweep validate {path}`)" if total > 1 else ""
-        first = errors[0]
-        raise DataError(str(path), first.message + more, first.lines[0] if first.lines else None)
-    return stats
+    def request(
+        self,
+        hyperparameters: Hyperparameters,
+        *,
+        trial: int,
+        metadata: Mapping[str, str] | None = None,
+    ) -> TrainingRequest:
+        """The training request of one trial of this sweep."""
+        spec = self.spec
+        return TrainingRequest.make(
+            study=spec.name,
+            trial=trial,
+            model=spec.backend.model,
+            hyperparameters=hyperparameters,
+            train_file=spec.data.train,
+            valid_file=spec.data.valid,
+            seed=spec.seed,
+            options=self.options.model_dump(mode="json", exclude_defaults=True),
+            metadata=metadata,
+        )
 
 
 def plan_sweep(path: str | os.PathLike[str], *, count_tokens: bool = False) -> SweepPlan:
-    """Load the sweep file, check its data, resolve its backend and space."""
-    from orchestrator.backends import registry
+    """Load the sweep file and check everything that can be checked before it runs.
 
+    With ``count_tokens`` the backend's token counter is resolved (which checks the model
+    name) and the data's tokens are counted with it; without, the model is not looked up.
+    """
     shown = str(path)
     spec = load_spec(path)
+    backend = _backend(shown, spec)
+    options = _options(shown, spec, backend)
+    counter = _counter(shown, spec, backend, options) if count_tokens else None
+    train, valid = _data(shown, spec, counter)
+    _objective(shown, spec, backend, options)
+    space = resolve_space(spec.space, train.n_examples, backend, shown)
+    _enqueued(shown, spec, backend, space)
+    return SweepPlan(spec, backend, options, train, valid, space, counter)
+
+
+def _backend(shown: str, spec: SweepSpec) -> type[Backend]:
+    from orchestrator.backends import registry
+
     try:
-        backend = registry.load(spec.backend.name)
+        return registry.load(spec.backend.name)
     except UnknownBackendError as exc:
         raise SpecError(shown, "backend.name", str(exc)) from None
-    model = spec.backend.model
-    train = _checked(shown, "data.train", spec.data.train, model, count_tokens)
-    valid = None
-    if spec.data.valid is not None:
-        valid = _checked(shown, "data.valid", spec.data.valid, model, count_tokens)
+
+
+def _options(shown: str, spec: SweepSpec, backend: type[Backend]) -> BackendOptions:
+    raw = dict(spec.backend.options)
+    if spec.prices and "prices" in backend.Options.model_fields and "prices" not in raw:
+        raw["prices"] = dict(spec.prices)
+    try:
+        return backend.parse_options(raw)
+    except ValidationError as exc:
+        loc, problem = describe_validation_error(exc, backend.Options)
+        raise SpecError(shown, "backend.options" + (f".{loc}" if loc else ""), problem) from None
+    except (UsageError, ValueError, TypeError) as exc:  # a backend's own parse_options
+        raise SpecError(shown, "backend.options", str(exc).splitlines()[0]) from None
+
+
+def _counter(
+    shown: str, spec: SweepSpec, backend: type[Backend], options: BackendOptions
+) -> ExampleCounter | None:
+    try:
+        return backend.token_counter(spec.backend.model, options)
+    except UnknownModelError as exc:
+        raise SpecError(shown, "backend.model", str(exc).splitlines()[0]) from None
+
+
+def _data(
+    shown: str, spec: SweepSpec, counter: ExampleCounter | None
+) -> tuple[DatasetStats, DatasetStats | None]:
+    train, valid = spec.data.train, spec.data.valid
+    for field, file in (("data.train", train), ("data.valid", valid)):
+        if file is not None and not file.is_file():
+            raise SpecError(shown, field, f"no such file: {file}")
+    report = check_dataset(train, valid, counter, model=spec.backend.model)
+    if report.errors:
+        first = report.errors[0]
+        total = sum(f.count for f in report.errors)
+        command = f"ftsweep validate {train}" + (f" --valid {valid}" if valid else "")
+        more = f" ({total - 1} more errors: run `{command}`)" if total > 1 else ""
+        raise DataError(first.file, first.message + more, first.lines[0] if first.lines else None)
+    return report.train, report.valid
+
+
+def _objective(
+    shown: str, spec: SweepSpec, backend: type[Backend], options: BackendOptions
+) -> None:
     metric = spec.objective.metric
-    known = backend.metric_names(backend.parse_options(spec.backend.options))
-    if metric not in known:
-        hint = ""
-        if metric in ("full_valid_exact_match", "full_valid_label_accuracy"):
-            hint = " (the local trainer reports it with backend option eval_generations: N)"
-        raise SpecError(
-            shown,
-            "objective.metric",
-            f"{metric!r} is not reported by backend {backend.name!r}{hint}; "
-            f"it reports: {', '.join(sorted(known))}",
-        )
-    space = resolve_space(spec.space, train.n_examples, backend, shown)
-    return SweepPlan(spec, backend, train, valid, space)
+    known = backend.metric_names(options)
+    if metric in known:
+        return
+    hint = ""
+    if metric in GENERATION_METRICS:
+        hint = " (the local trainer reports it with backend option eval_generations: N)"
+    raise SpecError(
+        shown,
+        "objective.metric",
+        f"{metric!r} is not reported by backend {backend.name!r}{hint}; "
+        f"it reports: {', '.join(sorted(known))}",
+    )
+
+
+def _enqueued(shown: str, spec: SweepSpec, backend: type[Backend], space: SearchSpace) -> None:
+    """Each configuration to train first: every searched parameter given, every value one
+    the backend accepts and inside the resolved space."""
+    searched = [d.name for d in space.dimensions if d.kind != "fixed"]
+    for i, entry in enumerate(spec.enqueue):
+        for name in searched:
+            if name not in entry:
+                raise SpecError(
+                    shown,
+                    f"enqueue.{i}.{name}",
+                    "required field is missing (give every searched parameter: "
+                    f"{', '.join(searched)}; fixed ones may be left out)",
+                )
+        for name, value in entry.items():
+            problem = refusal(backend, name, value)
+            if problem is not None:
+                raise SpecError(shown, f"enqueue.{i}.{name}", problem)
+            dim = space[name]
+            if not dim.contains(value):
+                raise SpecError(
+                    shown,
+                    f"enqueue.{i}.{name}",
+                    f"{value:g} is outside the search space ({dim.describe()})",
+                )
 
 
 @dataclass(frozen=True)
 class Estimate:
-    """Projected size and cost of a sweep. Costs are None where the backend is free or the
-    model has no known price; token counts are None where no tokenizer is known."""
+    """Projected size and cost of a sweep, by the backend's own estimates. Costs are None
+    where the backend is free or cannot say; token counts are None where none were counted.
+    ``price_per_million`` is what the backend estimates for one epoch over 1M billed tokens."""
 
     model: str
     trials: int
@@ -93,30 +222,26 @@ class Estimate:
     trials_within_budget: int | None
 
 
-def _range(space: SearchSpace, name: str) -> tuple[int, int]:
-    d = space[name]
-    if d.kind == "fixed":
-        return int(d.value), int(d.value)
-    if d.kind == "choice":
-        return int(min(d.choices)), int(max(d.choices))
-    assert d.low is not None and d.high is not None
-    return int(d.low), int(d.high)
-
-
 def estimate_sweep(plan: SweepPlan) -> Estimate:
-    """Tokens, steps and cost range per trial and for the whole sweep."""
+    """Tokens, steps and cost range per trial (the cheapest and the dearest trial of the
+    space, priced by ``backend.estimate_cost``) and for the whole sweep."""
     spec, n = plan.spec, plan.train.n_examples
-    e_lo, e_hi = _range(plan.space, "n_epochs")
-    b_lo, b_hi = _range(plan.space, "batch_size")
+    e_lo, e_hi = (int(x) for x in plan.space.bounds("n_epochs"))
+    b_lo, b_hi = (int(x) for x in plan.space.bounds("batch_size"))
     steps = (e_lo * math.ceil(n / b_hi), e_hi * math.ceil(n / b_lo))
     tokens = plan.train.billed_tokens if plan.train.tokens is not None else None
-    price = None
-    if plan.backend.name != "local":
-        price = training_price(spec.backend.model, spec.prices)
+    cheapest = plan.request(plan.space.cheapest(), trial=0)
+    dearest = plan.request(plan.space.dearest(), trial=0)
+    with tempfile.TemporaryDirectory(prefix="ftsweep-estimate-") as tmp:
+        backend = plan.make_backend(Path(tmp))  # builds no client, reaches nobody
+        low = backend.estimate_cost(cheapest, plan.train)
+        high = backend.estimate_cost(dearest, plan.train)
+        one_epoch = replace(cheapest, hyperparameters=replace(cheapest.hyperparameters, n_epochs=1))
+        price = backend.estimate_cost(one_epoch, replace(plan.train, billed_tokens=1_000_000))
     per_trial = sweep = None
     within = None
-    if price is not None and tokens is not None:
-        per_trial = (training_cost(tokens, e_lo, price), training_cost(tokens, e_hi, price))
+    if low is not None and high is not None:
+        per_trial = (min(low, high), max(low, high))
         sweep = (round(per_trial[0] * spec.trials, 4), round(per_trial[1] * spec.trials, 4))
         if spec.budget_usd is not None and per_trial[1] > 0:
             within = min(spec.trials, int(spec.budget_usd // per_trial[1]))
@@ -124,7 +249,7 @@ def estimate_sweep(plan: SweepPlan) -> Estimate:
         model=spec.backend.model,
         trials=spec.trials,
         tokens_per_epoch=tokens,
-        price_per_million=price,
+        price_per_million=price if per_trial is not None else None,
         epochs=(e_lo, e_hi),
         steps_per_trial=steps,
         cost_per_trial=per_trial,

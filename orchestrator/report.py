@@ -13,6 +13,7 @@ import math
 from typing import TYPE_CHECKING, Any
 
 from orchestrator.attrs import TrialAttrs
+from orchestrator.params import NAMES, PARAMETERS
 
 if TYPE_CHECKING:
     import optuna
@@ -21,7 +22,8 @@ if TYPE_CHECKING:
 __all__ = ["FORMATS", "best_trial", "render", "trials_frame"]
 
 FORMATS = ("table", "csv", "json", "markdown", "html")
-PARAMS = ("n_epochs", "batch_size", "learning_rate_multiplier", "prompt_loss_weight")
+#: the hyper-parameter columns, from the registry
+PARAMS = NAMES
 
 
 def best_trial(study: optuna.Study) -> optuna.trial.FrozenTrial | None:
@@ -101,21 +103,12 @@ def _cell(v: Any) -> str:
     return str(v)
 
 
-_SHORT = {
-    "learning_rate_multiplier": "lr_mult",
-    "prompt_loss_weight": "plw",
-    "batch_size": "batch",
-    "n_epochs": "epochs",
-    "epochs_done": "done",
-}
+_SHORT = {**{p.name: p.short for p in PARAMETERS}, "epochs_done": "done"}
 _TABLE = [
     "trial",
     "state",
     "value",
-    "n_epochs",
-    "batch_size",
-    "learning_rate_multiplier",
-    "prompt_loss_weight",
+    *PARAMS,
     "epochs_done",
     "diagnosis",
     "cost_usd",

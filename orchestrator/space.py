@@ -3,11 +3,14 @@
 The batch size is given as a share of the training examples; here it becomes an integer range
 (log scale) for this dataset, clamped to at least 1, at most the number of examples and at most
 the provider's maximum. Every clamp is recorded as a note, which ``ftsweep space`` shows.
-Parameters a backend does not accept are rejected here, before anything is uploaded or run.
+The backend's :class:`~orchestrator.backends.base.Capabilities` are checked here, before
+anything is uploaded or run: a parameter it does not accept, and every end of every range
+(each choice, each fixed value) against the values it does.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
@@ -15,15 +18,16 @@ from typing import TYPE_CHECKING, Any, Literal
 from orchestrator.backends.base import Backend, Hyperparameters
 from orchestrator.config import BatchSizeParam, FloatParam, IntParam, SpaceSpec
 from orchestrator.errors import SpecError
+from orchestrator.params import parameter
 
 if TYPE_CHECKING:
     from optuna.distributions import BaseDistribution
 
-__all__ = ["DEFAULT_PROMPT_LOSS_WEIGHT", "Dimension", "SearchSpace", "resolve_space"]
+__all__ = ["DEFAULT_PROMPT_LOSS_WEIGHT", "Dimension", "SearchSpace", "refusal", "resolve_space"]
 
-#: searched by default on backends that accept prompt_loss_weight
-DEFAULT_PROMPT_LOSS_WEIGHT = FloatParam(low=0.01, high=0.1, log=True)
-PARAMETERS = ("n_epochs", "batch_size", "learning_rate_multiplier", "prompt_loss_weight")
+_PLW = parameter("prompt_loss_weight")
+#: searched by default on backends that accept prompt_loss_weight (the registry's range)
+DEFAULT_PROMPT_LOSS_WEIGHT = FloatParam(low=_PLW.low, high=_PLW.high, log=_PLW.log)
 
 
 @dataclass(frozen=True)
@@ -64,6 +68,37 @@ class Dimension:
             return "one of " + ", ".join(str(c) for c in self.choices)
         return f"{self.kind} {_num(self.low)} – {_num(self.high)}" + (" (log)" if self.log else "")
 
+    def bounds(self) -> tuple[float, float]:
+        """The smallest and the largest value: (v, v) fixed, (min, max) of choices, or
+        (low, high) of a range."""
+        if self.kind == "fixed":
+            return float(self.value), float(self.value)
+        if self.kind == "choice":
+            return float(min(self.choices)), float(max(self.choices))
+        assert self.low is not None and self.high is not None
+        return float(self.low), float(self.high)
+
+    def endpoints(self) -> list[tuple[str, float]]:
+        """Every value at an end of this dimension, each with the sub-field it came from
+        (``low``/``high``, ``choices``, or ``""`` for a fixed value)."""
+        if self.kind == "fixed":
+            return [("", float(self.value))]
+        if self.kind == "choice":
+            return [("choices", float(c)) for c in self.choices]
+        lo, hi = self.bounds()
+        return [("low", lo), ("high", hi)]
+
+    def contains(self, value: float) -> bool:
+        """Whether ``value`` is a value of this dimension."""
+        if self.kind == "fixed":
+            return bool(value == self.value)
+        if self.kind == "choice":
+            return value in self.choices
+        lo, hi = self.bounds()
+        if self.kind == "int" and value != int(value):
+            return False
+        return lo <= value <= hi
+
     def on_edge(self, value: Any) -> str | None:
         """'low' or 'high' when ``value`` sits at that end of a searched range."""
         if self.kind not in ("int", "float") or self.low is None or self.high is None:
@@ -95,6 +130,19 @@ class SearchSpace:
             if d.name == name:
                 return d
         raise KeyError(name)
+
+    def bounds(self, name: str) -> tuple[float, float]:
+        """``(smallest, largest)`` value of parameter ``name`` (see :meth:`Dimension.bounds`)."""
+        return self[name].bounds()
+
+    def cheapest(self) -> Hyperparameters:
+        """The cheapest trial of this space: the fewest epochs, every other parameter at
+        its low end."""
+        return self.hyperparameters({d.name: d.bounds()[0] for d in self.dimensions})
+
+    def dearest(self) -> Hyperparameters:
+        """The dearest trial: the most epochs, every other parameter at its high end."""
+        return self.hyperparameters({d.name: d.bounds()[1] for d in self.dimensions})
 
     def distributions(self) -> dict[str, BaseDistribution]:
         out = {}
@@ -191,25 +239,61 @@ def resolve_space(
 ) -> SearchSpace:
     """Resolve ``spec`` for ``n_examples`` training examples on ``backend``.
 
-    Raises :class:`SpecError` (exit 2) for a parameter the backend does not accept.
+    Raises :class:`SpecError` (exit 2) for a parameter the backend does not accept, and for
+    any end of the resolved space outside what it accepts
+    (``space.n_epochs.high: openai accepts n_epochs 1 to 50, got 60``).
     """
+    caps = backend.capabilities
     dims = [
         _plain("n_epochs", spec.n_epochs, "int"),
-        _batch(spec.batch_size, n_examples, backend.capabilities.max_batch_size, backend.name),
+        _batch(spec.batch_size, n_examples, caps.max_batch_size, backend.name),
         _plain("learning_rate_multiplier", spec.learning_rate_multiplier, "float"),
     ]
-    plw_supported = backend.capabilities.accepts("prompt_loss_weight")
-    if spec.prompt_loss_weight is not None and not plw_supported:
+    plw_accepted = caps.accepts("prompt_loss_weight")
+    if spec.prompt_loss_weight is not None and not plw_accepted:
         raise SpecError(
             source,
             "space.prompt_loss_weight",
             f"backend {backend.name!r} does not accept prompt_loss_weight "
             "(only the local trainer does); remove it",
         )
-    if plw_supported:
+    if plw_accepted:
         dims.append(
             _plain(
                 "prompt_loss_weight", spec.prompt_loss_weight or DEFAULT_PROMPT_LOSS_WEIGHT, "float"
             )
         )
-    return SearchSpace(tuple(dims), n_examples)
+    space = SearchSpace(tuple(dims), n_examples)
+    for dim in space.dimensions:
+        for where, value in dim.endpoints():
+            problem = refusal(backend, dim.name, value)
+            if problem is not None:
+                path = _spec_path(spec, dim.name, where, value)
+                raise SpecError(source, path, problem)
+    return space
+
+
+def refusal(backend: type[Backend], name: str, value: float) -> str | None:
+    """Why ``backend`` refuses ``name = value``, worded for users, or None:
+    ``openai accepts n_epochs 1 to 50, got 60``."""
+    caps = backend.capabilities
+    if not caps.accepts(name):
+        return f"backend {backend.name!r} does not accept {name}"
+    if caps.violation(name, value) is None:
+        return None
+    allowed = caps.parameters[name]
+    if isinstance(value, float) and not math.isfinite(value):
+        return f"{backend.name} accepts {name} {allowed.describe()}, got {value}"
+    return f"{backend.name} accepts {name} {allowed.describe()}, got {value:g}"
+
+
+def _spec_path(spec: SpaceSpec, name: str, where: str, value: float) -> str:
+    """The sweep file's field behind one end of a dimension."""
+    path = f"space.{name}"
+    if where == "choices":
+        given = getattr(spec, name, None)
+        choices = list(getattr(given, "choices", None) or [])
+        return f"{path}.choices.{choices.index(value)}" if value in choices else f"{path}.choices"
+    if name == "batch_size" and where and spec.batch_size.low_pct is not None:
+        where += "_pct"  # the end came from a share of the examples
+    return f"{path}.{where}" if where else path

@@ -7,7 +7,16 @@ from typing import ClassVar
 import pytest
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
-from orchestrator.backends.base import Backend, JobHandle, JobUpdate, TrainingRequest
+from orchestrator.backends.base import (
+    DEFAULT_CAPABILITIES,
+    Backend,
+    Capabilities,
+    Hyperparameters,
+    JobHandle,
+    JobUpdate,
+    Range,
+    TrainingRequest,
+)
 from orchestrator.config import BatchSizeParam, FloatParam, IntParam, SpaceSpec
 from orchestrator.errors import SpecError
 from orchestrator.space import resolve_space
@@ -31,12 +40,20 @@ class _Stub(Backend):
 
 class Hosted(_Stub):
     name = "hosted"
-    max_batch_size: ClassVar[int | None] = 256
+    capabilities: ClassVar[Capabilities] = Capabilities(
+        parameters={
+            **DEFAULT_CAPABILITIES.parameters,
+            "n_epochs": Range(1, 50),
+            "batch_size": Range(1, 256),
+        }
+    )
 
 
 class Local(_Stub):
     name = "trainer"
-    supported_parameters = Hosted.supported_parameters | {"prompt_loss_weight"}
+    capabilities: ClassVar[Capabilities] = Capabilities(
+        parameters={**DEFAULT_CAPABILITIES.parameters, "prompt_loss_weight": Range(0, 1)}
+    )
 
 
 def test_default_space_for_449_examples() -> None:
@@ -96,3 +113,55 @@ def test_prompt_loss_weight_on_a_backend_without_it_is_a_spec_error() -> None:
 def test_edges() -> None:
     dim = resolve_space(SpaceSpec(), 449, Hosted)["learning_rate_multiplier"]
     assert dim.on_edge(0.02) == "low" and dim.on_edge(0.199) == "high" and dim.on_edge(0.08) is None
+
+
+@pytest.mark.parametrize(
+    ("spec", "field", "value"),
+    [
+        (SpaceSpec(n_epochs=IntParam(low=45, high=60)), "space.n_epochs.high", "60"),
+        (SpaceSpec(n_epochs=IntParam(value=51)), "space.n_epochs", "51"),
+        (SpaceSpec(n_epochs=IntParam(choices=[3, 70, 2])), "space.n_epochs.choices.1", "70"),
+        (
+            SpaceSpec(learning_rate_multiplier=FloatParam(low=0, high=0.2)),
+            "space.learning_rate_multiplier.low",
+            "0",
+        ),
+    ],
+)
+def test_every_end_of_the_space_is_checked_against_the_backend(
+    spec: SpaceSpec, field: str, value: str
+) -> None:
+    with pytest.raises(SpecError) as info:
+        resolve_space(spec, 500, Hosted, "sweeps/h.yaml")
+    name = field.split(".")[1]
+    allowed = Hosted.capabilities.parameters[name].describe()
+    assert (
+        str(info.value) == f"sweeps/h.yaml: {field}: hosted accepts {name} {allowed}, got {value}"
+    )
+
+
+def test_a_backend_minimum_batch_size_names_the_share() -> None:
+    class Big(Hosted):
+        name = "big"
+        capabilities: ClassVar[Capabilities] = Capabilities(
+            parameters={**Hosted.capabilities.parameters, "batch_size": Range(8, 256)}
+        )
+
+    with pytest.raises(SpecError, match=r"space\.batch_size\.low_pct: big accepts batch_size 8"):
+        resolve_space(SpaceSpec(), 1000, Big, "s.yaml")
+
+
+def test_bounds_cheapest_and_dearest() -> None:
+    spec = SpaceSpec(
+        n_epochs=IntParam(choices=[2, 8]),
+        batch_size=BatchSizeParam(low=4, high=16),
+        learning_rate_multiplier=FloatParam(value=0.1),
+    )
+    space = resolve_space(spec, 1000, Local)
+    assert space.bounds("n_epochs") == (2, 8)
+    assert space.bounds("batch_size") == (4, 16)
+    assert space.bounds("learning_rate_multiplier") == (0.1, 0.1)
+    assert space.bounds("prompt_loss_weight") == (0.01, 0.1)
+    assert space.cheapest() == Hyperparameters(2, 4, 0.1, 0.01)
+    assert space.dearest() == Hyperparameters(8, 16, 0.1, 0.1)
+    assert resolve_space(SpaceSpec(), 449, Hosted).cheapest().prompt_loss_weight is None

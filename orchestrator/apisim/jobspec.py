@@ -143,7 +143,7 @@ def parse_create(api: str, body: Any) -> CreateSpec:
 def analyse(record: FileRecord, path: Path, model: str) -> dict[str, Any]:
     """Examples, billed tokens and the first format error of an uploaded file (cached)."""
     from orchestrator.data.checks import check_file
-    from orchestrator.data.tokens import model_info
+    from orchestrator.data.tokens import model_info, openai_counter
 
     try:
         info = model_info(model)
@@ -156,7 +156,7 @@ def analyse(record: FileRecord, path: Path, model: str) -> dict[str, Any]:
         ) from exc
     key = f"{info.encoding}:{info.max_tokens_per_example}"
     if key not in record.analysis:
-        stats, log, _ = check_file(path, info.name)
+        stats, log, _ = check_file(path, openai_counter(info.name), model=info.name)
         errors = [f for f in log.findings() if f.severity == "error"]
         first = None
         if errors:

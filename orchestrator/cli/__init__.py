@@ -2,7 +2,8 @@
 
 Only this package prints or exits. Exit codes: 0 ok, 1 failure, 2 bad usage or an invalid
 file, 130 interrupted. Known errors print one ``error: ...`` line (set ``FTSWEEP_DEBUG=1`` for
-tracebacks); heavy libraries are imported inside commands so ``--help`` stays fast.
+tracebacks); heavy libraries are imported inside commands so ``--help`` stays fast. The
+Hugging Face hub is offline (``HF_HUB_OFFLINE=1``) unless the environment says otherwise.
 """
 
 from __future__ import annotations
@@ -28,6 +29,10 @@ def run(argv: list[str] | None = None) -> int:
     from orchestrator.errors import OrchestratorError
 
     debug = os.environ.get("FTSWEEP_DEBUG") == "1"
+    # No network to the Hugging Face hub unless the user allows it (HF_HUB_OFFLINE=0): an
+    # unknown model name then fails at once, not after the hub's retries. Set before any
+    # import of huggingface_hub, which reads it once; job workers inherit it.
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
     command = build()
     try:
         rc = command.main(args=argv, prog_name="ftsweep", standalone_mode=False)

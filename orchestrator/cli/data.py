@@ -25,8 +25,9 @@ def validate(
         str,
         typer.Option(
             "--model",
-            help="Base model: its tokenizer, per-example token limit and price. The default is "
-            "what the OpenAI cookbook's data checks assume.",
+            help="Base model: its tokenizer, per-example token limit and price. An OpenAI "
+            "model, or a local one (tiny, smollm2-135m, a model folder, a .gguf file). The "
+            "default is what the OpenAI cookbook's data checks assume.",
         ),
     ] = "gpt-3.5-turbo-0613",
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
@@ -38,9 +39,10 @@ def validate(
     Example: ftsweep validate train.jsonl --valid valid.jsonl --model gpt-4o-mini
     """
     from orchestrator.data.checks import check_dataset
+    from orchestrator.tokenizers import counter_for_model
 
     out.info(f"checking {data}" + (f" and {valid}" if valid else "") + f" for {model} ...")
-    report = check_dataset(data, valid, model)
+    report = check_dataset(data, valid, counter_for_model(model), model=model)
     if as_json:
         out.data(json.dumps(report.to_dict(), indent=2))
     else:

@@ -1,11 +1,15 @@
 """``check_dataset``: every data check, streaming, in bounded memory.
 
-One pass per file collects structure problems (per line), token counts (batched through the
-tokenizer), duplicates (8-byte hashes, so about 12 bytes per example), label counts (capped)
-and the separator / stop-sequence evidence of prompt/completion data; a second, cheap pass
-over prompt/completion files names the lines that break the separator or stop-sequence
-convention. The checks are the union of the legacy ``openai tools fine_tunes.prepare_data``
-validators and the OpenAI cookbook's chat data-prep checks, plus the API's own rules.
+One pass per file collects structure problems (per line), token counts (from the
+:class:`~orchestrator.data.tokens.ExampleCounter` given, if any), duplicates (8-byte hashes,
+so about 12 bytes per example), label counts (capped) and the separator / stop-sequence
+evidence of prompt/completion data; a second, cheap pass over prompt/completion files names
+the lines that break the separator or stop-sequence convention. The checks are the union of
+the legacy ``openai tools fine_tunes.prepare_data`` validators and the OpenAI cookbook's chat
+data-prep checks, plus the API's own rules.
+
+The checks take a counter, not a model name: which tokenizer a model has is the business of
+the layer above (:mod:`orchestrator.tokenizers`, the backends), never of this package.
 """
 
 from __future__ import annotations
@@ -28,24 +32,14 @@ from orchestrator.data.findings import (
     Severity,
 )
 from orchestrator.data.reader import DEFAULT_MAX_LINE_BYTES, JsonlReader
-from orchestrator.data.tokens import (
-    DEFAULT_MODEL,
-    ExampleCounter,
-    TiktokenCounter,
-    chat_token_texts,
-    counter_for,
-    local_counter,
-    model_info,
-)
-from orchestrator.errors import TokenizerError
+from orchestrator.data.tokens import ExampleCounter
 
-__all__ = ["check_dataset", "check_file", "default_epochs"]
+__all__ = ["MIN_EXAMPLES", "check_dataset", "check_file", "default_epochs"]
 
 MIN_EXAMPLES = 10  # the API rejects fewer (invalid_n_examples)
 RECOMMENDED_EXAMPLES = 200
 MAX_LABELS = 1000
 MAX_LABEL_CHARS = 100
-_BATCH = 2048
 _UPPER = re.compile(r"[A-Z]")
 _LOWER = re.compile(r"[a-z]")
 
@@ -62,26 +56,21 @@ def default_epochs(n_examples: int) -> int:
 
 
 class _FileCheck:
-    def __init__(self, path: str, model: str, count_tokens: bool, max_line_bytes: int) -> None:
+    def __init__(
+        self, path: str, counter: ExampleCounter | None, model: str | None, max_line_bytes: int
+    ) -> None:
         self.path = path
         self.reader = JsonlReader(path, max_line_bytes)
         self.log = FindingLog(path)
-        self.model = model
-        self.counter: TiktokenCounter | None = None
-        self.example_counter: ExampleCounter | None = None
-        try:
-            info = model_info(model)
-            self.encoding, self.limit = info.encoding, info.max_tokens_per_example
-            self.counter = counter_for(model) if count_tokens else None
-        except TokenizerError:
-            if count_tokens:  # not an OpenAI model: a local one counts as the trainer encodes
-                self.example_counter = local_counter(model)
-                self.encoding = self.example_counter.name
-                self.limit = self.example_counter.max_tokens_per_example
-            else:
-                self.encoding, self.limit = "none", 2**31
-        counting = self.counter or self.example_counter
-        self.special = tuple(sorted(counting.special_tokens)) if counting else ()
+        self.counter = counter
+        if counter is not None:
+            self.model = model or counter.name
+            self.encoding, self.limit = counter.name, counter.max_tokens_per_example
+            self.special = tuple(sorted(counter.special_tokens))
+        else:
+            self.model = model or "none"
+            self.encoding, self.limit = "none", 2**31
+            self.special = ()
         self.format: str | None = None
         self.format_line = 0
         self.n_examples = 0
@@ -95,7 +84,6 @@ class _FileCheck:
         self.labels: Counter[str] | None = Counter()
         self.prompts = TextColumn()
         self.completions = TextColumn()
-        self._pending: list[tuple[int, list[str], int, list[int]]] = []
 
     # -- one pass -------------------------------------------------------------------------
     def run(self) -> None:
@@ -123,7 +111,6 @@ class _FileCheck:
                 ok = ok and not problem.error
             if ok:
                 self._add(fmt, line.number, line.value)
-        self._flush()
 
     def _add(self, fmt: str, number: int, value: dict[str, Any]) -> None:
         h = hashlib.blake2b(digest_size=8)
@@ -139,11 +126,6 @@ class _FileCheck:
             self.n_messages.append(min(len(messages), 65535))
             last = next(m for m in reversed(messages) if m.get("role") == "assistant")
             self._label(last.get("content"))
-            if self.counter is not None:
-                texts, overhead, trained = chat_token_texts(messages)
-                self._pending.append((number, texts, overhead, trained))
-            elif self.example_counter is not None:
-                self._record(number, *self.example_counter.example(fmt, value))
         else:
             prompt, completion = value["prompt"], value["completion"]
             h.update(prompt.encode())
@@ -164,14 +146,12 @@ class _FileCheck:
                     self.log.warning(
                         f"uppercase_{name}", f"{name} is mostly uppercase letters", number
                     )
-            if self.counter is not None:
-                self._pending.append((number, [prompt, completion], 0, [1]))
-            elif self.example_counter is not None:
-                self._record(number, *self.example_counter.example(fmt, value))
+        # one example at a time: batching texts through tiktoken was not faster than this
+        # loop (see TiktokenCounter.count_many)
+        if self.counter is not None:
+            self._record(number, *self.counter.example(fmt, value))
         self.hashes.append(int.from_bytes(h.digest(), "little"))
         self.hash_lines.append(number)
-        if len(self._pending) >= _BATCH:
-            self._flush()
 
     def _label(self, content: Any) -> None:
         if self.labels is None:
@@ -182,18 +162,6 @@ class _FileCheck:
         self.labels[content.strip()] += 1
         if len(self.labels) > MAX_LABELS:
             self.labels = None
-
-    def _flush(self) -> None:
-        if not self._pending or self.counter is None:
-            return
-        flat = [t for _, texts, _, _ in self._pending for t in texts]
-        counts = self.counter.count_many(flat)
-        i = 0
-        for number, texts, overhead, trained in self._pending:
-            mine = counts[i : i + len(texts)]
-            i += len(texts)
-            self._record(number, sum(mine) + overhead, sum(mine[j] for j in trained))
-        self._pending.clear()
 
     def _record(self, number: int, total: int, trained: int) -> None:
         self.tokens.append(total)
@@ -251,13 +219,16 @@ class _FileCheck:
 
 def check_file(
     path: str | os.PathLike[str],
-    model: str = DEFAULT_MODEL,
+    counter: ExampleCounter | None = None,
     *,
-    count_tokens: bool = True,
+    model: str | None = None,
     max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
 ) -> tuple[DatasetStats, FindingLog, _FileCheck]:
-    """Check one file on its own (no train/valid comparison)."""
-    check = _FileCheck(str(path), model, count_tokens, max_line_bytes)
+    """Check one file on its own (no train/valid comparison, no dataset-level rules).
+
+    ``counter`` counts the tokens (None: no token figures); ``model`` names the model in
+    messages."""
+    check = _FileCheck(str(path), counter, model, max_line_bytes)
     check.run()
     stats = check.stats()
     _conclude(check, stats)
@@ -326,16 +297,22 @@ def _duplicates(check: _FileCheck) -> None:
 def check_dataset(
     train: str | os.PathLike[str],
     valid: str | os.PathLike[str] | None = None,
-    model: str = DEFAULT_MODEL,
+    counter: ExampleCounter | None = None,
     *,
-    count_tokens: bool = True,
+    model: str | None = None,
     max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
     price_overrides: dict[str, float] | None = None,
     epochs: tuple[int, ...] = (1, 2, 3, 4),
 ) -> DataReport:
-    """Run every check on a training file (and a validation file) for ``model``."""
+    """Run every check on a training file (and a validation file): each file's own, and the
+    dataset's (at least :data:`MIN_EXAMPLES` training examples, one format for both files,
+    no validation example in the training file).
+
+    ``counter`` counts tokens as the model is trained (None: no token figures or costs);
+    ``model`` names it in the report and finds its price (``price_overrides`` over the
+    built-in table)."""
     train_stats, train_log, train_check = check_file(
-        train, model, count_tokens=count_tokens, max_line_bytes=max_line_bytes
+        train, counter, model=model, max_line_bytes=max_line_bytes
     )
     n = train_stats.n_examples
     if 0 < n < MIN_EXAMPLES:
@@ -353,7 +330,7 @@ def check_dataset(
     valid_stats = None
     if valid is not None:
         valid_stats, valid_log, valid_check = check_file(
-            valid, model, count_tokens=count_tokens, max_line_bytes=max_line_bytes
+            valid, counter, model=model, max_line_bytes=max_line_bytes
         )
         if valid_stats.format not in ("unknown", train_stats.format):
             valid_log.error(
@@ -363,12 +340,14 @@ def check_dataset(
         _overlap(train_check, valid_check, valid_log)
         findings += valid_log.findings()
     n_epochs = default_epochs(n)
-    price = training_price(model, price_overrides)
+    price = training_price(model, price_overrides) if model is not None else None
     costs: dict[int, float | None] = {}
     for e in sorted({*epochs, n_epochs} - {0}):
-        costs[e] = training_cost(train_stats.billed_tokens, e, price) if price is not None else None
+        costs[e] = None
+        if price is not None and counter is not None:
+            costs[e] = training_cost(train_stats.billed_tokens, e, price)
     return DataReport(
-        model=model,
+        model=model or (counter.name if counter is not None else "none"),
         encoding=train_check.encoding,
         max_tokens_per_example=train_check.limit,
         train=train_stats,

@@ -31,11 +31,13 @@ from orchestrator.modelnames import family
 
 __all__ = [
     "DEFAULT_MODEL",
+    "ExampleCounter",
     "ModelInfo",
     "OpenAIExampleCounter",
     "TiktokenCounter",
     "TokenCounter",
     "counter_for",
+    "known_models",
     "model_info",
     "openai_counter",
 ]
@@ -75,6 +77,11 @@ _MODELS: dict[str, ModelInfo] = {
     )
 }
 DEFAULT_MODEL = "gpt-3.5-turbo-0613"
+
+
+def known_models() -> tuple[str, ...]:
+    """The OpenAI base models the token tables know, sorted."""
+    return tuple(sorted(_MODELS))
 
 
 def model_info(model: str) -> ModelInfo:
@@ -170,7 +177,9 @@ class TiktokenCounter:
 
 
 class ExampleCounter(Protocol):
-    """Counts whole examples (a model whose template decides the count, e.g. a local one)."""
+    """Counts whole examples for one model, as it is trained on them: what the data checks
+    take. :class:`OpenAIExampleCounter` counts OpenAI models; backends supply their own
+    (:meth:`orchestrator.backends.base.Backend.token_counter`)."""
 
     name: str
     max_tokens_per_example: int
@@ -179,28 +188,6 @@ class ExampleCounter(Protocol):
     def example(self, fmt: str, value: dict[str, Any]) -> tuple[int, int]:
         """(tokens of the example, tokens trained on)."""
         ...
-
-
-@cache
-def local_counter(model: str) -> ExampleCounter:
-    """The local trainer's exact counts for ``model`` (a built-in name, folder, GGUF, hub id)."""
-    from orchestrator.errors import OrchestratorError
-
-    try:
-        from orchestrator.backends.local.tokens import LocalTokenCounter
-    except ImportError as exc:
-        raise TokenizerError(
-            f"model {model!r} is not an OpenAI model, and local models need the 'local' extra "
-            f"(pip install 'ftsweep[local]'): {exc}"
-        ) from exc
-    try:
-        return LocalTokenCounter(model)
-    except OrchestratorError as exc:
-        known = ", ".join(sorted(_MODELS))
-        why = str(exc).splitlines()[0]
-        raise UnknownModelError(
-            f"unknown model {model!r}: not an OpenAI model ({known}), nor a local one ({why})"
-        ) from exc
 
 
 class OpenAIExampleCounter:

@@ -111,11 +111,12 @@ def make_sampler(spec: SweepSpec, space: SearchSpace, source: str) -> optuna.sam
 
 
 def make_pruner(spec: SweepSpec, space: SearchSpace, source: str) -> optuna.pruners.BasePruner:
-    """Pruners see one intermediate value per epoch (step = epoch number)."""
+    """Pruners see one intermediate value per epoch (step = epoch number); hyperband's
+    ``max_resource`` is the most epochs of the space."""
     import optuna
 
     p, opts = spec.pruner.name, dict(spec.pruner.options)
-    max_epochs = space["n_epochs"].high or space["n_epochs"].value or 4
+    max_epochs = space.bounds("n_epochs")[1]
     try:
         if p == "none":
             return optuna.pruners.NopPruner()
@@ -130,7 +131,7 @@ def make_pruner(spec: SweepSpec, space: SearchSpace, source: str) -> optuna.prun
             return optuna.pruners.SuccessiveHalvingPruner(**opts)
         if p == "hyperband":
             opts.setdefault("min_resource", 1)
-            opts.setdefault("max_resource", math.ceil(float(max_epochs)))
+            opts.setdefault("max_resource", math.ceil(max_epochs))
             return optuna.pruners.HyperbandPruner(**opts)
         return optuna.pruners.ThresholdPruner(**opts)
     except (TypeError, ValueError) as exc:

@@ -35,7 +35,8 @@ class BackendCase:
     timeout_s: float = 120.0
 
     def backend(self) -> Backend:
-        return registry.load(self.name).from_options(dict(self.options), workdir=self.workdir)
+        cls = registry.load(self.name)
+        return cls.from_options(cls.parse_options(dict(self.options)), workdir=self.workdir)
 
 
 @dataclass
@@ -89,7 +90,8 @@ import json, sys, time
 from pathlib import Path
 from orchestrator.backends import registry
 name, options, workdir, key, timeout = sys.argv[1:]
-backend = registry.load(name).from_options(json.loads(options), workdir=Path(workdir))
+cls = registry.load(name)
+backend = cls.from_options(cls.parse_options(json.loads(options)), workdir=Path(workdir))
 handle = backend.find(key)
 if handle is None:
     print(json.dumps({"job_id": None}))

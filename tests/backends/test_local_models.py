@@ -30,18 +30,39 @@ def test_a_model_folder_resolves_as_a_folder(tiny_model: Path, tmp_path: Path) -
         models.resolve(str(tmp_path))
 
 
+@pytest.mark.parametrize("name", ["HuggingFaceTB/SmolLM2-135M-Instruct", "openai-community/gpt2"])
+def test_org_slash_name_is_a_hub_id(name: str) -> None:
+    assert models.resolve(name).kind == "hub"
+
+
 @pytest.mark.parametrize(
-    ("name", "kind"),
-    [("HuggingFaceTB/SmolLM2-135M-Instruct", "hub"), ("gpt2", "hub")],
+    "name", ["./no/such/dir", "missing.gguf", "white space", "gpt2", "gpt-4o-mini", "a/b/c"]
 )
-def test_other_names_are_hub_ids(name: str, kind: str) -> None:
-    assert models.resolve(name).kind == kind
-
-
-@pytest.mark.parametrize("name", ["./no/such/dir", "missing.gguf", "white space"])
 def test_unusable_names_are_usage_errors(name: str) -> None:
-    with pytest.raises(UsageError):
+    with pytest.raises(UsageError, match=r"hub id \(org/name\)|no such GGUF"):
         models.resolve(name)
+
+
+def test_an_unknown_model_fails_fast_offline(
+    ftsweep_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No hub round trips: offline is the default, and a hub id not in the cache is unknown."""
+    import time
+
+    from orchestrator.backends.local import LocalBackend
+    from orchestrator.errors import UnknownModelError
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    assert models.hub_offline()
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    assert not models.hub_offline()
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    options = LocalBackend.Options()
+    for name in ("gpt-4o-mini", "nobody/nothing"):
+        started = time.monotonic()
+        with pytest.raises(UnknownModelError, match=repr(name)):
+            LocalBackend.token_counter(name, options)
+        assert time.monotonic() - started < 5
 
 
 def test_an_unknown_builtin_cannot_be_pulled() -> None:

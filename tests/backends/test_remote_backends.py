@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pydantic import ValidationError
 
 from orchestrator import apisim
 from orchestrator.apisim.server import SimServer
@@ -34,7 +35,8 @@ from orchestrator.backends.remote import (
 )
 from orchestrator.costs import training_cost, training_price
 from orchestrator.data.checks import check_file
-from orchestrator.errors import BackendError, UnsupportedParameterError, UsageError
+from orchestrator.data.tokens import openai_counter
+from orchestrator.errors import BackendError, UnsupportedParameterError
 from tests.apisim.fixtures import (
     AZURE_KEY,
     OPENAI_KEY,
@@ -156,11 +158,14 @@ def test_submit_and_poll_to_completion(remote: Remote, chat_data: tuple[Path, Pa
     for ckpt in final.checkpoints:
         assert ckpt.metrics["full_valid_loss"] == by_step[(ckpt.step, "full_valid_loss")]
         assert ckpt.model_id.endswith(f":ckpt-step-{ckpt.step}")
-    billed = check_file(chat_data[0], MODEL)[0].billed_tokens
+    stats = check_file(chat_data[0], openai_counter(MODEL))[0]
+    billed = stats.billed_tokens
     assert final.trained_tokens == 4 * billed
     assert final.fine_tuned_model and final.error is None
     price = training_price(MODEL)
-    assert price is not None and backend.estimate_cost(request) == training_cost(billed, 4, price)
+    assert price is not None
+    assert backend.estimate_cost(request, stats) == training_cost(billed, 4, price)
+    assert backend.job_cost(request, final, stats) == training_cost(4 * billed, 1, price)
     assert backend.poll(handle, final.cursor).points == ()
     assert list(backend.poll(handle, None).points) == points
     results = backend.results(handle)
@@ -351,8 +356,8 @@ def test_a_quota_of_one_keeps_the_second_job_queued(
     assert backend.poll(second).status is JobStatus.QUEUED
     assert run(remote, backend, second)[-1].status is JobStatus.SUCCEEDED
     assert backend.poll(first).status is JobStatus.SUCCEEDED
-    assert AzureOpenAIBackend.max_concurrent_jobs == 1
-    assert OpenAIBackend.max_concurrent_jobs == 3
+    assert AzureOpenAIBackend.capabilities.max_concurrent_jobs == 1
+    assert OpenAIBackend.capabilities.max_concurrent_jobs == 3
 
 
 def test_a_file_stuck_in_processing_keeps_the_job_queued(remote: Remote, tmp_path: Path) -> None:
@@ -383,7 +388,8 @@ def test_unsupported_parameters_fail_before_anything_is_spent(
         monkeypatch.delenv(var, raising=False)  # not even a client is needed to say no
     backend = remote.backend()
     cls = registry.load(remote.name)
-    assert "prompt_loss_weight" not in cls.supported_parameters and cls.max_batch_size == 256
+    assert not cls.capabilities.accepts("prompt_loss_weight")
+    assert cls.capabilities.max_batch_size == 256
     with pytest.raises(UnsupportedParameterError, match="prompt_loss_weight"):
         backend.check(make_request("plw", chat_data, prompt_loss_weight=0.1))
     with pytest.raises(UnsupportedParameterError, match="prompt_loss_weight"):
@@ -438,10 +444,13 @@ def test_credentials_come_from_the_environment_only(
     remote: Remote, chat_data: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     cls = registry.load(remote.name)
-    with pytest.raises(UsageError, match="environment"):
-        cls.from_options({"api_key": "sk-x"}, workdir=remote.workdir)
-    with pytest.raises(UsageError, match="unknown option"):
-        cls.from_options({"colour": "blue"}, workdir=remote.workdir)
+    with pytest.raises(ValidationError, match="environment") as caught:
+        cls.parse_options({"api_key": "sk-x"})
+    assert "sk-x" not in str(caught.value.errors(include_input=False))
+    with pytest.raises(ValidationError, match="Extra inputs"):
+        cls.parse_options({"colour": "blue"})
+    built = cls.from_options(cls.parse_options({"timeout": 5}), workdir=remote.workdir)
+    assert built.options == cls.parse_options({"timeout": 5.0}) and built.workdir == remote.workdir
     for var in ("OPENAI_API_KEY", "AZURE_OPENAI_API_KEY"):
         monkeypatch.delenv(var, raising=False)
     env_var = "OPENAI_API_KEY" if remote.name == "openai" else "AZURE_OPENAI_API_KEY"

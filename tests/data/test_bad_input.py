@@ -12,6 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from orchestrator.data.checks import check_dataset
+from orchestrator.data.tokens import openai_counter
 from tests.helpers import chat_rows, pc_rows, write_jsonl
 
 GOOD = [json.dumps(r) for r in chat_rows(12)]
@@ -188,7 +189,7 @@ def test_a_20_mb_line_is_handled(tmp_path: Path) -> None:
             f.write(json.dumps(r) + "\n")
         f.write(json.dumps(big) + "\n")
     assert path.stat().st_size > 20_000_000
-    report = check_dataset(path, model="gpt-4o-mini")
+    report = check_dataset(path, counter=openai_counter("gpt-4o-mini"), model="gpt-4o-mini")
     assert report.ok
     over = next(f for f in report.findings if f.code == "over_token_limit")
     assert over.lines == (12,)

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 from orchestrator.data.checks import check_dataset
+from orchestrator.data.tokens import openai_counter
 
 
 def test_gsm8k_train_is_valid_chat_with_exact_token_counts(cli, public: Path) -> None:
@@ -44,6 +45,7 @@ def test_gsm8k_train_and_valid_have_no_overlap(public: Path) -> None:
     report = check_dataset(
         public / "microsoft-foundry_gsm8k_chat_train.jsonl",
         public / "microsoft-foundry_gsm8k_chat_validation.jsonl",
+        openai_counter("gpt-4o-mini"),
         model="gpt-4o-mini",
     )
     assert report.ok
@@ -101,6 +103,6 @@ def test_toy_file_table_names_each_finding_with_its_line(cli, public: Path) -> N
 
 def test_model_limit_changes_the_verdict_on_long_examples(public: Path) -> None:
     path = public / "openai-cookbook_toy_chat_fine_tuning.jsonl"
-    report = check_dataset(path, model="gpt-4o-mini")
+    report = check_dataset(path, counter=openai_counter("gpt-4o-mini"), model="gpt-4o-mini")
     assert not [f for f in report.findings if f.code == "over_token_limit"]
     assert report.train.billed_tokens == report.train.total_tokens

@@ -69,10 +69,11 @@ def test_local_models_count_as_the_trainer_encodes(tmp_path: Path, tiny_model: P
 
     from orchestrator.backends.local.tasks import write_task
     from orchestrator.data.checks import check_dataset
+    from orchestrator.tokenizers import counter_for_model
 
     train, _ = write_task("reverse", tmp_path, n_train=40, n_valid=10)
     rows = [json.loads(line) for line in train.read_text().splitlines()]
-    report = check_dataset(train, model="tiny")
+    report = check_dataset(train, counter=counter_for_model("tiny"), model="tiny")
     assert report.encoding == "tiny tokenizer"
     n_bytes = sum(len(r["prompt"].encode()) + len(r["completion"].encode()) for r in rows)
     assert report.train.total_tokens == n_bytes + 2 * len(rows)

@@ -131,9 +131,7 @@ class LocalBackend(Backend):
         try:
             return LocalTokenCounter(model)
         except OrchestratorError as exc:
-            raise UnknownModelError(
-                f"unknown local model {model!r}: {str(exc).splitlines()[0]}"
-            ) from exc
+            raise UnknownModelError(str(exc).splitlines()[0]) from exc
 
     @property
     def jobs_dir(self) -> Path:

@@ -6,7 +6,9 @@ A model is named by one of:
   first use into the cache ``$FTSWEEP_HOME/models`` (default ``~/.cache/ftsweep/models``);
 * a local Hugging Face folder (``config.json`` plus weights and tokenizer files);
 * a ``.gguf`` file (de-quantized on load);
-* a Hugging Face hub id, where a network is available.
+* a Hugging Face hub id ``org/name``: from the local hub cache, or downloaded where the user
+  allows it with ``HF_HUB_OFFLINE=0``. ftsweep runs offline unless told otherwise
+  (:func:`hub_offline`), so a name nobody knows fails at once instead of after hub retries.
 
 Building a cache entry happens in a temporary folder renamed into place, under a file lock, so
 parallel jobs that need the same model build it once and never see half of it.
@@ -35,6 +37,7 @@ __all__ = [
     "LoadedModel",
     "ModelInfo",
     "ModelSource",
+    "hub_offline",
     "list_models",
     "load",
     "models_home",
@@ -44,7 +47,8 @@ __all__ = [
 
 Progress = Callable[[str], None]
 _META = "ftsweep-model.json"
-_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*$")
+_TRUE = ("1", "ON", "YES", "TRUE")
 
 #: built-in name -> one-line description
 BUILTIN_MODELS: dict[str, str] = {
@@ -55,6 +59,13 @@ BUILTIN_MODELS: dict[str, str] = {
 
 def _quiet(_: str) -> None:
     pass
+
+
+def hub_offline() -> bool:
+    """Whether the Hugging Face hub is off limits: ``HF_HUB_OFFLINE`` as huggingface_hub
+    reads it, and offline when it is unset (``ftsweep`` sets it to 1 unless the user did)."""
+    value = os.environ.get("HF_HUB_OFFLINE")
+    return value is None or value.strip().upper() in _TRUE
 
 
 def models_home() -> Path:
@@ -155,7 +166,8 @@ def resolve(
     """What ``name_or_path`` names; built-in models are pulled here if not cached yet.
 
     Raises :class:`UsageError` for a path that exists but is no model, or a name that is
-    neither a built-in, a path, nor a hub id.
+    neither a built-in, a path, nor a hub id of the form ``org/name``. Nothing here reaches
+    the network.
     """
     if name_or_path in BUILTIN_MODELS:
         path = pull(name_or_path, home=home, progress=progress)
@@ -171,13 +183,25 @@ def resolve(
         if not path.is_file():
             raise UsageError(f"no such GGUF file: {path}")
         return ModelSource(name_or_path, "gguf", str(path.resolve()))
-    if _HUB_ID.match(name_or_path) and not name_or_path.startswith("."):
+    if _HUB_ID.match(name_or_path):
         return ModelSource(name_or_path, "hub", name_or_path)
     known = ", ".join(BUILTIN_MODELS)
     raise UsageError(
         f"model {name_or_path!r} is not a built-in name ({known}), a model folder, "
-        "a .gguf file or a hub id"
+        "a .gguf file or a Hugging Face hub id (org/name)"
     )
+
+
+def _local_only(source: ModelSource) -> bool:
+    return source.kind != "hub" or hub_offline()
+
+
+def _where(source: ModelSource) -> str:
+    if source.kind != "hub":
+        return source.location
+    if hub_offline():
+        return "the local Hugging Face cache (offline; HF_HUB_OFFLINE=0 allows downloads)"
+    return "the Hugging Face hub"
 
 
 def load(source: ModelSource, *, dtype: Any = None) -> LoadedModel:
@@ -193,15 +217,16 @@ def load(source: ModelSource, *, dtype: Any = None) -> LoadedModel:
     if source.kind == "gguf":
         model, tokenizer = builtin.load_gguf(Path(source.location), dtype)
     else:
-        local = source.kind != "hub"
+        local = _local_only(source)
         try:
             tokenizer = AutoTokenizer.from_pretrained(source.location, local_files_only=local)
             model = AutoModelForCausalLM.from_pretrained(
                 source.location, local_files_only=local, dtype=dtype
             )
         except (OSError, ValueError) as exc:
-            where = "the Hugging Face hub" if source.kind == "hub" else source.location
-            raise BackendError(f"cannot load model {source.name!r} from {where}: {exc}") from exc
+            raise BackendError(
+                f"cannot load model {source.name!r} from {_where(source)}: {exc}"
+            ) from exc
     return LoadedModel(model, _ready(tokenizer, source), source)
 
 
@@ -213,12 +238,14 @@ def load_tokenizer(source: ModelSource) -> Any:
         return loaded.tokenizer, getattr(loaded.model.config, "max_position_embeddings", None)
     from transformers import AutoConfig, AutoTokenizer
 
-    local = source.kind != "hub"
+    local = _local_only(source)
     try:
         tokenizer = AutoTokenizer.from_pretrained(source.location, local_files_only=local)
         config = AutoConfig.from_pretrained(source.location, local_files_only=local)
     except (OSError, ValueError) as exc:
-        raise BackendError(f"cannot load the tokenizer of {source.name!r}: {exc}") from exc
+        raise BackendError(
+            f"cannot load the tokenizer of {source.name!r} from {_where(source)}: {exc}"
+        ) from exc
     return _ready(tokenizer, source), getattr(config, "max_position_embeddings", None)
 
 
