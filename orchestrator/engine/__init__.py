@@ -89,10 +89,7 @@ def run_sweep(
     plan = plan_sweep(spec_path, count_tokens=True)
     spec = plan.spec
     stores = resolve_stores(spec)
-    options = getattr(plan, "options", None) or plan.backend.parse_options(spec.backend.options)
-    backend = plan.backend.from_options(
-        options, workdir=stores.workdir / "backends" / plan.backend.name
-    )
+    backend = plan.make_backend(stores.workdir / "backends" / plan.backend.name)
     tracker = tracker or Tracker(stores.mlflow, spec.name, stores.artifacts)
     study = open_study(spec, plan.space, stores)
     mlflow = MlflowListener(tracker)
@@ -115,7 +112,6 @@ def run_sweep(
         ),
         Budget(budget_limit, spent=_spent(study)),
         emit,
-        request_options=options.model_dump(mode="json"),
         clock=clock,
         sleep=sleep,
         wall=wall,

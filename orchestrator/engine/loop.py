@@ -17,7 +17,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from orchestrator.attrs import TrialAttrs
 from orchestrator.backends.base import Backend, JobUpdate, TrainingRequest
@@ -77,7 +77,6 @@ class SweepLoop:
     limits: Limits
     budget: Budget
     emit: Callable[[Event], None]
-    request_options: dict[str, Any] = field(default_factory=dict)
     worker: str = field(default_factory=worker_id)
     clock: Callable[[], float] = time.monotonic
     sleep: Callable[[float], None] = time.sleep
@@ -180,31 +179,13 @@ class SweepLoop:
         self._note(f"{waiting} trial(s) queued: {self.backend.name} allows {cap} at once{eta}")
 
     def _request(self, trial: optuna.Trial) -> TrainingRequest:
-        spec = self.plan.spec
-        return TrainingRequest.make(
-            study=spec.name,
-            trial=trial.number,
-            model=spec.backend.model,
-            hyperparameters=self.plan.space.hyperparameters(trial.params),
-            train_file=spec.data.train,
-            valid_file=spec.data.valid,
-            seed=spec.seed,
-            options=self.request_options,
-            metadata={"ftsweep_study": spec.name, "ftsweep_trial": str(trial.number)},
-        )
+        hp = self.plan.space.hyperparameters(trial.params)
+        meta = {"ftsweep_study": self.plan.spec.name, "ftsweep_trial": str(trial.number)}
+        return self.plan.request(hp, trial=trial.number, metadata=meta)
 
     def _cheapest(self) -> float | None:
         """The estimate of the cheapest trial the space allows (fewest epochs, lowest values)."""
-        space = self.plan.space
-        low = {d.name: _low(d) for d in space.dimensions if d.kind != "fixed"}
-        request = TrainingRequest.make(
-            study=self.plan.spec.name,
-            trial=-1,
-            model=self.plan.spec.backend.model,
-            hyperparameters=space.hyperparameters(low),
-            train_file=self.plan.spec.data.train,
-            options=self.request_options,
-        )
+        request = self.plan.request(self.plan.space.cheapest(), trial=-1)
         return self.backend.estimate_cost(request, self.plan.train)
 
     def _launch_one(self) -> bool:
@@ -570,10 +551,6 @@ class SweepLoop:
                 self.study.tell(trial, state=optuna.trial.TrialState[state])
         except (RuntimeError, ValueError) as exc:  # another worker finished it first
             self._note(f"not told: {exc}", "warning", trial.number)
-
-
-def _low(d: Any) -> Any:
-    return d.low if d.low is not None else min(d.choices or (d.value,))
 
 
 def _reason(exc: BaseException) -> str:
