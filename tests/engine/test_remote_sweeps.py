@@ -210,3 +210,67 @@ def test_shipped_sweep_files_rehearse_against_apisim(
         assert len(client.search_runs([exp.experiment_id])) == len(trials) + 1
     finally:
         server.close()
+
+
+def test_a_failing_cancel_and_a_failing_mlflow_write_stay_in_their_trial(
+    tmp_path: Path, remote_runs: Path, monkeypatch: pytest.MonkeyPatch, request: Any
+) -> None:
+    """One job fails, the first two cancels are refused (409), one MLflow write fails once:
+    every trial still ends, the failed one FAIL, the others COMPLETE or PRUNED."""
+    from mlflow.exceptions import MlflowException
+
+    from orchestrator.engine import run_sweep
+    from orchestrator.tracking import Tracker
+
+    faults = {
+        "requests": [{"op": "jobs.cancel", "status": 409, "code": "conflict", "times": 2}],
+        "jobs": [{"nth": 2, "code": "invalid_training_file", "message": "Bad example 3."}],
+    }
+    # slow enough that epochs arrive one poll at a time, so the pruner can stop jobs
+    server = apisim.start(
+        state=tmp_path / "apisim", speed=40.0, faults=apisim.Faults.from_dict(faults)
+    )
+    request.addfinalizer(server.close)
+    spec = _spec(
+        tmp_path,
+        "openai",
+        server,
+        monkeypatch,
+        trials=4,
+        space={"n_epochs": 3},
+        pruner={"name": "threshold", "options": {"upper": 0.0}},  # every trial at epoch 1
+    )
+
+    class FlakyClient(MlflowClient):
+        failed = 0
+
+        def log_batch(self, run_id: str, metrics: Any = (), *a: Any, **kw: Any) -> Any:
+            if metrics and metrics[0].step > 0 and not FlakyClient.failed:
+                FlakyClient.failed += 1
+                raise MlflowException("database is locked", error_code="TEMPORARILY_UNAVAILABLE")
+            return super().log_batch(run_id, metrics, *a, **kw)
+
+    uri = f"sqlite:///{remote_runs / 'mlflow.db'}"
+    remote_runs.mkdir(parents=True, exist_ok=True)
+    tracker = Tracker(
+        uri,
+        "rehearsal-openai",
+        remote_runs / "artifacts",
+        client=FlakyClient(tracking_uri=uri),
+        sleep=lambda s: None,
+    )
+    result = run_sweep(spec, tracker=tracker)
+    states = [t.state.name for t in result.study.trials]
+    assert states.count("FAIL") == 1, states
+    assert set(states) <= {"FAIL", "COMPLETE", "PRUNED"} and "PRUNED" in states, states
+    assert FlakyClient.failed == 1
+    cancels = request_log(server, "jobs.cancel")
+    assert [e["status"] for e in cancels][:2] == [409, 409] and len(cancels) >= 3
+    runs = MlflowClient(tracking_uri=uri).search_runs([result.experiment_id])
+    assert len(runs) == 5  # one parent, one run per trial: the failure made no second one
+    status = {"COMPLETE": "FINISHED", "PRUNED": "KILLED", "FAIL": "FAILED"}
+    for run in runs:
+        if "mlflow.parentRunId" in run.data.tags:
+            trial = result.study.trials[int(run.data.tags["ftsweep.trial"])]
+            assert run.info.status == status[trial.state.name]
+            assert run.data.tags["ftsweep.state"] == trial.state.name
