@@ -35,6 +35,7 @@ from orchestrator.backends.remote import (
 from orchestrator.costs import training_cost, training_price
 from orchestrator.data.checks import check_file
 from orchestrator.errors import BackendError, UnsupportedParameterError, UsageError
+from orchestrator.testing import BackendCase, points_in_fresh_process
 from tests.apisim.fixtures import (
     AZURE_KEY,
     OPENAI_KEY,
@@ -43,7 +44,6 @@ from tests.apisim.fixtures import (
     openai_env,
     request_log,
 )
-from tests.backends.jobs import BackendCase, points_in_fresh_process
 from tests.helpers import chat_rows, write_jsonl
 
 __all__ = ["chat_data"]
