@@ -171,20 +171,29 @@ def points_in_fresh_process(case: BackendCase, key: str) -> dict[str, Any]:
 
 
 def train_stats(case: BackendCase, request: TrainingRequest, backend: Backend) -> DatasetStats:
-    """``case.train_stats``, else the data checks' statistics of ``request.train_file``: with
-    token counts for ``request.model`` when the backend is priced and ftsweep can count that
-    model's tokens, without them otherwise."""
+    """``case.train_stats``, else the data checks' statistics of ``request.train_file``, with
+    token counts when the backend is priced and can count ``request.model``'s tokens, without
+    them otherwise."""
     if case.train_stats is not None:
         return case.train_stats
-    from orchestrator.data.checks import check_file
+    import inspect
+
+    from orchestrator.data import checks
     from orchestrator.errors import TokenizerError
 
-    count = backend.capabilities.priced
+    check_file: Callable[..., tuple[DatasetStats, Any, Any]] = checks.check_file
+    priced = backend.capabilities.priced
+    if "counter" in inspect.signature(check_file).parameters:  # counts by the backend's counter
+        try:
+            counter = backend.token_counter(request.model, backend.options) if priced else None
+        except TokenizerError:  # a model only the backend's provider knows
+            counter = None
+        return check_file(request.train_file, counter, model=request.model)[0]
+    # The data checks before they took a counter (delete once they all do): a model name.
     try:
-        stats, _, _ = check_file(request.train_file, request.model, count_tokens=count)
-    except TokenizerError:  # a model only the backend knows: no token figures
-        stats, _, _ = check_file(request.train_file, request.model, count_tokens=False)
-    return stats
+        return check_file(request.train_file, request.model, count_tokens=priced)[0]
+    except TokenizerError:
+        return check_file(request.train_file, request.model, count_tokens=False)[0]
 
 
 def out_of_range(capabilities: Capabilities) -> Iterator[tuple[str, float]]:
