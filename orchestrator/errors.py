@@ -8,6 +8,7 @@ third-party exceptions are translated where they are caught and chained (``from 
     │   ├── SpecError                 a sweep file: names the file and the field path
     │   ├── DataError                 a data file: names the file and the line
     │   └── UnsupportedParameterError a hyper-parameter the chosen backend cannot take
+    ├── SweepNotStartedError          results asked for before the sweep ever ran (no study)
     ├── BackendError                  a backend failed (job submission, polling, cancel)
     │   ├── ProviderBusyError         the provider refuses new work for now: try again later
     │   └── UnknownBackendError       no backend registered under that name (also a UsageError)
@@ -28,6 +29,7 @@ __all__ = [
     "ProviderBusyError",
     "SpecError",
     "SweepInterrupted",
+    "SweepNotStartedError",
     "TokenizerError",
     "UnknownBackendError",
     "UnknownModelError",
@@ -68,6 +70,17 @@ class DataError(UsageError):
 
 class UnsupportedParameterError(UsageError):
     """A hyper-parameter (or value) that the chosen backend does not accept."""
+
+
+class SweepNotStartedError(OrchestratorError):
+    """A sweep's results were asked for, but its study does not exist yet."""
+
+    def __init__(self, name: str, store: str, spec: str) -> None:
+        self.name, self.store, self.spec = name, store, spec
+        super().__init__(
+            f"sweep {name!r} has not run yet (no study in {store}): "
+            f"start it with `ftsweep run {spec}`"
+        )
 
 
 class BackendError(OrchestratorError):

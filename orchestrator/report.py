@@ -13,13 +13,14 @@ import math
 from typing import TYPE_CHECKING, Any
 
 from orchestrator.attrs import TrialAttrs
+from orchestrator.backends.base import TrainingRequest
 from orchestrator.params import NAMES, PARAMETERS
 
 if TYPE_CHECKING:
     import optuna
     import pandas as pd
 
-__all__ = ["FORMATS", "best_trial", "render", "trials_frame"]
+__all__ = ["FORMATS", "best_trial", "render", "trial_hyperparameters", "trials_frame"]
 
 FORMATS = ("table", "csv", "json", "markdown", "html")
 #: the hyper-parameter columns, from the registry
@@ -31,6 +32,20 @@ def best_trial(study: optuna.Study) -> optuna.trial.FrozenTrial | None:
         return study.best_trial
     except ValueError:
         return None
+
+
+def trial_hyperparameters(
+    trial: optuna.trial.FrozenTrial, fixed: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """The hyper-parameters ``trial`` trained: those of its request (the resolved batch size
+    included), else its sampled values over the ``fixed`` ones (a trial never submitted)."""
+    raw = trial.user_attrs.get(TrialAttrs.REQUEST)
+    if raw is not None:
+        try:
+            return TrainingRequest.from_json(str(raw)).hyperparameters.as_dict()
+        except (KeyError, TypeError, ValueError):
+            pass  # an unreadable ledger entry: show what the sampler proposed
+    return {**(fixed or {}), **trial.params}
 
 
 def _value(v: Any) -> Any:
@@ -47,9 +62,7 @@ def trials_frame(study: optuna.Study, fixed: dict[str, Any] | None = None) -> pd
     rows = []
     for t in study.get_trials(deepcopy=False):
         a = t.user_attrs
-        params = {**(fixed or {}), **t.params}
-        if TrialAttrs.REQUEST in a:
-            params.update(json.loads(a[TrialAttrs.REQUEST])["hyperparameters"])
+        params = trial_hyperparameters(t, fixed)
         duration = None
         if t.datetime_start and t.datetime_complete:
             duration = round((t.datetime_complete - t.datetime_start).total_seconds(), 1)
@@ -90,7 +103,9 @@ def trials_frame(study: optuna.Study, fixed: dict[str, Any] | None = None) -> pd
         "best",
     ]
     frame = pd.DataFrame(rows, columns=columns)
-    return frame.dropna(axis=1, how="all").astype(object).where(frame.notna(), None)
+    if rows:  # with no trial every column is empty: keep them all, as headers
+        frame = frame.dropna(axis=1, how="all")
+    return frame.astype(object).where(frame.notna(), None)
 
 
 def _cell(v: Any) -> str:

@@ -9,6 +9,9 @@ from pathlib import Path
 
 import pytest
 
+# the shipped contract suite's asserts get pytest's detailed messages
+pytest.register_assert_rewrite("orchestrator.testing.contract")
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 

@@ -4,7 +4,7 @@ on stderr)."""
 from __future__ import annotations
 
 from orchestrator.cli.output import Output
-from orchestrator.engine.events import (
+from orchestrator.events import (
     EpochReported,
     Listener,
     Note,

@@ -15,23 +15,20 @@ __all__ = ["register"]
 
 
 def status(spec: SpecArg) -> None:
-    """Show a sweep's progress: trials by state, running jobs, the best so far.
+    """Show a sweep's progress: trials by state and each trial so far (reads only).
 
     Example: ftsweep status sweeps/quickstart.yaml
     """
     quiet_libraries()
-    from orchestrator.engine import open_sweep
-    from orchestrator.report import render, trials_frame
+    from orchestrator.report import render
+    from orchestrator.results import open_results
 
-    opened = open_sweep(spec)
-    frame = trials_frame(opened.study, opened.plan.space.fixed())
-    spec_model = opened.plan.spec
-    counts = frame["state"].value_counts().to_dict() if len(frame) else {}
-    shown = ", ".join(f"{n} {str(s).lower()}" for s, n in sorted(counts.items(), key=str))
-    shown = shown or "no trials yet"
-    out.data(f"sweep {spec_model.name}: {shown} (of {spec_model.trials})")
-    if len(frame):
-        out.data(render(frame, "table"))
+    results = open_results(spec)
+    counts = results.counts()
+    shown = ", ".join(f"{n} {state.lower()}" for state, n in counts.items()) or "no trials yet"
+    out.data(f"sweep {results.spec.name}: {shown} (of {results.spec.trials})")
+    if counts:
+        out.data(render(results.frame(), "table"))
 
 
 def report(
@@ -41,19 +38,18 @@ def report(
     ] = "table",
     out_file: Annotated[Path | None, typer.Option("--out", help="Write to this file.")] = None,
 ) -> None:
-    """Report the sweep's trials: parameters, objective, diagnosis, cost.
+    """Report the sweep's trials: parameters, objective, diagnosis, cost (reads only).
 
     Example: ftsweep report sweeps/quickstart.yaml --format json --out trials.json
     """
     quiet_libraries()
-    from orchestrator.engine import open_sweep
     from orchestrator.errors import UsageError
-    from orchestrator.report import FORMATS, render, trials_frame
+    from orchestrator.report import FORMATS, render
+    from orchestrator.results import open_results
 
     if fmt not in FORMATS:
         raise UsageError(f"--format must be one of {', '.join(FORMATS)}, not {fmt!r}")
-    opened = open_sweep(spec)
-    text = render(trials_frame(opened.study, opened.plan.space.fixed()), fmt)
+    text = render(open_results(spec).frame(), fmt)
     if out_file is None:
         out.data(text)
         return
@@ -64,32 +60,26 @@ def report(
 
 
 def best(spec: SpecArg) -> None:
-    """Print the best trial's hyper-parameters, value and model as JSON.
+    """Print the best trial's hyper-parameters, value and model as JSON (reads only).
 
     Example: ftsweep best sweeps/quickstart.yaml
     """
     quiet_libraries()
     from orchestrator.attrs import TrialAttrs
-    from orchestrator.engine import open_sweep
     from orchestrator.errors import OrchestratorError
-    from orchestrator.report import best_trial
+    from orchestrator.results import open_results
 
-    opened = open_sweep(spec)
-    trial = best_trial(opened.study)
+    results = open_results(spec)
+    trial = results.best()
     if trial is None:
-        raise OrchestratorError(f"sweep {opened.plan.spec.name!r} has no completed trial yet")
-    hp = (
-        json.loads(trial.user_attrs[TrialAttrs.REQUEST])["hyperparameters"]
-        if TrialAttrs.REQUEST in trial.user_attrs
-        else {**opened.plan.space.fixed(), **trial.params}
-    )
+        raise OrchestratorError(f"sweep {results.spec.name!r} has no completed trial yet")
     out.data(
         json.dumps(
             {
                 "trial": trial.number,
-                "objective": opened.plan.spec.objective.metric,
+                "objective": results.spec.objective.metric,
                 "value": trial.value,
-                "hyperparameters": hp,
+                "hyperparameters": results.hyperparameters(trial),
                 "diagnosis": trial.user_attrs.get(TrialAttrs.DIAGNOSIS),
                 "recommendation": trial.user_attrs.get(TrialAttrs.RECOMMENDATION),
                 "fine_tuned_model": trial.user_attrs.get(TrialAttrs.FINE_TUNED_MODEL),

@@ -23,10 +23,10 @@ from typing import TYPE_CHECKING, Any
 from orchestrator.attrs import TrialAttrs
 from orchestrator.diagnosis import Advice, advise
 from orchestrator.engine.budget import Budget
-from orchestrator.engine.events import Dispatcher, Listener, SweepFinished, SweepStarted
 from orchestrator.engine.loop import Limits, SweepLoop
 from orchestrator.engine.study import Stores, open_study, resolve_stores
 from orchestrator.errors import SweepInterrupted
+from orchestrator.events import Dispatcher, Listener, SweepFinished, SweepStarted
 from orchestrator.plan import SweepPlan, plan_sweep
 from orchestrator.report import best_trial, trials_frame
 
@@ -152,16 +152,3 @@ def _advice(plan: SweepPlan, study: optuna.Study, frame: pd.DataFrame, best: Any
     done = [t for t in study.get_trials(deepcopy=False) if t.value is not None]
     top = [t.params for t in sorted(done, key=lambda t: sign * float(t.value or 0.0))[:3]]
     return advise(plan.space, {**plan.space.fixed(), **best.params}, labels, top)
-
-
-@dataclass(frozen=True)
-class OpenSweep:  # TODO(engine-core): replaced by orchestrator.results (read-only access)
-    plan: SweepPlan
-    stores: Stores
-    study: optuna.Study
-
-
-def open_sweep(spec_path: str | os.PathLike[str]) -> OpenSweep:
-    plan = plan_sweep(spec_path)
-    stores = resolve_stores(plan.spec)
-    return OpenSweep(plan, stores, open_study(plan.spec, plan.space, stores))

@@ -24,7 +24,11 @@ from orchestrator.backends.base import Backend, JobUpdate, TrainingRequest
 from orchestrator.diagnosis import Thresholds
 from orchestrator.engine.budget import Budget
 from orchestrator.engine.curves import add_points
-from orchestrator.engine.events import (
+from orchestrator.engine.ledger import owner_alive, worker_id
+from orchestrator.engine.outcome import Outcome, conclude, objective_at
+from orchestrator.engine.trial import Phase, TrialRun
+from orchestrator.errors import BackendError, OrchestratorError, ProviderBusyError
+from orchestrator.events import (
     EpochReported,
     Event,
     Note,
@@ -34,10 +38,6 @@ from orchestrator.engine.events import (
     TrialStarted,
     TrialSubmitted,
 )
-from orchestrator.engine.ledger import owner_alive, worker_id
-from orchestrator.engine.outcome import Outcome, conclude, objective_at
-from orchestrator.engine.trial import Phase, TrialRun
-from orchestrator.errors import BackendError, OrchestratorError, ProviderBusyError
 from orchestrator.plan import SweepPlan
 
 if TYPE_CHECKING:

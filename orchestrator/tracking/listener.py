@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from orchestrator.attrs import StudyAttrs, TrialAttrs
 from orchestrator.backends.base import GENERATION_METRICS, METRIC_NAMES, MetricPoint
-from orchestrator.engine.events import (
+from orchestrator.events import (
     Listener,
     Points,
     SweepFinished,

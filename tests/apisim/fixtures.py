@@ -1,6 +1,6 @@
 """Fixtures around an in-process ``ftsweep apisim`` (import them where they are needed).
 
-Plug the OpenAI and Azure backends into the shared contract suite with, in
+Plug the OpenAI and Azure backends into the shipped contract suite with, in
 ``tests/backends/conftest.py``::
 
     from tests.apisim.fixtures import azure_case, openai_case  # noqa: F401
@@ -10,6 +10,7 @@ and ``BACKENDS = ["local", "openai", "azure"]`` in ``tests/backends/test_contrac
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,7 +21,7 @@ import pytest
 from orchestrator import apisim
 from orchestrator.apisim.server import SimServer
 from orchestrator.backends.base import Hyperparameters, TrainingRequest
-from tests.backends.jobs import BackendCase
+from orchestrator.testing import BackendCase
 from tests.helpers import chat_rows, write_jsonl
 
 OPENAI_KEY = "sk-apisim-test-9f8e7d6c5b4a39281706"
@@ -29,6 +30,9 @@ AZURE_VERSION = "2024-10-21"
 #: simulated seconds per real second for the contract cases: a short job ends in ~0.1 s,
 #: a long one runs ~2.5 s
 CONTRACT_SPEED = 200.0
+#: seconds a contract case's backend waits out 429s before raising ProviderBusyError (the
+#: default, 300, would make the busy-provider test wait minutes)
+CONTRACT_MAX_WAIT = 1.0
 
 
 def _server(state: Path, speed: float, faults: dict[str, Any] | None = None) -> SimServer:
@@ -68,6 +72,36 @@ def azure_env(server: SimServer) -> dict[str, str]:
     }
 
 
+def _admin(server: SimServer, method: str, path: str, body: Any = None) -> Any:
+    """One call of the simulator's admin API (``/_sim/...``), over HTTP like any client."""
+    from urllib.request import Request, urlopen
+
+    data = None if body is None else json.dumps(body).encode()
+    request = Request(f"{server.url}{path}", data=data, method=method)
+    request.add_header("Content-Type", "application/json")
+    with urlopen(request) as response:  # loopback only
+        return json.load(response)
+
+
+@contextlib.contextmanager
+def provider_busy(server: SimServer) -> Iterator[None]:
+    """While inside, every job create answers 429 ``daily_rate_limit_exceeded`` with a
+    ``retry-after`` far beyond any backend's wait; the faults before are restored after."""
+    before = _admin(server, "GET", "/_sim/faults")
+    busy = {
+        "op": "jobs.create",
+        "status": 429,
+        "code": "daily_rate_limit_exceeded",
+        "retry_after": 3600,
+        "times": 0,
+    }
+    _admin(server, "PUT", "/_sim/faults", {**before, "requests": [busy, *before["requests"]]})
+    try:
+        yield
+    finally:
+        _admin(server, "PUT", "/_sim/faults", before)
+
+
 def _case(
     name: str,
     tmp_path: Path,
@@ -84,14 +118,18 @@ def _case(
         hp = Hyperparameters(n_epochs, batch_size, 0.1)
         return TrainingRequest(key, "gpt-4o-mini", hp, train, valid, seed=7)
 
+    options: dict[str, Any] = {"max_wait": CONTRACT_MAX_WAIT}
+    if name == "openai":
+        options["base_url"] = server.url + "/v1"
     yield BackendCase(
         name=name,
-        options={"base_url": server.url + "/v1"} if name == "openai" else {},
+        options=options,
         workdir=tmp_path / f"{name}-work",
         short_request=lambda key: request(key, 2, 4),
         long_request=lambda key: request(key, 50, 1),
         env=env,
         timeout_s=30.0,
+        busy=lambda: provider_busy(server),
     )
     server.close()
 

@@ -17,8 +17,8 @@ from orchestrator.backends.local import LocalBackend, LocalOptions
 from orchestrator.backends.local.jobfiles import JobFolder
 from orchestrator.backends.local.tasks import write_task
 from orchestrator.errors import DataError, UnsupportedParameterError
+from orchestrator.testing import Polled, poll_until
 from tests.backends.conftest import LOCAL_OPTIONS, _kill_leftovers
-from tests.backends.jobs import Polled, poll_until
 
 OVERFIT_EPOCHS = 20
 LEARN_EPOCHS = 10

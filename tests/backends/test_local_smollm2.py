@@ -14,8 +14,8 @@ import pytest
 from orchestrator.backends.base import Hyperparameters, JobStatus, TrainingRequest
 from orchestrator.backends.local import LocalBackend, LocalOptions, LoraOptions
 from orchestrator.backends.local.tasks import write_task
+from orchestrator.testing import poll_until
 from tests.backends.conftest import USER_MODELS
-from tests.backends.jobs import poll_until
 
 EPOCHS, BATCH, N_TRAIN = 4, 4, 32
 

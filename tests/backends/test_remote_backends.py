@@ -37,6 +37,7 @@ from orchestrator.costs import training_cost, training_price
 from orchestrator.data.checks import check_file
 from orchestrator.data.tokens import openai_counter
 from orchestrator.errors import BackendError, UnsupportedParameterError
+from orchestrator.testing import BackendCase, points_in_fresh_process
 from tests.apisim.fixtures import (
     AZURE_KEY,
     OPENAI_KEY,
@@ -45,7 +46,6 @@ from tests.apisim.fixtures import (
     openai_env,
     request_log,
 )
-from tests.backends.jobs import BackendCase, points_in_fresh_process
 from tests.helpers import chat_rows, write_jsonl
 
 __all__ = ["chat_data"]

@@ -8,7 +8,7 @@ from orchestrator.backends.base import Hyperparameters, TrainingRequest
 from orchestrator.backends.local import LocalBackend, LocalOptions
 from orchestrator.backends.local.tasks import write_task
 from orchestrator.diagnosis import diagnose
-from tests.backends.jobs import poll_until
+from orchestrator.testing import poll_until
 
 
 def _curves(tmp_path: Path, task: str, hp: Hyperparameters, n_train: int) -> dict:

@@ -13,8 +13,8 @@ import yaml
 from mlflow import MlflowClient
 
 from orchestrator.engine import Overrides, SweepResult, run_sweep
-from orchestrator.engine.events import Event, Listener, Note
 from orchestrator.errors import SweepInterrupted
+from orchestrator.events import Event, Listener, Note
 from tests.engine import fakes
 from tests.helpers import chat_rows, write_jsonl
 

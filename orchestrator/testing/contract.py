@@ -1,0 +1,245 @@
+"""The contract suite every backend passes (the contract is :mod:`orchestrator.backends.base`).
+
+Run it against your backend with one import. Register the backend under the entry-point group
+``ftsweep.backends`` (see :mod:`orchestrator.backends.registry`), define a pytest fixture named
+``backend_case`` that returns a :class:`~orchestrator.testing.BackendCase`, and import the
+tests into your test module::
+
+    # tests/test_mybackend_contract.py
+    import json
+    from pathlib import Path
+
+    import pytest
+
+    from orchestrator.backends.base import Hyperparameters, TrainingRequest
+    from orchestrator.testing import BackendCase
+    from orchestrator.testing.contract import *  # noqa
+
+
+    @pytest.fixture
+    def backend_case(tmp_path: Path) -> BackendCase:
+        train = tmp_path / "train.jsonl"
+        rows = [
+            {"messages": [{"role": "user", "content": f"q{i}"},
+                          {"role": "assistant", "content": f"a{i}"}]}
+            for i in range(20)
+        ]
+        train.write_text("".join(json.dumps(row) + "\\n" for row in rows))
+
+        def request(key: str, n_epochs: int) -> TrainingRequest:
+            hp = Hyperparameters(n_epochs=n_epochs, batch_size=4, learning_rate_multiplier=0.1)
+            return TrainingRequest(key=key, model="my-model", hyperparameters=hp, train_file=train)
+
+        return BackendCase(
+            name="mybackend",                   # its name in ftsweep.backends
+            options={"endpoint": "http://127.0.0.1:8080"},  # its backend.options
+            workdir=tmp_path / "work",
+            short_request=lambda key: request(key, 1),    # ends within seconds
+            long_request=lambda key: request(key, 500),   # runs until cancelled
+        )
+
+``pytest tests/test_mybackend_contract.py`` then runs every test below against it. To test
+several backends, parametrize the fixture (``tests/backends/test_contract.py`` of ftsweep
+runs ``local``, ``openai`` and ``azure`` this way). Optional fields of the case: ``busy`` (a
+context manager factory during which the provider refuses new jobs; without it that test is
+skipped), ``train_stats`` (the training file's statistics, when ftsweep's data checks cannot
+count tokens for your models), ``env`` (what a fresh process needs to reach the same jobs)
+and ``timeout_s``. For pytest's detailed assertion messages inside these tests, add
+``pytest.register_assert_rewrite("orchestrator.testing.contract")`` to your ``conftest.py``.
+
+The tests: submit and poll to completion (each point once, in step order; polling again after
+the end yields nothing new with the cursor and everything with ``None``; cancelling the
+finished job is a no-op); resubmitting a key returns its job; ``find`` of an unknown key is
+None; cancel stops a running job and keeps its metrics; re-attach from a fresh process;
+``check`` accepts the case's requests and refuses values outside ``capabilities``;
+``estimate_cost`` is None or a finite amount >= 0 (not None when ``capabilities.priced``);
+while the provider is busy, ``submit`` raises ``ProviderBusyError`` and starts nothing.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import Counter
+from dataclasses import replace
+
+import pytest
+
+from orchestrator.backends.base import METRIC_NAMES, Hyperparameters, JobStatus
+from orchestrator.errors import ProviderBusyError, UnsupportedParameterError
+from orchestrator.testing.helpers import (
+    BackendCase,
+    Polled,
+    out_of_range,
+    points_in_fresh_process,
+    poll_until,
+    train_stats,
+)
+
+__all__ = [
+    "test_cancel_stops_the_job_and_keeps_its_metrics",
+    "test_check_accepts_the_case_requests",
+    "test_check_refuses_values_outside_the_capabilities",
+    "test_estimate_cost_is_none_or_a_finite_amount",
+    "test_find_an_unknown_key",
+    "test_reattach_from_a_fresh_process",
+    "test_resubmit_with_the_same_key_returns_the_same_job",
+    "test_submit_and_poll_to_completion",
+    "test_submit_while_the_provider_is_busy_starts_nothing",
+]
+
+
+def _key(request: pytest.FixtureRequest) -> str:
+    return f"contract-{request.node.name}-{time.time_ns()}"
+
+
+def _assert_well_formed(polled: Polled) -> None:
+    assert polled.points, "no metric points"
+    names = {p.name for p in polled.points}
+    assert names <= set(METRIC_NAMES), f"unknown metric names: {sorted(names - set(METRIC_NAMES))}"
+    assert "train_loss" in names, f"no train_loss among {sorted(names)}"
+    repeated = [k for k, n in Counter((p.step, p.name) for p in polled.points).items() if n > 1]
+    assert not repeated, f"points delivered twice: {repeated[:5]}"
+    assert all(p.step >= 1 for p in polled.points), "steps are 1-based"
+
+
+def test_submit_and_poll_to_completion(
+    backend_case: BackendCase, request: pytest.FixtureRequest
+) -> None:
+    backend = backend_case.backend()
+    handle = backend.submit(backend_case.short_request(_key(request)))
+    assert handle.backend == backend.name
+    polled = poll_until(backend, handle, timeout_s=backend_case.timeout_s)
+    final = polled.last
+    assert final.status is JobStatus.SUCCEEDED, final.error
+    _assert_well_formed(polled)
+    steps = [s for s, _ in polled.series("train_loss")]
+    assert steps == sorted(steps), "train_loss steps out of order"
+    if final.total_steps is not None:
+        assert steps[-1] == final.total_steps
+    again = backend.poll(handle, polled.cursor)
+    assert again.points == (), "polling with the last cursor after the end yielded new points"
+    everything = list(backend.poll(handle, None).points)
+    assert everything == polled.points, "polling with None did not yield every point again"
+    backend.cancel(handle)
+    after = backend.poll(handle, polled.cursor)
+    assert after.status is JobStatus.SUCCEEDED, "cancelling a finished job changed its status"
+
+
+def test_resubmit_with_the_same_key_returns_the_same_job(
+    backend_case: BackendCase, request: pytest.FixtureRequest
+) -> None:
+    backend = backend_case.backend()
+    key = _key(request)
+    first = backend.submit(backend_case.long_request(key))
+    try:
+        assert backend.submit(backend_case.long_request(key)) == first
+        assert backend_case.backend().submit(backend_case.long_request(key)) == first
+        assert backend.find(key) == first
+        other = backend.submit(backend_case.long_request(key + "-other"))
+        assert other.job_id != first.job_id, "a different key got the same job"
+        backend.cancel(other)
+    finally:
+        backend.cancel(first)
+
+
+def test_find_an_unknown_key(backend_case: BackendCase) -> None:
+    assert backend_case.backend().find("no-such-key") is None
+
+
+def test_cancel_stops_the_job_and_keeps_its_metrics(
+    backend_case: BackendCase, request: pytest.FixtureRequest
+) -> None:
+    backend = backend_case.backend()
+    handle = backend.submit(backend_case.long_request(_key(request)))
+    before = poll_until(
+        backend,
+        handle,
+        lambda p: bool(p.points) or p.last.status.terminal,
+        timeout_s=backend_case.timeout_s,
+    )
+    assert before.last.status is JobStatus.RUNNING, "the long request ended before cancel"
+    backend.cancel(handle)
+    started = time.monotonic()
+    after = poll_until(backend, handle, timeout_s=5.0, polled=before)
+    assert after.last.status is JobStatus.CANCELLED
+    assert time.monotonic() - started < 5.0
+    everything = list(backend.poll(handle, None).points)
+    assert everything == after.points, "points reported before the cancel were lost"
+    assert everything[: len(before.points)] == before.points
+    backend.cancel(handle)  # again: a no-op
+    assert backend.poll(handle, after.cursor).status is JobStatus.CANCELLED
+
+
+def test_reattach_from_a_fresh_process(
+    backend_case: BackendCase, request: pytest.FixtureRequest
+) -> None:
+    backend = backend_case.backend()
+    key = _key(request)
+    handle = backend.submit(backend_case.short_request(key))
+    seen = points_in_fresh_process(backend_case, key)
+    assert seen["job_id"] == handle.job_id, "find(key) in a fresh process missed the job"
+    assert seen["status"] == JobStatus.SUCCEEDED.value
+    here = backend.poll(handle, None)
+    assert [[p.step, p.name, p.value] for p in here.points] == seen["points"]
+    assert points_in_fresh_process(backend_case, key + "-unknown")["job_id"] is None
+
+
+def test_check_accepts_the_case_requests(
+    backend_case: BackendCase, request: pytest.FixtureRequest
+) -> None:
+    backend = backend_case.backend()
+    key = _key(request)
+    backend.check(backend_case.short_request(key))
+    backend.check(backend_case.long_request(key))
+
+
+def test_check_refuses_values_outside_the_capabilities(
+    backend_case: BackendCase, request: pytest.FixtureRequest
+) -> None:
+    backend = backend_case.backend()
+    accepted = backend_case.short_request(_key(request))
+    refused = list(out_of_range(backend.capabilities))
+    if not refused:
+        pytest.skip("the backend's capabilities have no finite bound to step over")
+    problems = []
+    for name, value in refused:
+        hp = Hyperparameters.from_dict({**accepted.hyperparameters.as_dict(), name: value})
+        try:
+            backend.check(replace(accepted, hyperparameters=hp))
+        except UnsupportedParameterError as exc:
+            if name not in str(exc):
+                problems.append(f"{name}={value:g}: the message does not name it ({exc})")
+        else:
+            problems.append(f"{name}={value:g} was accepted")
+    assert not problems, "check() must raise UnsupportedParameterError: " + "; ".join(problems)
+
+
+def test_estimate_cost_is_none_or_a_finite_amount(
+    backend_case: BackendCase, request: pytest.FixtureRequest
+) -> None:
+    backend = backend_case.backend()
+    short = backend_case.short_request(_key(request))
+    cost = backend.estimate_cost(short, train_stats(backend_case, short, backend))
+    if cost is None:
+        assert not backend.capabilities.priced, "a priced backend estimated no cost"
+        return
+    assert isinstance(cost, int | float) and not isinstance(cost, bool), repr(cost)
+    assert math.isfinite(cost) and cost >= 0, f"estimated cost {cost!r}"
+
+
+def test_submit_while_the_provider_is_busy_starts_nothing(
+    backend_case: BackendCase, request: pytest.FixtureRequest
+) -> None:
+    if backend_case.busy is None:
+        pytest.skip("the case has no way to make the provider busy (BackendCase.busy)")
+    backend = backend_case.backend()
+    key = _key(request)
+    short = backend_case.short_request(key)
+    with backend_case.busy(), pytest.raises(ProviderBusyError):
+        backend.submit(short)
+    assert backend.find(key) is None, "a refused submit left a job behind"
+    assert backend_case.backend().find(key) is None, "a refused submit left a job behind"
+    handle = backend.submit(short)  # the engine submits again once the provider takes work
+    assert backend.find(key) == handle
+    poll_until(backend, handle, timeout_s=backend_case.timeout_s)
