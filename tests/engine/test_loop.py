@@ -53,7 +53,7 @@ def _spec(
     spec: dict[str, Any] = {
         "name": name,
         "data": {"train": str(train), "valid": str(valid)},
-        "backend": {"name": "instant", "model": "gpt-4o-mini", "options": options or {}},
+        "backend": {"name": "instant", "model": "instant-small", "options": options or {}},
         "space": {
             "n_epochs": {"low": 2, "high": 4},
             "batch_size": {"low": 1, "high": 4},
@@ -281,3 +281,67 @@ def test_cli_ctrl_c_says_which_jobs_still_run(cli, instant: Path, tmp_path: Path
         "error: interrupted with 2 job(s) still running at instant (trial 0: job inst-0"
     )
     assert f"`ftsweep run {spec}` re-attaches to them" in last
+
+
+def test_the_backends_own_costs_bind_the_budget(instant: Path, tmp_path: Path) -> None:
+    """A backend that prices its own jobs (no trained tokens, no price table) is charged."""
+    space = {"n_epochs": 2, "batch_size": 2, "learning_rate_multiplier": {"low": 0.05, "high": 0.5}}
+    spec = _spec(tmp_path, options={"price_per_epoch": 1.0}, space=space, trials=6, parallel=1)
+    result, _rec = _run(spec, overrides=Overrides(budget_usd=5.0))
+    costs = [t.user_attrs.get("ftsweep.cost_usd") for t in result.study.trials]
+    assert costs[:2] == [2.0, 2.0] and len(fakes.WORLD.created) == 2
+    assert sum(c or 0 for c in costs) <= 5.0
+    assert result.stop_reason is not None and "over the $5.00 budget" in result.stop_reason
+
+
+def test_a_transient_mlflow_error_makes_no_second_run(instant: Path, tmp_path: Path) -> None:
+    """create_run goes through but its answer is lost once: the retry finds that run."""
+    from mlflow.exceptions import MlflowException
+
+    from orchestrator.tracking import Tracker
+
+    class LostAnswer(MlflowClient):
+        lost = 0
+
+        def create_run(self, *args: Any, **kwargs: Any) -> Any:
+            run = super().create_run(*args, **kwargs)
+            if LostAnswer.lost < 2:  # the parent's creation and the first child's
+                LostAnswer.lost += 1
+                raise MlflowException("connection reset", error_code="TEMPORARILY_UNAVAILABLE")
+            return run
+
+    uri = f"sqlite:///{instant / 'mlflow.db'}"
+    instant.mkdir(parents=True, exist_ok=True)
+    tracker = Tracker(
+        uri,
+        "inst",
+        instant / "artifacts",
+        client=LostAnswer(tracking_uri=uri),
+        sleep=lambda s: None,
+    )
+    result, _ = _run(_spec(tmp_path, trials=2), tracker=tracker)
+    assert _states(result) == ["COMPLETE"] * 2 and LostAnswer.lost == 2
+    runs = MlflowClient(tracking_uri=uri).search_runs([result.experiment_id])
+    assert len(runs) == 3
+    assert sorted(r.data.tags.get("ftsweep.trial", "parent") for r in runs) == ["0", "1", "parent"]
+
+
+def test_cli_a_prune_that_could_not_cancel_says_the_job_finished(
+    cli, instant: Path, tmp_path: Path
+) -> None:
+    spec = _spec(
+        tmp_path,
+        options={"failing_cancels": 100},
+        space={"n_epochs": 3, "batch_size": 2, "learning_rate_multiplier": 0.1},
+        trials=1,
+        parallel=1,
+        pruner={"name": "threshold", "options": {"upper": 1.0}},
+    )
+    r = cli("run", spec)
+    assert r.code == 0, r.err
+    assert "trial 0 pruned at epoch 1: cancelling job inst-0" in r.err
+    assert (
+        "trial 0 COMPLETE, objective 1.3353 (pruned at epoch 1, but its job had already "
+        "finished; nothing was cancelled)" in r.err
+    )
+    assert "job cancelled" not in r.err
