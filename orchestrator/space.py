@@ -157,14 +157,7 @@ class SearchSpace:
 
     def hyperparameters(self, sampled: Mapping[str, Any]) -> Hyperparameters:
         """Sampled values plus the fixed ones, as a backend request's parameters."""
-        values = {**self.fixed(), **sampled}
-        plw = values.get("prompt_loss_weight")
-        return Hyperparameters(
-            n_epochs=int(values["n_epochs"]),
-            batch_size=int(values["batch_size"]),
-            learning_rate_multiplier=float(values["learning_rate_multiplier"]),
-            prompt_loss_weight=None if plw is None else float(plw),
-        )
+        return Hyperparameters.from_dict({**self.fixed(), **sampled})
 
     def to_dict(self) -> dict[str, Any]:
         return {

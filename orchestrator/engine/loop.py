@@ -6,10 +6,10 @@ back-off. Everything the world should know leaves as an event (:mod:`.events`); 
 writes no MLflow tag and prints nothing. One trial's error stays in that trial (Optuna's rule):
 it fails that trial, the loop goes on.
 
-Identical configurations are trained once per study: a repeat reuses the earlier result, or
-waits for the running twin. Trials whose owner died (a dead process on this host, or a
-heartbeat older than :data:`STALE_AFTER_S` from another host) are adopted and re-attached to
-their jobs through the ledger, at the start and every :data:`ADOPT_EVERY_S` after.
+Identical configurations are trained once per study (:mod:`.repeats`). Trials whose owner
+died (a dead process on this host, or a heartbeat older than :data:`STALE_AFTER_S` from another
+host) are adopted and re-attached to their jobs through the ledger, at the start and every
+:data:`ADOPT_EVERY_S` after.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from orchestrator.engine.budget import Budget
 from orchestrator.engine.curves import add_points
 from orchestrator.engine.ledger import owner_alive, worker_id
 from orchestrator.engine.outcome import Outcome, conclude, objective_at
+from orchestrator.engine.repeats import Repeats
 from orchestrator.engine.trial import Phase, TrialRun
 from orchestrator.errors import BackendError, OrchestratorError, ProviderBusyError
 from orchestrator.events import (
@@ -34,7 +35,6 @@ from orchestrator.events import (
     Note,
     Points,
     TrialFinished,
-    TrialReused,
     TrialStarted,
     TrialSubmitted,
 )
@@ -61,13 +61,6 @@ class Limits:
 
 
 @dataclass
-class _Follower:
-    trial: optuna.Trial
-    leader: int
-    last_beat: float = 0.0
-
-
-@dataclass
 class SweepLoop:
     """Runs one sweep's trials until its limits are reached."""
 
@@ -84,7 +77,7 @@ class SweepLoop:
 
     def __post_init__(self) -> None:
         self.runs: dict[int, TrialRun] = {}
-        self.followers: dict[int, _Follower] = {}
+        self.repeats = Repeats(self.study, self.emit, self.worker, self.clock, self.wall)
         self.stop_reason: str | None = None
         self.started = self.clock()
         self.changed = False  # did this run start or finish anything
@@ -102,8 +95,8 @@ class SweepLoop:
         self._adopt()
         while True:
             self._launch()
-            self._settle_followers()
-            if not self.runs and not self.followers:
+            self.repeats.settle(self._tell)
+            if not self.runs and not self.repeats.waiting:
                 if self._can_launch():
                     continue
                 break
@@ -205,9 +198,7 @@ class SweepLoop:
         """Start ``trial`` (asked, or adopted before its request was written)."""
         self.changed = True
         request = self._request(trial)
-        twin = self._twin(request.config_hash(), trial.number)
-        if twin is not None:
-            self._repeat(trial, twin)
+        if self.repeats.reuse(trial, request.config_hash(), self._tell):
             return True
         run = TrialRun(trial, request, wall=self.wall, last_beat=self.clock())
         try:
@@ -257,50 +248,6 @@ class SweepLoop:
         run.due = self.clock()
         self.emit(TrialSubmitted(run, handle.job_id))
 
-    # -- repeats ------------------------------------------------------------------------------
-    def _twin(self, config_hash: str, number: int) -> optuna.trial.FrozenTrial | None:
-        for t in self.study.get_trials(deepcopy=False):
-            if t.number != number and t.user_attrs.get(TrialAttrs.CONFIG_HASH) == config_hash:
-                return t
-        return None
-
-    def _repeat(self, trial: optuna.Trial, twin: optuna.trial.FrozenTrial) -> None:
-        """A configuration the study has already trained (or is training): reuse its result."""
-        trial.set_user_attr(TrialAttrs.CONFIG_HASH, twin.user_attrs.get(TrialAttrs.CONFIG_HASH))
-        trial.set_user_attr(TrialAttrs.REUSED_FROM, twin.number)
-        if twin.state.name == "RUNNING":
-            trial.set_user_attr(TrialAttrs.SAME_AS, twin.number)
-            trial.set_user_attr(TrialAttrs.WORKER, self.worker)
-            trial.set_user_attr(TrialAttrs.HEARTBEAT, self.wall())
-            self.followers[trial.number] = _Follower(trial, twin.number, self.clock())
-            self.emit(TrialReused(trial.number, twin.number, "RUNNING", waiting=True))
-            return
-        self._copy_outcome(trial, twin)
-
-    def _copy_outcome(self, trial: optuna.Trial, twin: optuna.trial.FrozenTrial) -> None:
-        for key in (TrialAttrs.DIAGNOSIS, TrialAttrs.RECOMMENDATION, TrialAttrs.BEST_EPOCH):
-            if key in twin.user_attrs:
-                trial.set_user_attr(key, twin.user_attrs[key])
-        state = twin.state.name if twin.state.name in ("COMPLETE", "PRUNED") else "FAIL"
-        self._tell(trial, state, twin.value if state == "COMPLETE" else None)
-        self.emit(TrialReused(trial.number, twin.number, state))
-
-    def _settle_followers(self) -> None:
-        if not self.followers:
-            return
-        trials = {t.number: t for t in self.study.get_trials(deepcopy=False)}
-        for number, f in list(self.followers.items()):
-            twin = trials.get(f.leader)
-            if twin is None or twin.state.name != "RUNNING":
-                del self.followers[number]
-                if twin is None:
-                    self._tell(f.trial, "FAIL", None)
-                else:
-                    self._copy_outcome(f.trial, twin)
-            elif self.clock() - f.last_beat >= HEARTBEAT_EVERY_S:
-                f.trial.set_user_attr(TrialAttrs.HEARTBEAT, self.wall())
-                f.last_beat = self.clock()
-
     # -- adopting trials whose owner died -----------------------------------------------------
     def _adopt(self) -> None:
         import optuna
@@ -308,7 +255,7 @@ class SweepLoop:
         self._adopted_at = self.clock()
         running = self.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
         for frozen in running:
-            if frozen.number in self.runs or frozen.number in self.followers:
+            if frozen.number in self.runs or frozen.number in self.repeats.waiting:
                 continue
             attrs = frozen.user_attrs
             alive = owner_alive(attrs.get(TrialAttrs.WORKER))
@@ -317,10 +264,7 @@ class SweepLoop:
                 continue  # another live worker owns it
             trial = optuna.Trial(self.study, frozen._trial_id)
             if TrialAttrs.SAME_AS in attrs:
-                trial.set_user_attr(TrialAttrs.WORKER, self.worker)
-                self.followers[frozen.number] = _Follower(
-                    trial, int(attrs[TrialAttrs.SAME_AS]), self.clock()
-                )
+                self.repeats.adopt(trial, int(attrs[TrialAttrs.SAME_AS]))
                 continue
             if TrialAttrs.REQUEST not in attrs:  # asked, but its request was never written
                 if set(self.plan.space.distributions()) <= set(frozen.params):

@@ -57,18 +57,12 @@ def _log(message: str) -> None:
 def _config(request: dict[str, Any], folder: JobFolder) -> Any:
     from orchestrator.backends.local.trainer import TrainingConfig
 
-    hp = request["hyperparameters"]
     valid = request.get("valid_file")
     return TrainingConfig(
         model=request["model"],
         train_file=Path(request["train_file"]),
         valid_file=Path(valid) if valid else None,
-        hyperparameters=Hyperparameters(
-            n_epochs=int(hp["n_epochs"]),
-            batch_size=int(hp["batch_size"]),
-            learning_rate_multiplier=float(hp["learning_rate_multiplier"]),
-            prompt_loss_weight=hp.get("prompt_loss_weight"),
-        ),
+        hyperparameters=Hyperparameters.from_dict(request["hyperparameters"]),
         seed=int(request.get("seed", 0)),
         options=LocalOptions.parse(request.get("options", {})),
         output_dir=folder.model_dir,
