@@ -2,11 +2,31 @@
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from typing import Any
 
 import typer
 
 __all__ = ["build"]
+
+
+def _interruptible(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Ctrl-C inside a command becomes a known error (exit 130, one ``error:`` line): Typer
+    would otherwise turn it into a silent exit 130."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from orchestrator.errors import OrchestratorError
+
+        try:
+            return fn(*args, **kwargs)
+        except KeyboardInterrupt:
+            error = OrchestratorError("interrupted")
+            error.exit_code = 130
+            raise error from None
+
+    return wrapper
 
 
 def build() -> Any:
@@ -27,4 +47,8 @@ def build() -> Any:
     for module in (data, space, sweep, results, backends, apisim):
         module.register(app)
     app.add_typer(models.app, name="models")
+    for group in (app, models.app):
+        for info in group.registered_commands:
+            if info.callback is not None:
+                info.callback = _interruptible(info.callback)
     return typer.main.get_command(app)

@@ -66,6 +66,12 @@ def _storage(url: str) -> Any:
     return optuna.storages.RDBStorage(url, engine_kwargs={"pool_pre_ping": True})
 
 
+def _new_rdb(url: str) -> None:
+    import optuna
+
+    optuna.storages.RDBStorage(url).engine.dispose()
+
+
 def _grid(space: SearchSpace) -> dict[str, list[Any]]:
     grid: dict[str, list[Any]] = {}
     for d in space.dimensions:
@@ -143,10 +149,11 @@ def open_study(spec: SweepSpec, space: SearchSpace, stores: Stores) -> optuna.St
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    from orchestrator.tracking import sqlite_init_lock
+    from orchestrator.tracking.client import create_aside, sqlite_init_lock
 
     source = str(spec.source or spec.name)
     with sqlite_init_lock(stores.optuna):  # several workers may create the store at once
+        create_aside(stores.optuna, _new_rdb)
         study = optuna.create_study(
             study_name=spec.name,
             storage=_storage(stores.optuna),

@@ -23,7 +23,7 @@ from orchestrator.backends.base import MetricPoint
 from orchestrator.data.findings import DatasetStats
 from orchestrator.errors import OrchestratorError
 
-__all__ = ["TAG", "Tracker", "TrackingError", "runs_link", "sqlite_init_lock"]
+__all__ = ["TAG", "Tracker", "TrackingError", "create_aside", "runs_link", "sqlite_init_lock"]
 
 _BATCH = 1000
 TAG = "ftsweep."
@@ -79,6 +79,25 @@ def sqlite_init_lock(url: str) -> Iterator[None]:
             fcntl.flock(lock, fcntl.LOCK_UN)
 
 
+def create_aside(url: str, make: Callable[[str], object]) -> None:
+    """Create a new SQLite store (``make(url)`` builds its tables) in a temporary file beside
+    it and move it into place, so a run interrupted while creating it (Ctrl-C during MLflow's
+    migrations) leaves no half-made store behind. Does nothing for other URLs or when the
+    file exists. Call it under :func:`sqlite_init_lock`."""
+    if not url.startswith("sqlite:///"):
+        return
+    path = Path(url.removeprefix("sqlite:///"))
+    if path.exists():
+        return
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.new")
+    tmp.unlink(missing_ok=True)
+    try:
+        make(f"sqlite:///{tmp}")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 def runs_link(ui_url: str, experiment_id: str, direction: str | None = None) -> str:
     """The runs view of an experiment in the MLflow UI (model-training mode), best trial
     first when the objective's ``direction`` is given."""
@@ -108,8 +127,17 @@ class Tracker:
         self.tracking_uri = tracking_uri
         self.sleep = sleep
         with sqlite_init_lock(tracking_uri), _translated(f"experiment {experiment!r}"):
-            # creates/migrates the store
-            self.client = client or MlflowClient(tracking_uri=tracking_uri)
+            create_aside(tracking_uri, lambda url: MlflowClient(tracking_uri=url))
+            try:  # creates or migrates the store
+                self.client = client or MlflowClient(tracking_uri=tracking_uri)
+            except Exception as exc:
+                if "_alembic_tmp" not in str(exc):
+                    raise
+                raise TrackingError(
+                    f"the MLflow store {tracking_uri} was left half-migrated by an interrupted "
+                    "run of an older ftsweep: move it away (or delete it if it holds nothing "
+                    "you need) and run again"
+                ) from None
             exp = self.client.get_experiment_by_name(experiment)
             if exp is None:
                 location = None

@@ -345,3 +345,17 @@ def test_cli_a_prune_that_could_not_cancel_says_the_job_finished(
         "finished; nothing was cancelled)" in r.err
     )
     assert "job cancelled" not in r.err
+
+
+def test_cli_ctrl_c_before_the_sweep_starts(
+    cli, instant: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ctrl-C while the data is checked (Typer would exit 130 without a word)."""
+
+    def interrupted(*args: Any, **kwargs: Any) -> Any:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("orchestrator.engine.plan_sweep", interrupted)  # the user's keyboard
+    r = cli("run", _spec(tmp_path))
+    assert r.code == 130
+    assert r.err == "error: interrupted\n"
