@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 
 from orchestrator.attrs import TrialAttrs
 from orchestrator.backends.base import Backend, JobUpdate, TrainingRequest
-from orchestrator.diagnosis import Thresholds
+from orchestrator.diagnosis import Diagnosis, Thresholds
 from orchestrator.engine.budget import Budget
 from orchestrator.engine.curves import add_points
 from orchestrator.engine.ledger import owner_alive, worker_id
@@ -425,17 +425,24 @@ class SweepLoop:
             except Exception as exc:
                 self._note(f"cost unknown ({_reason(exc)})", "warning", run.number)
         hp = run.request.hyperparameters
-        outcome = conclude(
-            curves=run.curves,
-            update=update,
-            metric=self.plan.spec.objective.metric,
-            n_epochs=hp.n_epochs,
-            params=hp.as_dict(),
-            thresholds=self.thresholds,
-            cost_usd=cost,
-            pruned_at=run.pruned_at,
-            error=error,
-        )
+        try:
+            outcome = conclude(
+                curves=run.curves,
+                update=update,
+                metric=self.plan.spec.objective.metric,
+                n_epochs=hp.n_epochs,
+                params=hp.as_dict(),
+                thresholds=self.thresholds,
+                cost_usd=cost,
+                pruned_at=run.pruned_at,
+                error=error,
+            )
+        except Exception as exc:  # concluding this trial failed: it fails, the sweep goes on
+            why = f"could not conclude the trial: {_reason(exc)}"
+            reason = f"{error}; {why}" if error else why
+            outcome = Outcome(
+                "FAIL", None, Diagnosis("unknown"), cost, reason, {TrialAttrs.ERROR: reason}
+            )
         self._record(run, outcome, update)
 
     def _record(self, run: TrialRun, outcome: Outcome, update: JobUpdate | None) -> None:

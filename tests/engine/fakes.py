@@ -42,6 +42,7 @@ class InstantOptions(BackendOptions):
     interrupt_on_poll: int | None = None  # KeyboardInterrupt at the Nth poll
     fail_trial: int | None = None  # this trial's job ends FAILED
     price_per_epoch: float = 0.0  # USD; priced when > 0
+    cost_error: bool = False  # job_cost raises (a bug in the backend)
 
 
 @dataclass
@@ -92,6 +93,13 @@ class InstantBackend(Backend):
     def estimate_cost(self, request: TrainingRequest, train: DatasetStats) -> float | None:
         price = self.opts.price_per_epoch
         return price * request.hyperparameters.n_epochs if price else None
+
+    def job_cost(
+        self, request: TrainingRequest, update: JobUpdate, train: DatasetStats
+    ) -> float | None:
+        if self.opts.cost_error:
+            raise KeyError("usd")
+        return super().job_cost(request, update, train)
 
     def submit(self, request: TrainingRequest) -> JobHandle:
         found = self.find(request.key)

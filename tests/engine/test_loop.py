@@ -359,3 +359,9 @@ def test_cli_ctrl_c_before_the_sweep_starts(
     r = cli("run", _spec(tmp_path))
     assert r.code == 130
     assert r.err == "error: interrupted\n"
+
+
+def test_a_backend_bug_while_concluding_stays_in_that_trial(instant: Path, tmp_path: Path) -> None:
+    result, rec = _run(_spec(tmp_path, options={"cost_error": True}, trials=2, parallel=1))
+    assert _states(result) == ["COMPLETE"] * 2  # the cost is unknown, the result is not
+    assert sum(n == "cost unknown (internal error: KeyError: 'usd')" for n in rec.notes()) == 2
