@@ -10,6 +10,21 @@ import optuna
 from mlflow import MlflowClient
 
 STATUS = {"COMPLETE": "FINISHED", "PRUNED": "KILLED", "FAIL": "FAILED"}
+_TEMPLATE: list[Path] = []
+
+
+def seed_mlflow(runs_dir: Path) -> None:
+    """Put an empty, migrated MLflow store where a sweep will look (creating one runs a
+    minute of migrations on a busy 2-core machine; these tests make dozens)."""
+    import shutil
+    import tempfile
+
+    if not _TEMPLATE:
+        folder = Path(tempfile.mkdtemp(prefix="mlflow-template-"))
+        MlflowClient(tracking_uri=f"sqlite:///{folder / 'mlflow.db'}").search_experiments()
+        _TEMPLATE.append(folder / "mlflow.db")
+    runs_dir.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(_TEMPLATE[0], runs_dir / "mlflow.db")
 
 
 @dataclass
