@@ -14,6 +14,7 @@ console listener) through ``listeners``.
 
 from __future__ import annotations
 
+import functools
 import os
 import time
 from collections.abc import Callable, Sequence
@@ -23,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 from orchestrator.attrs import TrialAttrs
 from orchestrator.diagnosis import Advice, advise
 from orchestrator.engine.budget import Budget
+from orchestrator.engine.locks import launch_lock
 from orchestrator.engine.loop import Limits, SweepLoop
 from orchestrator.engine.study import Stores, open_study, resolve_stores
 from orchestrator.errors import SweepInterrupted
@@ -115,6 +117,7 @@ def run_sweep(
         clock=clock,
         sleep=sleep,
         wall=wall,
+        launch_lock=functools.partial(launch_lock, stores.optuna),
     )
     try:
         loop.run()

@@ -14,8 +14,10 @@ host) are adopted and re-attached to their jobs through the ledger, at the start
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -74,6 +76,8 @@ class SweepLoop:
     clock: Callable[[], float] = time.monotonic
     sleep: Callable[[float], None] = time.sleep
     wall: Callable[[], float] = time.time
+    #: held while counting the trials and asking for the next (see :mod:`.locks`)
+    launch_lock: Callable[[], AbstractContextManager[None]] = contextlib.nullcontext
 
     def __post_init__(self) -> None:
         self.runs: dict[int, TrialRun] = {}
@@ -187,8 +191,11 @@ class SweepLoop:
             if cheapest is not None and not self.budget.allows(cheapest):
                 self._stop_for_budget(cheapest)
                 return False
-        trial = self.study.ask(self.plan.space.distributions())
-        if trial.number >= self.limits.trials:  # another worker took the last place meanwhile
+        with self.launch_lock():  # count and ask as one step among this machine's workers
+            if self._counted() >= self.limits.trials:
+                return False
+            trial = self.study.ask(self.plan.space.distributions())
+        if trial.number >= self.limits.trials:  # a worker on another machine took the place
             trial.set_user_attr(TrialAttrs.ERROR, "not started: the study reached its limit")
             self._tell(trial, "FAIL", None)
             return False

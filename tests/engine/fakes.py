@@ -43,6 +43,7 @@ class InstantOptions(BackendOptions):
     fail_trial: int | None = None  # this trial's job ends FAILED
     price_per_epoch: float = 0.0  # USD; priced when > 0
     cost_error: bool = False  # job_cost raises (a bug in the backend)
+    poll_seconds: float | None = None  # poll this often (real-time runs: several workers)
 
 
 @dataclass
@@ -84,6 +85,11 @@ class InstantBackend(Backend):
     )
     Options: ClassVar[type[BackendOptions]] = InstantOptions
     poll_interval: tuple[float, float] = (1.0, 4.0)
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        if self.opts.poll_seconds:
+            self.poll_interval = (self.opts.poll_seconds, self.opts.poll_seconds)
 
     @property
     def opts(self) -> InstantOptions:

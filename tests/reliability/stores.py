@@ -49,9 +49,13 @@ class Findings:
         )
 
 
-def check(runs_dir: Path, name: str) -> tuple[optuna.Study, Findings]:
-    """Compare the Optuna study and MLflow of sweep ``name`` under ``runs_dir``."""
-    study = optuna.load_study(study_name=name, storage=f"sqlite:///{runs_dir / 'optuna.db'}")
+def check(
+    runs_dir: Path, name: str, study: optuna.Study | None = None
+) -> tuple[optuna.Study, Findings]:
+    """Compare the Optuna study (by default the embedded one) and MLflow of sweep ``name``
+    under ``runs_dir``."""
+    if study is None:
+        study = optuna.load_study(study_name=name, storage=f"sqlite:///{runs_dir / 'optuna.db'}")
     client = MlflowClient(tracking_uri=f"sqlite:///{runs_dir / 'mlflow.db'}")
     exp = client.get_experiment_by_name(name)
     runs = client.search_runs([exp.experiment_id], max_results=10000)

@@ -1,0 +1,99 @@
+"""Three `ftsweep run` processes on one study, whatever the sampler proposes: nobody crashes,
+the trial limit is exact, each configuration is trained once, every trial is told once, and
+MLflow agrees with the study."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import optuna
+import pytest
+import yaml
+from optuna.storages.journal import JournalFileBackend
+
+from tests.engine import fakes
+from tests.helpers import chat_rows, write_jsonl
+from tests.reliability.stores import check, seed_mlflow
+
+ROOT = Path(__file__).resolve().parents[2]
+TRIALS = 9
+
+
+def _study(url: str, name: str) -> optuna.Study:
+    if url.startswith("journal:"):
+        storage = optuna.storages.JournalStorage(JournalFileBackend(url.removeprefix("journal:")))
+        return optuna.load_study(study_name=name, storage=storage)
+    return optuna.load_study(study_name=name, storage=url)
+
+
+@pytest.mark.parametrize("storage", ["sqlite", "journal"])
+@pytest.mark.parametrize("seed", [0, None], ids=["seeded", "unseeded"])
+def test_three_workers_share_one_study(tmp_path: Path, storage: str, seed: int | None) -> None:
+    site = tmp_path / "site"
+    fakes.install(site)
+    runs = tmp_path / "mlruns"
+    seed_mlflow(runs)
+    url = (
+        f"sqlite:///{runs / 'optuna.db'}"
+        if storage == "sqlite"
+        else f"journal:{tmp_path / 'j.log'}"
+    )
+    train = write_jsonl(tmp_path / "train.jsonl", chat_rows(40))
+    valid = write_jsonl(tmp_path / "valid.jsonl", chat_rows(8, start=100))
+    spec = tmp_path / "shared.yaml"
+    spec.write_text(
+        yaml.safe_dump(
+            {
+                "name": "shared",
+                "data": {"train": str(train), "valid": str(valid)},
+                "backend": {"name": "instant", "model": "m", "options": {"poll_seconds": 0.05}},
+                "space": {
+                    "n_epochs": [2, 3],
+                    "batch_size": [1, 2],
+                    "learning_rate_multiplier": [0.05, 0.1, 0.2],
+                },
+                "trials": TRIALS,
+                "parallel": 2,
+                "sampler": {"name": "random", "seed": seed},
+                "storage": {"optuna": url},
+            }
+        )
+    )
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(site), str(ROOT)]),
+        "FTSWEEP_RUNS_DIR": str(runs),
+    }
+    env.pop("MLFLOW_TRACKING_URI", None)
+    cmd = [sys.executable, "-m", "orchestrator", "run", str(spec)]
+    workers = [
+        subprocess.Popen(
+            cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+        )
+        for _ in range(3)
+    ]
+    errors = []
+    for w in workers:
+        _, err = w.communicate(timeout=300)
+        if w.returncode != 0:
+            errors.append(err)
+    assert not errors, errors  # no worker crashed
+
+    study = _study(url, "shared")
+    states = Counter(t.state.name for t in study.trials)
+    assert states["RUNNING"] == 0
+    counted = [t for t in study.trials if t.state.name in ("COMPLETE", "PRUNED", "FAIL")]
+    assert len(counted) == TRIALS and states["COMPLETE"] == TRIALS, states  # the limit is exact
+    trained = [t for t in study.trials if "ftsweep.job_id" in t.user_attrs]
+    configs = Counter(t.user_attrs["ftsweep.config_hash"] for t in trained)
+    assert all(n == 1 for n in configs.values()), configs  # each configuration trained once
+    for t in study.trials:
+        if "ftsweep.reused_from" in t.user_attrs:
+            twin = study.trials[t.user_attrs["ftsweep.reused_from"]]
+            assert t.value == twin.value
+    _, found = check(runs, "shared", study)
+    assert found.problems() == []
