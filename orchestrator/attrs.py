@@ -33,6 +33,10 @@ class TrialAttrs:
     RECOMMENDATION = "ftsweep.recommendation"
     BEST_EPOCH = "ftsweep.best_epoch"
     ERROR = "ftsweep.error"
+    #: failed for reasons of the provider or the machine: not counted, tried again
+    ENVIRONMENT_FAILURE = "ftsweep.environment_failure"
+    NOT_STARTED = "ftsweep.not_started"  # told FAIL before its job started: not counted
+    RETRY_OF = "ftsweep.retry_of"  # an enqueued trial that tries this failed trial again
     REUSED_FROM = "ftsweep.reused_from"
     STEPS = "ftsweep.steps"
     JOB_STATUS = "ftsweep.job_status"

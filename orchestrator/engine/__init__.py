@@ -98,6 +98,13 @@ def run_sweep(
     emit = Dispatcher([mlflow, *listeners], debug=os.environ.get("FTSWEEP_DEBUG") == "1")
     for config in spec.enqueue:
         study.enqueue_trial(dict(config), skip_if_exists=True)
+    limits = Limits(
+        trials=overrides.trials or spec.trials,
+        parallel=overrides.parallel or spec.parallel,
+        timeout_s=spec.timeout_s,
+        target=spec.target,
+    )
+    _retry_environment_failures(study, limits.trials)
     started = SweepStarted(plan, study, backend.name, resumed=bool(study.trials))
     mlflow.sweep_started(started)  # the tracking store must work before any trial starts
     Dispatcher(list(listeners))(started)
@@ -106,12 +113,7 @@ def run_sweep(
         plan,
         backend,
         study,
-        Limits(
-            trials=overrides.trials or spec.trials,
-            parallel=overrides.parallel or spec.parallel,
-            timeout_s=spec.timeout_s,
-            target=spec.target,
-        ),
+        limits,
         Budget(budget_limit, spent=_spent(study)),
         emit,
         clock=clock,
@@ -134,6 +136,34 @@ def run_sweep(
     return SweepResult(
         plan, stores, study, frame, advice, tracker.experiment_id, loop.stop_reason, loop.changed
     )
+
+
+def _retry_environment_failures(study: optuna.Study, limit: int) -> None:
+    """Enqueue again, once and while the limit leaves room, each trial that failed for reasons
+    of the provider or the machine (a refused submit, an unreachable endpoint): such trials do
+    not count, and their configuration is tried again first."""
+    trials = study.get_trials(deepcopy=False)
+    retried = {t.user_attrs.get(TrialAttrs.RETRY_OF) for t in trials}
+    counted = sum(
+        1
+        for t in trials
+        if t.state.name != "WAITING"
+        and TrialAttrs.ENVIRONMENT_FAILURE not in t.user_attrs
+        and TrialAttrs.NOT_STARTED not in t.user_attrs
+    )
+    waiting = sum(1 for t in trials if t.state.name == "WAITING")
+    room = limit - counted - waiting
+    for t in trials:
+        if room <= 0:
+            return
+        if (
+            t.state.name == "FAIL"
+            and TrialAttrs.ENVIRONMENT_FAILURE in t.user_attrs
+            and t.number not in retried
+            and t.params
+        ):
+            study.enqueue_trial(dict(t.params), {TrialAttrs.RETRY_OF: t.number})
+            room -= 1
 
 
 def _interrupted(loop: SweepLoop, backend: str, spec: str) -> str:

@@ -30,7 +30,7 @@ from orchestrator.engine.ledger import owner_alive, worker_id
 from orchestrator.engine.outcome import Outcome, conclude, objective_at
 from orchestrator.engine.repeats import Repeats
 from orchestrator.engine.trial import Phase, TrialRun
-from orchestrator.errors import BackendError, OrchestratorError, ProviderBusyError
+from orchestrator.errors import BackendError, OrchestratorError, ProviderBusyError, UsageError
 from orchestrator.events import (
     EpochReported,
     Event,
@@ -52,6 +52,7 @@ STALE_AFTER_S = 120.0
 ADOPT_EVERY_S = 60.0
 CANCEL_ATTEMPTS = 6
 POLL_FAILURES_SHOWN = 10  # say so again after this many failed polls in a row
+ENVIRONMENT_FAILURES_TO_STOP = 3  # in a row: the provider or the machine is not working
 
 
 @dataclass(frozen=True)
@@ -91,6 +92,7 @@ class SweepLoop:
         if cap and cap < self.limits.parallel:
             self._note(f"{self.backend.name} runs at most {cap} job(s) at once: the rest queue")
         self._queued = 0
+        self.environment_failures = 0  # in a row
         self._adopted_at = self.clock()
         self.thresholds = Thresholds(**self.plan.spec.diagnosis.model_dump())
 
@@ -120,7 +122,10 @@ class SweepLoop:
         self.emit(Note(text, "warning" if level == "warning" else "info", trial))
 
     # -- what may start ---------------------------------------------------------------------
-    def _counted(self) -> int:
+    def _counted(self, before: int | None = None) -> int:
+        """Trials toward the limit (numbered below ``before``, if given): finished or
+        running, but not those that never started or failed for reasons of the environment
+        (they are tried again)."""
         import optuna
 
         states = (
@@ -129,7 +134,14 @@ class SweepLoop:
             optuna.trial.TrialState.FAIL,
             optuna.trial.TrialState.RUNNING,
         )
-        return len(self.study.get_trials(deepcopy=False, states=states))
+        trials = self.study.get_trials(deepcopy=False, states=states)
+        return sum(
+            1
+            for t in trials
+            if (before is None or t.number < before)
+            and TrialAttrs.ENVIRONMENT_FAILURE not in t.user_attrs
+            and TrialAttrs.NOT_STARTED not in t.user_attrs
+        )
 
     def _can_launch(self) -> bool:
         if self.stop_reason:
@@ -195,7 +207,9 @@ class SweepLoop:
             if self._counted() >= self.limits.trials:
                 return False
             trial = self.study.ask(self.plan.space.distributions())
-        if trial.number >= self.limits.trials:  # a worker on another machine took the place
+        if self._counted(before=trial.number) >= self.limits.trials:
+            # a worker on another machine took the last place meanwhile
+            trial.set_user_attr(TrialAttrs.NOT_STARTED, True)
             trial.set_user_attr(TrialAttrs.ERROR, "not started: the study reached its limit")
             self._tell(trial, "FAIL", None)
             return False
@@ -215,6 +229,7 @@ class SweepLoop:
             self._fail(run, _reason(exc))
             return True
         if not self.budget.allows(estimate):
+            trial.set_user_attr(TrialAttrs.NOT_STARTED, True)
             trial.set_user_attr(TrialAttrs.ERROR, f"not started: {self.budget.refusal(estimate)}")
             self._tell(trial, "FAIL", None)
             self._stop_for_budget(estimate)
@@ -248,8 +263,9 @@ class SweepLoop:
             )
             return
         except Exception as exc:
-            self._fail(run, f"submit failed: {_reason(exc)}")
+            self._fail(run, f"submit failed: {_reason(exc)}", environmental=_environmental(exc))
             return
+        self.environment_failures = 0
         run.submitted(handle, self.clock())
         run.interval = self.backend.poll_interval[0]
         run.due = self.clock()
@@ -307,7 +323,7 @@ class SweepLoop:
         try:
             handle = self.backend.find(request.key)
         except Exception as exc:
-            self._fail(run, f"re-attach failed: {_reason(exc)}")
+            self._fail(run, f"re-attach failed: {_reason(exc)}", _environmental(exc))
             return
         if handle is None:  # the process died before its submit went through
             self._submit(run)
@@ -479,9 +495,23 @@ class SweepLoop:
         )
         self._tell(run.trial, outcome.state, outcome.value)
 
-    def _fail(self, run: TrialRun, reason: str) -> None:
-        """End ``run`` as FAIL; a job that may still run is cancelled first (best effort)."""
+    def _fail(self, run: TrialRun, reason: str, environmental: bool = False) -> None:
+        """End ``run`` as FAIL; a job that may still run is cancelled first (best effort).
+
+        ``environmental``: it failed for reasons of the provider or the machine, not of its
+        configuration; it then does not count toward the limit and is tried again by the
+        next ``ftsweep run``."""
         self.runs.pop(run.number, None)
+        if environmental:
+            run.set_attr(TrialAttrs.ENVIRONMENT_FAILURE, True)
+            self.environment_failures += 1
+            if self.environment_failures >= ENVIRONMENT_FAILURES_TO_STOP and not self.stop_reason:
+                self.stop_reason = (
+                    f"{self.environment_failures} trials in a row failed for reasons of "
+                    f"{self.backend.name} ({reason}); they do not count, and the next "
+                    "`ftsweep run` tries them again"
+                )
+                self._note(self.stop_reason, "warning")
         job_running = run.handle is not None and not (run.update and run.update.status.terminal)
         if job_running and run.handle is not None:
             try:
@@ -509,6 +539,11 @@ class SweepLoop:
                 self.study.tell(trial, state=optuna.trial.TrialState[state])
         except (RuntimeError, ValueError) as exc:  # another worker finished it first
             self._note(f"not told: {exc}", "warning", trial.number)
+
+
+def _environmental(exc: BaseException) -> bool:
+    """A provider or machine failure (worth another try), not a bad configuration."""
+    return isinstance(exc, BackendError) and not isinstance(exc, UsageError)
 
 
 def _reason(exc: BaseException) -> str:

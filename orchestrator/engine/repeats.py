@@ -48,8 +48,11 @@ class Repeats:
     def twin(self, config_hash: str, number: int) -> optuna.trial.FrozenTrial | None:
         """The earliest other trial of the study with this configuration."""
         for t in self.study.get_trials(deepcopy=False):
-            if t.number != number and t.user_attrs.get(TrialAttrs.CONFIG_HASH) == config_hash:
-                return t
+            if t.number == number or t.user_attrs.get(TrialAttrs.CONFIG_HASH) != config_hash:
+                continue
+            if TrialAttrs.ENVIRONMENT_FAILURE in t.user_attrs:
+                continue  # it never really ran: train it again
+            return t
         return None
 
     def reuse(self, trial: optuna.Trial, config_hash: str, tell: Tell) -> bool:

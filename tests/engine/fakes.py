@@ -37,6 +37,7 @@ from orchestrator.errors import BackendError, ProviderBusyError
 class InstantOptions(BackendOptions):
     steps_per_epoch: int = Field(default=3, ge=1)
     busy_submits: int = 0  # the first N submits are refused as busy
+    failing_submits: int = 0  # the first N submits fail (the provider's 500s, retries spent)
     failing_cancels: int = 0  # the first N cancels raise BackendError
     poll_error_trial: int | None = None  # polls of this trial's job raise ValueError
     interrupt_on_poll: int | None = None  # KeyboardInterrupt at the Nth poll
@@ -114,6 +115,8 @@ class InstantBackend(Backend):
         WORLD.submits += 1
         if WORLD.submits <= self.opts.busy_submits:
             raise ProviderBusyError("daily job limit reached", retry_after=30)
+        if WORLD.submits <= self.opts.failing_submits:
+            raise BackendError("create job failed after 6 attempt(s): HTTP 500 server_error")
         job_id = f"inst-{len(WORLD.jobs)}"
         WORLD.jobs[job_id] = _Job(request)
         WORLD.by_key[request.key] = job_id

@@ -365,3 +365,25 @@ def test_a_backend_bug_while_concluding_stays_in_that_trial(instant: Path, tmp_p
     result, rec = _run(_spec(tmp_path, options={"cost_error": True}, trials=2, parallel=1))
     assert _states(result) == ["COMPLETE"] * 2  # the cost is unknown, the result is not
     assert sum(n == "cost unknown (internal error: KeyError: 'usd')" for n in rec.notes()) == 2
+
+
+def test_provider_failures_do_not_count_and_are_tried_again(instant: Path, tmp_path: Path) -> None:
+    space = {"n_epochs": 2, "batch_size": [1, 2, 3, 4], "learning_rate_multiplier": 0.1}
+    spec = _spec(tmp_path, options={"failing_submits": 1}, space=space, trials=2, parallel=1)
+    result, _ = _run(spec)
+    states = _states(result)
+    assert states == ["FAIL", "COMPLETE", "COMPLETE"]  # the failure did not count
+    failed = result.study.trials[0]
+    assert failed.user_attrs["ftsweep.environment_failure"] is True
+    # the next run tries the failed configuration again, first, since the limit leaves room
+    result, _ = _run(spec, overrides=Overrides(trials=3))
+    retry = result.study.trials[3]
+    assert retry.user_attrs["ftsweep.retry_of"] == 0 and retry.params == failed.params
+    assert retry.state.name == "COMPLETE"
+
+
+def test_a_provider_that_keeps_failing_stops_the_sweep(instant: Path, tmp_path: Path) -> None:
+    result, _ = _run(_spec(tmp_path, options={"failing_submits": 100}, trials=5, parallel=1))
+    assert _states(result) == ["FAIL"] * 3
+    assert result.stop_reason is not None
+    assert result.stop_reason.startswith("3 trials in a row failed for reasons of instant")
