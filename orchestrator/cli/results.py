@@ -100,6 +100,8 @@ def ui(
     Example: ftsweep ui sweeps/quickstart.yaml --port 5000
     """
     quiet_libraries()
+    import contextlib
+    import os
     import signal
     import subprocess
     import sys
@@ -134,7 +136,7 @@ def ui(
     ]
     if stores.artifacts is not None:
         cmd += ["--artifacts-destination", str(stores.artifacts)]
-    proc = subprocess.Popen(cmd)
+    proc = subprocess.Popen(cmd, start_new_session=True)  # its workers: one process group
 
     def stop(*_: object) -> None:
         raise KeyboardInterrupt
@@ -143,8 +145,14 @@ def ui(
     try:
         proc.wait()
     except KeyboardInterrupt:
-        proc.terminate()  # mlflow stops its workers on SIGTERM
-        proc.wait(timeout=20)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)  # mlflow stops its workers on SIGTERM ...
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:  # ... slowly on a busy machine: then for sure
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
         raise
 
 

@@ -111,7 +111,7 @@ def _check_ui(spec: Path, experiment_id: str) -> None:
         assert len(runs) == 4  # the parent and three trials, as the UI lists them
     finally:
         proc.terminate()
-        proc.wait(timeout=20)
+        proc.wait(timeout=60)  # it gives its server 10 s, then kills it
 
 
 def test_rerun_resumes_without_retraining(cli, make_sweep: SweepFactory, runs_dir: Path) -> None:
