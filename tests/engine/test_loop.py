@@ -17,6 +17,7 @@ from orchestrator.errors import SweepInterrupted
 from orchestrator.events import Event, Listener, Note
 from tests.engine import fakes
 from tests.helpers import chat_rows, write_jsonl
+from tests.reliability.stores import seed_mlflow
 
 
 class Recorder(Listener):
@@ -40,6 +41,7 @@ def instant(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.delenv("FTSWEEP_OPTUNA_STORAGE", raising=False)
     fakes.WORLD.__init__()  # type: ignore[misc]
+    seed_mlflow(tmp_path / "mlruns")
     yield tmp_path / "mlruns"
 
 

@@ -16,6 +16,7 @@ from orchestrator import apisim
 from orchestrator.apisim.server import SimServer
 from orchestrator.backends.local.tasks import write_task
 from tests.apisim.fixtures import OPENAI_KEY, azure_env, openai_env, request_log
+from tests.reliability.stores import seed_mlflow
 
 SPEED = 600.0  # simulated seconds per second
 
@@ -43,6 +44,7 @@ def remote_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Pat
     root = tmp_path / "mlruns"
     monkeypatch.setenv("FTSWEEP_RUNS_DIR", str(root))
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    seed_mlflow(root)
     yield root
 
 
