@@ -266,6 +266,12 @@ class Tracker:
             log = functools.partial(self.client.log_batch, run_id, metrics=chunk, synchronous=True)
             self._call("log metrics", log)
 
+    def last_steps(self, run_id: str) -> dict[str, int]:
+        """The last logged step of every metric of the run (a final value counts, at 0)."""
+        run = self._call("run", lambda: self.client.get_run(run_id))
+        history = self.history(run_id, list(run.data.metrics))
+        return {name: points[-1][0] for name, points in history.items() if points}
+
     def history(self, run_id: str, names: Iterable[str]) -> dict[str, list[tuple[int, float]]]:
         """The logged (step, value) points of each metric, in step order."""
         out = {}

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from orchestrator.attrs import StudyAttrs, TrialAttrs
-from orchestrator.backends.base import GENERATION_METRICS, METRIC_NAMES, MetricPoint
+from orchestrator.backends.base import MetricPoint
 from orchestrator.events import (
     Listener,
     Points,
@@ -219,9 +219,8 @@ class MlflowListener(Listener):
             if e.batch_size_pct is not None:
                 params["batch_size_pct"] = e.batch_size_pct
             self.tracker.log(run_id, params=params, tags={f"{TAG}backend": _backend(t.attrs)})
-        if e.reattached:
-            logged = self.tracker.history(run_id, (*METRIC_NAMES, *GENERATION_METRICS))
-            self.last_step[t.number] = {k: v[-1][0] for k, v in logged.items() if v}
+        if e.reattached:  # whatever was logged before the crash is not logged again
+            self.last_step[t.number] = self.tracker.last_steps(run_id)
 
     def trial_submitted(self, e: TrialSubmitted) -> None:
         run_id = self.runs.get(e.trial.number)
@@ -265,14 +264,18 @@ class MlflowListener(Listener):
             metrics["cost_usd"] = e.cost_usd
         if e.value is not None and e.state == "COMPLETE":
             metrics["objective"] = e.value
+        logged = self.last_step.get(number, {})
+        metrics = {k: v for k, v in metrics.items() if k not in logged}  # a crash mid-way
         self.tracker.log(run_id, metrics=metrics, tags=tags)
         if e.update is not None and e.update.checkpoints:
             points = [
                 MetricPoint(c.epoch, f"checkpoint.{name}", float(value))
                 for c in e.update.checkpoints
                 for name, value in c.metrics.items()
+                if c.epoch > logged.get(f"checkpoint.{name}", 0)
             ]
-            self.tracker.log_points(run_id, points)
+            if points:
+                self.tracker.log_points(run_id, points)
         if e.curves:
             self.tracker.log_curve_png(run_id, e.curves, f"trial {number} ({e.state})")
         self.tracker.finish(run_id, _STATUS[e.state])
