@@ -144,10 +144,10 @@ def _status_head(exc: Exception) -> str:
     return " ".join(str(x) for x in (f"HTTP {status}" if status else None, code) if x)
 
 
-def refuses_fine_tuning(exc: Exception) -> bool:
-    """Does this API error say the account (organization, project, resource) may not
+def refuses_fine_tuning(message: str) -> bool:
+    """Does this provider message say the account (organization, project, resource) may not
     fine-tune at all, rather than that one request is wrong?"""
-    return bool(_NO_FINE_TUNING.search(describe(exc)))
+    return bool(_NO_FINE_TUNING.search(message))
 
 
 def connection_reason(exc: BaseException) -> str:
@@ -254,7 +254,7 @@ class Caller:
                 failure, hint, busy = exc, _retry_after(exc), True
                 delay = hint if hint is not None else self._backoff(attempt)
             except openai.APIStatusError as exc:
-                if refuses_fine_tuning(exc):
+                if refuses_fine_tuning(describe(exc)):
                     raise self._refused(exc) from exc
                 if retry_if is None or not retry_if(exc):
                     raise BackendError(self.message(f"{what} failed: {describe(exc)}")) from exc
@@ -285,7 +285,7 @@ class Caller:
     def _refused(self, exc: Exception) -> ProviderAuthError:
         """401: the credentials; 403 or a refusal to fine-tune: the account's permissions."""
         p = self._who()
-        if refuses_fine_tuning(exc):
+        if refuses_fine_tuning(describe(exc)):
             text = (
                 f"{p.name} does not allow fine-tuning for this account ({describe(exc)}): "
                 f"check {p.access}"
