@@ -9,8 +9,12 @@ third-party exceptions are translated where they are caught and chained (``from 
     │   ├── DataError                 a data file: names the file and the line
     │   └── UnsupportedParameterError a hyper-parameter the chosen backend cannot take
     ├── SweepNotStartedError          results asked for before the sweep ever ran (no study)
+    ├── StoreUnreachableError         a tracking server or database cannot be reached
     ├── BackendError                  a backend failed (job submission, polling, cancel)
     │   ├── ProviderBusyError         the provider refuses new work for now: try again later
+    │   ├── ProviderAuthError         credentials missing or refused, fine-tuning not allowed:
+    │   │                             no call can succeed until the user fixes it (stop the sweep)
+    │   ├── ProviderUnreachableError  no connection to the provider within the backend's wait
     │   └── UnknownBackendError       no backend registered under that name (also a UsageError)
     ├── TokenizerError                token counting impossible (no tokenizer files)
     │   └── UnknownModelError         no model by that name, OpenAI or local (also a UsageError)
@@ -26,8 +30,11 @@ __all__ = [
     "BackendError",
     "DataError",
     "OrchestratorError",
+    "ProviderAuthError",
     "ProviderBusyError",
+    "ProviderUnreachableError",
     "SpecError",
+    "StoreUnreachableError",
     "SweepInterrupted",
     "SweepNotStartedError",
     "TokenizerError",
@@ -97,10 +104,31 @@ class ProviderBusyError(BackendError):
         self.retry_after = retry_after
 
 
+class ProviderAuthError(BackendError):
+    """The provider cannot be used with these credentials: none are set, they are refused
+    (HTTP 401/403), or the account may not fine-tune. The message names the cause and what to
+    set or check. Every further call would fail the same way, so the sweep stops at once
+    (no trial is charged for it) instead of failing one trial after another."""
+
+
+class ProviderUnreachableError(BackendError):
+    """No connection to the provider (refused, no such host, TLS, timeout) for longer than the
+    backend waits. ``url`` is the address tried; the message names it and where it is set."""
+
+    def __init__(self, message: str, url: str | None = None) -> None:
+        super().__init__(message)
+        self.url = url
+
+
 class UnknownBackendError(BackendError, UsageError):
     """No backend is registered under the requested name."""
 
     exit_code = 2
+
+
+class StoreUnreachableError(OrchestratorError):
+    """A sweep's store (the MLflow tracking server, an Optuna or MLflow database) does not
+    answer. Checked before the first trial; the message names the URL, never its password."""
 
 
 class TokenizerError(OrchestratorError):

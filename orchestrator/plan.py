@@ -14,6 +14,10 @@ study, an upload or a job exists. In order:
 5. the objective metric, against what the backend's jobs report;
 6. the space: every end of every range against the backend's
    :class:`~orchestrator.backends.base.Capabilities`, then each ``enqueue`` entry.
+
+``ftsweep run`` adds one step once the backend is built (:func:`preflight`): the backend's
+own pre-flight check (credentials present and accepted, its address answering), a run-time
+failure (exit 1) before a study exists. ``space`` and ``estimate`` never reach a provider.
 """
 
 from __future__ import annotations
@@ -39,7 +43,9 @@ from orchestrator.config import SweepSpec, describe_validation_error, load_spec
 from orchestrator.data.checks import check_dataset
 from orchestrator.data.findings import DatasetStats
 from orchestrator.errors import (
+    BackendError,
     DataError,
+    OrchestratorError,
     SpecError,
     UnknownBackendError,
     UnknownModelError,
@@ -50,7 +56,7 @@ from orchestrator.space import SearchSpace, refusal, resolve_space
 if TYPE_CHECKING:
     from orchestrator.data.tokens import ExampleCounter
 
-__all__ = ["Estimate", "SweepPlan", "estimate_sweep", "plan_sweep"]
+__all__ = ["Estimate", "SweepPlan", "estimate_sweep", "plan_sweep", "preflight"]
 
 
 @dataclass(frozen=True)
@@ -110,6 +116,21 @@ def plan_sweep(path: str | os.PathLike[str], *, count_tokens: bool = False) -> S
     space = resolve_space(spec.space, train.n_examples, backend, shown)
     _enqueued(shown, spec, backend, space)
     return SweepPlan(spec, backend, options, train, valid, space, counter)
+
+
+def preflight(backend: Backend) -> None:
+    """The built backend's :meth:`~orchestrator.backends.base.Backend.preflight`, before the
+    first trial. Its own errors pass unchanged (exit 1, one line); anything else a backend
+    raises becomes a :class:`BackendError` naming the backend."""
+    try:
+        backend.preflight()
+    except OrchestratorError:
+        raise
+    except Exception as exc:
+        text = str(exc).splitlines()[0] if str(exc) else ""
+        raise BackendError(
+            f"backend {backend.name!r}: pre-flight check failed: {type(exc).__name__}: {text}"
+        ) from exc
 
 
 def _backend(shown: str, spec: SweepSpec) -> type[Backend]:

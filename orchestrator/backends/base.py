@@ -23,6 +23,13 @@ exactly as it trains them (the data checks use it; ``None`` skips token counts);
 :meth:`Backend.job_cost` the cost of a finished job (by default :attr:`JobUpdate.cost_usd`,
 else the estimate, so a budget always binds).
 
+**Before the first trial.** :meth:`Backend.preflight` (optional; the default does nothing)
+checks that jobs can be started at all: credentials present, and for a remote service one
+cheap authenticated call that answers within a bounded wait. ``ftsweep run`` calls it right
+after building the backend, before a study exists or a trial is asked, and stops with exit 1
+and its one-line message: a missing key, a refused one or a dead address never costs a
+trial. It must start nothing and spend nothing.
+
 **The job methods.**
 
 * :meth:`Backend.submit` is **idempotent on** ``request.key``: submitting a request whose key
@@ -38,11 +45,16 @@ else the estimate, so a budget always binds).
 
 **Errors.** Every method raises only :class:`~orchestrator.errors.OrchestratorError`
 subclasses on purpose: ``ProviderBusyError`` from ``submit`` when the provider refuses new
-work for now (the engine submits again later); ``UsageError`` (such as
+work for now (the engine submits again later; only this waits); ``UsageError`` (such as
 ``UnsupportedParameterError``) for a request that can never run; ``BackendError`` for anything
 else (a failed ``submit`` fails that trial; a failed ``poll`` is retried with back-off; a
-failed ``cancel`` is retried with back-off and reported). The engine keeps any error, even an
-unexpected one, inside the trial it happened in: the sweep goes on.
+failed ``cancel`` is retried with back-off and reported). The engine keeps any other error,
+even an unexpected one, inside the trial it happened in: the sweep goes on. Two errors are
+about the provider, not the trial, and may come from any method (``preflight`` included):
+``ProviderAuthError`` (credentials missing or refused, HTTP 401/403, an account that may not
+fine-tune) and ``ProviderUnreachableError`` (no connection within the backend's bounded
+wait, naming the URL). The engine stops the sweep on them with exit 1 and charges no trial
+for them: trials in flight stay RUNNING, and the next ``ftsweep run`` re-attaches.
 
 **Epochs.** An epoch ends at the optimizer step where the job has passed once over the
 training data. Backends say so in :attr:`JobUpdate.epoch_ends`; those that report the
@@ -461,6 +473,14 @@ class Backend(ABC):
             problem = self.capabilities.violation(name, value)
             if problem is not None:
                 raise UnsupportedParameterError(f"backend {self.name!r}: {name} {problem}")
+
+    def preflight(self) -> None:
+        """Check, before the first trial, that jobs can be started at all (see the module
+        docstring): raise :class:`~orchestrator.errors.ProviderAuthError` for missing or
+        refused credentials, :class:`~orchestrator.errors.ProviderUnreachableError` for an
+        address that does not answer, :class:`~orchestrator.errors.BackendError` otherwise.
+        Starts and spends nothing; the default checks nothing."""
+        return None
 
     # -- jobs -------------------------------------------------------------------------------
     @abstractmethod

@@ -3,6 +3,8 @@
 Data flow::
 
     plan_sweep (spec, data, backend capabilities and options, space)      [errors: exit 2]
+      -> pre-flight: the backend's (credentials, one authenticated call), [errors: exit 1]
+         then the stores answer (MLflow server, database URLs)
       -> stores: MLflow (Tracker), then the Optuna study                  [errors: exit 1]
       -> SweepStarted -> SweepLoop (launch / poll / prune / conclude, events) -> SweepFinished
 
@@ -26,10 +28,16 @@ from orchestrator.diagnosis import Advice, advise
 from orchestrator.engine.budget import Budget
 from orchestrator.engine.locks import launch_lock
 from orchestrator.engine.loop import Limits, SweepLoop
-from orchestrator.engine.study import Stores, open_study, resolve_stores
+from orchestrator.engine.study import (
+    Stores,
+    bound_mlflow_retries,
+    check_stores,
+    open_study,
+    resolve_stores,
+)
 from orchestrator.errors import SweepInterrupted
 from orchestrator.events import Dispatcher, Listener, SweepFinished, SweepStarted
-from orchestrator.plan import SweepPlan, plan_sweep
+from orchestrator.plan import SweepPlan, plan_sweep, preflight
 from orchestrator.report import best_trial, trials_frame
 
 if TYPE_CHECKING:
@@ -92,6 +100,9 @@ def run_sweep(
     spec = plan.spec
     stores = resolve_stores(spec)
     backend = plan.make_backend(stores.workdir / "backends" / plan.backend.name)
+    preflight(backend)  # credentials and the provider's address, before any store or trial
+    bound_mlflow_retries()
+    check_stores(stores, mlflow=tracker is None)
     tracker = tracker or Tracker(stores.mlflow, spec.name, stores.artifacts)
     study = open_study(spec, plan.space, stores)
     mlflow = MlflowListener(tracker)

@@ -6,6 +6,7 @@ polls, and the backends' sleeper moves it too, so nothing here sleeps for real.
 
 from __future__ import annotations
 
+import socket
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -30,7 +31,9 @@ from orchestrator.backends.base import (
 from orchestrator.backends.remote import (
     AzureOpenAIBackend,
     OpenAIBackend,
+    ProviderAuthError,
     ProviderBusyError,
+    ProviderUnreachableError,
     RemoteBackend,
 )
 from orchestrator.costs import training_cost, training_price
@@ -70,14 +73,25 @@ class Remote:
         self.sleeps.append(seconds)
         self.server.sim.advance(seconds)
 
-    def backend(self, workdir: Path | None = None) -> RemoteBackend:
-        """A fresh backend instance configured from the environment, like a new process."""
+    def backend(self, workdir: Path | None = None, **settings: Any) -> RemoteBackend:
+        """A fresh backend instance configured from the environment, like a new process;
+        ``settings`` are backend options (``connect_timeout=5``)."""
         cls = OpenAIBackend if self.name == "openai" else AzureOpenAIBackend
         return cls(
             workdir=workdir or self.workdir,
             sleeper=self.sleep,
             clock=self.server.sim.clock.now,
+            **settings,
         )
+
+    @property
+    def address_variable(self) -> str:
+        return "OPENAI_BASE_URL" if self.name == "openai" else "AZURE_OPENAI_ENDPOINT"
+
+    @property
+    def address_setting(self) -> str:
+        option = "base_url" if self.name == "openai" else "endpoint"
+        return f"{self.address_variable} / backend.options.{option}"
 
     def faults(self, **config: Any) -> None:
         self.server.sim.set_faults(apisim.Faults.from_dict(config))
@@ -454,8 +468,156 @@ def test_credentials_come_from_the_environment_only(
     for var in ("OPENAI_API_KEY", "AZURE_OPENAI_API_KEY"):
         monkeypatch.delenv(var, raising=False)
     env_var = "OPENAI_API_KEY" if remote.name == "openai" else "AZURE_OPENAI_API_KEY"
-    with pytest.raises(BackendError, match=env_var):
+    with pytest.raises(ProviderAuthError, match=f"^{env_var} is not set: export it"):
         remote.backend().submit(make_request("no-key", chat_data))
+    with pytest.raises(ProviderAuthError, match=f"^{env_var} is not set: export it"):
+        remote.backend().preflight()
+    assert request_log(remote.server) == []
+
+
+# -- the provider refuses the credentials, or cannot be reached ---------------------------------
+def _dead_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _credentials(remote: Remote) -> str:
+    if remote.name == "openai":
+        return "OPENAI_API_KEY"
+    return "AZURE_OPENAI_API_KEY and AZURE_OPENAI_ENDPOINT"
+
+
+def test_a_refused_key_is_an_auth_error_at_once_on_every_call_path(
+    remote: Remote, chat_data: tuple[Path, Path]
+) -> None:
+    backend = remote.backend()
+    handle = backend.submit(make_request("before", chat_data))
+    remote.faults(requests=[{"op": "*", "status": 401, "code": "invalid_api_key", "times": 0}])
+    code = "invalid_api_key" if remote.name == "openai" else "unauthorized"
+    expected = (
+        f"{remote.name} rejected the credentials (HTTP 401 {code}): check {_credentials(remote)}"
+    )
+    calls = (
+        lambda: remote.backend().submit(make_request("after", chat_data)),
+        lambda: backend.poll(handle),
+        lambda: backend.cancel(handle),
+        lambda: remote.backend().find(handle.key),
+        lambda: remote.backend().preflight(),
+    )
+    for call in calls:
+        with pytest.raises(ProviderAuthError) as caught:
+            call()
+        assert str(caught.value) == expected
+        assert not isinstance(caught.value, ProviderBusyError)
+    assert remote.sleeps == []  # nothing retried: no retry fixes a refused key
+    assert all(e["status"] == 401 for e in request_log(remote.server)[-len(calls) :])
+
+
+def test_a_forbidden_account_or_one_that_may_not_fine_tune_is_an_auth_error(
+    remote: Remote, chat_data: tuple[Path, Path]
+) -> None:
+    scopes = "You have insufficient permissions for this operation. Missing scopes: api.model.write"
+    remote.faults(requests=[{"op": "jobs.create", "status": 403, "message": scopes}])
+    with pytest.raises(ProviderAuthError) as caught:
+        remote.backend().submit(make_request("forbidden", chat_data))
+    code = " forbidden" if remote.name == "azure" else ""
+    access = (
+        "the key's organization and project (OPENAI_ORG_ID / OPENAI_PROJECT_ID)"
+        if remote.name == "openai"
+        else "the resource's region and fine-tuning access (AZURE_OPENAI_ENDPOINT)"
+    )
+    assert str(caught.value) == (
+        f"{remote.name} refused access (HTTP 403{code}: {scopes}): "
+        f"check {_credentials(remote)} and {access}"
+    )
+    refusal = "Your organization org-abc123 is not allowed to create fine-tuning jobs."
+    remote.faults(requests=[{"op": "jobs.create", "status": 400, "message": refusal}])
+    with pytest.raises(ProviderAuthError, match="does not allow fine-tuning for this account"):
+        remote.backend().submit(make_request("no-fine-tuning", chat_data))
+    assert not remote.server.sim.jobs and remote.sleeps == []
+
+
+def test_which_messages_refuse_fine_tuning_to_the_account() -> None:
+    from orchestrator.backends.remote.retry import refuses_fine_tuning
+
+    refusals = [
+        "Your organization org-abc123 is not allowed to create fine-tuning jobs.",
+        "HTTP 403: You do not have access to fine-tuning.",
+        "Fine-tuning is not available for your organization.",
+        "This project is not permitted to use fine-tuning.",
+        "The subscription is not enabled for fine-tuning in this region.",
+    ]
+    per_request = [
+        "Model gpt-4 is not available for fine-tuning or does not exist.",
+        "Invalid model.",
+        "File file-abc is not ready yet. Please try again later.",
+        "Example 3 has a message with invalid content.",
+        "hyperparameters.n_epochs: must be at most 50",
+    ]
+    assert [refuses_fine_tuning(m) for m in refusals] == [True] * len(refusals)
+    assert [refuses_fine_tuning(m) for m in per_request] == [False] * len(per_request)
+
+
+def test_a_dead_address_is_unreachable_after_connect_timeout_not_busy(
+    remote: Remote, chat_data: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url = f"http://127.0.0.1:{_dead_port()}" + ("/v1" if remote.name == "openai" else "")
+    monkeypatch.setenv(remote.address_variable, url)
+    expected = f"cannot reach {url}: connection refused (set {remote.address_setting})"
+    with pytest.raises(ProviderUnreachableError) as caught:
+        remote.backend().submit(make_request("nowhere", chat_data))
+    assert str(caught.value) == expected and caught.value.url == url
+    assert not isinstance(caught.value, ProviderBusyError)
+    assert remote.sleeps == [1.0, 2.0, 4.0, 8.0, 15.0]  # 30 s (the default), then it gives up
+    remote.sleeps.clear()
+    with pytest.raises(ProviderUnreachableError, match="connection refused"):
+        remote.backend(connect_timeout=2.5).preflight()
+    assert remote.sleeps == [1.0, 1.5]
+
+
+def test_a_server_that_never_answers_times_out_as_unreachable(
+    remote: Remote, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with socket.socket() as silent:  # accepts connections (the backlog), never answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        url = f"http://127.0.0.1:{silent.getsockname()[1]}"
+        url += "/v1" if remote.name == "openai" else ""
+        monkeypatch.setenv(remote.address_variable, url)
+        with pytest.raises(ProviderUnreachableError) as caught:
+            remote.backend(timeout=0.2, connect_timeout=0.5).preflight()
+    assert str(caught.value) == f"cannot reach {url}: timed out (set {remote.address_setting})"
+    assert remote.sleeps == [0.5]
+
+
+def test_preflight_lists_one_job_and_starts_nothing(remote: Remote) -> None:
+    remote.backend().preflight()
+    assert [(e["op"], e["status"]) for e in request_log(remote.server)] == [("jobs.list", 200)]
+    assert not remote.server.sim.jobs and remote.sleeps == []
+
+
+def test_preflight_passes_a_rate_limit_and_names_the_address_of_other_failures(
+    remote: Remote, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    remote.faults(requests=[{"op": "jobs.list", "status": 429, "retry_after": 3600}])
+    remote.backend().preflight()  # a 429 comes after the key was accepted
+    remote.faults(requests=[{"op": "jobs.list", "status": 503, "times": 0}])
+    with pytest.raises(BackendError) as caught:
+        remote.backend(connect_timeout=5).preflight()
+    scope = remote.backend()._scope()
+    assert str(caught.value).startswith(f"{remote.name} at {scope} is failing (")
+    assert str(caught.value).endswith("): try again later")
+    assert not isinstance(caught.value, ProviderBusyError)  # the run stops: exit 1
+    assert sum(remote.sleeps) <= 5
+    remote.faults()
+    wrong = remote.server.url + "/nowhere"
+    monkeypatch.setenv(remote.address_variable, wrong)
+    with pytest.raises(BackendError) as caught:
+        remote.backend().preflight()
+    assert str(caught.value).startswith(f"{remote.name} at {wrong.rstrip('/')}")
+    assert "HTTP 404" in str(caught.value)
+    assert str(caught.value).endswith(f"check {remote.address_setting}")
 
 
 def test_statuses_are_normalised() -> None:

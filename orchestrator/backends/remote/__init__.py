@@ -13,13 +13,20 @@ from orchestrator.backends.remote.providers import (
     OpenAIBackend,
     azure_suffix,
 )
-from orchestrator.backends.remote.retry import ProviderBusyError, RetryPolicy
+from orchestrator.backends.remote.retry import (
+    ProviderAuthError,
+    ProviderBusyError,
+    ProviderUnreachableError,
+    RetryPolicy,
+)
 
 __all__ = [
     "KEY_METADATA",
     "AzureOpenAIBackend",
     "OpenAIBackend",
+    "ProviderAuthError",
     "ProviderBusyError",
+    "ProviderUnreachableError",
     "RemoteBackend",
     "RetryPolicy",
     "azure_suffix",

@@ -4,6 +4,8 @@
 * ``submit`` looks for the key's job first (:meth:`Backend.find`); when a create attempt fails
   with a 5xx or a dropped connection, it looks again before retrying, so a job is never
   created twice for one key.
+* ``preflight`` builds the client (credentials set) and lists one fine-tuning job (they are
+  accepted, the address answers), waiting at most ``connect_timeout`` seconds.
 * ``poll`` retrieves the job, then only the events after the cursor (the id of the newest
   event seen, plus the total step count), sorted by ``created_at``; metrics events become
   :class:`MetricPoint` s, with ``epoch = step / (total_steps / n_epochs)``. Checkpoints of
@@ -43,9 +45,16 @@ from orchestrator.backends.remote.events import (
     steps_per_epoch,
 )
 from orchestrator.backends.remote.files import FileCache
-from orchestrator.backends.remote.retry import Caller, RetryPolicy, describe
+from orchestrator.backends.remote.retry import Caller, Provider, RetryPolicy, describe
 from orchestrator.costs import training_cost, training_price
-from orchestrator.errors import BackendError, DataError, UnsupportedParameterError
+from orchestrator.errors import (
+    BackendError,
+    DataError,
+    ProviderAuthError,
+    ProviderBusyError,
+    ProviderUnreachableError,
+    UnsupportedParameterError,
+)
 
 if TYPE_CHECKING:
     from orchestrator.data.findings import DatasetStats
@@ -75,6 +84,9 @@ class RemoteOptions(BackendOptions):
     timeout: float = Field(default=60.0, gt=0, allow_inf_nan=False)
     #: seconds one call may spend retrying 429s and 5xx before the provider counts as busy
     max_wait: float = Field(default=300.0, ge=0, allow_inf_nan=False)
+    #: seconds of failed connections (refused, unknown host, timeouts) before the provider
+    #: counts as unreachable: at the pre-flight check and in every call of the sweep
+    connect_timeout: float = Field(default=30.0, gt=0, allow_inf_nan=False)
     #: USD per 1M trained tokens by model name, over the built-in table
     prices: dict[str, float] = Field(default_factory=dict)
     #: [first, most] seconds between polls of one job (e.g. [0.2, 1] against a fast apisim)
@@ -157,7 +169,11 @@ class RemoteBackend(Backend):
             lo, hi = opts.poll_interval
             self.poll_interval = (lo, hi)
         self.caller = Caller(
-            RetryPolicy(max_wait=opts.max_wait), sleeper=sleeper, clock=clock, secrets=self._secrets
+            RetryPolicy(max_wait=opts.max_wait, connect_wait=opts.connect_timeout),
+            sleeper=sleeper,
+            clock=clock,
+            secrets=self._secrets,
+            provider=self._provider,
         )
         self._files: FileCache | None = None
 
@@ -198,6 +214,11 @@ class RemoteBackend(Backend):
     def _secrets(self) -> list[str]:
         return []
 
+    def _provider(self) -> Provider:
+        """Names for messages: what to check when credentials are refused, where the
+        address is set (asked when a message needs them)."""
+        return Provider(self.name, url=self._scope)
+
     # -- plumbing -------------------------------------------------------------------------
     @property
     def client(self) -> Any:
@@ -216,6 +237,43 @@ class RemoteBackend(Backend):
         return self.caller.call(what, fn, **kw)
 
     # -- the contract ---------------------------------------------------------------------
+    def preflight(self) -> None:
+        """The credentials are set (the client is built), then one cheap authenticated call:
+        list one fine-tuning job, retried for at most ``connect_timeout`` seconds. 401/403
+        raise :class:`ProviderAuthError`, no connection :class:`ProviderUnreachableError`;
+        a rate limit passes (the key was accepted); any other failure, a persistent 5xx or
+        a 404 of a wrong address, is a :class:`BackendError` naming the address."""
+        import openai
+
+        client = self.client
+        wait = self.remote_options.connect_timeout
+        caller = Caller(
+            RetryPolicy(max_wait=wait, connect_wait=wait),
+            sleeper=self.caller.sleeper,
+            clock=self.caller.clock,
+            secrets=self._secrets,
+            provider=self._provider,
+        )
+        timeout = min(self.timeout, max(wait, 1.0))
+        try:
+            caller.call(
+                "list fine-tuning jobs",
+                lambda: client.fine_tuning.jobs.list(limit=1, timeout=timeout),
+            )
+        except (ProviderAuthError, ProviderUnreachableError):
+            raise
+        except ProviderBusyError as exc:
+            if isinstance(exc.__cause__, openai.RateLimitError):
+                return  # rate-limited: the credentials were accepted
+            raise BackendError(
+                f"{self.name} at {self._scope()} is failing ({exc}): try again later"
+            ) from exc
+        except BackendError as exc:
+            setting = self._provider().address_setting
+            raise BackendError(
+                f"{self.name} at {self._scope()} cannot be used ({exc}): check {setting}"
+            ) from exc
+
     def check(self, request: TrainingRequest) -> None:
         super().check(request)
         try:

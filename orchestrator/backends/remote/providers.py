@@ -4,7 +4,8 @@ derived from the key, plus a local ledger), both on the ``openai`` SDK.
 Credentials come from the environment only: ``OPENAI_API_KEY`` (and ``OPENAI_BASE_URL``,
 ``OPENAI_ORG_ID``, ``OPENAI_PROJECT_ID``) for OpenAI; ``AZURE_OPENAI_API_KEY``,
 ``AZURE_OPENAI_ENDPOINT`` and ``OPENAI_API_VERSION`` for Azure, or Microsoft Entra ID through
-``azure-identity`` (``DefaultAzureCredential``) when no key is set.
+``azure-identity`` (``DefaultAzureCredential``) when no key is set. A missing one is a
+:class:`~orchestrator.errors.ProviderAuthError` naming the variable to export.
 """
 
 from __future__ import annotations
@@ -23,7 +24,8 @@ from pydantic import Field
 
 from orchestrator.backends.base import BackendOptions, Capabilities, TrainingRequest
 from orchestrator.backends.remote.backend import REMOTE_CAPABILITIES, RemoteBackend, RemoteOptions
-from orchestrator.errors import BackendError, UnsupportedParameterError
+from orchestrator.backends.remote.retry import Provider
+from orchestrator.errors import BackendError, ProviderAuthError, UnsupportedParameterError
 
 __all__ = [
     "KEY_METADATA",
@@ -89,7 +91,9 @@ class OpenAIBackend(RemoteBackend):
 
         key = os.environ.get("OPENAI_API_KEY")
         if not key:
-            raise BackendError("OPENAI_API_KEY is not set: export it to use the openai backend")
+            raise ProviderAuthError(
+                "OPENAI_API_KEY is not set: export it to use the openai backend"
+            )
         return openai.OpenAI(
             api_key=key,
             base_url=self.base_url,
@@ -101,6 +105,15 @@ class OpenAIBackend(RemoteBackend):
 
     def _secrets(self) -> list[str]:
         return [os.environ.get("OPENAI_API_KEY", "")]
+
+    def _provider(self) -> Provider:
+        return Provider(
+            name=self.name,
+            credentials="OPENAI_API_KEY",
+            address_setting="OPENAI_BASE_URL / backend.options.base_url",
+            access="the key's organization and project (OPENAI_ORG_ID / OPENAI_PROJECT_ID)",
+            url=self._scope,
+        )
 
     def _scope(self) -> str:
         return str(
@@ -177,8 +190,9 @@ class AzureOpenAIBackend(RemoteBackend):
 
         endpoint = self.endpoint or os.environ.get("AZURE_OPENAI_ENDPOINT")
         if not endpoint:
-            raise BackendError(
-                "AZURE_OPENAI_ENDPOINT is not set (or give backend.options.endpoint)"
+            raise ProviderAuthError(
+                "AZURE_OPENAI_ENDPOINT is not set: export it (or set backend.options.endpoint) "
+                "to use the azure backend"
             )
         version = self.api_version or os.environ.get("OPENAI_API_VERSION") or AZURE_API_VERSION
         common: dict[str, Any] = {
@@ -193,17 +207,39 @@ class AzureOpenAIBackend(RemoteBackend):
         try:
             identity = importlib.import_module("azure.identity")
         except ImportError as exc:
-            raise BackendError(
-                "AZURE_OPENAI_API_KEY is not set and azure-identity is not installed "
-                "(pip install azure-identity for Entra ID sign-in)"
+            raise ProviderAuthError(
+                "AZURE_OPENAI_API_KEY is not set: export it to use the azure backend "
+                "(or pip install azure-identity to sign in with Entra ID)"
             ) from exc
         provider = identity.get_bearer_token_provider(
             identity.DefaultAzureCredential(), "https://cognitiveservices.azure.com/.default"
         )
-        return openai.AzureOpenAI(azure_ad_token_provider=provider, **common)
+
+        def token() -> str:
+            try:
+                return str(provider())
+            except Exception as exc:  # azure.identity's CredentialUnavailableError and kin
+                first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+                raise ProviderAuthError(
+                    f"azure: Entra ID sign-in failed ({first[:200]}): sign in (az login) or "
+                    "export AZURE_OPENAI_API_KEY"
+                ) from exc
+
+        return openai.AzureOpenAI(azure_ad_token_provider=token, **common)
 
     def _secrets(self) -> list[str]:
         return [os.environ.get("AZURE_OPENAI_API_KEY", "")]
+
+    def _provider(self) -> Provider:
+        keyed = bool(os.environ.get("AZURE_OPENAI_API_KEY"))
+        signin = "AZURE_OPENAI_API_KEY" if keyed else "the Entra ID sign-in"
+        return Provider(
+            name=self.name,
+            credentials=f"{signin} and AZURE_OPENAI_ENDPOINT",
+            address_setting="AZURE_OPENAI_ENDPOINT / backend.options.endpoint",
+            access="the resource's region and fine-tuning access (AZURE_OPENAI_ENDPOINT)",
+            url=self._scope,
+        )
 
     def _scope(self) -> str:
         return str(self.endpoint or os.environ.get("AZURE_OPENAI_ENDPOINT") or "").rstrip("/")
