@@ -27,7 +27,7 @@ from orchestrator.attrs import TrialAttrs
 from orchestrator.diagnosis import Advice, advise
 from orchestrator.engine.budget import Budget
 from orchestrator.engine.locks import launch_lock
-from orchestrator.engine.loop import Limits, SweepLoop
+from orchestrator.engine.loop import STOP, Limits, SweepLoop
 from orchestrator.engine.study import (
     Stores,
     bound_mlflow_retries,
@@ -136,6 +136,15 @@ def run_sweep(
         loop.run()
     except KeyboardInterrupt:
         raise SweepInterrupted(_interrupted(loop, backend.name, str(spec_path))) from None
+    except STOP as exc:  # the provider cannot be used now: say which jobs still run there
+        running = loop.in_flight()
+        if running:
+            jobs = ", ".join(f"trial {r.number}: job {r.job_id}" for r in running)
+            exc.args = (
+                f"{exc}; {len(running)} job(s) still running at {backend.name} ({jobs}): "
+                f"`ftsweep run {spec_path}` re-attaches to them",
+            )
+        raise
     frame = trials_frame(study, plan.space.fixed())
     best = best_trial(study)
     advice = _advice(plan, study, frame, best)

@@ -30,7 +30,14 @@ from orchestrator.engine.ledger import owner_alive, worker_id
 from orchestrator.engine.outcome import Outcome, conclude, objective_at
 from orchestrator.engine.repeats import Repeats
 from orchestrator.engine.trial import Phase, TrialRun
-from orchestrator.errors import BackendError, OrchestratorError, ProviderBusyError, UsageError
+from orchestrator.errors import (
+    BackendError,
+    OrchestratorError,
+    ProviderAuthError,
+    ProviderBusyError,
+    ProviderUnreachableError,
+    UsageError,
+)
 from orchestrator.events import (
     EpochReported,
     Event,
@@ -53,6 +60,9 @@ ADOPT_EVERY_S = 60.0
 CANCEL_ATTEMPTS = 6
 POLL_FAILURES_SHOWN = 10  # say so again after this many failed polls in a row
 ENVIRONMENT_FAILURES_TO_STOP = 3  # in a row: the provider or the machine is not working
+#: errors that stop the sweep at once: every further call would fail the same way; trials
+#: in flight stay RUNNING with their ledger, so the next run re-attaches (none is charged)
+STOP = (ProviderAuthError, ProviderUnreachableError)
 
 
 @dataclass(frozen=True)
@@ -254,6 +264,8 @@ class SweepLoop:
         """Submit (idempotently on the key); a busy provider puts the trial back in line."""
         try:
             handle = self.backend.submit(run.request)
+        except STOP:
+            raise  # the trial keeps its intent and no job: the next run submits it
         except ProviderBusyError as exc:
             wait = exc.retry_after or self.backend.poll_interval[1]
             run.phase, run.due = Phase.PENDING, self.clock() + wait
@@ -322,6 +334,8 @@ class SweepLoop:
         )
         try:
             handle = self.backend.find(request.key)
+        except STOP:
+            raise
         except Exception as exc:
             self._fail(run, f"re-attach failed: {_reason(exc)}", _environmental(exc))
             return
@@ -341,7 +355,7 @@ class SweepLoop:
                 continue
             try:
                 self._step(run)
-            except KeyboardInterrupt:
+            except (KeyboardInterrupt, *STOP):
                 raise
             except Exception as exc:  # one trial's error stays in that trial
                 self._fail(run, _reason(exc))
@@ -362,6 +376,8 @@ class SweepLoop:
         lo, hi = self.backend.poll_interval
         try:
             update = self.backend.poll(run.handle, run.cursor)
+        except STOP:
+            raise
         except BackendError as exc:
             run.poll_failures += 1
             if run.poll_failures % POLL_FAILURES_SHOWN == 1:
@@ -415,6 +431,8 @@ class SweepLoop:
         assert run.handle is not None
         try:
             self.backend.cancel(run.handle)
+        except STOP:
+            raise
         except Exception as exc:
             run.cancel_attempts += 1
             if run.cancel_attempts >= CANCEL_ATTEMPTS:

@@ -278,12 +278,6 @@ def test_a_failing_cancel_and_a_failing_mlflow_write_stay_in_their_trial(
             assert run.data.tags["ftsweep.state"] == trial.state.name
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the engine loop must stop the sweep on ProviderAuthError (the provider branch "
-    "raises it; the loop change is the engine's: catch it from submit/find/poll/cancel, stop "
-    "launching, leave trials in flight RUNNING, raise it from run_sweep)",
-)
 def test_a_key_revoked_during_the_sweep_stops_it_without_charging_a_trial(
     cli, tmp_path: Path, sim, remote_runs: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
