@@ -115,6 +115,9 @@ class SweepLoop:
             if not self.runs and not self.repeats.waiting:
                 if self._can_launch():
                     continue
+                self._adopt()  # before leaving: trials a dead worker left are finished here
+                if self.runs or self.repeats.waiting:
+                    continue
                 break
             self._service()
             if self.clock() - self._adopted_at > ADOPT_EVERY_S:

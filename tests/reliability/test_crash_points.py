@@ -170,3 +170,5 @@ def test_remote_provider_survives_a_kill(
     assert all(j.status in ("succeeded", "cancelled", "failed") for j in jobs)
     ids = {t.user_attrs["ftsweep.job_id"] for t in study.trials if "ftsweep.job_id" in t.user_attrs}
     assert ids == {j.id for j in jobs}
+    blobs = [p.read_bytes() for p in runs.rglob("*") if p.is_file()]
+    assert not any(OPENAI_KEY.encode() in b for b in blobs)  # the key is in no store or log

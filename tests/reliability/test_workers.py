@@ -9,6 +9,7 @@ import subprocess
 import sys
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import optuna
 import pytest
@@ -97,3 +98,50 @@ def test_three_workers_share_one_study(tmp_path: Path, storage: str, seed: int |
             assert t.value == twin.value
     _, found = check(runs, "shared", study)
     assert found.problems() == []
+
+
+def test_a_dead_workers_trials_are_finished_by_another(make_sweep: Any, runs_dir: Path) -> None:
+    """Worker A dies (kill -9) with jobs running; worker B, running beside it, adopts A's
+    trials, re-attaches to their jobs and finishes them: nothing trained twice."""
+    spec = make_sweep(
+        name="adopted",
+        trials=4,
+        parallel=2,
+        n_train=240,
+        n_valid=24,
+        space={
+            "n_epochs": 3,
+            "batch_size": 8,
+            "learning_rate_multiplier": {"low": 0.3, "high": 3.0},
+            "prompt_loss_weight": 0.1,
+        },
+        sampler={"name": "random", "seed": None},
+    )
+    seed_mlflow(runs_dir)
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    dying = subprocess.Popen(
+        [sys.executable, "-m", "tests.reliability.killer", str(spec), "TrialSubmitted", "2"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    survivor = subprocess.Popen(  # beside it, from the start
+        [sys.executable, "-m", "orchestrator", "run", str(spec)],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    dying.wait(timeout=300)
+    _, err = survivor.communicate(timeout=300)
+    assert dying.returncode == 137
+    assert survivor.returncode == 0, err
+    assert err.count("re-attached to job") >= 1, err
+    study, found = check(runs_dir, "adopted")
+    assert found.problems() == []
+    assert [t.state.name for t in study.trials].count("COMPLETE") == 4
+    jobs = list((runs_dir / "backends/local/jobs").iterdir())
+    assert len(jobs) == len({t.user_attrs["ftsweep.job_id"] for t in study.trials})
