@@ -220,6 +220,9 @@ class SweepLoop:
             if self._counted() >= self.limits.trials:
                 return False
             trial = self.study.ask(self.plan.space.distributions())
+            # claimed at once: another worker must not take it for one a dead worker left
+            trial.set_user_attr(TrialAttrs.WORKER, self.worker)
+            trial.set_user_attr(TrialAttrs.HEARTBEAT, self.wall())
         if self._counted(before=trial.number) >= self.limits.trials:
             # a worker on another machine took the last place meanwhile
             trial.set_user_attr(TrialAttrs.NOT_STARTED, True)
@@ -296,6 +299,8 @@ class SweepLoop:
             if frozen.number in self.runs or frozen.number in self.repeats.waiting:
                 continue
             attrs = frozen.user_attrs
+            if TrialAttrs.WORKER not in attrs and _age_s(frozen) < STALE_AFTER_S:
+                continue  # just asked by another worker, which has not claimed it yet
             alive = owner_alive(attrs.get(TrialAttrs.WORKER))
             beat = float(attrs.get(TrialAttrs.HEARTBEAT, 0.0))
             if alive or (alive is None and self.wall() - beat < STALE_AFTER_S):
@@ -560,6 +565,14 @@ class SweepLoop:
                 self.study.tell(trial, state=optuna.trial.TrialState[state])
         except (RuntimeError, ValueError) as exc:  # another worker finished it first
             self._note(f"not told: {exc}", "warning", trial.number)
+
+
+def _age_s(trial: optuna.trial.FrozenTrial) -> float:
+    """Seconds since the trial was asked (Optuna's own clock: naive local time)."""
+    import datetime
+
+    started = trial.datetime_start
+    return (datetime.datetime.now() - started).total_seconds() if started else float("inf")
 
 
 def _environmental(exc: BaseException) -> bool:
