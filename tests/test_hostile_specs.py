@@ -140,8 +140,12 @@ def test_a_1_mib_file_of_values_loads_or_fails_quickly(cli, folder: Path) -> Non
         (lambda d: Path("/dev/zero"), "is a character device, not a regular file"),
         (lambda d: (os.mkdir(d / "dir.yaml"), d / "dir.yaml")[1], "is a directory"),
         (lambda d: d / "missing.yaml", "no such file"),
+        (
+            lambda d: (os.symlink(d / "loop.yaml", d / "loop.yaml"), d / "loop.yaml")[1],
+            "cannot read: Too many levels of symbolic links",
+        ),
     ],
-    ids=["fifo", "dev_zero", "directory", "missing"],
+    ids=["fifo", "dev_zero", "directory", "missing", "symlink_loop"],
 )
 @pytest.mark.timeout(30)
 def test_not_a_regular_file(cli, folder: Path, command: str, make: Any, expected: str) -> None:
@@ -376,6 +380,11 @@ def test_the_base_spec_is_valid(cli, folder: Path, tiny_model: Path, command: st
     """So every refusal above is the hostile part's doing."""
     r = cli(command, _write(folder, BASE + BACKEND + "sampler: {seed: 2147483647}\n"))
     assert r.code == 0, r.err
+
+
+def test_a_file_name_that_cannot_be_the_name(cli, folder: Path) -> None:
+    spec = _write(folder, "data: {train: train.jsonl}\n" + BACKEND, name="my sweep.yaml")
+    _refused(cli, "space", spec, "name: required when the file name ('my sweep')", folder)
 
 
 def test_shipped_sweep_files_still_load(cli) -> None:

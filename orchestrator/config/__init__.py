@@ -14,6 +14,7 @@ types and finite numbers (:mod:`.models`); every problem is one :class:`SpecErro
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ from pydantic import ValidationError
 
 from orchestrator.config.fields import describe_validation_error, printable
 from orchestrator.config.models import (
+    NAME_PATTERN,
     BackendSpec,
     BatchSizeParam,
     DataSpec,
@@ -79,6 +81,11 @@ def load_spec(path: str | os.PathLike[str]) -> SweepSpec:
     except YamlFileError as exc:
         raise SpecError(shown, "", printable(str(exc), limit=400)) from None
     if isinstance(data, dict) and "name" not in data:
+        if not re.match(NAME_PATTERN, p.stem):
+            raise SpecError(
+                shown, "name", f"required when the file name ({printable(p.stem)!r}) is not a "
+                "valid sweep name (letters, digits, '_', '.', '-'; at most 100)",
+            )  # fmt: skip
         data = {"name": p.stem, **data}
     spec = parse_spec(data, shown)
     base = p.resolve().parent

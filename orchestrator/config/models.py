@@ -32,6 +32,7 @@ __all__ = [
     "MAX_SAMPLER_SEED",
     "MAX_SEED",
     "MAX_TRIALS",
+    "NAME_PATTERN",
     "BackendSpec",
     "BatchSizeParam",
     "DataSpec",
@@ -46,6 +47,8 @@ __all__ = [
     "SweepSpec",
 ]
 
+#: a sweep's name (the study's, the experiment's): letters, digits, ``_ . -``
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$"
 MAX_TRIALS = 100_000
 MAX_PARALLEL = 1_000
 #: the request's seed: the OpenAI and Azure APIs take 0 to 2**31 - 1
@@ -258,7 +261,7 @@ _Price = Annotated[float, Field(ge=0)]
 class SweepSpec(_Model):
     """A whole sweep file."""
 
-    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
+    name: str = Field(pattern=NAME_PATTERN)
     data: DataSpec
     backend: BackendSpec
     space: SpaceSpec = Field(default_factory=SpaceSpec)
