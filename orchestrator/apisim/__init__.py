@@ -15,14 +15,16 @@ In-process (tests)::
 
 from __future__ import annotations
 
+import math
 import threading
 from collections.abc import Callable
 from pathlib import Path
 
 from orchestrator.apisim.clock import SimClock
 from orchestrator.apisim.faults import Faults, load_faults
-from orchestrator.apisim.server import SimServer
+from orchestrator.apisim.server import MAX_SPEED, SimServer
 from orchestrator.apisim.simulator import Simulator
+from orchestrator.errors import UsageError
 
 __all__ = ["Faults", "SimClock", "SimServer", "Simulator", "load_faults", "serve", "start"]
 
@@ -35,7 +37,15 @@ def start(
     speed: float = 60.0,
     faults: Faults | str | Path | None = None,
 ) -> SimServer:
-    """A simulator serving in a background thread (``port=0``: a free port)."""
+    """A simulator serving in a background thread (``port=0``: a free port).
+
+    A bad ``port``, ``speed``, state folder or faults file is a
+    :class:`~orchestrator.errors.UsageError` naming it."""
+    if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
+        raise UsageError(f"port: must be 0 to 65535, got {port}")
+    ok = isinstance(speed, int | float) and not isinstance(speed, bool)
+    if not ok or not math.isfinite(speed) or not 0 <= speed <= MAX_SPEED:
+        raise UsageError(f"speed: must be a number from 0 to {MAX_SPEED:g}, got {speed}")
     if faults is not None and not isinstance(faults, Faults):
         faults = load_faults(faults)
     sim = Simulator(state, speed=speed, faults=faults)

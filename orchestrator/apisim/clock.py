@@ -8,6 +8,7 @@ A speed of ``0`` freezes the clock: only :meth:`SimClock.advance` moves it (for 
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections.abc import Callable
@@ -25,8 +26,7 @@ class SimClock:
         monotonic: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
     ) -> None:
-        if speed < 0:
-            raise ValueError(f"speed must be >= 0, got {speed}")
+        _check_speed(speed)
         self.speed = speed
         self._monotonic = monotonic
         self._origin_real = monotonic()
@@ -40,6 +40,8 @@ class SimClock:
 
     def advance(self, seconds: float) -> float:
         """Jump ``seconds`` ahead; returns the new simulated time."""
+        if not math.isfinite(seconds):
+            raise ValueError(f"cannot advance by {seconds} s")
         if seconds < 0:
             raise ValueError(f"cannot go back in time ({seconds} s)")
         with self._lock:
@@ -48,8 +50,12 @@ class SimClock:
 
     def set_speed(self, speed: float) -> None:
         """Change the speed from now on (the simulated time does not jump)."""
-        if speed < 0:
-            raise ValueError(f"speed must be >= 0, got {speed}")
+        _check_speed(speed)
         current = self.now()
         with self._lock:
             self._origin_real, self._origin_sim, self.speed = self._monotonic(), current, speed
+
+
+def _check_speed(speed: float) -> None:
+    if not math.isfinite(speed) or speed < 0:
+        raise ValueError(f"speed must be a finite number >= 0, got {speed}")

@@ -38,7 +38,8 @@ class ApiError(Exception):
         self.param = param
         self.code = code
         self.type = type or ("server_error" if status >= 500 else "invalid_request_error")
-        self.azure_code = azure_code or AZURE_CODES.get(status, "internalFailure")
+        fallback = "invalidPayload" if status < 500 else "internalFailure"
+        self.azure_code = azure_code or AZURE_CODES.get(status, fallback)
         self.headers = dict(headers or {})
 
     def body(self, api: str) -> dict[str, object]:

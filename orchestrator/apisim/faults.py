@@ -6,7 +6,7 @@
     file_processing_seconds: 2           # simulated seconds before an upload is processed
     stuck_files: ["slow-*.jsonl"]        # uploads with these names never finish processing
     requests:                            # HTTP errors, matched in order
-      - op: jobs.create                  # operation name glob (see Simulator.OPS); default "*"
+      - op: jobs.create                  # operation name glob (see OPERATIONS); default "*"
         api: "*"                         # openai | azure | *
         status: 429                      # 429 adds retry-after; 5xx a server error body
         code: daily_rate_limit_exceeded  # default: per status and API
@@ -24,39 +24,74 @@
 
 A training file with fewer than 10 examples fails with ``invalid_n_examples`` without any
 fault configured.
+
+Every field is checked (types, ranges, known operation names): a bad configuration is a
+:class:`~orchestrator.errors.UsageError` naming the field (``PUT /_sim/faults:
+requests.0.status: input should be a valid integer``) and the previous one stays.
 """
 
 from __future__ import annotations
 
 import fnmatch
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
-from typing import Any
+import os
+from typing import Annotated, Any, Literal, Self
 
-import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from orchestrator.errors import UsageError
 
-__all__ = ["DEFAULT_MAX_RUNNING", "Faults", "JobFault", "RequestFault", "load_faults"]
+__all__ = [
+    "DEFAULT_MAX_RUNNING",
+    "OPERATIONS",
+    "Faults",
+    "JobFault",
+    "RequestFault",
+    "load_faults",
+]
 
-DEFAULT_MAX_RUNNING = {"openai": 3, "azure": 1}
+DEFAULT_MAX_RUNNING: dict[str, int | None] = {"openai": 3, "azure": 1}
+#: the operation names of the API (``op`` in faults and in the request log)
+OPERATIONS = (
+    "files.create", "files.list", "files.retrieve", "files.delete", "files.content",
+    "jobs.create", "jobs.list", "jobs.retrieve", "jobs.cancel", "jobs.pause",
+    "jobs.resume", "jobs.delete", "jobs.events", "jobs.checkpoints",
+)  # fmt: skip
+_APIS = ("openai", "azure")
+_BIG = 10**9
+
+Glob = Annotated[str, Field(min_length=1, max_length=200)]
+Count = Annotated[int, Field(ge=0, le=_BIG)]
+Short = Annotated[str, Field(max_length=200)]
+Message = Annotated[str, Field(max_length=10_000)]
 
 
-@dataclass
-class RequestFault:
+class _Config(BaseModel):
+    """Strict, closed, finite; mutable (the counters advance as faults fire)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
+
+
+class RequestFault(_Config):
     """An HTTP error returned for matching requests."""
 
-    status: int
-    op: str = "*"
-    api: str = "*"
-    code: str | None = None
-    message: str | None = None
-    retry_after: float | None = None
-    times: int = 1
-    skip: int = 0
-    when: str = "before"
+    status: int = Field(ge=400, le=599)
+    op: Glob = "*"
+    api: Literal["openai", "azure", "*"] = "*"
+    code: Short | None = None
+    message: Message | None = None
+    retry_after: float | None = Field(default=None, ge=0, le=_BIG)
+    times: Count = 1
+    skip: Count = 0
+    when: Literal["before", "after"] = "before"
     sdk_retry: bool = False  # x-should-retry header: false keeps the SDK from sleeping
-    seen: int = 0  # matching requests so far (state)
+    seen: Count = 0  # matching requests so far (state)
+
+    @field_validator("op")
+    @classmethod
+    def _known(cls, v: str) -> str:
+        if not fnmatch.filter(OPERATIONS, v):
+            raise ValueError(f"{v!r} matches no operation; known: {', '.join(OPERATIONS)}")
+        return v
 
     def claim(self, op: str, api: str) -> bool:
         """Count a matching request; True when this one must fail."""
@@ -67,19 +102,18 @@ class RequestFault:
         return n >= 1 and (self.times == 0 or n <= self.times)
 
 
-@dataclass
-class JobFault:
+class JobFault(_Config):
     """A job that fails with the provider's error code, while validating or at a step."""
 
-    code: str = "server_error"
-    message: str = "The job failed due to an internal error."
-    param: str | None = None
-    nth: int | None = None
-    model: str | None = None
-    suffix: str | None = None
-    at_step: int | None = None
-    times: int = 1
-    used: int = 0  # state
+    code: Annotated[str, Field(min_length=1, max_length=200)] = "server_error"
+    message: Message = "The job failed due to an internal error."
+    param: Short | None = None
+    nth: Annotated[int, Field(ge=1, le=_BIG)] | None = None
+    model: Glob | None = None
+    suffix: Glob | None = None
+    at_step: Annotated[int, Field(ge=1, le=_BIG)] | None = None
+    times: Count = 1
+    used: Count = 0  # state
 
     def claim(self, nth: int, model: str, suffix: str | None) -> bool:
         """True (and counted) when the job created ``nth`` must fail."""
@@ -95,51 +129,48 @@ class JobFault:
         return True
 
 
-@dataclass
-class Faults:
+class Faults(_Config):
     """The whole fault configuration (mutable: counters advance as faults fire)."""
 
-    max_running: dict[str, int | None] = field(default_factory=lambda: dict(DEFAULT_MAX_RUNNING))
-    file_processing_seconds: float = 2.0
-    stuck_files: list[str] = field(default_factory=list)
-    requests: list[RequestFault] = field(default_factory=list)
-    jobs: list[JobFault] = field(default_factory=list)
+    max_running: dict[str, Annotated[int, Field(ge=0, le=_BIG)] | None] = Field(
+        default_factory=lambda: dict(DEFAULT_MAX_RUNNING)
+    )
+    file_processing_seconds: float = Field(default=2.0, ge=0, le=_BIG)
+    stuck_files: list[Glob] = Field(default_factory=list, max_length=1000)
+    requests: list[RequestFault] = Field(default_factory=list, max_length=1000)
+    jobs: list[JobFault] = Field(default_factory=list, max_length=1000)
+
+    @field_validator("max_running", mode="before")
+    @classmethod
+    def _per_api(cls, v: Any) -> Any:
+        if v is None or (isinstance(v, int) and not isinstance(v, bool)):
+            return dict.fromkeys(_APIS, v)
+        if isinstance(v, dict):
+            unknown = sorted(str(k) for k in v if k not in _APIS)
+            if unknown:
+                raise ValueError(f"unknown API {unknown[0]!r}; give openai, azure or one int")
+            return {**DEFAULT_MAX_RUNNING, **v}
+        return v
 
     @classmethod
-    def from_dict(cls, raw: Any, source: str = "faults") -> Faults:
+    def from_dict(cls, raw: Any, source: str = "faults") -> Self:
         """Parse (and check) a mapping; errors name ``source`` and the field."""
+        from orchestrator.config import describe_validation_error
+        from orchestrator.config.fields import printable
+
         if raw is None:
             return cls()
         if not isinstance(raw, dict):
             raise UsageError(f"{source}: expected a mapping, got {type(raw).__name__}")
-        unknown = set(raw) - {f for f in cls.__dataclass_fields__}
-        if unknown:
-            raise UsageError(f"{source}: unknown field(s): {', '.join(sorted(unknown))}")
-        faults = cls()
-        running = raw.get("max_running", DEFAULT_MAX_RUNNING)
-        if isinstance(running, int) or running is None:
-            faults.max_running = {"openai": running, "azure": running}
-        elif isinstance(running, dict):
-            faults.max_running = {**DEFAULT_MAX_RUNNING, **running}
-        else:
-            raise UsageError(f"{source}: max_running: expected an int or a mapping")
-        faults.file_processing_seconds = float(raw.get("file_processing_seconds", 2.0))
-        faults.stuck_files = [str(x) for x in raw.get("stuck_files", [])]
-        faults.requests = [
-            _build(RequestFault, item, f"{source}: requests[{i}]")
-            for i, item in enumerate(raw.get("requests", []))
-        ]
-        faults.jobs = [
-            _build(JobFault, item, f"{source}: jobs[{i}]")
-            for i, item in enumerate(raw.get("jobs", []))
-        ]
-        for i, rf in enumerate(faults.requests):
-            if rf.when not in ("before", "after"):
-                raise UsageError(f"{source}: requests[{i}].when: must be before or after")
-        return faults
+        try:
+            return cls.model_validate(raw)
+        except ValidationError as exc:
+            loc, problem = describe_validation_error(exc, cls)
+            where = f"{source}: {loc}: " if loc else f"{source}: "
+            raise UsageError(where + printable(problem, limit=400)) from None
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return self.model_dump()
 
     def request_fault(self, op: str, api: str) -> RequestFault | None:
         """The first configured fault that fires for this request, if any."""
@@ -158,22 +189,13 @@ class Faults:
         return any(fnmatch.fnmatchcase(filename, pattern) for pattern in self.stuck_files)
 
 
-def _build(cls: type[Any], item: Any, where: str) -> Any:
-    if not isinstance(item, dict):
-        raise UsageError(f"{where}: expected a mapping")
-    try:
-        return cls(**item)
-    except TypeError as exc:
-        raise UsageError(f"{where}: {exc}") from exc
+def load_faults(path: str | os.PathLike[str]) -> Faults:
+    """Read a faults file (YAML or JSON), as safely as a sweep file (a regular file of at
+    most 1 MiB, bounded nesting, no duplicate keys)."""
+    from orchestrator.config.yamlfile import YamlFileError, read_yaml
 
-
-def load_faults(path: str | Path) -> Faults:
-    """Read a faults file (YAML or JSON)."""
-    p = Path(path)
     try:
-        raw = yaml.safe_load(p.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise UsageError(f"{p}: cannot read: {exc.strerror}") from exc
-    except yaml.YAMLError as exc:
-        raise UsageError(f"{p}: not valid YAML/JSON: {exc}") from exc
-    return Faults.from_dict(raw, str(p))
+        raw = read_yaml(path, what="fault files")
+    except YamlFileError as exc:
+        raise UsageError(f"{path}: {exc}") from None
+    return Faults.from_dict(raw, str(path))

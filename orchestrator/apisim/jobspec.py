@@ -8,6 +8,7 @@ the package's own exact token counts (:func:`orchestrator.data.checks.check_file
 from __future__ import annotations
 
 import hashlib
+import math
 import re
 import secrets
 from dataclasses import dataclass
@@ -20,7 +21,16 @@ from orchestrator.apisim.store import FileRecord, JobRecord
 from orchestrator.apisim.surface import Resolved, resolve
 from orchestrator.errors import OrchestratorError
 
-__all__ = ["CreateSpec", "analyse", "new_job", "parse_create", "plan_failure", "resolved"]
+__all__ = [
+    "MAX_STEPS",
+    "CreateSpec",
+    "analyse",
+    "check_steps",
+    "new_job",
+    "parse_create",
+    "plan_failure",
+    "resolved",
+]
 
 MIN_EXAMPLES = 10
 PURPOSES = ("assistants", "batch", "fine-tune", "vision", "user_data", "evals")
@@ -35,6 +45,8 @@ _FIELDS = {
     },
 }  # fmt: skip
 _LIMITS = {"n_epochs": (1, 50), "batch_size": (1, 256)}
+#: training steps one simulated job may take (its curve is kept in memory)
+MAX_STEPS = 1_000_000
 _AZURE_SUFFIX = re.compile(r"^[A-Za-z0-9_-]{1,40}$")
 
 
@@ -68,7 +80,11 @@ def _hyperparameters(api: str, body: dict[str, Any]) -> dict[str, Any]:
         if not isinstance(method, dict) or method.get("type") != "supervised":
             kind = method.get("type") if isinstance(method, dict) else method
             raise _bad(f"The simulator runs supervised jobs only, not {kind!r}.", "method.type")
-        raw = (method.get("supervised") or {}).get("hyperparameters")
+        supervised = method.get("supervised") or {}
+        if not isinstance(supervised, dict):
+            raise _bad("Invalid type for 'method.supervised': expected an object.",
+                       "method.supervised")  # fmt: skip
+        raw = supervised.get("hyperparameters")
         where = "method.supervised.hyperparameters"
     if raw is None:
         return {}
@@ -86,7 +102,12 @@ def _hyperparameters(api: str, body: dict[str, Any]) -> dict[str, Any]:
             low, high = _LIMITS[name]
             if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
                 raise _bad(f"Invalid '{param}': expected an integer from {low} to {high}.", param)
-        elif isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+        elif (
+            isinstance(value, bool)
+            or not isinstance(value, int | float)
+            or not math.isfinite(value)
+            or value <= 0
+        ):
             raise _bad(f"Invalid '{param}': expected a number greater than 0.", param)
         out[name] = value
     return out
@@ -211,6 +232,16 @@ def new_job(
         data_key=hashlib.sha256(f"{analysis['sha256']}|{family}".encode()).hexdigest(),
         step_seconds=round(0.5 + hp.batch_size * tokens_per_example / 8000, 4),
     )
+
+
+def check_steps(job: JobRecord) -> None:
+    """Refuse a job longer than the simulator keeps (:data:`MAX_STEPS` steps)."""
+    if job.total_steps > MAX_STEPS:
+        raise _bad(
+            f"The simulator runs at most {MAX_STEPS:,} training steps per job; this one needs "
+            f"{job.total_steps:,} (use a larger batch_size or fewer n_epochs).",
+            "hyperparameters",
+        )
 
 
 def plan_failure(

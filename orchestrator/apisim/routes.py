@@ -14,7 +14,7 @@ from orchestrator.apisim import render
 from orchestrator.apisim.errors import ApiError
 from orchestrator.apisim.simulator import Simulator
 
-__all__ = ["ROUTES", "Ctx", "Reply", "match"]
+__all__ = ["ROUTES", "Ctx", "Reply", "allowed", "match"]
 
 
 @dataclass
@@ -49,7 +49,10 @@ def _created(ctx: Ctx, body: dict[str, Any], location: str) -> Reply:
 
 
 def files_create(ctx: Ctx) -> Reply:
-    purpose = ctx.form.get("purpose", (None, b""))[1].decode()
+    try:
+        purpose = ctx.form.get("purpose", (None, b""))[1].decode("utf-8")
+    except UnicodeDecodeError:
+        raise ApiError(400, "Invalid purpose: not UTF-8 text.", param="purpose") from None
     filename, data = ctx.form.get("file", (None, b""))
     record = ctx.sim.create_file(ctx.api, filename or "", purpose, data)
     return _created(ctx, render.file_object(record, ctx.api, ctx.sim.clock.now()), record.id)
@@ -203,3 +206,9 @@ def match(method: str, path: str) -> tuple[str, Handler, tuple[str, ...]] | None
         if m and verb == method:
             return op, handler, m.groups()
     return None
+
+
+def allowed(path: str) -> list[str]:
+    """The methods ``path`` takes (empty: no such path), for a 405's ``Allow``."""
+    path = path.rstrip("/") or "/"
+    return sorted({verb for verb, pattern, _, _ in ROUTES if pattern.fullmatch(path)})

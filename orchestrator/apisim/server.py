@@ -8,24 +8,32 @@
 
 Any non-empty key is accepted and none is ever stored: the request log keeps the operation,
 path and status only.
+
+Bad input never gets a 500 or a dropped connection: a garbled request line, headers the
+standard library refuses, a body that is badly framed, too large, slow, not JSON or not an
+object, an unknown path (404), a method the path does not take (405, with ``Allow``) or a
+bad fault configuration (400, the previous one stays) are answered in the API's error shape
+(:mod:`.body` reads and parses bodies).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
 import secrets
 import threading
-from email import policy
-from email.parser import BytesParser
+from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from orchestrator.apisim import routes
+from orchestrator.apisim.body import BodyError, Limits, parse_form, parse_json, read_body
 from orchestrator.apisim.errors import ApiError
 from orchestrator.apisim.faults import Faults, RequestFault
 from orchestrator.apisim.simulator import Simulator
+from orchestrator.errors import UsageError
 
 __all__ = ["SimServer"]
 
@@ -37,7 +45,8 @@ def _fault_error(fault: RequestFault, api: str, op: str) -> ApiError:
     headers = {"x-should-retry": "true" if fault.sdk_retry else "false"}
     if fault.status == 429:
         if fault.retry_after is not None:
-            headers["retry-after"] = str(fault.retry_after)
+            after = fault.retry_after
+            headers["retry-after"] = str(int(after)) if after.is_integer() else str(after)
         code = fault.code or ("daily_rate_limit_exceeded" if op == "jobs.create" else None)
         message = fault.message or (
             "This fine-tune request has been rate-limited. Your organization has reached the "
@@ -55,23 +64,43 @@ def _fault_error(fault: RequestFault, api: str, op: str) -> ApiError:
     return ApiError(fault.status, message, code=fault.code, headers=headers)
 
 
-def _parse_form(content_type: str, body: bytes) -> dict[str, tuple[str | None, bytes]]:
-    raw = b"Content-Type: " + content_type.encode() + b"\r\n\r\n" + body
-    message = BytesParser(policy=policy.HTTP).parsebytes(raw)
-    form: dict[str, tuple[str | None, bytes]] = {}
-    if not message.is_multipart():
-        raise ApiError(400, "Expected a multipart/form-data body.")
-    for part in message.iter_parts():
-        name = part.get_param("name", header="content-disposition")
-        payload = part.get_payload(decode=True)
-        if isinstance(name, str):
-            data = payload if isinstance(payload, bytes) else b""
-            form[name] = (part.get_filename(), data)
-    return form
+def _dialect(path: str) -> str:
+    return "azure" if path == "/openai" or path.startswith("/openai/") else "openai"
+
+
+def _phrase(code: int) -> str:
+    try:
+        return HTTPStatus(code).phrase
+    except ValueError:
+        return "Error"
+
+
+#: the admin API: path -> methods it takes
+_ADMIN = {
+    "/_sim/health": ("GET",),
+    "/_sim/requests": ("GET", "DELETE"),
+    "/_sim/faults": ("GET", "PUT", "POST"),
+    "/_sim/clock": ("GET", "POST"),
+}
+#: the most ``POST /_sim/clock`` takes: simulated seconds per real second, seconds per jump
+MAX_SPEED = 1e6
+MAX_ADVANCE = 1e9
+
+
+def _clock_number(body: dict[str, Any], name: str, high: float) -> float | None:
+    if name not in body:
+        return None
+    value = body[name]
+    ok = isinstance(value, int | float) and not isinstance(value, bool)
+    if not ok or not math.isfinite(value) or not 0 <= value <= high:
+        raise ApiError(400, f"Invalid '{name}': expected a number from 0 to {high:g}.", param=name)
+    return float(value)
 
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    #: a garbled request line still gets a status line and headers (not HTTP/0.9's bare body)
+    default_request_version = "HTTP/1.1"
     disable_nagle_algorithm = True  # headers and body go out in two writes: no 40 ms stalls
     server: SimServer
 
@@ -79,52 +108,73 @@ class _Handler(BaseHTTPRequestHandler):
         log.debug("apisim: " + format, *args)
 
     def do_GET(self) -> None:
-        self._handle("GET")
+        self._handle()
 
-    def do_POST(self) -> None:
-        self._handle("POST")
-
-    def do_DELETE(self) -> None:
-        self._handle("DELETE")
-
-    def do_PUT(self) -> None:
-        self._handle("PUT")
+    do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = do_OPTIONS = do_GET
 
     # -- plumbing ------------------------------------------------------------------------
-    def _body(self) -> bytes:
-        length = int(self.headers.get("Content-Length") or 0)
-        return self.rfile.read(length) if length else b""
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        """The standard library's own refusals (a garbled request line, an unknown method,
+        headers too long) in the API's error shape; the connection is closed after them."""
+        self.close_connection = True
+        err = ApiError(code, message or _phrase(code))
+        path = str(getattr(self, "path", None) or "")
+        self._send(code, err.body(_dialect(path.split("?", 1)[0])), {"Connection": "close"})
 
     def _send(
         self, status: int, body: dict[str, Any] | bytes | None, headers: dict[str, str]
     ) -> None:
         if isinstance(body, dict):
-            payload, ctype = json.dumps(body).encode(), "application/json"
+            try:
+                payload, ctype = json.dumps(body, allow_nan=False).encode(), "application/json"
+            except ValueError:  # a NaN in a response is a simulator bug: still valid JSON
+                log.exception("apisim: unserialisable response")
+                status, headers = 500, {"x-should-retry": "false"}
+                bug = ApiError(500, "Internal simulator error: unserialisable response")
+                payload, ctype = json.dumps(bug.body("openai")).encode(), "application/json"
         else:
             payload, ctype = body or b"", "application/octet-stream"
-        self.send_response(status)
-        self.send_header("x-request-id", f"req_{secrets.token_hex(8)}")
-        if status != 204:
-            self.send_header("Content-Type", ctype)
-        self.send_header("Content-Length", str(len(payload) if status != 204 else 0))
-        for name, value in headers.items():
-            self.send_header(name, value)
-        self.end_headers()
-        if status != 204:
-            self.wfile.write(payload)
+        try:
+            self.send_response(status)
+            self.send_header("x-request-id", f"req_{secrets.token_hex(8)}")
+            if status != 204:
+                self.send_header("Content-Type", ctype)
+            self.send_header("Content-Length", str(len(payload) if status != 204 else 0))
+            for name, value in headers.items():
+                self.send_header(name, value)
+            self.end_headers()
+            if status != 204 and self.command != "HEAD":
+                self.wfile.write(payload)
+        except OSError:  # the client went away: nothing left to answer
+            self.close_connection = True
 
-    def _handle(self, method: str) -> None:
-        url = urlsplit(self.path)
-        query = parse_qs(url.query, keep_blank_values=True)
-        raw = self._body()
-        if url.path.startswith("/_sim/"):
-            self._admin(method, url.path, query, raw)
+    def _handle(self) -> None:
+        method, path = self.command, self.path.split("?", 1)[0]
+        api = _dialect(path)
+        try:
+            url = urlsplit(self.path)
+            raw = read_body(self.headers, self.rfile, self.connection, self.server.limits)
+        except (BodyError, ValueError) as exc:  # ValueError: a URL urllib cannot split
+            err = exc if isinstance(exc, BodyError) else BodyError(400, "Invalid request URL.")
+            self.close_connection = True
+            self._send(err.status, err.body(api), {**err.headers, "Connection": "close"})
+            return
+        try:
+            self._route(method, url.path, parse_qs(url.query, keep_blank_values=True), raw)
+        except Exception as exc:  # a simulator bug must still answer like a server
+            log.exception("apisim: %s %s failed", method, path)
+            bug = ApiError(500, f"Internal simulator error: {type(exc).__name__}")
+            self._send(500, bug.body(api), {"x-should-retry": "false"})
+
+    def _route(self, method: str, path: str, query: dict[str, list[str]], raw: bytes) -> None:
+        if path.startswith("/_sim/"):
+            self._admin(method, path, query, raw)
             return
         for prefix, api in _PREFIXES:
-            if url.path == prefix or url.path.startswith(prefix + "/"):
-                self._api(api, method, url.path[len(prefix) :], url.path, query, raw)
+            if path == prefix or path.startswith(prefix + "/"):
+                self._api(api, method, path[len(prefix) :], path, query, raw)
                 return
-        err = ApiError(404, f"Unknown request URL: {method} {url.path}.")
+        err = ApiError(404, f"Unknown request URL: {method} {path}.")
         self._send(err.status, err.body("openai"), {})
 
     def _authorised(self, api: str) -> bool:
@@ -140,7 +190,7 @@ class _Handler(BaseHTTPRequestHandler):
         found = routes.match(method, sub)
         op = found[0] if found else "unknown"
         try:
-            reply = self._dispatch(api, method, path, query, raw, found)
+            reply = self._dispatch(api, method, sub, path, query, raw, found)
         except ApiError as err:
             reply = routes.Reply(err.status, err.body(api), err.headers)
         except Exception as exc:  # a simulator bug must still answer like a server
@@ -157,6 +207,7 @@ class _Handler(BaseHTTPRequestHandler):
         self,
         api: str,
         method: str,
+        sub: str,
         path: str,
         query: dict[str, list[str]],
         raw: bytes,
@@ -171,17 +222,20 @@ class _Handler(BaseHTTPRequestHandler):
                 azure_code="MissingApiVersionParameter",
             )  # fmt: skip
         if found is None:
+            allowed = routes.allowed(sub)
+            if allowed:
+                raise ApiError(
+                    405, f"Method {method} is not allowed for {path}; use {', '.join(allowed)}.",
+                    headers={"Allow": ", ".join(allowed)},
+                )  # fmt: skip
             raise ApiError(404, f"Unknown request URL: {method} {path}.")
         op, handler, ids = found
         ctx = routes.Ctx(sim, api, ids, query)
         ctype = self.headers.get("Content-Type") or ""
         if raw and ctype.startswith("multipart/form-data"):
-            ctx.form = _parse_form(ctype, raw)
+            ctx.form = parse_form(ctype, raw)
         elif raw:
-            try:
-                ctx.json = json.loads(raw)
-            except ValueError as exc:
-                raise ApiError(400, "The request body is not valid JSON.") from exc
+            ctx.json = parse_json(raw)
         with sim.lock:
             fault = sim.faults.request_fault(op, api)
             if fault is not None:
@@ -192,35 +246,51 @@ class _Handler(BaseHTTPRequestHandler):
         return handler(ctx)
 
     def _admin(self, method: str, path: str, query: dict[str, list[str]], raw: bytes) -> None:
-        sim = self.server.sim
+        headers: dict[str, str] = {}
         try:
-            body: Any = json.loads(raw) if raw else {}
-            if path == "/_sim/health":
-                reply: dict[str, Any] = {"ok": True, "now": sim.clock.now()}
-            elif path == "/_sim/requests" and method == "GET":
-                ops = query.get("op")
-                reply = {"data": sim.requests(ops[0] if ops else None)}
-            elif path == "/_sim/requests" and method == "DELETE":
-                sim.store.clear_log()
-                reply = {"deleted": True}
-            elif path == "/_sim/faults" and method == "GET":
-                reply = sim.faults.to_dict()
-            elif path == "/_sim/faults" and method in ("PUT", "POST"):
-                sim.set_faults(Faults.from_dict(body, "PUT /_sim/faults"))
-                reply = sim.faults.to_dict()
-            elif path == "/_sim/clock":
-                if method == "POST" and "speed" in body:
-                    sim.clock.set_speed(float(body["speed"]))
-                if method == "POST" and "advance" in body:
-                    sim.advance(float(body["advance"]))
-                reply = {"now": sim.tick(), "speed": sim.clock.speed}
-            else:
+            allowed = _ADMIN.get(path.rstrip("/"))
+            if allowed is None:
                 raise ApiError(404, f"Unknown admin request: {method} {path}.")
-            self._send(200, reply, {})
+            if method not in allowed:
+                headers["Allow"] = ", ".join(allowed)
+                raise ApiError(405, f"Method {method} is not allowed for {path}; "
+                                    f"use {', '.join(allowed)}.")  # fmt: skip
+            body: Any = parse_json(raw) if raw else {}
+            if method in ("PUT", "POST") and not isinstance(body, dict):
+                raise ApiError(400, "The request body must be a JSON object.")
+            self._send(200, self._admin_reply(method, path.rstrip("/"), query, body), {})
         except ApiError as err:
-            self._send(err.status, err.body("openai"), {})
-        except Exception as exc:  # bad admin input (a UsageError from the faults parser...)
+            self._send(err.status, err.body("openai"), {**err.headers, **headers})
+        except UsageError as exc:  # a bad fault configuration: the previous one stays
             self._send(400, ApiError(400, str(exc)).body("openai"), {})
+
+    def _admin_reply(
+        self, method: str, path: str, query: dict[str, list[str]], body: dict[str, Any]
+    ) -> dict[str, Any]:
+        sim = self.server.sim
+        if path == "/_sim/health":
+            return {"ok": True, "now": sim.clock.now()}
+        if path == "/_sim/requests":
+            if method == "DELETE":
+                sim.store.clear_log()
+                return {"deleted": True}
+            ops = query.get("op")
+            return {"data": sim.requests(ops[0] if ops else None)}
+        if path == "/_sim/faults":
+            if method != "GET":
+                sim.set_faults(Faults.from_dict(body, f"{method} /_sim/faults"))
+            return sim.faults.to_dict()
+        if method == "POST":  # /_sim/clock
+            unknown = sorted(set(body) - {"advance", "speed"})
+            if unknown:
+                raise ApiError(400, f"Unknown field: {unknown[0]!r}.", param=unknown[0])
+            speed = _clock_number(body, "speed", MAX_SPEED)
+            advance = _clock_number(body, "advance", MAX_ADVANCE)
+            if speed is not None:
+                sim.clock.set_speed(speed)
+            if advance is not None:
+                sim.advance(advance)
+        return {"now": sim.tick(), "speed": sim.clock.speed}
 
 
 class SimServer(ThreadingHTTPServer):
@@ -229,10 +299,23 @@ class SimServer(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
 
-    def __init__(self, sim: Simulator, host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(
+        self,
+        sim: Simulator,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        limits: Limits | None = None,
+    ) -> None:
         super().__init__((host, port), _Handler)
         self.sim = sim
+        self.limits = limits or Limits()
         self._thread: threading.Thread | None = None
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A connection that failed below the handler (the client reset it): logged, never
+        printed as a traceback."""
+        log.debug("apisim: connection from %s failed", client_address, exc_info=True)
 
     @property
     def port(self) -> int:

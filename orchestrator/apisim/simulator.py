@@ -17,10 +17,11 @@ from typing import Any
 from orchestrator.apisim import jobspec
 from orchestrator.apisim.clock import SimClock
 from orchestrator.apisim.errors import ApiError
-from orchestrator.apisim.faults import Faults
+from orchestrator.apisim.faults import OPERATIONS, Faults
 from orchestrator.apisim.store import FileRecord, JobRecord, Store, record_dict
 from orchestrator.apisim.surface import StepMetrics, SurfaceInputs, curve
 from orchestrator.apisim.timeline import CheckpointView, Event, checkpoints, events, result_csv
+from orchestrator.errors import UsageError
 
 __all__ = ["Simulator"]
 
@@ -31,11 +32,7 @@ STATE_VERSION = 1
 class Simulator:
     """All files and jobs of one simulated provider (OpenAI and Azure side by side)."""
 
-    OPS = (
-        "files.create", "files.list", "files.retrieve", "files.delete", "files.content",
-        "jobs.create", "jobs.list", "jobs.retrieve", "jobs.cancel", "jobs.pause",
-        "jobs.resume", "jobs.delete", "jobs.events", "jobs.checkpoints",
-    )  # fmt: skip
+    OPS = OPERATIONS
 
     def __init__(
         self,
@@ -54,15 +51,24 @@ class Simulator:
         saved = self.store.load()
         start = None
         self.faults = faults or Faults()
+        cursor = None
         if saved is not None:
-            start = float(saved["sim_now"])
-            self.nth = int(saved["nth"])
-            self.files = {k: FileRecord(**v) for k, v in saved["files"].items()}
-            self.jobs = {k: JobRecord(**v) for k, v in saved["jobs"].items()}
+            try:
+                start, cursor = float(saved["sim_now"]), float(saved["cursor"])
+                self.nth = int(saved["nth"])
+                self.files = {k: FileRecord(**v) for k, v in saved["files"].items()}
+                self.jobs = {k: JobRecord(**v) for k, v in saved["jobs"].items()}
+            except (KeyError, TypeError, ValueError, AttributeError) as exc:
+                raise UsageError(
+                    f"{self.store.state_path}: not a simulator state ({type(exc).__name__}: {exc})"
+                ) from None
             if faults is None:
-                self.faults = Faults.from_dict(saved.get("faults"), "saved state")
-        self.clock = clock or SimClock(speed, start=start)
-        self._cursor = self.clock.now() if saved is None else float(saved["cursor"])
+                self.faults = Faults.from_dict(saved.get("faults"), str(self.store.state_path))
+        try:
+            self.clock = clock or SimClock(speed, start=start)
+        except ValueError as exc:
+            raise UsageError(f"speed: {exc}") from None
+        self._cursor = self.clock.now() if cursor is None else cursor
         self.save()
 
     # -- persistence ---------------------------------------------------------------------
@@ -255,9 +261,10 @@ class Simulator:
                 n_valid = jobspec.analyse(valid, self.store.blob_path(valid.id), spec.model)[
                     "n_examples"
                 ]
-            self.nth += 1
             job_id = f"ftjob-{secrets.token_hex(12)}"
-            job = jobspec.new_job(api, job_id, self.nth, spec, analysis, n_valid, now)
+            job = jobspec.new_job(api, job_id, self.nth + 1, spec, analysis, n_valid, now)
+            jobspec.check_steps(job)
+            self.nth += 1
             fault = self.faults.job_fault(self.nth, spec.model, spec.suffix)
             jobspec.plan_failure(job, analysis, valid, n_valid, fault)
             self.jobs[job.id] = job

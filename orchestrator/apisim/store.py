@@ -17,6 +17,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from orchestrator.errors import UsageError
+
 __all__ = ["FileRecord", "JobRecord", "Store"]
 
 
@@ -125,7 +127,12 @@ class Store:
         self._temporary = folder is None
         self.folder = Path(tempfile.mkdtemp(prefix="apisim-")) if folder is None else Path(folder)
         self.blobs = self.folder / "files"
-        self.blobs.mkdir(parents=True, exist_ok=True)
+        try:
+            self.blobs.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise UsageError(
+                f"{self.folder}: cannot keep the simulator's state here: {exc.strerror or exc}"
+            ) from None
         self.state_path = self.folder / "state.json"
         self.log_path = self.folder / "requests.jsonl"
         self._lock = threading.Lock()
@@ -134,7 +141,12 @@ class Store:
         """The saved state, or None for a fresh folder."""
         if not self.state_path.exists():
             return None
-        data: dict[str, Any] = json.loads(self.state_path.read_text(encoding="utf-8"))
+        try:
+            data = json.loads(self.state_path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise UsageError(f"{self.state_path}: not a readable simulator state: {exc}") from None
+        if not isinstance(data, dict):
+            raise UsageError(f"{self.state_path}: not a simulator state (not a JSON object)")
         return data
 
     def save(self, state: dict[str, Any]) -> None:

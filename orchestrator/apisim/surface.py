@@ -19,7 +19,7 @@ and, with per-dataset constants ``L0`` (initial loss) and ``Lf`` (the loss floor
     accuracy = exp(-0.55 * loss)
 
 So small ``M`` or large ``B`` under-fit, many epochs over-fit (sooner on small data), and
-multipliers above 1 diverge.
+multipliers above 1 diverge (those above 100 behave as 100).
 """
 
 from __future__ import annotations
@@ -44,6 +44,8 @@ __all__ = [
 
 NOMINAL_MULTIPLIER = 0.1
 DIVERGENCE_MULTIPLIER = 1.0
+#: a larger multiplier gives the same (fully diverged) curve; keeps the arithmetic finite
+MAX_MULTIPLIER = 100.0
 MAX_LOSS = 15.0
 
 
@@ -153,16 +155,15 @@ def _accuracy(loss: float, rng: random.Random) -> float:
 class _Surface:
     def __init__(self, inputs: SurfaceInputs) -> None:
         hp, n = inputs.hp, max(1, inputs.n_train)
+        multiplier = min(hp.learning_rate_multiplier, MAX_MULTIPLIER)
         reference_batch = auto_batch_size(n)
-        self.rate = (hp.learning_rate_multiplier / NOMINAL_MULTIPLIER) * math.sqrt(
-            reference_batch / hp.batch_size
-        )
+        self.rate = (multiplier / NOMINAL_MULTIPLIER) * math.sqrt(reference_batch / hp.batch_size)
         self.l0 = 1.5 + 1.0 * _unit(inputs.data_key, "l0")
         self.floor = 0.15 + 0.35 * _unit(inputs.data_key, "floor")
         self.k = 0.25 * math.sqrt(100 / max(n, 10))
         self.p0 = 1.2 * (n / 100) ** 0.15
-        self.excess = max(0.0, hp.learning_rate_multiplier - DIVERGENCE_MULTIPLIER)
-        instability = max(0.0, (hp.learning_rate_multiplier - 0.5) / 0.5)
+        self.excess = max(0.0, multiplier - DIVERGENCE_MULTIPLIER)
+        instability = max(0.0, (multiplier - 0.5) / 0.5)
         self.sigma_train = 0.15 / math.sqrt(hp.batch_size) * (1 + 2 * instability)
 
     def losses(self, epochs_done: float) -> tuple[float, float]:
@@ -184,7 +185,7 @@ def curve(inputs: SurfaceInputs) -> list[StepMetrics]:
     points: list[StepMetrics] = []
     for step in range(1, total + 1):
         train_true, valid_true = surface.losses(step / per_epoch)
-        train = min(MAX_LOSS, train_true * math.exp(rng.gauss(0, surface.sigma_train)))
+        train = min(MAX_LOSS, train_true * math.exp(min(50.0, rng.gauss(0, surface.sigma_train))))
         metrics = StepMetrics(step, round(train, 6), round(_accuracy(train, rng), 6))
         if inputs.has_validation and (step % every == 0 or step == total):
             valid = min(MAX_LOSS, valid_true * math.exp(rng.gauss(0, 0.06)))
