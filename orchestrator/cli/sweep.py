@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Annotated
 
 import typer
@@ -14,8 +15,12 @@ __all__ = ["register"]
 
 def run(
     spec: SpecArg,
-    trials: Annotated[int | None, typer.Option(min=1, help="Total trials in the study.")] = None,
-    parallel: Annotated[int | None, typer.Option(min=1, help="Jobs in flight at once.")] = None,
+    trials: Annotated[
+        int | None, typer.Option(min=1, max=100_000, help="Total trials in the study.")
+    ] = None,
+    parallel: Annotated[
+        int | None, typer.Option(min=1, max=1000, help="Jobs in flight at once.")
+    ] = None,
     budget: Annotated[
         float | None, typer.Option(min=0, help="USD cap on spent + committed cost.")
     ] = None,
@@ -31,9 +36,11 @@ def run(
     from orchestrator.cli.console import ConsoleListener
     from orchestrator.config import load_spec
     from orchestrator.engine import Overrides, run_sweep
-    from orchestrator.errors import OrchestratorError
+    from orchestrator.errors import OrchestratorError, UsageError
     from orchestrator.report import render
 
+    if budget is not None and not math.isfinite(budget):
+        raise UsageError(f"--budget must be a finite number of dollars, not {budget}")
     console = ConsoleListener(out, load_spec(spec).backend.name)
     result = run_sweep(spec, Overrides(trials, parallel, budget), listeners=[console])
     if not result.changed:

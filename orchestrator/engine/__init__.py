@@ -32,6 +32,8 @@ from orchestrator.engine.study import (
     Stores,
     bound_mlflow_retries,
     check_stores,
+    make_pruner,
+    make_sampler,
     open_study,
     resolve_stores,
 )
@@ -98,6 +100,9 @@ def run_sweep(
 
     plan = plan_sweep(spec_path, count_tokens=True)
     spec = plan.spec
+    source = str(spec.source or spec.name)
+    make_sampler(spec, plan.space, source)  # a sampler or pruner that cannot be built is a
+    make_pruner(spec, plan.space, source)  # usage error before any store exists
     stores = resolve_stores(spec)
     backend = plan.make_backend(stores.workdir / "backends" / plan.backend.name)
     preflight(backend)  # credentials and the provider's address, before any store or trial

@@ -327,7 +327,7 @@ def open_study(spec: SweepSpec, space: SearchSpace, stores: Stores) -> optuna.St
         shifted = spec.model_copy(
             update={
                 "sampler": spec.sampler.model_copy(
-                    update={"seed": spec.sampler.seed + len(study.trials)}
+                    update={"seed": (spec.sampler.seed + len(study.trials)) % 2**32}
                 )
             }
         )
