@@ -26,12 +26,7 @@ def launch_lock(optuna_url: str) -> Iterator[None]:
     else:
         yield
         return
-    import fcntl
+    from orchestrator.tracking.client import file_lock
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(f"{path}.launch.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
+    with file_lock(Path(f"{path}.launch.lock")):
+        yield

@@ -23,7 +23,15 @@ from orchestrator.backends.base import MetricPoint
 from orchestrator.data.findings import DatasetStats
 from orchestrator.errors import OrchestratorError
 
-__all__ = ["TAG", "Tracker", "TrackingError", "create_aside", "runs_link", "sqlite_init_lock"]
+__all__ = [
+    "TAG",
+    "Tracker",
+    "TrackingError",
+    "create_aside",
+    "file_lock",
+    "runs_link",
+    "sqlite_init_lock",
+]
 
 _BATCH = 1000
 TAG = "ftsweep."
@@ -61,22 +69,28 @@ def _translated(what: str) -> Iterator[None]:
 
 
 @contextmanager
+def file_lock(path: Path) -> Iterator[None]:
+    """An exclusive lock on ``path`` (created if missing) among this machine's processes."""
+    import fcntl
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+@contextmanager
 def sqlite_init_lock(url: str) -> Iterator[None]:
     """Hold an exclusive lock beside a SQLite database while it may be created or migrated:
     two workers starting at once would otherwise run the schema migration twice."""
     if not url.startswith("sqlite:///"):
         yield
         return
-    import fcntl
-
-    path = Path(url.removeprefix("sqlite:///"))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(f"{path}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
+    with file_lock(Path(f"{url.removeprefix('sqlite:///')}.lock")):
+        yield
 
 
 def create_aside(url: str, make: Callable[[str], object]) -> None:
