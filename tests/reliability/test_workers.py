@@ -101,7 +101,7 @@ def test_three_workers_share_one_study(tmp_path: Path, storage: str, seed: int |
 
 
 def test_a_dead_workers_trials_are_finished_by_another(make_sweep: Any, runs_dir: Path) -> None:
-    """Worker A dies (kill -9) with jobs running; worker B, running beside it, adopts A's
+    """Worker A dies (kill -9) once its first job runs; worker B, running beside it, adopts A's
     trials, re-attaches to their jobs and finishes them: nothing trained twice."""
     spec = make_sweep(
         name="adopted",
@@ -120,7 +120,7 @@ def test_a_dead_workers_trials_are_finished_by_another(make_sweep: Any, runs_dir
     seed_mlflow(runs_dir)
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     dying = subprocess.Popen(
-        [sys.executable, "-m", "tests.reliability.killer", str(spec), "TrialSubmitted", "2"],
+        [sys.executable, "-m", "tests.reliability.killer", str(spec), "TrialSubmitted", "1"],
         cwd=ROOT,
         env=env,
         stdout=subprocess.DEVNULL,
