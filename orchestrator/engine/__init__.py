@@ -205,7 +205,9 @@ def _interrupted(loop: SweepLoop, backend: str, spec: str) -> str:
 def _advice(plan: SweepPlan, study: optuna.Study, frame: pd.DataFrame, best: Any) -> Advice | None:
     if best is None:
         return None
-    labels = [str(x) for x in frame.get("diagnosis", []) if x]
+    # a pruned trial stopped early: its curve says nothing about over- or under-fitting
+    rows = frame.to_dict(orient="records") if len(frame) else []
+    labels = [str(r["diagnosis"]) for r in rows if r.get("diagnosis") and r["state"] != "PRUNED"]
     sign = 1.0 if plan.spec.objective.direction == "minimize" else -1.0
     done = [t for t in study.get_trials(deepcopy=False) if t.value is not None]
     top = [t.params for t in sorted(done, key=lambda t: sign * float(t.value or 0.0))[:3]]
