@@ -18,7 +18,8 @@ third-party exceptions are translated where they are caught and chained (``from 
     │   └── UnknownBackendError       no backend registered under that name (also a UsageError)
     ├── TokenizerError                token counting impossible (no tokenizer files)
     │   └── UnknownModelError         no model by that name, OpenAI or local (also a UsageError)
-    └── SweepInterrupted              Ctrl-C during a sweep: says which jobs still run, exit 130
+    └── Interrupted                   Ctrl-C: exit 130
+        └── SweepInterrupted          during a sweep: says which jobs still run
 
 The CLI maps :attr:`OrchestratorError.exit_code` to the process exit status and prints
 ``str(error)`` as one line: messages never contain secrets or tracebacks.
@@ -29,6 +30,7 @@ from __future__ import annotations
 __all__ = [
     "BackendError",
     "DataError",
+    "Interrupted",
     "OrchestratorError",
     "ProviderAuthError",
     "ProviderBusyError",
@@ -141,8 +143,12 @@ class UnknownModelError(TokenizerError, UsageError):
     exit_code = 2
 
 
-class SweepInterrupted(OrchestratorError):
-    """The user interrupted a sweep; the message says which jobs are still running and that
-    ``ftsweep run`` re-attaches to them."""
+class Interrupted(OrchestratorError):
+    """The user pressed Ctrl-C (exit 130)."""
 
     exit_code = 130
+
+
+class SweepInterrupted(Interrupted):
+    """The user interrupted a sweep; the message says which jobs are still running and that
+    ``ftsweep run`` re-attaches to them."""

@@ -23,7 +23,7 @@ warning :class:`Note` for the other listeners and goes on.
 from __future__ import annotations
 
 import traceback
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol
 
@@ -229,9 +229,6 @@ class Dispatcher:
                     listener.handle(note)
                 except Exception:
                     continue
-
-    def extend(self, listeners: Iterable[Listener]) -> None:
-        self.listeners.extend(listeners)
 
 
 def _number(event: Event) -> int | None:

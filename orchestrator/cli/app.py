@@ -17,14 +17,12 @@ def _interruptible(fn: Callable[..., Any]) -> Callable[..., Any]:
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        from orchestrator.errors import OrchestratorError
+        from orchestrator.errors import Interrupted
 
         try:
             return fn(*args, **kwargs)
         except KeyboardInterrupt:
-            error = OrchestratorError("interrupted")
-            error.exit_code = 130
-            raise error from None
+            raise Interrupted("interrupted") from None
 
     return wrapper
 

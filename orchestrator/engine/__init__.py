@@ -111,7 +111,8 @@ def run_sweep(
     tracker = tracker or Tracker(stores.mlflow, spec.name, stores.artifacts)
     study = open_study(spec, plan.space, stores)
     mlflow = MlflowListener(tracker)
-    emit = Dispatcher([mlflow, *listeners], debug=os.environ.get("FTSWEEP_DEBUG") == "1")
+    debug = os.environ.get("FTSWEEP_DEBUG") == "1"
+    emit = Dispatcher([mlflow, *listeners], debug=debug)
     for config in spec.enqueue:
         study.enqueue_trial(dict(config), skip_if_exists=True)
     limits = Limits(
@@ -123,7 +124,7 @@ def run_sweep(
     _retry_environment_failures(study, limits.trials)
     started = SweepStarted(plan, study, backend.name, resumed=bool(study.trials))
     mlflow.sweep_started(started)  # the tracking store must work before any trial starts
-    Dispatcher(list(listeners))(started)
+    Dispatcher(list(listeners), debug=debug)(started)
     budget_limit = overrides.budget_usd if overrides.budget_usd is not None else spec.budget_usd
     loop = SweepLoop(
         plan,
