@@ -37,6 +37,7 @@ class TrialAttrs:
     ENVIRONMENT_FAILURE = "ftsweep.environment_failure"
     NOT_STARTED = "ftsweep.not_started"  # told FAIL before its job started: not counted
     RETRY_OF = "ftsweep.retry_of"  # an enqueued trial that tries this failed trial again
+    WARM_START = "ftsweep.warm_start"  # a retune's enqueued best of the generation before
     REUSED_FROM = "ftsweep.reused_from"
     STEPS = "ftsweep.steps"
     JOB_STATUS = "ftsweep.job_status"
@@ -53,3 +54,14 @@ class StudyAttrs:
     MLFLOW_EXPERIMENT = "ftsweep.mlflow_experiment_id"
     REGISTERED_TRIAL = "ftsweep.registered_trial"
     REGISTERED_VERSION = "ftsweep.registered_version"
+    #: what the results depend on (orchestrator.fingerprint.Fingerprint as JSON)
+    FINGERPRINT = "ftsweep.fingerprint"
+    # the lineage of ``ftsweep retune``: one study per generation
+    LINEAGE = "ftsweep.lineage"  # the sweep's name (the first generation's study)
+    GENERATION = "ftsweep.generation"  # 1, 2, ...
+    PREVIOUS_STUDY = "ftsweep.previous_study"
+    CHANGES = "ftsweep.changes"  # what changed since the previous generation (list)
+    SPACE = "ftsweep.space"  # the search space this generation ran (the sweep file's form)
+    FILE_SPACE = "ftsweep.file_space"  # the space as the sweep file said then
+    #: the sweep ran to its limits with a completed trial: {at, completed, best_trial, ...}
+    CONCLUDED = "ftsweep.concluded"

@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from orchestrator.diagnosis import Advice, Diagnosis
+    from orchestrator.fingerprint import Fingerprint
     from orchestrator.plan import SweepPlan
 
 __all__ = [
@@ -90,6 +91,8 @@ class SweepStarted(Event):
     study: optuna.Study
     backend: str
     resumed: bool
+    #: what the results depend on (data, resolved base model, settings)
+    fingerprint: Fingerprint | None = None
 
 
 @dataclass(frozen=True)

@@ -28,7 +28,7 @@ import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
@@ -56,7 +56,34 @@ from orchestrator.space import SearchSpace, refusal, resolve_space
 if TYPE_CHECKING:
     from orchestrator.data.tokens import ExampleCounter
 
-__all__ = ["Estimate", "SweepPlan", "estimate_sweep", "plan_sweep", "preflight"]
+__all__ = [
+    "Estimate",
+    "Generation",
+    "SweepPlan",
+    "estimate_sweep",
+    "plan_spec",
+    "plan_sweep",
+    "preflight",
+]
+
+
+@dataclass(frozen=True)
+class Generation:
+    """Which generation of a sweep's lineage a plan runs: the first is the sweep's own study
+    (``ftsweep run``); ``ftsweep retune`` starts the next when the data or the base model
+    changed (:mod:`orchestrator.retune`)."""
+
+    number: int
+    study_name: str
+    #: the study of the generation it follows
+    previous: str | None = None
+    #: what changed since ``previous``, one phrase each ("training data: 40 -> 60 examples")
+    changes: tuple[str, ...] = ()
+    #: the search space as the sweep file gives it (the plan's may have been moved)
+    file_space: Mapping[str, Any] | None = None
+    #: configurations to train first (the previous generation's best), each with the trial
+    #: user attributes to enqueue it with
+    warm_start: tuple[tuple[Mapping[str, Any], Mapping[str, Any]], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -73,6 +100,15 @@ class SweepPlan:
     space: SearchSpace
     #: the backend's token counter for the model, when tokens were counted
     counter: ExampleCounter | None = None
+    #: the generation this plan runs (None: the sweep's own study)
+    generation: Generation | None = None
+    #: the model as the sweep file names it, when that was an alias resolved for this run
+    requested_model: str | None = None
+
+    @property
+    def study_name(self) -> str:
+        """The Optuna study (and MLflow parent run) of this plan."""
+        return self.generation.study_name if self.generation else self.spec.name
 
     def make_backend(self, workdir: Path) -> Backend:
         """The backend instance, built from the validated options."""
@@ -88,7 +124,7 @@ class SweepPlan:
         """The training request of one trial of this sweep."""
         spec = self.spec
         return TrainingRequest.make(
-            study=spec.name,
+            study=self.study_name,
             trial=trial,
             model=spec.backend.model,
             hyperparameters=hyperparameters,
@@ -106,8 +142,11 @@ def plan_sweep(path: str | os.PathLike[str], *, count_tokens: bool = False) -> S
     With ``count_tokens`` the backend's token counter is resolved (which checks the model
     name) and the data's tokens are counted with it; without, the model is not looked up.
     """
-    shown = str(path)
-    spec = load_spec(path)
+    return plan_spec(load_spec(path), str(path), count_tokens=count_tokens)
+
+
+def plan_spec(spec: SweepSpec, shown: str, *, count_tokens: bool = False) -> SweepPlan:
+    """:func:`plan_sweep` for a loaded (or derived) spec; ``shown`` names it in errors."""
     backend = _backend(shown, spec)
     options = _options(shown, spec, backend)
     counter = _counter(shown, spec, backend, options) if count_tokens else None
@@ -116,6 +155,14 @@ def plan_sweep(path: str | os.PathLike[str], *, count_tokens: bool = False) -> S
     space = resolve_space(spec.space, train.n_examples, backend, shown)
     _enqueued(shown, spec, backend, space)
     return SweepPlan(spec, backend, options, train, valid, space, counter)
+
+
+def replan(plan: SweepPlan, spec: SweepSpec, shown: str) -> SweepPlan:
+    """``plan`` for a derived ``spec`` (another space or ``enqueue``, same data and backend):
+    the space resolved and the enqueued entries checked again, the data not read again."""
+    space = resolve_space(spec.space, plan.train.n_examples, plan.backend, shown)
+    _enqueued(shown, spec, plan.backend, space)
+    return replace(plan, spec=spec, space=space)
 
 
 def preflight(backend: Backend) -> None:

@@ -30,7 +30,14 @@ if TYPE_CHECKING:
     import optuna
     import pandas as pd
 
-__all__ = ["SweepResults", "open_results", "optuna_url"]
+__all__ = [
+    "GenerationInfo",
+    "SweepResults",
+    "generation_study_name",
+    "generations",
+    "open_results",
+    "optuna_url",
+]
 
 
 @dataclass(frozen=True)
@@ -41,6 +48,8 @@ class SweepResults:
     #: the Optuna storage URL, as shown to users (no password)
     store: str
     study: optuna.Study
+    #: the generation shown (the lineage's latest; 1 for a sweep never retuned)
+    generation: int = 1
 
     def fixed(self) -> dict[str, Any]:
         """The hyper-parameters the sweep file fixes to one value."""
@@ -91,7 +100,116 @@ def open_results(spec_path: str | os.PathLike[str]) -> SweepResults:
     url = optuna_url(spec)
     shown = _without_password(url)
     not_started = SweepNotStartedError(spec.name, shown, str(spec_path))
-    return SweepResults(spec, shown, _load_study(spec.name, url, shown, not_started))
+    found = generations(spec)
+    head = found[-1] if found else None
+    name = head.study_name if head else spec.name
+    number = head.number if head else 1
+    return SweepResults(spec, shown, _load_study(name, url, shown, not_started), number)
+
+
+def generation_study_name(sweep: str, number: int) -> str:
+    """The study of generation ``number`` of sweep ``sweep``: the sweep's own name for the
+    first, ``NAME.gN`` for the later ones (``ftsweep retune``)."""
+    return sweep if number <= 1 else f"{sweep}.g{number}"
+
+
+@dataclass(frozen=True)
+class GenerationInfo:
+    """One generation of a sweep's lineage, as its study records it."""
+
+    number: int
+    study_name: str
+    previous: str | None
+    changes: tuple[str, ...]
+    #: the fingerprint as JSON (orchestrator.fingerprint.Fingerprint), when recorded
+    fingerprint: str | None
+    #: what the generation concluded with ({at, completed, best_trial, best_value, model})
+    concluded: dict[str, Any] | None
+    n_trials: int
+    started: float | None
+    attrs: dict[str, Any]
+
+    @property
+    def succeeded(self) -> bool:
+        return bool(self.concluded) and int((self.concluded or {}).get("completed", 0)) > 0
+
+
+def _all_studies(url: str, shown: str) -> list[Any]:
+    """Every study summary in the store, read-only ([] when there is no store yet)."""
+    import optuna
+    from sqlalchemy.exc import SQLAlchemyError
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        if url.startswith("journal:"):
+            from optuna.storages.journal import JournalFileBackend
+
+            path = Path(url.removeprefix("journal:"))
+            if not path.is_file():
+                return []
+            storage: Any = optuna.storages.JournalStorage(JournalFileBackend(str(path)))
+        elif url.startswith("sqlite:"):
+            db = _sqlite_path(url)
+            if db is None or not db.is_file() or not _sqlite_has_table(db, shown):
+                return []
+            storage = optuna.storages.RDBStorage(url, skip_table_creation=True)
+        else:
+            storage = optuna.storages.RDBStorage(
+                url, engine_kwargs={"pool_pre_ping": True}, skip_table_creation=True
+            )
+        return list(optuna.get_all_study_summaries(storage, include_best_trial=False))
+    except (SQLAlchemyError, ImportError, RuntimeError, OSError, ValueError) as exc:
+        why = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        password = urlsplit(url).password
+        if password:
+            why = re.sub(rf"(?<![\w]){re.escape(password)}(?![\w])", "***", why)
+        raise OrchestratorError(f"cannot read the Optuna store {shown}: {why}") from exc
+
+
+def _sqlite_has_table(path: Path, shown: str) -> bool:
+    address = f"file:{quote(str(path.resolve()))}?mode=ro"
+    try:
+        with closing(sqlite3.connect(address, uri=True)) as db:
+            rows = db.execute(
+                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'studies'"
+            ).fetchall()
+    except sqlite3.DatabaseError as exc:
+        raise OrchestratorError(f"cannot read the Optuna store {shown}: {exc}") from exc
+    return bool(rows)
+
+
+def generations(spec: SweepSpec) -> list[GenerationInfo]:
+    """The sweep's generations, oldest first: its own study (generation 1) and each study a
+    retune started after it. Read-only; [] when the sweep never ran."""
+    from orchestrator.attrs import StudyAttrs
+
+    url = optuna_url(spec)
+    found = []
+    for study in _all_studies(url, _without_password(url)):
+        attrs = dict(study.user_attrs)
+        if study.study_name != spec.name and attrs.get(StudyAttrs.LINEAGE) != spec.name:
+            continue
+        number = attrs.get(StudyAttrs.GENERATION)
+        if not isinstance(number, int):
+            number = 1 if study.study_name == spec.name else None
+        if number is None:
+            continue
+        concluded = attrs.get(StudyAttrs.CONCLUDED)
+        start = getattr(study, "datetime_start", None)
+        found.append(
+            GenerationInfo(
+                number=number,
+                study_name=study.study_name,
+                previous=attrs.get(StudyAttrs.PREVIOUS_STUDY),
+                changes=tuple(attrs.get(StudyAttrs.CHANGES) or ()),
+                fingerprint=attrs.get(StudyAttrs.FINGERPRINT),
+                concluded=dict(concluded) if isinstance(concluded, dict) else None,
+                n_trials=int(getattr(study, "n_trials", 0) or 0),
+                started=start.timestamp() if start is not None else None,
+                attrs=attrs,
+            )
+        )
+    return sorted(found, key=lambda g: g.number)
 
 
 def _without_password(url: str) -> str:

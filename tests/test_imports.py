@@ -46,6 +46,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
         "orchestrator.space",
         "orchestrator.apisim",
         "orchestrator.testing",
+        "orchestrator.fingerprint",
         "orchestrator.tokenizers",  # a model name's token counter, asking each backend
     ),
     ("orchestrator.backends", "orchestrator.events"),

@@ -20,7 +20,7 @@ import functools
 import os
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from orchestrator.attrs import TrialAttrs
@@ -28,6 +28,7 @@ from orchestrator.diagnosis import Advice, advise
 from orchestrator.engine.budget import Budget
 from orchestrator.engine.locks import launch_lock
 from orchestrator.engine.loop import STOP, Limits, SweepLoop
+from orchestrator.engine.models import ResolvedModel, resolve_base_model
 from orchestrator.engine.study import (
     Stores,
     bound_mlflow_retries,
@@ -38,14 +39,17 @@ from orchestrator.engine.study import (
     resolve_stores,
 )
 from orchestrator.errors import SweepInterrupted
-from orchestrator.events import Dispatcher, Listener, SweepFinished, SweepStarted
-from orchestrator.plan import SweepPlan, plan_sweep, preflight
+from orchestrator.events import Dispatcher, Listener, Note, SweepFinished, SweepStarted
+from orchestrator.fingerprint import Fingerprint, changes, fingerprint
+from orchestrator.plan import Generation, SweepPlan, plan_sweep, preflight
 from orchestrator.report import best_trial, trials_frame
 
 if TYPE_CHECKING:
     import optuna
     import pandas as pd
 
+    from orchestrator.backends.base import ModelInfo
+    from orchestrator.config import SweepSpec
     from orchestrator.tracking import Tracker
 
 __all__ = ["Overrides", "SweepResult", "run_sweep"]
@@ -91,28 +95,48 @@ def run_sweep(
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], None] = time.sleep,
     wall: Callable[[], float] = time.time,
+    plan: SweepPlan | None = None,
+    models: Sequence[ModelInfo] | None = None,
 ) -> SweepResult:
     """Run (or resume) the sweep in ``spec_path`` to its limits and conclude it.
 
     ``tracker`` replaces the MLflow client (tests); ``clock``/``sleep``/``wall`` are the
-    loop's time (monotonic seconds, waiting, and the wall clock of heartbeats)."""
+    loop's time (monotonic seconds, waiting, and the wall clock of heartbeats). ``plan``
+    (with ``models``, the provider's list it was resolved against) is a plan made already:
+    ``ftsweep retune``'s next generation; otherwise the sweep file is planned here, the head
+    of its lineage resumed and its base model resolved."""
     from orchestrator.tracking import MlflowListener, Tracker
 
-    plan = plan_sweep(spec_path, count_tokens=True)
+    notes: list[str] = []
+    if plan is None:
+        plan = plan_sweep(spec_path, count_tokens=True)
+        plan = replace(plan, generation=head_generation(plan.spec))
+        resolved = None
+    else:
+        resolved = ResolvedModel(plan, list(models or []), [])
     spec = plan.spec
     source = str(spec.source or spec.name)
     make_sampler(spec, plan.space, source)  # a sampler or pruner that cannot be built is a
     make_pruner(spec, plan.space, source)  # usage error before any store exists
     stores = resolve_stores(spec)
     backend = plan.make_backend(stores.workdir / "backends" / plan.backend.name)
+    if resolved is None:  # the alias, the sunset: the provider's model list
+        resolved = resolve_base_model(plan, backend, str(spec_path))
+        plan = resolved.plan
+    notes += resolved.warnings
     preflight(backend)  # credentials and the provider's address, before any store or trial
     bound_mlflow_retries()
     check_stores(stores, mlflow=tracker is None)
     tracker = tracker or Tracker(stores.mlflow, spec.name, stores.artifacts)
-    study = open_study(spec, plan.space, stores)
+    study = open_study(spec, plan.space, stores, plan.study_name)
+    printed = fingerprint(plan)
+    notes += _record_generation(study, plan, printed, str(spec_path))
     mlflow = MlflowListener(tracker)
     debug = os.environ.get("FTSWEEP_DEBUG") == "1"
     emit = Dispatcher([mlflow, *listeners], debug=debug)
+    if plan.generation is not None:  # a retune's warm start: the best of the one before
+        for config, attrs in plan.generation.warm_start:
+            study.enqueue_trial(dict(config), dict(attrs), skip_if_exists=True)
     for config in spec.enqueue:
         study.enqueue_trial(dict(config), skip_if_exists=True)
     limits = Limits(
@@ -122,9 +146,11 @@ def run_sweep(
         target=spec.target,
     )
     _retry_environment_failures(study, limits.trials)
-    started = SweepStarted(plan, study, backend.name, resumed=bool(study.trials))
+    started = SweepStarted(plan, study, backend.name, bool(study.trials), printed)
     mlflow.sweep_started(started)  # the tracking store must work before any trial starts
     Dispatcher(list(listeners), debug=debug)(started)
+    for text in notes:
+        emit(Note(text, "warning"))
     budget_limit = overrides.budget_usd if overrides.budget_usd is not None else spec.budget_usd
     loop = SweepLoop(
         plan,
@@ -154,6 +180,8 @@ def run_sweep(
     frame = trials_frame(study, plan.space.fixed())
     best = best_trial(study)
     advice = _advice(plan, study, frame, best)
+    if best is not None:
+        _conclude(study, best, loop.budget.spent, wall())
     emit(
         SweepFinished(
             plan, study, frame, advice, best, loop.budget.spent, loop.stop_reason, loop.changed
@@ -161,6 +189,74 @@ def run_sweep(
     )
     return SweepResult(
         plan, stores, study, frame, advice, tracker.experiment_id, loop.stop_reason, loop.changed
+    )
+
+
+def head_generation(spec: SweepSpec) -> Generation | None:
+    """The latest generation of the sweep's lineage (``ftsweep retune``), which ``run``
+    resumes; None when there is only the sweep's own study (or none yet)."""
+    from orchestrator.results import generations
+
+    found = generations(spec)
+    if not found or found[-1].number == 1:
+        return None
+    head = found[-1]
+    return Generation(head.number, head.study_name, head.previous, head.changes)
+
+
+def _record_generation(
+    study: optuna.Study, plan: SweepPlan, printed: Fingerprint, source: str
+) -> list[str]:
+    """Write the generation's attributes on a new study; on a resumed one, say when what
+    the results depend on changed since it started (a retune's job, not a resume's)."""
+    from orchestrator.attrs import StudyAttrs
+
+    attrs = study.user_attrs
+    if StudyAttrs.FINGERPRINT in attrs:
+        try:
+            was = Fingerprint.from_json(str(attrs[StudyAttrs.FINGERPRINT]))
+        except (ValueError, KeyError, TypeError):
+            return []
+        found = changes(was, printed)
+        if not found:
+            return []
+        return [
+            f"{'; '.join(found)} since this sweep started; its trials ran on what it recorded: "
+            f"`ftsweep retune {source}` starts a new generation on the current one"
+        ]
+    gen = plan.generation
+    space = plan.spec.space.model_dump(mode="json", exclude_none=True)
+    values: dict[str, Any] = {
+        StudyAttrs.FINGERPRINT: printed.to_json(),
+        StudyAttrs.LINEAGE: plan.spec.name,
+        StudyAttrs.GENERATION: gen.number if gen else 1,
+        StudyAttrs.SPACE: space,
+    }
+    values[StudyAttrs.FILE_SPACE] = dict(gen.file_space) if gen and gen.file_space else space
+    if gen is not None:
+        values[StudyAttrs.PREVIOUS_STUDY] = gen.previous
+        values[StudyAttrs.CHANGES] = list(gen.changes)
+    for key, value in values.items():
+        if attrs.get(key) != value:
+            study.set_user_attr(key, value)
+    return []
+
+
+def _conclude(study: optuna.Study, best: Any, spent: float, now: float) -> None:
+    """Mark the generation as one that produced a model (a retune compares with it)."""
+    from orchestrator.attrs import StudyAttrs, TrialAttrs
+
+    completed = sum(1 for t in study.get_trials(deepcopy=False) if t.state.name == "COMPLETE")
+    study.set_user_attr(
+        StudyAttrs.CONCLUDED,
+        {
+            "at": now,
+            "completed": completed,
+            "best_trial": best.number,
+            "best_value": best.value,
+            "model": best.user_attrs.get(TrialAttrs.FINE_TUNED_MODEL),
+            "spent_usd": round(spent, 4),
+        },
     )
 
 

@@ -202,7 +202,7 @@ class SweepLoop:
 
     def _request(self, trial: optuna.Trial) -> TrainingRequest:
         hp = self.plan.space.hyperparameters(trial.params)
-        meta = {"ftsweep_study": self.plan.spec.name, "ftsweep_trial": str(trial.number)}
+        meta = {"ftsweep_study": self.plan.study_name, "ftsweep_trial": str(trial.number)}
         return self.plan.request(hp, trial=trial.number, metadata=meta)
 
     def _cheapest(self) -> float | None:

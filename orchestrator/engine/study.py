@@ -303,8 +303,10 @@ def make_pruner(spec: SweepSpec, space: SearchSpace, source: str) -> optuna.prun
         raise SpecError(source, "pruner.options", str(exc)) from None
 
 
-def open_study(spec: SweepSpec, space: SearchSpace, stores: Stores) -> optuna.Study:
-    """Create the sweep's study, or load it to resume (same name, same storage)."""
+def open_study(
+    spec: SweepSpec, space: SearchSpace, stores: Stores, name: str | None = None
+) -> optuna.Study:
+    """Create the sweep's study (``name``, default the sweep's), or load it to resume."""
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -314,7 +316,7 @@ def open_study(spec: SweepSpec, space: SearchSpace, stores: Stores) -> optuna.St
     with sqlite_init_lock(stores.optuna):  # several workers may create the store at once
         create_aside(stores.optuna, _new_rdb)
         study = optuna.create_study(
-            study_name=spec.name,
+            study_name=name or spec.name,
             storage=_storage(stores.optuna),
             sampler=make_sampler(spec, space, source),
             pruner=make_pruner(spec, space, source),

@@ -365,6 +365,22 @@ class Tracker:
             plt.close(fig)
             self.log_file(run_id, path)
 
+    def set_model_alias(self, name: str, alias: str, version: str) -> None:
+        """Point alias ``alias`` of registered model ``name`` at ``version``."""
+        self._call(
+            f"alias {alias!r} of model {name!r}",
+            lambda: self.client.set_registered_model_alias(name, alias, version),
+        )
+
+    def model_alias(self, name: str, alias: str) -> str | None:
+        """The version alias ``alias`` of registered model ``name`` points at, if any."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            return str(self.client.get_model_version_by_alias(name, alias).version)
+        except MlflowException:
+            return None
+
     def register_model(
         self, run_id: str, artifact_path: str, name: str, tags: Mapping[str, str] | None = None
     ) -> str:

@@ -5,7 +5,10 @@ parent run per study, one child run per trial (named ``t007 ep=3 bs=16 lr=0.08``
 incl. the resolved batch size, step metrics in batches, ``ftsweep.*`` tags (trial, state,
 backend, job id, diagnosis, recommendation, best), cost, a loss-curve PNG; the parent gets the
 spec, the datasets with their digests, the report and Optuna's plots; the best trial's model is
-registered under the sweep's name.
+registered under the sweep's name, and the registered model's alias ``champion`` moves to it
+(a retune that produces no model leaves it on the previous generation's). Each generation of a
+retuned sweep is one parent run in the sweep's experiment, tagged with its generation, the
+study it follows and what changed.
 
 Every write is safe to repeat: child runs are found by their tags before one is created, points
 at or before the last logged step are skipped, a finished run is left alone, a model version
@@ -41,7 +44,10 @@ if TYPE_CHECKING:
 
     from orchestrator.plan import SweepPlan
 
-__all__ = ["MlflowListener", "run_name"]
+__all__ = ["CURRENT_ALIAS", "MlflowListener", "run_name"]
+
+#: the registered model's alias of the sweep's current model (the last generation's best)
+CURRENT_ALIAS = "champion"
 
 _STATUS = {"COMPLETE": "FINISHED", "PRUNED": "KILLED", "FAIL": "FAILED"}
 
@@ -75,19 +81,19 @@ class MlflowListener(Listener):
     # -- the sweep ---------------------------------------------------------------------------
     def sweep_started(self, e: SweepStarted) -> None:
         self.study = e.study
-        spec = e.plan.spec
         known = e.study.user_attrs.get(StudyAttrs.MLFLOW_PARENT_RUN)
-        parent = self.tracker.parent_run(
-            known, spec.name, {f"{TAG}study": spec.name, f"{TAG}backend": e.backend}
-        )
+        name = e.plan.study_name
+        tags = {f"{TAG}study": name, f"{TAG}backend": e.backend, **_lineage_tags(e)}
+        parent = self.tracker.parent_run(known, name, tags)
         self.parent = parent
         if known != parent:
             e.study.set_user_attr(StudyAttrs.MLFLOW_PARENT_RUN, parent)
             e.study.set_user_attr(StudyAttrs.MLFLOW_EXPERIMENT, self.tracker.experiment_id)
-            self._log_parent_start(parent, e.plan, e.backend)
+            self._log_parent_start(parent, e)
         self._reconcile(e.study, parent)
 
-    def _log_parent_start(self, parent: str, plan: SweepPlan, backend: str) -> None:
+    def _log_parent_start(self, parent: str, e: SweepStarted) -> None:
+        plan, backend = e.plan, e.backend
         spec = plan.spec
         params: dict[str, Any] = {
             "backend": backend,
@@ -106,7 +112,11 @@ class MlflowListener(Listener):
             params["valid_sha256"] = plan.valid.sha256
         if spec.budget_usd is not None:
             params["budget_usd"] = spec.budget_usd
+        if e.fingerprint is not None:
+            params.update(e.fingerprint.summary())
         self.tracker.log(parent, params=params)
+        if e.fingerprint is not None:
+            self.tracker.log_text(parent, e.fingerprint.to_json(), "fingerprint.json")
         datasets = {"training": plan.train}
         if plan.valid is not None:
             datasets["validation"] = plan.valid
@@ -183,9 +193,10 @@ class MlflowListener(Listener):
         else:
             recipe = {"fine_tuned_model": model, "backend": plan.spec.backend.name}
             self.tracker.log_text(run_id, json.dumps(recipe), "model/model.json")
-        version = self.tracker.register_model(
-            run_id, "model", plan.spec.name, {f"{TAG}trial": str(best.number)}
-        )
+        tags = {f"{TAG}trial": str(best.number), f"{TAG}study": plan.study_name}
+        version = self.tracker.register_model(run_id, "model", plan.spec.name, tags)
+        # the sweep's current model: a later generation that produces none leaves it here
+        self.tracker.set_model_alias(plan.spec.name, CURRENT_ALIAS, version)
         study.set_user_attr(StudyAttrs.REGISTERED_TRIAL, best.number)
         study.set_user_attr(StudyAttrs.REGISTERED_VERSION, version)
 
@@ -280,6 +291,18 @@ class MlflowListener(Listener):
             self.tracker.log_curve_png(run_id, e.curves, f"trial {number} ({e.state})")
         self.tracker.finish(run_id, _STATUS[e.state])
         self.closed.add(number)
+
+
+def _lineage_tags(e: SweepStarted) -> dict[str, str]:
+    gen = e.plan.generation
+    tags = {f"{TAG}generation": str(gen.number if gen else 1)}
+    if e.fingerprint is not None:
+        tags[f"{TAG}fingerprint"] = e.fingerprint.digest()
+        tags[f"{TAG}model_id"] = e.fingerprint.model.id
+    if gen is not None and gen.previous:
+        tags[f"{TAG}previous_study"] = gen.previous
+        tags[f"{TAG}changed"] = "; ".join(gen.changes)[:4000]
+    return tags
 
 
 def _backend(attrs: Any) -> str:

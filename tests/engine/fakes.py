@@ -42,6 +42,7 @@ class InstantOptions(BackendOptions):
     poll_error_trial: int | None = None  # polls of this trial's job raise ValueError
     interrupt_on_poll: int | None = None  # KeyboardInterrupt at the Nth poll
     fail_trial: int | None = None  # this trial's job ends FAILED
+    fail_every_trial: bool = False  # every job ends FAILED after its first epoch
     price_per_epoch: float = 0.0  # USD; priced when > 0
     cost_error: bool = False  # job_cost raises (a bug in the backend)
     poll_seconds: float | None = None  # poll this often (real-time runs: several workers)
@@ -139,7 +140,9 @@ class InstantBackend(Backend):
         if not job.status.terminal:
             if job.cancelled:
                 job.status = JobStatus.CANCELLED
-            elif self.opts.fail_trial == trial and job.epochs_done >= 1:
+            elif (self.opts.fail_trial == trial or self.opts.fail_every_trial) and (
+                job.epochs_done >= 1
+            ):
                 job.status = JobStatus.FAILED
             else:
                 job.status = JobStatus.RUNNING
