@@ -98,12 +98,14 @@ def retune(
     **loop: Any,
 ) -> RetuneResult:
     """Retune the sweep in ``spec_path`` if its data, base model or settings changed since
-    its latest generation (see the module docstring). ``report``: also write the morning
-    report (HTML) there. ``announce`` gets a line before a sweep starts (what and why); ``loop``
-goes to :func:`~orchestrator.engine.run_sweep` (its clock, sleep and wall clock)."""
+        its latest generation (see the module docstring). ``report``: also write the morning
+        report (HTML) there. ``announce`` gets a line before a sweep starts (what and why); ``loop``
+    goes to :func:`~orchestrator.engine.run_sweep` (its clock, sleep and wall clock)."""
     source = str(spec_path)
     overrides = overrides or Overrides()
-    plan = plan_sweep(spec_path, count_tokens=True)
+    # first without counting tokens (loading a tokenizer can take seconds): when the files'
+    # hashes, the model and the settings are as recorded, there is nothing to do
+    plan = plan_sweep(spec_path)
     spec = plan.spec
     stores = resolve_stores(spec)
     backend = plan.make_backend(stores.workdir / "backends" / plan.backend.name)
@@ -111,6 +113,22 @@ goes to :func:`~orchestrator.engine.run_sweep` (its clock, sleep and wall clock)
     refuse_sunset(resolved, source, today)
     for text in resolved.warnings:
         announce(f"warning: {text}")
+    counted = False
+
+    def counting() -> None:  # the full plan, the data's tokens counted
+        nonlocal resolved, counted
+        if not counted:
+            full = plan_sweep(spec_path, count_tokens=True)
+            model = resolved.plan.spec.backend.model
+            spec_model = full.spec.backend.model_copy(update={"model": model})
+            full = replace(
+                full,
+                spec=full.spec.model_copy(update={"backend": spec_model}),
+                requested_model=resolved.plan.requested_model,
+            )
+            resolved = replace(resolved, plan=full)
+            counted = True
+
     current = fingerprint(resolved.plan)
     with _retune_lock(stores.optuna, spec.name) as holder:
         if holder is not None:
@@ -120,6 +138,7 @@ goes to :func:`~orchestrator.engine.run_sweep` (its clock, sleep and wall clock)
         head = found[-1] if found else None
         if head is None:
             announce(f"{spec.name}: no sweep yet; running the first generation")
+            counting()
             sweep = run_sweep(
                 spec_path, overrides, listeners=listeners, plan=resolved.plan,
                 models=resolved.models, **loop,
@@ -140,6 +159,7 @@ goes to :func:`~orchestrator.engine.run_sweep` (its clock, sleep and wall clock)
                 )
                 return _with_report(result, report, spec)
             announce(f"{spec.name}: resuming generation {head.number} ({head.study_name})")
+            counting()
             gen = Generation(head.number, head.study_name, head.previous, head.changes)
             gen = replace(gen, file_space=head.attrs.get(StudyAttrs.FILE_SPACE))
             sweep = run_sweep(
@@ -153,6 +173,8 @@ goes to :func:`~orchestrator.engine.run_sweep` (its clock, sleep and wall clock)
                 head.changes, sweep, previous,
             )  # fmt: skip
             return _with_report(result, report, spec)
+        counting()
+        diffs = tuple(changes(was, fingerprint(resolved.plan)))  # with the token counts
         base = next((g for g in reversed(found) if g.succeeded), None)
         number = head.number + 1
         name = generation_study_name(spec.name, number)
