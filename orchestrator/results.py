@@ -88,8 +88,9 @@ def optuna_url(spec: SweepSpec) -> str:
     return f"sqlite:///{root / 'optuna.db'}"
 
 
-def open_results(spec_path: str | os.PathLike[str]) -> SweepResults:
-    """The results of the sweep in ``spec_path``, read-only.
+def open_results(spec_path: str | os.PathLike[str], *, current: bool = False) -> SweepResults:
+    """The results of the sweep in ``spec_path``, read-only: its latest generation's, or
+    with ``current`` the latest one that produced a model (``ftsweep retune``).
 
     Raises :class:`~orchestrator.errors.SpecError` for an invalid sweep file,
     :class:`~orchestrator.errors.SweepNotStartedError` when its study does not exist (no
@@ -101,6 +102,8 @@ def open_results(spec_path: str | os.PathLike[str]) -> SweepResults:
     shown = _without_password(url)
     not_started = SweepNotStartedError(spec.name, shown, str(spec_path))
     found = generations(spec)
+    if current and any(g.succeeded for g in found):
+        found = [g for g in found if g.succeeded]
     head = found[-1] if found else None
     name = head.study_name if head else spec.name
     number = head.number if head else 1
@@ -158,8 +161,19 @@ def _all_studies(url: str, shown: str) -> list[Any]:
                 url, engine_kwargs={"pool_pre_ping": True}, skip_table_creation=True
             )
         return list(optuna.get_all_study_summaries(storage, include_best_trial=False))
-    except (SQLAlchemyError, ImportError, RuntimeError, OSError, ValueError) as exc:
-        why = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    except (
+        SQLAlchemyError,
+        optuna.exceptions.OptunaError,
+        ImportError,
+        RuntimeError,
+        OSError,
+        ValueError,
+    ) as exc:
+        cause: BaseException = exc
+        if isinstance(exc, optuna.exceptions.StorageInternalError) and exc.__cause__:
+            cause = exc.__cause__  # optuna's wrapper says less than the driver's error
+        text = str(getattr(cause, "orig", None) or cause).strip()
+        why = text.splitlines()[0] if text else type(cause).__name__
         password = urlsplit(url).password
         if password:
             why = re.sub(rf"(?<![\w]){re.escape(password)}(?![\w])", "***", why)

@@ -26,7 +26,9 @@ def status(spec: SpecArg) -> None:
     results = open_results(spec)
     counts = results.counts()
     shown = ", ".join(f"{n} {state.lower()}" for state, n in counts.items()) or "no trials yet"
-    out.data(f"sweep {results.spec.name}: {shown} (of {results.spec.trials})")
+    gen = results.generation
+    which = f" (generation {gen}: {results.study.study_name})" if gen > 1 else ""
+    out.data(f"sweep {results.spec.name}{which}: {shown} (of {results.spec.trials})")
     if counts:
         out.data(render(results.frame(), "table"))
 
@@ -62,6 +64,8 @@ def report(
 def best(spec: SpecArg) -> None:
     """Print the best trial's hyper-parameters, value and model as JSON (reads only).
 
+    Of a retuned sweep: the current generation's (the latest that produced a model).
+
     Example: ftsweep best sweeps/quickstart.yaml
     """
     quiet_libraries()
@@ -69,7 +73,7 @@ def best(spec: SpecArg) -> None:
     from orchestrator.errors import OrchestratorError
     from orchestrator.results import open_results
 
-    results = open_results(spec)
+    results = open_results(spec, current=True)
     trial = results.best()
     if trial is None:
         raise OrchestratorError(f"sweep {results.spec.name!r} has no completed trial yet")
@@ -77,6 +81,8 @@ def best(spec: SpecArg) -> None:
         json.dumps(
             {
                 "trial": trial.number,
+                "generation": results.generation,
+                "study": results.study.study_name,
                 "objective": results.spec.objective.metric,
                 "value": trial.value,
                 "hyperparameters": results.hyperparameters(trial),

@@ -273,6 +273,8 @@ def test_best_of_a_finished_sweep_reads_what_was_trained(
     assert (r.code, r.err) == (0, "")
     assert json.loads(r.out) == {
         "trial": 1,
+        "generation": 1,
+        "study": NAME,
         "objective": "valid_loss",
         "value": 0.4,
         "hyperparameters": best.as_dict(),
