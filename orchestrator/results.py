@@ -173,11 +173,19 @@ def _all_studies(url: str, shown: str) -> list[Any]:
         if isinstance(exc, optuna.exceptions.StorageInternalError) and exc.__cause__:
             cause = exc.__cause__  # optuna's wrapper says less than the driver's error
         text = str(getattr(cause, "orig", None) or cause).strip()
+        if _no_tables(text):
+            return []  # a database with no Optuna store in it yet
         why = text.splitlines()[0] if text else type(cause).__name__
         password = urlsplit(url).password
         if password:
             why = re.sub(rf"(?<![\w]){re.escape(password)}(?![\w])", "***", why)
         raise OrchestratorError(f"cannot read the Optuna store {shown}: {why}") from exc
+
+
+def _no_tables(text: str) -> bool:
+    """Whether a database error says the Optuna tables are not there (PostgreSQL, MySQL)."""
+    lowered = text.lower()
+    return "studies" in lowered and ("does not exist" in lowered or "doesn't exist" in lowered)
 
 
 def _sqlite_has_table(path: Path, shown: str) -> bool:

@@ -108,9 +108,9 @@ def run_sweep(
     from orchestrator.tracking import MlflowListener, Tracker
 
     notes: list[str] = []
+    given = plan
     if plan is None:
         plan = plan_sweep(spec_path, count_tokens=True)
-        plan = replace(plan, generation=head_generation(plan.spec))
         resolved = None
     else:
         resolved = ResolvedModel(plan, list(models or []), [])
@@ -127,6 +127,8 @@ def run_sweep(
     preflight(backend)  # credentials and the provider's address, before any store or trial
     bound_mlflow_retries()
     check_stores(stores, mlflow=tracker is None)
+    if given is None:  # the sweep file's: resume the latest generation of its lineage
+        plan = replace(plan, generation=head_generation(spec))
     tracker = tracker or Tracker(stores.mlflow, spec.name, stores.artifacts)
     study = open_study(spec, plan.space, stores, plan.study_name)
     printed = fingerprint(plan)

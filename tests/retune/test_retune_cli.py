@@ -30,6 +30,18 @@ def _ftsweep(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+def _start(cwd: Path, *args: str) -> subprocess.Popen[str]:
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    return subprocess.Popen(
+        [sys.executable, "-m", "orchestrator", *args],
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
 @pytest.fixture
 def project(tmp_path: Path, tiny_model: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A project folder: data, a sweep file, the embedded stores under ``mlruns/``."""
@@ -72,10 +84,16 @@ def test_retune_lifecycle_from_the_command_line(project: Path) -> None:
     train = project / "data" / "reverse.train.jsonl"
     lines = train.read_text().splitlines(keepends=True)
     train.write_text("".join(lines + lines[:20]))  # 40 -> 60 examples
-    second = _ftsweep(project, "retune", "nightly.yaml")
-    assert second.returncode == 0, second.stderr
-    assert "training data: 40 -> 60 examples (+20)" in second.stderr
-    assert "starting generation 2 (nightly.g2), warm-started from nightly" in second.stderr
+    # two retunes at once (cron and a user, two machines): one sweep
+    procs = [_start(project, "retune", "nightly.yaml") for _ in range(2)]
+    outs = [p.communicate(timeout=500) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outs
+    errs = [err for _, err in outs]
+    started = [e for e in errs if "starting generation 2 (nightly.g2)" in e]
+    assert len(started) == 1, errs
+    assert "training data: 40 -> 60 examples (+20)" in started[0]
+    other = next(e for e in errs if e is not started[0])
+    assert "another retune of nightly is running" in other or "nothing changed" in other
 
     history = _ftsweep(project, "history", "nightly.yaml", "--json")
     assert history.returncode == 0, history.stderr
