@@ -23,6 +23,11 @@ exactly as it trains them (the data checks use it; ``None`` skips token counts);
 :meth:`Backend.job_cost` the cost of a finished job (by default :attr:`JobUpdate.cost_usd`,
 else the estimate, so a budget always binds).
 
+**What a backend can list.** :meth:`Backend.list_models` returns the provider's models as
+:class:`ModelInfo` (id, created, shutdown date, fine-tunable), or None (the default) when
+there is no model list; aliases (``gpt-4o-mini@latest``) and sunsets are computed from it by
+:mod:`orchestrator.modelnames`.
+
 **Before the first trial.** :meth:`Backend.preflight` (optional; the default does nothing)
 checks that jobs can be started at all: credentials present, and for a remote service one
 cheap authenticated call that answers within a bounded wait. ``ftsweep run`` calls it right
