@@ -206,6 +206,11 @@ class Simulator:
     def _refuse_retired(self, api: str, model: str) -> None:
         """A job on a listed base model that is shut down (or not fine-tunable) is refused
         the way the provider refuses it; a model the list does not name runs as before."""
+        if "@" in model:  # an alias (gpt-4o-mini@latest) is the client's to resolve
+            raise ApiError(
+                400, f"Model {model} is not available for fine-tuning or does not exist.",
+                param="model", code="model_not_available",
+            )  # fmt: skip
         entry = next((e for e in self.models[api] if e["id"] == model), None)
         if entry is None:
             return

@@ -130,6 +130,9 @@ def test_jobs_on_a_shut_down_model_are_refused(
     sim_server.sim.today = lambda: datetime.date(2027, 1, 14)
     status, error = _create(sim_server, train, "gpt-4o-mini-2024-07-18")
     assert status == 400 and "shut down on 2027-01-14" in error["error"]["message"]
+    # an alias is the client's to resolve: the provider knows no such model
+    status, error = _create(sim_server, train, "gpt-4o-mini@latest")
+    assert status == 400 and error["error"]["code"] == "model_not_available"
     # a model the list marks as not fine-tunable is refused too
     sim_server.sim.add_model("gpt-4o-2024-08-06", fine_tunable=False)
     status, error = _create(sim_server, train, "gpt-4o-2024-08-06")
