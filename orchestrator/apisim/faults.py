@@ -54,7 +54,8 @@ DEFAULT_MAX_RUNNING: dict[str, int | None] = {"openai": 3, "azure": 1}
 OPERATIONS = (
     "files.create", "files.list", "files.retrieve", "files.delete", "files.content",
     "jobs.create", "jobs.list", "jobs.retrieve", "jobs.cancel", "jobs.pause",
-    "jobs.resume", "jobs.delete", "jobs.events", "jobs.checkpoints",
+    "jobs.resume", "jobs.delete", "jobs.events", "jobs.checkpoints", "models.list",
+    "models.retrieve",
 )  # fmt: skip
 _APIS = ("openai", "azure")
 _BIG = 10**9

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from orchestrator.apisim import render
+from orchestrator.apisim import models, render
 from orchestrator.apisim.errors import ApiError
 from orchestrator.apisim.simulator import Simulator
 
@@ -174,6 +174,17 @@ def jobs_checkpoints(ctx: Ctx) -> Reply:
     return Reply(200, body)
 
 
+def models_list(ctx: Ctx) -> Reply:
+    render_one = models.openai_model if ctx.api == "openai" else models.azure_model
+    data = [render_one(entry) for entry in ctx.sim.list_models(ctx.api)]
+    return Reply(200, {"object": "list", "data": data})
+
+
+def models_retrieve(ctx: Ctx) -> Reply:
+    render_one = models.openai_model if ctx.api == "openai" else models.azure_model
+    return Reply(200, render_one(ctx.sim.get_model(ctx.api, ctx.ids[0])))
+
+
 _ID = r"([A-Za-z0-9_.:-]+)"
 Handler = Callable[[Ctx], Reply]
 #: (method, path pattern, operation name, handler)
@@ -194,6 +205,8 @@ ROUTES: list[tuple[str, re.Pattern[str], str, Handler]] = [
         ("POST", r"/fine_tuning/jobs/{id}/resume", "jobs.resume", jobs_resume),
         ("GET", r"/fine_tuning/jobs/{id}/events", "jobs.events", jobs_events),
         ("GET", r"/fine_tuning/jobs/{id}/checkpoints", "jobs.checkpoints", jobs_checkpoints),
+        ("GET", r"/models", "models.list", models_list),
+        ("GET", r"/models/{id}", "models.retrieve", models_retrieve),
     )
 ]
 

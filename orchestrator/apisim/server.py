@@ -4,7 +4,9 @@
 * ``/openai/...?api-version=V`` is Azure OpenAI (``api-key: <key>`` or a bearer token);
 * ``/_sim/...`` is the simulator's own admin API: ``GET /_sim/requests[?op=jobs.create]``,
   ``DELETE /_sim/requests``, ``GET|PUT /_sim/faults``, ``GET|POST /_sim/clock``
-  (``{"advance": seconds}`` or ``{"speed": x}``) and ``GET /_sim/health``.
+  (``{"advance": seconds}`` or ``{"speed": x}``), ``GET|PUT|POST /_sim/models[?api=azure]``
+  (the base-model list: read, replace with ``{"data": [...]}``, add or update one entry) and
+  ``GET /_sim/health``.
 
 Any non-empty key is accepted and none is ever stored: the request log keeps the operation,
 path and status only.
@@ -81,6 +83,7 @@ _ADMIN = {
     "/_sim/requests": ("GET", "DELETE"),
     "/_sim/faults": ("GET", "PUT", "POST"),
     "/_sim/clock": ("GET", "POST"),
+    "/_sim/models": ("GET", "PUT", "POST"),
 }
 #: the most ``POST /_sim/clock`` takes: simulated seconds per real second, seconds per jump
 MAX_SPEED = 1e6
@@ -280,6 +283,16 @@ class _Handler(BaseHTTPRequestHandler):
             if method != "GET":
                 sim.set_faults(Faults.from_dict(body, f"{method} /_sim/faults"))
             return sim.faults.to_dict()
+        if path == "/_sim/models":
+            api = (query.get("api") or ["openai"])[0]
+            if method == "PUT":
+                unknown = sorted(set(body) - {"data"})
+                if unknown or "data" not in body:
+                    raise ApiError(400, 'Expected {"data": [model entries]}.', param="data")
+                sim.set_models(body["data"], api)
+            elif method == "POST":
+                sim.put_model(body, api)
+            return {"object": "list", "api": api, "data": sim.base_models(api)}
         if method == "POST":  # /_sim/clock
             unknown = sorted(set(body) - {"advance", "speed"})
             if unknown:

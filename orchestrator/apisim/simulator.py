@@ -8,13 +8,15 @@ a quota frees its slot at the instant the previous job ended, however rarely any
 
 from __future__ import annotations
 
+import datetime
 import secrets
 import threading
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from orchestrator.apisim import jobspec
+from orchestrator.apisim import jobspec, models
 from orchestrator.apisim.clock import SimClock
 from orchestrator.apisim.errors import ApiError
 from orchestrator.apisim.faults import OPERATIONS, Faults
@@ -41,8 +43,12 @@ class Simulator:
         speed: float = 1.0,
         faults: Faults | None = None,
         clock: SimClock | None = None,
+        today: Callable[[], datetime.date] | None = None,
     ) -> None:
         self.store = Store(state_dir)
+        #: the real date, for model shutdowns (injectable: tests set a day)
+        self.today: Callable[[], datetime.date] = today or datetime.date.today
+        self.models = models.default_models()
         self.lock = threading.RLock()
         self.files: dict[str, FileRecord] = {}
         self.jobs: dict[str, JobRecord] = {}
@@ -58,7 +64,10 @@ class Simulator:
                 self.nth = int(saved["nth"])
                 self.files = {k: FileRecord(**v) for k, v in saved["files"].items()}
                 self.jobs = {k: JobRecord(**v) for k, v in saved["jobs"].items()}
-            except (KeyError, TypeError, ValueError, AttributeError) as exc:
+                for api, entries in (saved.get("models") or {}).items():
+                    if api in models.APIS:
+                        self.models[api] = models.parse_list(entries, f"models.{api}")
+            except (KeyError, TypeError, ValueError, AttributeError, UsageError) as exc:
                 raise UsageError(
                     f"{self.store.state_path}: not a simulator state ({type(exc).__name__}: {exc})"
                 ) from None
@@ -83,6 +92,7 @@ class Simulator:
                     "files": {k: record_dict(v) for k, v in self.files.items()},
                     "jobs": {k: record_dict(v) for k, v in self.jobs.items()},
                     "faults": self.faults.to_dict(),
+                    "models": self.models,
                 }
             )
 
@@ -103,6 +113,122 @@ class Simulator:
         with self.lock:
             self.faults = faults
             self.save()
+
+    # -- the model lists -----------------------------------------------------------------
+    def _api_of(self, api: str) -> str:
+        if api not in models.APIS:
+            raise UsageError(f"api: expected one of {', '.join(models.APIS)}, got {api!r}")
+        return api
+
+    def base_models(self, api: str = "openai") -> list[dict[str, Any]]:
+        """The base-model list of ``api`` (entries, see :mod:`.models`), a copy."""
+        with self.lock:
+            return [dict(e) for e in self.models[self._api_of(api)]]
+
+    def set_models(self, entries: list[Any], api: str = "openai") -> list[dict[str, Any]]:
+        """Replace ``api``'s base-model list (entries are checked: :class:`UsageError`)."""
+        with self.lock:
+            api = self._api_of(api)
+            self.models[api] = models.parse_list(entries, "data")
+            self.save()
+            return self.base_models(api)
+
+    def add_model(
+        self,
+        model_id: str,
+        *,
+        created: int | None = None,
+        owned_by: str = "system",
+        shutdown_date: datetime.date | str | None = None,
+        fine_tunable: bool = True,
+        api: str = "openai",
+    ) -> dict[str, Any]:
+        """Add (or update, by id) one base model of ``api``: "release" a newer snapshot, or
+        announce a shutdown. Returns the entry."""
+        day = (
+            shutdown_date.isoformat() if isinstance(shutdown_date, datetime.date) else shutdown_date
+        )
+        raw = {
+            "id": model_id,
+            "created": created,
+            "owned_by": owned_by,
+            "shutdown_date": day,
+            "fine_tunable": fine_tunable,
+        }
+        return self.put_model(raw, api)
+
+    def put_model(self, raw: Any, api: str = "openai") -> dict[str, Any]:
+        """:meth:`add_model` from a JSON entry (``POST /_sim/models``)."""
+        with self.lock:
+            api = self._api_of(api)
+            entry = models.parse_entry(raw, "model")
+            kept = [e for e in self.models[api] if e["id"] != entry["id"]]
+            self.models[api] = [*kept, entry]
+            self.save()
+            return dict(entry)
+
+    def _fine_tuned_models(self, api: str) -> list[dict[str, Any]]:
+        """The models made by succeeded jobs of ``api`` (the provider lists them too)."""
+        found = []
+        for job in sorted(self.jobs.values(), key=lambda j: j.nth):
+            if job.api != api or job.status != "succeeded":
+                continue
+            entry: dict[str, Any] = {
+                "id": job.fine_tuned_model,
+                "created": int(job.finished_at or job.created_at),
+                "owned_by": "org-apisim" if api == "openai" else "organization-owner",
+                "shutdown_date": None,
+                "fine_tunable": False,
+            }
+            if api == "azure":
+                entry["model"], entry["fine_tune"] = job.model, job.id
+            found.append(entry)
+        return found
+
+    def list_models(self, api: str) -> list[dict[str, Any]]:
+        """What ``GET /models`` shows: the base models, then the fine-tuned ones."""
+        with self.lock:
+            self.tick()
+            return [*self.base_models(api), *self._fine_tuned_models(api)]
+
+    def get_model(self, api: str, model_id: str) -> dict[str, Any]:
+        with self.lock:
+            for entry in self.list_models(api):
+                if entry["id"] == model_id:
+                    return entry
+            if api == "azure":
+                raise ApiError(404, f"The model '{model_id}' does not exist.", param="model")
+            raise ApiError(
+                404, f"The model '{model_id}' does not exist", param="model",
+                code="model_not_found",
+            )  # fmt: skip
+
+    def _refuse_retired(self, api: str, model: str) -> None:
+        """A job on a listed base model that is shut down (or not fine-tunable) is refused
+        the way the provider refuses it; a model the list does not name runs as before."""
+        if "@" in model:  # an alias (gpt-4o-mini@latest) is the client's to resolve
+            raise ApiError(
+                400, f"Model {model} is not available for fine-tuning or does not exist.",
+                param="model", code="model_not_available",
+            )  # fmt: skip
+        entry = next((e for e in self.models[api] if e["id"] == model), None)
+        if entry is None:
+            return
+        day = models.shutdown_of(entry)
+        gone = day is not None and day <= self.today()
+        if not gone and entry["fine_tunable"]:
+            return
+        if api == "azure":
+            why = f" (fine-tuning retired on {day.isoformat()})" if gone and day else ""
+            raise ApiError(
+                400, f"The specified base model does not support fine-tuning.{why}",
+                param="model",
+            )  # fmt: skip
+        why = f": it was shut down on {day.isoformat()}" if gone and day else ""
+        raise ApiError(
+            400, f"Model {model} is not available for fine-tuning{why}.",
+            param="model", code="model_not_available",
+        )  # fmt: skip
 
     # -- the scheduler -------------------------------------------------------------------
     def tick(self) -> float:
@@ -249,6 +375,7 @@ class Simulator:
         with self.lock:
             now = self.tick()
             spec = jobspec.parse_create(api, body)
+            self._refuse_retired(api, spec.model)
             train = self._job_file(api, spec.training_file, "training_file")
             valid = (
                 self._job_file(api, spec.validation_file, "validation_file")

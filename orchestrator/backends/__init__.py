@@ -8,6 +8,7 @@ from orchestrator.backends.base import (
     JobStatus,
     JobUpdate,
     MetricPoint,
+    ModelInfo,
     TrainingRequest,
 )
 
@@ -19,5 +20,6 @@ __all__ = [
     "JobStatus",
     "JobUpdate",
     "MetricPoint",
+    "ModelInfo",
     "TrainingRequest",
 ]

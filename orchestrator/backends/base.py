@@ -23,6 +23,11 @@ exactly as it trains them (the data checks use it; ``None`` skips token counts);
 :meth:`Backend.job_cost` the cost of a finished job (by default :attr:`JobUpdate.cost_usd`,
 else the estimate, so a budget always binds).
 
+**What a backend can list.** :meth:`Backend.list_models` returns the provider's models as
+:class:`ModelInfo` (id, created, shutdown date, fine-tunable), or None (the default) when
+there is no model list; aliases (``gpt-4o-mini@latest``) and sunsets are computed from it by
+:mod:`orchestrator.modelnames`.
+
 **Before the first trial.** :meth:`Backend.preflight` (optional; the default does nothing)
 checks that jobs can be started at all: credentials present, and for a remote service one
 cheap authenticated call that answers within a bounded wait. ``ftsweep run`` calls it right
@@ -73,6 +78,7 @@ Backends are discovered through the entry-point group ``ftsweep.backends``
 
 from __future__ import annotations
 
+import datetime
 import hashlib
 import json
 import math
@@ -106,6 +112,7 @@ __all__ = [
     "JobStatus",
     "JobUpdate",
     "MetricPoint",
+    "ModelInfo",
     "Range",
     "TrainingRequest",
     "epoch_ends_of",
@@ -328,6 +335,21 @@ class JobUpdate:
 
 
 @dataclass(frozen=True)
+class ModelInfo:
+    """One base model in a provider's list (:meth:`Backend.list_models`).
+
+    ``created``: unix seconds, as the provider says; ``shutdown_date``: the day the provider
+    stops it (for fine-tuning, where the provider distinguishes fine-tuning from inference),
+    None when none is announced; ``fine_tunable``: whether the provider says it can be
+    fine-tuned, None when the list does not say."""
+
+    id: str
+    created: int | None = None
+    shutdown_date: datetime.date | None = None
+    fine_tunable: bool | None = None
+
+
+@dataclass(frozen=True)
 class Range:
     """The values a backend accepts for one hyper-parameter: ``low <= x <= high``, with
     ``low`` excluded when ``low_exclusive``; None is unbounded on that side."""
@@ -480,6 +502,15 @@ class Backend(ABC):
         refused credentials, :class:`~orchestrator.errors.ProviderUnreachableError` for an
         address that does not answer, :class:`~orchestrator.errors.BackendError` otherwise.
         Starts and spends nothing; the default checks nothing."""
+        return None
+
+    def list_models(self) -> list[ModelInfo] | None:
+        """The provider's base models, or None when the backend has no model list (default).
+
+        Used to resolve aliases (``gpt-4o-mini@latest``, see :mod:`orchestrator.modelnames`)
+        and to warn of base models that shut down. One call to the provider (retried like the
+        others); it raises what the job methods raise (``ProviderAuthError``,
+        ``ProviderUnreachableError``, ``BackendError``) and starts nothing."""
         return None
 
     # -- jobs -------------------------------------------------------------------------------

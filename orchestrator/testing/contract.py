@@ -65,7 +65,7 @@ from dataclasses import replace
 
 import pytest
 
-from orchestrator.backends.base import METRIC_NAMES, Hyperparameters, JobStatus
+from orchestrator.backends.base import METRIC_NAMES, Hyperparameters, JobStatus, ModelInfo
 from orchestrator.errors import ProviderBusyError, UnsupportedParameterError
 from orchestrator.testing.helpers import (
     BackendCase,
@@ -82,6 +82,7 @@ __all__ = [
     "test_check_refuses_values_outside_the_capabilities",
     "test_estimate_cost_is_none_or_a_finite_amount",
     "test_find_an_unknown_key",
+    "test_list_models_is_none_or_model_infos",
     "test_reattach_from_a_fresh_process",
     "test_resubmit_with_the_same_key_returns_the_same_job",
     "test_submit_and_poll_to_completion",
@@ -145,6 +146,15 @@ def test_resubmit_with_the_same_key_returns_the_same_job(
 
 def test_find_an_unknown_key(backend_case: BackendCase) -> None:
     assert backend_case.backend().find("no-such-key") is None
+
+
+def test_list_models_is_none_or_model_infos(backend_case: BackendCase) -> None:
+    models = backend_case.backend().list_models()
+    if models is None:
+        return  # no model list: the default
+    assert isinstance(models, list), f"list_models returned {type(models).__name__}"
+    assert all(isinstance(m, ModelInfo) for m in models), "entries must be ModelInfo"
+    assert all(m.id for m in models), "every model has an id"
 
 
 def test_cancel_stops_the_job_and_keeps_its_metrics(

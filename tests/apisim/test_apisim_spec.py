@@ -245,3 +245,55 @@ def test_azure_error_shape(sim_server: SimServer) -> None:
     assert caught.value.code == 400  # type: ignore[attr-defined]
     body = json.loads(caught.value.read())  # type: ignore[attr-defined]
     assert body["error"]["code"] == "MissingApiVersionParameter"
+
+
+def test_model_endpoints(sim_server: SimServer, chat_data: tuple[Path, Path]) -> None:
+    _, listed = call(sim_server, "GET", "/models")
+    openapi.validate(listed, openapi.response_schema("/models", "get"))
+    ids = [m["id"] for m in listed["data"]]
+    assert "gpt-4o-mini-2024-07-18" in ids and "gpt-4.1-nano-2025-04-14" in ids
+    dates = {m["id"]: m["shutdown_date"] for m in listed["data"]}
+    assert dates["gpt-4.1-nano-2025-04-14"] == "2026-10-23"
+    assert dates["gpt-4.1-mini-2025-04-14"] == "2027-01-14"
+    assert dates["babbage-002"] is None
+    _, one = call(sim_server, "GET", "/models/gpt-4o-mini-2024-07-18")
+    openapi.validate(one, openapi.response_schema("/models/{model}", "get"))
+    assert one["owned_by"] == "system" and one["object"] == "model"
+    status, error = call(sim_server, "GET", "/models/gpt-9")
+    assert status == 404 and error["error"]["code"] == "model_not_found"
+    openapi.validate(error, openapi.component("ErrorResponse"))
+    finished_job(sim_server, chat_data)  # its fine-tuned model is listed too
+    _, listed = call(sim_server, "GET", "/models")
+    openapi.validate(listed, openapi.response_schema("/models", "get"))
+    tuned = [m for m in listed["data"] if m["id"].startswith("ft:")]
+    assert len(tuned) == 1 and tuned[0]["owned_by"] == "org-apisim"
+    _, again = call(sim_server, "GET", f"/models/{tuned[0]['id']}")
+    openapi.validate(again, openapi.response_schema("/models/{model}", "get"))
+
+
+def test_azure_model_list_shape(sim_server: SimServer, chat_data: tuple[Path, Path]) -> None:
+    """Azure's "Models - List" (2024-10-21): ``capabilities``, ``lifecycle_status``,
+    ``deprecation`` in unix seconds, ``created_at`` (Azure's spec is not in the repository:
+    the shape of its REST reference example)."""
+    finished_job(sim_server, chat_data, azure=True)
+    status, listed = call(sim_server, "GET", "/models", azure=True)
+    assert status == 200 and listed["object"] == "list"
+    by_id = {m["id"]: m for m in listed["data"]}
+    nano = by_id["gpt-4.1-nano-2025-04-14"]
+    assert nano["capabilities"]["fine_tune"] is True
+    assert nano["deprecation"] == {"fine_tune": 1807660800}  # 2027-04-14T00:00:00Z
+    assert nano["lifecycle_status"] == "generally-available" and nano["object"] == "model"
+    assert isinstance(nano["created_at"], int) and "created" not in nano
+    assert by_id["gpt-4o-mini-2024-07-18"]["deprecation"] == {}
+    tuned = [m for m in listed["data"] if ".ft-" in m["id"]]
+    assert len(tuned) == 1 and tuned[0]["model"] == "gpt-4o-mini"
+    assert tuned[0]["capabilities"]["fine_tune"] is False and tuned[0]["fine_tune"].startswith(
+        "ftjob-"
+    )
+    _, one = call(sim_server, "GET", "/models/gpt-35-turbo-0125", azure=True)
+    assert one["id"] == "gpt-35-turbo-0125"
+    status, error = call(sim_server, "GET", "/models/gpt-9", azure=True)
+    assert status == 404 and error["error"]["code"] == "notFound"
+    # the two dialects keep their own lists
+    _, openai_list = call(sim_server, "GET", "/models")
+    assert "gpt-35-turbo-0125" not in {m["id"] for m in openai_list["data"]}

@@ -31,6 +31,7 @@ from typing import Any, Literal
 
 from orchestrator.backends.local import builtin
 from orchestrator.errors import BackendError, UsageError
+from orchestrator.modelnames import is_alias
 
 __all__ = [
     "BUILTIN_MODELS",
@@ -186,6 +187,11 @@ def resolve(
     if _HUB_ID.match(name_or_path):
         return ModelSource(name_or_path, "hub", name_or_path)
     known = ", ".join(BUILTIN_MODELS)
+    if is_alias(name_or_path):
+        raise UsageError(
+            f"model {name_or_path!r} is an alias, and the local trainer has no model list to "
+            f"resolve it: name a model folder or a built-in ({known})"
+        )
     raise UsageError(
         f"model {name_or_path!r} is not a built-in name ({known}), a model folder, "
         "a .gguf file or a Hugging Face hub id (org/name)"

@@ -10,10 +10,15 @@
   event seen, plus the total step count), sorted by ``created_at``; metrics events become
   :class:`MetricPoint` s, with ``epoch = step / (total_steps / n_epochs)``. Checkpoints of
   earlier epochs come with every update of a started job.
+* ``list_models`` lists the provider's models (one retried call, :mod:`.models` reads the
+  OpenAI and Azure shapes); ``submit`` resolves an alias (``gpt-4o-mini@latest``) with it to
+  the newest snapshot, and refuses one whose snapshots are all shut down, naming what to use.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import datetime
 import functools
 import time
 from abc import abstractmethod
@@ -33,6 +38,7 @@ from orchestrator.backends.base import (
     JobStatus,
     JobUpdate,
     MetricPoint,
+    ModelInfo,
     Range,
     TrainingRequest,
     epoch_ends_of,
@@ -45,6 +51,7 @@ from orchestrator.backends.remote.events import (
     steps_per_epoch,
 )
 from orchestrator.backends.remote.files import FileCache
+from orchestrator.backends.remote.models import models_of
 from orchestrator.backends.remote.retry import Caller, Provider, RetryPolicy, describe
 from orchestrator.costs import training_cost, training_price
 from orchestrator.errors import (
@@ -54,7 +61,9 @@ from orchestrator.errors import (
     ProviderBusyError,
     ProviderUnreachableError,
     UnsupportedParameterError,
+    UsageError,
 )
+from orchestrator.modelnames import is_alias, resolve_model, sunset, sunset_message
 
 if TYPE_CHECKING:
     from orchestrator.data.findings import DatasetStats
@@ -155,9 +164,11 @@ class RemoteBackend(Backend):
         options: BackendOptions | None = None,
         sleeper: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.monotonic,
+        today: Callable[[], datetime.date] = datetime.date.today,
         **settings: Any,
     ) -> None:
-        """``settings`` are options given as keywords (``timeout=5``), laid over ``options``."""
+        """``settings`` are options given as keywords (``timeout=5``), laid over ``options``;
+        ``today`` dates model shutdowns (for aliases)."""
         base = options.model_dump() if options is not None else {}
         parsed = self.Options.model_validate({**base, **settings}, strict=False)
         super().__init__(workdir=Path(workdir) if workdir is not None else None, options=parsed)
@@ -176,6 +187,8 @@ class RemoteBackend(Backend):
             provider=self._provider,
         )
         self._files: FileCache | None = None
+        self.today = today
+        self._models: list[ModelInfo] | None = None
 
     @property
     def remote_options(self) -> RemoteOptions:
@@ -306,11 +319,35 @@ class RemoteBackend(Backend):
             return training_cost(update.trained_tokens, 1, price)
         return super().job_cost(request, update, train)
 
+    def list_models(self) -> list[ModelInfo]:
+        """The provider's models (``client.models.list()``), through the retrying caller."""
+        page = self._call("list models", lambda: self.client.models.list())
+        models = models_of(getattr(page, "data", None) or [])
+        self._models = models
+        return models
+
+    def resolve_model(self, model: str) -> str:
+        """``model`` itself, or for an alias the snapshot it names in the provider's list
+        (listed once per instance). Raises :class:`UsageError` for an alias with no snapshot
+        or whose snapshots are all shut down (naming the replacement, if any)."""
+        if not is_alias(model):
+            return model
+        models = self._models if self._models is not None else self.list_models()
+        today = self.today()
+        resolved = resolve_model(model, models, today)
+        ending = sunset(resolved, models, today)
+        if ending is not None and ending.passed:
+            raise UsageError(f"{model}: {sunset_message(ending, backend=self.name)}")
+        return resolved
+
     def submit(self, request: TrainingRequest) -> JobHandle:
         self.check(request)
         existing = self.find(request.key)
         if existing is not None:
             return existing
+        model = self.resolve_model(request.model)
+        if model != request.model:  # the key stays: resubmitting finds this job
+            request = dataclasses.replace(request, model=model)
         train_id = self.files.file_id(self.client, Path(request.train_file), self.caller)
         valid_id = (
             self.files.file_id(self.client, Path(request.valid_file), self.caller)
