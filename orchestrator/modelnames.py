@@ -33,10 +33,12 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ALIAS_SUFFIX",
+    "ANNOUNCED_SHUTDOWNS",
     "OPENAI_JOBS_END",
     "SUCCESSORS",
     "Sunset",
     "alias_family",
+    "announced_sunset",
     "family",
     "is_alias",
     "resolve_model",
@@ -69,6 +71,33 @@ SUCCESSORS: dict[str, str] = {
     "gpt-4.1-nano": "gpt-4.1-mini",
     "gpt-4o": "gpt-4.1",
 }
+
+
+#: shutdowns OpenAI announced for its fine-tuning base models, by family (its deprecations
+#: page as summarised in ``reference/updates-2026-12.md``; secondary sources for the dates).
+#: Offline knowledge for ``ftsweep validate``; a provider's model list says more.
+ANNOUNCED_SHUTDOWNS: dict[str, datetime.date] = {
+    "gpt-3.5-turbo": datetime.date(2026, 10, 23),
+    "gpt-4.1-nano": datetime.date(2026, 10, 23),
+    "o4-mini": datetime.date(2026, 10, 23),
+    "gpt-4o": datetime.date(2027, 1, 14),
+    "gpt-4o-mini": datetime.date(2027, 1, 14),
+    "gpt-4.1": datetime.date(2027, 1, 14),
+    "gpt-4.1-mini": datetime.date(2027, 1, 14),
+}
+
+
+def announced_sunset(model: str, today: datetime.date) -> Sunset | None:
+    """The shutdown OpenAI announced for ``model``'s family (:data:`ANNOUNCED_SHUTDOWNS`),
+    with the successor family that outlives it, if any; None for other models."""
+    fam = family(model, ANNOUNCED_SHUTDOWNS)
+    if fam is None:
+        return None
+    end = ANNOUNCED_SHUTDOWNS[fam]
+    replacement = SUCCESSORS.get(fam)
+    while replacement is not None and ANNOUNCED_SHUTDOWNS.get(replacement, end) <= max(end, today):
+        replacement = SUCCESSORS.get(replacement)
+    return Sunset(model, end, end <= today, replacement, (end - today).days)
 
 
 def family(model: str, known: Iterable[str]) -> str | None:

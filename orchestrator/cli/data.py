@@ -13,6 +13,22 @@ from orchestrator.cli.output import out
 __all__ = ["register"]
 
 
+#: the model the OpenAI cookbook's data checks assume
+DEFAULT_MODEL = "gpt-3.5-turbo-0613"
+
+
+def _warn_sunset(model: str) -> None:
+    """Warn when OpenAI announced a shutdown of ``model`` (offline knowledge)."""
+    import datetime as dt
+
+    from orchestrator.engine.models import WARN_DAYS
+    from orchestrator.modelnames import announced_sunset, sunset_message
+
+    found = announced_sunset(model, dt.date.today())
+    if found is not None and (found.passed or (found.days_left or 0) <= WARN_DAYS):
+        out.warn(f"{sunset_message(found, '--model', backend='openai')} (OpenAI, as announced)")
+
+
 def validate(
     data: Annotated[
         Path,
@@ -22,14 +38,14 @@ def validate(
         Path | None, typer.Option("--valid", help="Validation data, checked too and for overlap.")
     ] = None,
     model: Annotated[
-        str,
+        str | None,
         typer.Option(
             "--model",
             help="Base model: its tokenizer, per-example token limit and price. An OpenAI "
             "model, or a local one (tiny, smollm2-135m, a model folder, a .gguf file). The "
-            "default is what the OpenAI cookbook's data checks assume.",
+            f"default, {DEFAULT_MODEL}, is what the OpenAI cookbook's data checks assume.",
         ),
-    ] = "gpt-3.5-turbo-0613",
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
 ) -> None:
     """Check fine-tuning data and report problems with their line numbers.
@@ -41,6 +57,9 @@ def validate(
     from orchestrator.data.checks import check_dataset
     from orchestrator.tokenizers import counter_for_model
 
+    if model is not None:
+        _warn_sunset(model)
+    model = model or DEFAULT_MODEL
     out.info(f"checking {data}" + (f" and {valid}" if valid else "") + f" for {model} ...")
     report = check_dataset(data, valid, counter_for_model(model), model=model)
     if as_json:

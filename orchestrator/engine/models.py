@@ -82,17 +82,34 @@ def resolve_base_model(
     warnings = []
     sunset = modelnames.sunset(resolved, models, today)
     if sunset is not None and (sunset.passed or (sunset.date - today).days <= WARN_DAYS):
-        warnings.append(modelnames.sunset_message(sunset))
+        warnings.append(modelnames.sunset_message(sunset, backend=backend.name))
+    end = modelnames.OPENAI_JOBS_END
+    if backend.name == "openai" and 0 <= (end - today).days <= WARN_DAYS:
+        warnings.append(
+            f"OpenAI takes no new fine-tuning jobs from {end.isoformat()} "
+            f"(in {(end - today).days} days): move this sweep to the azure or local backend"
+        )
     return ResolvedModel(plan, list(models), warnings)
 
 
 def refuse_sunset(resolved: ResolvedModel, source: str, today: dt.date | None = None) -> None:
     """Raise a :class:`SpecError` (exit 2) when the base model is already shut down."""
-    if not resolved.models:
-        return
     from orchestrator import modelnames
 
-    model = resolved.plan.spec.backend.model
-    sunset = modelnames.sunset(model, resolved.models, today or dt.date.today())
+    today = today or dt.date.today()
+    plan = resolved.plan
+    if plan.spec.backend.name == "openai" and today >= modelnames.OPENAI_JOBS_END:
+        raise SpecError(
+            source,
+            "backend.name",
+            "OpenAI takes no new fine-tuning jobs since "
+            f"{modelnames.OPENAI_JOBS_END.isoformat()}: move this sweep to the azure or "
+            "local backend",
+        )
+    sunset = modelnames.sunset(plan.spec.backend.model, resolved.models, today)
     if sunset is not None and sunset.passed:
-        raise SpecError(source, "backend.model", modelnames.sunset_message(sunset))
+        raise SpecError(
+            source,
+            "backend.model",
+            modelnames.sunset_message(sunset, backend=plan.spec.backend.name),
+        )
