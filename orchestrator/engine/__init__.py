@@ -120,11 +120,11 @@ def run_sweep(
     make_pruner(spec, plan.space, source)  # usage error before any store exists
     stores = resolve_stores(spec)
     backend = plan.make_backend(stores.workdir / "backends" / plan.backend.name)
+    preflight(backend)  # credentials and the provider's address, before any store or trial
     if resolved is None:  # the alias, the sunset: the provider's model list
         resolved = resolve_base_model(plan, backend, str(spec_path))
         plan = resolved.plan
     notes += resolved.warnings
-    preflight(backend)  # credentials and the provider's address, before any store or trial
     bound_mlflow_retries()
     check_stores(stores, mlflow=tracker is None)
     if given is None:  # the sweep file's: resume the latest generation of its lineage
