@@ -29,7 +29,7 @@ def _interruptible(fn: Callable[..., Any]) -> Callable[..., Any]:
 
 def build() -> Any:
     """The click command behind ``ftsweep`` (built fresh, so tests stay independent)."""
-    from orchestrator.cli import apisim, backends, data, models, results, space, sweep
+    from orchestrator.cli import apisim, backends, data, models, results, schedule, space, sweep
 
     app = typer.Typer(
         name="ftsweep",
@@ -42,7 +42,7 @@ def build() -> Any:
         rich_markup_mode=None,
         context_settings={"help_option_names": ["-h", "--help"]},
     )
-    for module in (data, space, sweep, results, backends, apisim):
+    for module in (data, space, sweep, results, schedule, backends, apisim):
         module.register(app)
     app.add_typer(models.app, name="models")
     for group in (app, models.app):
