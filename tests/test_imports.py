@@ -38,7 +38,13 @@ LOCAL_EXTRA = {"torch", "transformers", "peft", "accelerate", "gguf"}
 
 LAYERS: tuple[tuple[str, ...], ...] = (
     ("orchestrator.cli", "orchestrator.__main__"),
-    ("orchestrator.engine", "orchestrator.plan", "orchestrator.results", "orchestrator.retune"),
+    (
+        "orchestrator.engine",
+        "orchestrator.plan",
+        "orchestrator.results",
+        "orchestrator.retune",
+        "orchestrator.schedule",  # cron, systemd units, the --serve loop
+    ),
     (
         "orchestrator.tracking",
         "orchestrator.report",

@@ -29,7 +29,17 @@ def _interruptible(fn: Callable[..., Any]) -> Callable[..., Any]:
 
 def build() -> Any:
     """The click command behind ``ftsweep`` (built fresh, so tests stay independent)."""
-    from orchestrator.cli import apisim, backends, data, models, results, retune, space, sweep
+    from orchestrator.cli import (
+        apisim,
+        backends,
+        data,
+        models,
+        results,
+        retune,
+        schedule,
+        space,
+        sweep,
+    )
 
     app = typer.Typer(
         name="ftsweep",
@@ -42,7 +52,7 @@ def build() -> Any:
         rich_markup_mode=None,
         context_settings={"help_option_names": ["-h", "--help"]},
     )
-    for module in (data, space, sweep, retune, results, backends, apisim):
+    for module in (data, space, sweep, retune, schedule, results, backends, apisim):
         module.register(app)
     app.add_typer(models.app, name="models")
     for group in (app, models.app):
