@@ -53,3 +53,5 @@ class StudyAttrs:
     MLFLOW_EXPERIMENT = "ftsweep.mlflow_experiment_id"
     REGISTERED_TRIAL = "ftsweep.registered_trial"
     REGISTERED_VERSION = "ftsweep.registered_version"
+    #: ``ftsweep.sampler_seed.<host:pid>``: the seed each worker's sampler was built with
+    SAMPLER_SEED = "ftsweep.sampler_seed"

@@ -123,7 +123,10 @@ def run_sweep(
     )
     _retry_environment_failures(study, limits.trials)
     started = SweepStarted(plan, study, backend.name, resumed=bool(study.trials))
-    mlflow.sweep_started(started)  # the tracking store must work before any trial starts
+    # the tracking store must work before any trial starts; under the study's lock, so two
+    # workers starting at once (on any machines) make one MLflow parent run, not two
+    with launch_lock(stores.optuna, spec.name):
+        mlflow.sweep_started(started)
     Dispatcher(list(listeners), debug=debug)(started)
     budget_limit = overrides.budget_usd if overrides.budget_usd is not None else spec.budget_usd
     loop = SweepLoop(
@@ -136,7 +139,7 @@ def run_sweep(
         clock=clock,
         sleep=sleep,
         wall=wall,
-        launch_lock=functools.partial(launch_lock, stores.optuna),
+        launch_lock=functools.partial(launch_lock, stores.optuna, spec.name),
     )
     try:
         loop.run()
