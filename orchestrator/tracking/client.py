@@ -9,9 +9,12 @@ earlier attempt may have made; what still fails is translated to :class:`Trackin
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import hashlib
 import os
 import tempfile
+import threading
 import time
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -27,6 +30,7 @@ __all__ = [
     "TAG",
     "Tracker",
     "TrackingError",
+    "advisory_lock",
     "create_aside",
     "file_lock",
     "runs_link",
@@ -108,10 +112,85 @@ def file_lock(path: Path) -> Iterator[None]:
             fcntl.flock(lock, fcntl.LOCK_UN)
 
 
+#: seconds a worker waits for an advisory lock before giving up (another worker holds it
+#: for milliseconds, or seconds while it creates a store or the MLflow parent run)
+LOCK_TIMEOUT_S = 120
+_ENGINES: dict[str, Any] = {}
+_ENGINES_LOCK = threading.Lock()
+
+
+def _is_postgres(url: str) -> bool:
+    return url.split(":", 1)[0].split("+", 1)[0] in ("postgresql", "postgres")
+
+
+def advisory_key(name: str) -> int:
+    """A signed 64-bit PostgreSQL advisory-lock key for ``name``, the same on every machine."""
+    digest = hashlib.blake2b(name.encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big", signed=True)
+
+
+def _engine(url: str) -> Any:
+    import sqlalchemy
+
+    with _ENGINES_LOCK:
+        engine = _ENGINES.get(url)
+        if engine is None:
+            engine = sqlalchemy.create_engine(
+                url,
+                pool_size=1,
+                max_overflow=0,
+                pool_pre_ping=True,
+                connect_args={"connect_timeout": 10},
+            )
+            _ENGINES[url] = engine
+        return engine
+
+
+@contextmanager
+def advisory_lock(url: str, name: str, what: str = "a lock") -> Iterator[None]:
+    """``pg_advisory_xact_lock`` on ``name``'s key, in a transaction of its own on the
+    PostgreSQL database ``url``, held for the block: every process on every machine that
+    asks for the same name waits. Released at the commit, or when the connection drops (a
+    process that dies holding it). A failure is one line without the password."""
+    import sqlalchemy
+    from sqlalchemy.exc import SQLAlchemyError
+
+    conn = None
+    try:
+        conn = _engine(url).connect()
+        tx = conn.begin()
+        conn.execute(sqlalchemy.text(f"SET LOCAL lock_timeout = '{LOCK_TIMEOUT_S}s'"))
+        conn.execute(sqlalchemy.text("SELECT pg_advisory_xact_lock(:k)"), {"k": advisory_key(name)})
+    except SQLAlchemyError as exc:
+        if conn is not None:
+            with contextlib.suppress(Exception):
+                conn.close()
+        parsed = sqlalchemy.engine.make_url(url)
+        cause = getattr(exc, "orig", None) or exc
+        text = (str(cause).strip().splitlines() or [type(cause).__name__])[0]
+        if parsed.password:
+            text = text.replace(str(parsed.password), "***")
+        shown = parsed.render_as_string(hide_password=True)
+        # not chained: the driver's error carries the connection arguments
+        raise StoreUnreachableError(f"cannot take {what} on {shown}: {text[:300]}") from None
+    try:
+        yield
+    finally:
+        try:
+            tx.commit()
+        finally:
+            conn.close()
+
+
 @contextmanager
 def sqlite_init_lock(url: str) -> Iterator[None]:
-    """Hold an exclusive lock beside a SQLite database while it may be created or migrated:
-    two workers starting at once would otherwise run the schema migration twice."""
+    """Hold an exclusive lock while a store may be created or migrated: two workers starting
+    at once would otherwise run the schema creation twice (and one fail). A file lock beside
+    a SQLite database; an advisory lock on a PostgreSQL one, across machines."""
+    if _is_postgres(url):
+        with advisory_lock(url, "ftsweep.store-init", "the store-creation lock"):
+            yield
+        return
     if not url.startswith("sqlite:///"):
         yield
         return

@@ -24,7 +24,7 @@ from tests.scaleout.conftest import PASSWORD
 from tests.scaleout.pg import MlflowServer
 from tests.scaleout.workers import check_mlflow, counted, no_traceback, run_workers, study
 
-SPEED = 600.0  # simulated seconds per second
+SPEED = 15.0  # simulated seconds per second: a job lasts a few seconds, so workers overlap
 CAP = 3  # the openai backend's max_concurrent_jobs (and apisim's running-job quota)
 WORKERS = 3
 PARALLEL = 2  # job slots per worker: 3 x 2 > CAP, so the shared cap is what holds
@@ -113,6 +113,7 @@ def _phase(
     assert all(n == 1 for n in jobs.values()), jobs
     # the provider's concurrent-job cap held across the workers
     most = _max_overlap(server, name)
+    print(f"{name}: at most {most} jobs at once")
     assert 1 <= most <= CAP, most
     # MLflow: one parent run, each trial once, none RUNNING; the stores agree
     check_mlflow(env["MLFLOW_TRACKING_URI"], name, s)
