@@ -138,7 +138,7 @@ def _engine(url: str) -> Any:
             engine = sqlalchemy.create_engine(
                 url,
                 pool_size=1,
-                max_overflow=0,
+                max_overflow=4,  # a lock taken inside another (other names) gets its own
                 pool_pre_ping=True,
                 connect_args={"connect_timeout": 10},
             )

@@ -16,43 +16,24 @@ import yaml
 
 from orchestrator import apisim
 from orchestrator.apisim.server import SimServer
-from orchestrator.backends.local.tasks import write_task
 from tests.apisim.fixtures import openai_env, request_log
 from tests.reliability.stores import check
 from tests.scaleout.compose import Native
 from tests.scaleout.conftest import PASSWORD
 from tests.scaleout.pg import MlflowServer
-from tests.scaleout.workers import check_mlflow, counted, no_traceback, run_workers, study
+from tests.scaleout.workers import (
+    apisim_sweep,
+    check_mlflow,
+    counted,
+    no_traceback,
+    run_workers,
+    study,
+)
 
 SPEED = 15.0  # simulated seconds per second: a job lasts a few seconds, so workers overlap
 CAP = 3  # the openai backend's max_concurrent_jobs (and apisim's running-job quota)
 WORKERS = 3
 PARALLEL = 2  # job slots per worker: 3 x 2 > CAP, so the shared cap is what holds
-
-
-def _sweep(folder: Path, name: str, **fields: Any) -> Path:
-    train, valid = write_task("tickets", folder / "data", n_train=40, n_valid=12, fmt="chat")
-    spec: dict[str, Any] = {
-        "name": name,
-        "data": {"train": str(train), "valid": str(valid)},
-        "backend": {
-            "name": "openai",
-            "model": "gpt-4o-mini",
-            "options": {"poll_interval": [0.05, 0.3]},
-        },
-        # 12 configurations: the workers' samplers propose repeats, trained once
-        "space": {
-            "n_epochs": [2, 3],
-            "batch_size": [1, 2],
-            "learning_rate_multiplier": [0.05, 0.1, 0.2],
-        },
-        "parallel": PARALLEL,
-        "sampler": {"name": "random"},  # no seed: each worker draws its own
-    }
-    spec.update(fields)
-    path = folder / f"{name}.yaml"
-    path.write_text(yaml.safe_dump(spec))
-    return path
 
 
 def _max_overlap(server: SimServer, study_name: str) -> int:
@@ -133,14 +114,14 @@ def test_three_workers_on_postgres_and_a_tracking_server(
     cli: Any,
 ) -> None:
     # 1. the trial limit: exactly 9 finished trials among the three workers
-    sweep = _sweep(tmp_path / "limit", "scaleout-limit", trials=9)
+    sweep = apisim_sweep(tmp_path / "limit", "scaleout-limit", trials=9)
     with apisim.start(state=tmp_path / "apisim-limit", speed=SPEED) as server:
         db = postgres_db("optuna")
         s = _phase(tmp_path, native, mlflow_server, db, server, sweep, "scaleout-limit")
     assert len(counted(s)) == 9
     assert [t.state.name for t in counted(s)] == ["COMPLETE"] * 9
     # 2. the budget: it allows fewer trials than the 12 asked for
-    sweep = _sweep(tmp_path / "budget", "scaleout-budget", trials=12)
+    sweep = apisim_sweep(tmp_path / "budget", "scaleout-budget", trials=12)
     estimate = json.loads(cli("estimate", sweep, "--json").out)
     budget = round(4 * max(estimate["cost_per_trial"]), 6)  # 3 to 5 trials
     spec = yaml.safe_load(sweep.read_text())

@@ -13,8 +13,10 @@ from pathlib import Path
 from typing import Any
 
 import optuna
+import yaml
 from mlflow import MlflowClient
 
+from orchestrator.backends.local.tasks import write_task
 from tests.scaleout.compose import Native
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -115,3 +117,29 @@ def no_traceback(workers: list[Worker]) -> None:
     for w in workers:
         assert w.code == 0, w.err[-3000:]
         assert "Traceback" not in w.err, w.err[-3000:]
+
+
+def apisim_sweep(folder: Path, name: str, parallel: int = 2, **fields: Any) -> Path:
+    """A sweep on the openai backend (pointed at apisim by the environment)."""
+    train, valid = write_task("tickets", folder / "data", n_train=40, n_valid=12, fmt="chat")
+    spec: dict[str, Any] = {
+        "name": name,
+        "data": {"train": str(train), "valid": str(valid)},
+        "backend": {
+            "name": "openai",
+            "model": "gpt-4o-mini",
+            "options": {"poll_interval": [0.05, 0.3]},
+        },
+        # 12 configurations: the workers' samplers propose repeats, trained once
+        "space": {
+            "n_epochs": [2, 3],
+            "batch_size": [1, 2],
+            "learning_rate_multiplier": [0.05, 0.1, 0.2],
+        },
+        "parallel": parallel,
+        "sampler": {"name": "random"},  # no seed: each worker draws its own
+    }
+    spec.update(fields)
+    path = folder / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    return path
