@@ -157,11 +157,12 @@ def run_sweep(
     frame = trials_frame(study, plan.space.fixed())
     best = best_trial(study)
     advice = _advice(plan, study, frame, best)
-    emit(
-        SweepFinished(
-            plan, study, frame, advice, best, loop.budget.spent, loop.stop_reason, loop.changed
+    with launch_lock(stores.optuna, spec.name):  # workers finishing at once register once
+        emit(
+            SweepFinished(
+                plan, study, frame, advice, best, loop.budget.spent, loop.stop_reason, loop.changed
+            )
         )
-    )
     return SweepResult(
         plan, stores, study, frame, advice, tracker.experiment_id, loop.stop_reason, loop.changed
     )
