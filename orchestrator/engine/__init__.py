@@ -160,7 +160,7 @@ def run_sweep(
     with launch_lock(stores.optuna, spec.name):  # workers finishing at once register once
         emit(
             SweepFinished(
-                plan, study, frame, advice, best, loop.budget.spent, loop.stop_reason, loop.changed
+                plan, study, frame, advice, best, _spent(study), loop.stop_reason, loop.changed
             )
         )
     return SweepResult(

@@ -1,9 +1,11 @@
 """The sweep loop: decides what to launch, poll, prune and conclude. Nothing else.
 
 Single-threaded and event-driven: many jobs can be in flight (``parallel``, capped by the
-backend's ``capabilities.max_concurrent_jobs``), each a :class:`~.trial.TrialRun` polled with
-back-off. Everything the world should know leaves as an event (:mod:`.events`); the loop
-writes no MLflow tag and prints nothing. One trial's error stays in that trial (Optuna's rule):
+backend's ``capabilities.max_concurrent_jobs``, which counts the running jobs of every worker
+of the study), each a :class:`~.trial.TrialRun` polled with back-off. The trial limit, the
+budget and that cap are decided for the whole study under the launch lock (:mod:`.locks`).
+Everything the world should know leaves as an event (:mod:`.events`); the loop writes no
+MLflow tag and prints nothing. One trial's error stays in that trial (Optuna's rule):
 it fails that trial, the loop goes on.
 
 Identical configurations are trained once per study (:mod:`.repeats`). Trials whose owner
