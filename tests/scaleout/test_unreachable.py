@@ -52,6 +52,7 @@ def test_a_tracking_server_nobody_answers_fails_in_seconds(
         p = _worker(sweep, env, tmp_path / "runs")
         _, err = p.communicate(timeout=120)
         took = time.monotonic() - started
+    print(f"unreachable tracking server: exit {p.returncode} after {took:.1f} s")
     assert p.returncode == 1, err
     line = _one_line(err)
     assert f"cannot reach the MLflow tracking server at http://127.0.0.1:{port}" in line
@@ -91,6 +92,7 @@ def test_a_tracking_server_that_dies_mid_sweep_stops_the_worker_in_seconds(
         finally:
             if p.poll() is None:
                 p.kill()
+    print(f"tracking server died mid-sweep: exit {p.returncode} {took:.1f} s after")
     assert p.returncode == 1, err
     line = _one_line(err)
     assert f"lost the MLflow tracking server at {mlflow_server.url}" in line, line
