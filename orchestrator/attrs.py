@@ -65,3 +65,5 @@ class StudyAttrs:
     FILE_SPACE = "ftsweep.file_space"  # the space as the sweep file said then
     #: the sweep ran to its limits with a completed trial: {at, completed, best_trial, ...}
     CONCLUDED = "ftsweep.concluded"
+    #: ``ftsweep.sampler_seed.<host:pid>``: the seed each worker's sampler was built with
+    SAMPLER_SEED = "ftsweep.sampler_seed"

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol
 
 from orchestrator.backends.base import JobUpdate, MetricPoint, TrainingRequest
+from orchestrator.errors import StoreUnreachableError
 
 if TYPE_CHECKING:
     import optuna
@@ -214,8 +215,8 @@ class Dispatcher:
         for listener in self.listeners:
             try:
                 listener.handle(event)
-            except KeyboardInterrupt:
-                raise
+            except (KeyboardInterrupt, StoreUnreachableError):
+                raise  # a store that no longer answers stops the sweep (trials stay RUNNING)
             except Exception as exc:  # one listener's failure must not end the sweep
                 if self.debug:
                     traceback.print_exc()

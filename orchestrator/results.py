@@ -295,8 +295,18 @@ def _load_study(name: str, url: str, shown: str, not_started: SweepNotStartedErr
         )
     except KeyError:  # optuna: no study of that name in this storage
         raise not_started from None
-    except (SQLAlchemyError, ImportError, RuntimeError, OSError, ValueError) as exc:
-        why = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    except (
+        SQLAlchemyError,
+        optuna.exceptions.StorageInternalError,  # wraps a database that does not answer
+        ImportError,
+        RuntimeError,
+        OSError,
+        ValueError,
+    ) as exc:
+        cause = getattr(exc.__cause__, "orig", None) or exc.__cause__ or exc
+        if isinstance(exc, SQLAlchemyError):
+            cause = exc
+        why = str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__
         password = urlsplit(url).password
         if password:  # drivers do not echo it; in case one does
             why = re.sub(rf"(?<![\w]){re.escape(password)}(?![\w])", "***", why)

@@ -424,11 +424,11 @@ class _StorageLock:
         from orchestrator.tracking.client import create_aside, sqlite_init_lock
 
         optuna.logging.set_verbosity(optuna.logging.WARNING)
-        with sqlite_init_lock(self.url):
+        with sqlite_init_lock(self.url):  # the storage may be created here (PostgreSQL too)
             from orchestrator.engine.study import _new_rdb
 
             create_aside(self.url, _new_rdb)
-        storage = self._storage()
+            storage = self._storage()
         for attempt in range(3):
             try:
                 sid = storage.create_new_study([optuna.study.StudyDirection.MINIMIZE], self.name)

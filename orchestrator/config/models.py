@@ -206,7 +206,9 @@ class ObjectiveSpec(_Model):
 
 class SamplerSpec(_Model):
     name: Literal["tpe", "random", "grid", "qmc", "cmaes", "gp"] = "tpe"
-    seed: Annotated[int, Field(ge=0, le=MAX_SAMPLER_SEED)] | None = 0
+    #: None: each process draws its own (recorded in the study), so several workers
+    #: propose different configurations; a number makes one worker's sweep reproducible
+    seed: Annotated[int, Field(ge=0, le=MAX_SAMPLER_SEED)] | None = None
 
 
 class PrunerSpec(_Model):

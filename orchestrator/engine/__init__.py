@@ -149,7 +149,10 @@ def run_sweep(
     )
     _retry_environment_failures(study, limits.trials)
     started = SweepStarted(plan, study, backend.name, bool(study.trials), printed)
-    mlflow.sweep_started(started)  # the tracking store must work before any trial starts
+    # the tracking store must work before any trial starts; under the study's lock, so two
+    # workers starting at once (on any machines) make one MLflow parent run, not two
+    with launch_lock(stores.optuna, plan.study_name):
+        mlflow.sweep_started(started)
     Dispatcher(list(listeners), debug=debug)(started)
     for text in notes:
         emit(Note(text, "warning"))
@@ -164,7 +167,7 @@ def run_sweep(
         clock=clock,
         sleep=sleep,
         wall=wall,
-        launch_lock=functools.partial(launch_lock, stores.optuna),
+        launch_lock=functools.partial(launch_lock, stores.optuna, plan.study_name),
     )
     try:
         loop.run()
@@ -183,12 +186,13 @@ def run_sweep(
     best = best_trial(study)
     advice = _advice(plan, study, frame, best)
     if best is not None:
-        _conclude(study, best, loop.budget.spent, wall())
-    emit(
-        SweepFinished(
-            plan, study, frame, advice, best, loop.budget.spent, loop.stop_reason, loop.changed
+        _conclude(study, best, _spent(study), wall())
+    with launch_lock(stores.optuna, plan.study_name):  # workers finishing at once register once
+        emit(
+            SweepFinished(
+                plan, study, frame, advice, best, _spent(study), loop.stop_reason, loop.changed
+            )
         )
-    )
     return SweepResult(
         plan, stores, study, frame, advice, tracker.experiment_id, loop.stop_reason, loop.changed
     )

@@ -1,4 +1,7 @@
-"""The dollar budget: spent + committed (in-flight estimates) never exceeds the limit."""
+"""The dollar budget: spent + committed (in-flight estimates) never exceeds the limit.
+
+Several workers share one study's budget: under the launch lock the loop refreshes ``spent``
+and ``committed`` from the study (every trial's cost, every running trial's estimate)."""
 
 from __future__ import annotations
 
@@ -19,10 +22,13 @@ class Budget:
     def in_flight(self) -> float:
         return sum(self.committed.values())
 
-    def allows(self, estimate: float | None) -> bool:
+    def allows(self, estimate: float | None, excluding: int | None = None) -> bool:
+        """Would ``estimate`` fit? ``excluding``: a trial whose estimate is committed
+        already and is the one asked about."""
         if self.limit is None or estimate is None:
             return True
-        return self.spent + self.in_flight + estimate <= self.limit + 1e-9
+        mine = self.committed.get(excluding, 0.0) if excluding is not None else 0.0
+        return self.spent + self.in_flight - mine + estimate <= self.limit + 1e-9
 
     def refusal(self, estimate: float | None) -> str:
         total = self.spent + self.in_flight + (estimate or 0.0)

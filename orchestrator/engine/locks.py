@@ -1,10 +1,19 @@
-"""A lock around asking the study for a trial, so workers on one machine keep the limit exact.
+"""A lock around a study's launch decision, shared by every worker of the study.
 
-Counting the finished and running trials and asking for the next one are two storage calls;
-two workers between them would both start a trial when one place is left. On one machine
-(a SQLite file or a journal file) a file lock beside the storage makes the pair atomic. On a
-database server shared by several machines there is no such file: a trial asked past the
-limit is then told FAIL at once (``not started: the study reached its limit``) and never runs.
+Counting the finished and running trials, the committed and spent dollars and the running
+jobs, then asking for the next trial, are several storage calls; two workers between them
+would both start a trial when one place (or one dollar, or one job slot) is left. The lock
+makes the decision atomic among all workers of one study:
+
+- PostgreSQL (``postgresql[+driver]://``): a transaction-level advisory lock
+  (``pg_advisory_xact_lock``) on a key derived from the study name, taken through
+  SQLAlchemy on the Optuna URL, so workers on any number of machines queue for it;
+- SQLite and journal files: a file lock beside the storage (one machine);
+- other databases: none; a trial asked past the limit is then told FAIL at once
+  (``not started: the study reached its limit``) and never runs.
+
+The same lock keeps two workers that start at once from each making the study's MLflow
+parent run.
 """
 
 from __future__ import annotations
@@ -13,20 +22,35 @@ import contextlib
 from collections.abc import Iterator
 from pathlib import Path
 
-__all__ = ["launch_lock"]
+__all__ = ["advisory_key", "launch_lock"]
+
+
+def advisory_key(study: str) -> int:
+    """The launch lock's key for ``pg_advisory_xact_lock``, the same on every machine."""
+    from orchestrator.tracking.client import advisory_key as key
+
+    return key(f"ftsweep.launch:{study}")
+
+
+def _is_postgres(url: str) -> bool:
+    return url.split(":", 1)[0].split("+", 1)[0] in ("postgresql", "postgres")
 
 
 @contextlib.contextmanager
-def launch_lock(optuna_url: str) -> Iterator[None]:
-    """Exclusive while held, across the processes of this machine, for one study storage."""
+def launch_lock(optuna_url: str, study: str = "") -> Iterator[None]:
+    """Exclusive while held, for the workers of study ``study`` on storage ``optuna_url``."""
+    from orchestrator.tracking.client import advisory_lock, file_lock
+
     if optuna_url.startswith("sqlite:///"):
-        path = Path(optuna_url.removeprefix("sqlite:///"))
+        path: Path | None = Path(optuna_url.removeprefix("sqlite:///"))
     elif optuna_url.startswith("journal:"):
         path = Path(optuna_url.removeprefix("journal:"))
+    elif _is_postgres(optuna_url):
+        with advisory_lock(optuna_url, f"ftsweep.launch:{study}", "the study's launch lock"):
+            yield
+        return
     else:
         yield
         return
-    from orchestrator.tracking.client import file_lock
-
     with file_lock(Path(f"{path}.launch.lock")):
         yield

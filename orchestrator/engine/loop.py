@@ -1,9 +1,11 @@
 """The sweep loop: decides what to launch, poll, prune and conclude. Nothing else.
 
 Single-threaded and event-driven: many jobs can be in flight (``parallel``, capped by the
-backend's ``capabilities.max_concurrent_jobs``), each a :class:`~.trial.TrialRun` polled with
-back-off. Everything the world should know leaves as an event (:mod:`.events`); the loop
-writes no MLflow tag and prints nothing. One trial's error stays in that trial (Optuna's rule):
+backend's ``capabilities.max_concurrent_jobs``, which counts the running jobs of every worker
+of the study), each a :class:`~.trial.TrialRun` polled with back-off. The trial limit, the
+budget and that cap are decided for the whole study under the launch lock (:mod:`.locks`).
+Everything the world should know leaves as an event (:mod:`.events`); the loop writes no
+MLflow tag and prints nothing. One trial's error stays in that trial (Optuna's rule):
 it fails that trial, the loop goes on.
 
 Identical configurations are trained once per study (:mod:`.repeats`). Trials whose owner
@@ -36,6 +38,7 @@ from orchestrator.errors import (
     ProviderAuthError,
     ProviderBusyError,
     ProviderUnreachableError,
+    StoreUnreachableError,
     UsageError,
 )
 from orchestrator.events import (
@@ -60,9 +63,10 @@ ADOPT_EVERY_S = 60.0
 CANCEL_ATTEMPTS = 6
 POLL_FAILURES_SHOWN = 10  # say so again after this many failed polls in a row
 ENVIRONMENT_FAILURES_TO_STOP = 3  # in a row: the provider or the machine is not working
-#: errors that stop the sweep at once: every further call would fail the same way; trials
-#: in flight stay RUNNING with their ledger, so the next run re-attaches (none is charged)
-STOP = (ProviderAuthError, ProviderUnreachableError)
+#: errors that stop the sweep at once: every further call would fail the same way (the
+#: provider's credentials or connection, a store that no longer answers); trials in flight
+#: stay RUNNING with their ledger, so the next run re-attaches (none is charged)
+STOP = (ProviderAuthError, ProviderUnreachableError, StoreUnreachableError)
 
 
 @dataclass(frozen=True)
@@ -102,6 +106,7 @@ class SweepLoop:
         if cap and cap < self.limits.parallel:
             self._note(f"{self.backend.name} runs at most {cap} job(s) at once: the rest queue")
         self._queued = 0
+        self._blocked = False  # the last launch found the provider's cap full
         self.environment_failures = 0  # in a row
         self._adopted_at = self.clock()
         self.thresholds = Thresholds(**self.plan.spec.diagnosis.model_dump())
@@ -114,6 +119,8 @@ class SweepLoop:
             self.repeats.settle(self._tell)
             if not self.runs and not self.repeats.waiting:
                 if self._can_launch():
+                    if self._blocked:  # the study's running jobs fill the provider's cap
+                        self._wait_for_slot()
                     continue
                 self._adopt()  # before leaving: trials a dead worker left are finished here
                 if self.runs or self.repeats.waiting:
@@ -135,7 +142,9 @@ class SweepLoop:
         self.emit(Note(text, "warning" if level == "warning" else "info", trial))
 
     # -- what may start ---------------------------------------------------------------------
-    def _counted(self, before: int | None = None) -> int:
+    def _counted(
+        self, before: int | None = None, trials: list[optuna.trial.FrozenTrial] | None = None
+    ) -> int:
         """Trials toward the limit (numbered below ``before``, if given): finished or
         running, but not those that never started or failed for reasons of the environment
         (they are tried again)."""
@@ -147,11 +156,13 @@ class SweepLoop:
             optuna.trial.TrialState.FAIL,
             optuna.trial.TrialState.RUNNING,
         )
-        trials = self.study.get_trials(deepcopy=False, states=states)
+        if trials is None:
+            trials = self.study.get_trials(deepcopy=False, states=states)
         return sum(
             1
             for t in trials
-            if (before is None or t.number < before)
+            if t.state in states
+            and (before is None or t.number < before)
             and TrialAttrs.ENVIRONMENT_FAILURE not in t.user_attrs
             and TrialAttrs.NOT_STARTED not in t.user_attrs
         )
@@ -211,18 +222,30 @@ class SweepLoop:
         return self.backend.estimate_cost(request, self.plan.train)
 
     def _launch_one(self) -> bool:
-        if self.budget.limit is not None:
-            cheapest = self._cheapest()
-            if cheapest is not None and not self.budget.allows(cheapest):
-                self._stop_for_budget(cheapest)
+        """Decide and ask as one step among all the study's workers (:mod:`.locks`): the
+        trial count, the budget (spent + the estimates of every running trial) and the
+        provider's job cap (the study's running jobs) are the study's, not this worker's."""
+        self._blocked = False
+        with self.launch_lock():
+            trials = self.study.get_trials(deepcopy=False)
+            self._share(trials)
+            if self.budget.limit is not None:
+                cheapest = self._cheapest()
+                if cheapest is not None and not self.budget.allows(cheapest):
+                    self._stop_for_budget(cheapest)
+                    return False
+            if self._counted(trials=trials) >= self.limits.trials:
                 return False
-        with self.launch_lock():  # count and ask as one step among this machine's workers
-            if self._counted() >= self.limits.trials:
+            cap = self.backend.capabilities.max_concurrent_jobs
+            if cap and _running_jobs(trials) >= cap:
+                self._blocked = True  # other workers' jobs fill the provider's cap
                 return False
             trial = self.study.ask(self.plan.space.distributions())
             # claimed at once: another worker must not take it for one a dead worker left
             trial.set_user_attr(TrialAttrs.WORKER, self.worker)
             trial.set_user_attr(TrialAttrs.HEARTBEAT, self.wall())
+            if self.budget.limit is not None and not self._commit(trial):
+                return False
         if self._counted(before=trial.number) >= self.limits.trials:
             # a worker on another machine took the last place meanwhile
             trial.set_user_attr(TrialAttrs.NOT_STARTED, True)
@@ -244,11 +267,8 @@ class SweepLoop:
         except Exception as exc:
             self._fail(run, _reason(exc))
             return True
-        if not self.budget.allows(estimate):
-            trial.set_user_attr(TrialAttrs.NOT_STARTED, True)
-            trial.set_user_attr(TrialAttrs.ERROR, f"not started: {self.budget.refusal(estimate)}")
-            self._tell(trial, "FAIL", None)
-            self._stop_for_budget(estimate)
+        if not self.budget.allows(estimate, excluding=trial.number):
+            self._refuse_for_budget(trial, estimate)
             return False
         n = self.plan.train.n_examples
         pct = None
@@ -261,6 +281,52 @@ class SweepLoop:
         self.emit(TrialStarted(run, batch_size_pct=pct))
         self._submit(run)
         return True
+
+    def _share(self, trials: list[optuna.trial.FrozenTrial]) -> None:
+        """The study's spent dollars (every trial's reconciled cost) and committed ones
+        (the estimate of every running trial, of any worker, until it finishes)."""
+        spent = 0.0
+        committed: dict[int, float] = {}
+        for t in trials:
+            attrs = t.user_attrs
+            if TrialAttrs.COST in attrs:
+                spent += float(attrs[TrialAttrs.COST])
+            elif (
+                t.state.name == "RUNNING"
+                and TrialAttrs.ESTIMATE in attrs
+                and TrialAttrs.SAME_AS not in attrs  # waits for a twin: trains nothing
+            ):
+                committed[t.number] = float(attrs[TrialAttrs.ESTIMATE])
+        self.budget.spent = spent
+        self.budget.committed = committed
+
+    def _commit(self, trial: optuna.Trial) -> bool:
+        """Under the launch lock: the new trial's estimate, recorded in the study so every
+        worker counts it; False (and the trial told FAIL, not started) when it does not fit."""
+        try:
+            estimate = self.backend.estimate_cost(self._request(trial), self.plan.train)
+        except Exception:
+            return True  # the trial fails in _start, with the reason
+        if estimate is None:
+            return True
+        if not self.budget.allows(estimate):
+            self._refuse_for_budget(trial, estimate)
+            return False
+        trial.set_user_attr(TrialAttrs.ESTIMATE, estimate)
+        self.budget.commit(trial.number, estimate)
+        return True
+
+    def _refuse_for_budget(self, trial: optuna.Trial, estimate: float | None) -> None:
+        trial.set_user_attr(TrialAttrs.NOT_STARTED, True)
+        trial.set_user_attr(TrialAttrs.ERROR, f"not started: {self.budget.refusal(estimate)}")
+        self._tell(trial, "FAIL", None)
+        self._stop_for_budget(estimate)
+
+    def _wait_for_slot(self) -> None:
+        """Nothing of this worker's runs and the provider's cap is full: wait a poll."""
+        if self.clock() - self._adopted_at > ADOPT_EVERY_S:
+            self._adopt()
+        self.sleep(min(max(self.backend.poll_interval[0], 0.05), 5.0))
 
     def _stop_for_budget(self, estimate: float | None) -> None:
         self.stop_reason = self.budget.refusal(estimate)
@@ -565,6 +631,18 @@ class SweepLoop:
                 self.study.tell(trial, state=optuna.trial.TrialState[state])
         except (RuntimeError, ValueError) as exc:  # another worker finished it first
             self._note(f"not told: {exc}", "warning", trial.number)
+
+
+def _running_jobs(trials: list[optuna.trial.FrozenTrial]) -> int:
+    """The study's trials whose job may be at the provider: running, and neither waiting
+    for a running twin nor refused before it started."""
+    return sum(
+        1
+        for t in trials
+        if t.state.name == "RUNNING"
+        and TrialAttrs.SAME_AS not in t.user_attrs
+        and TrialAttrs.NOT_STARTED not in t.user_attrs
+    )
 
 
 def _age_s(trial: optuna.trial.FrozenTrial) -> float:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import importlib.util
 import math
 import os
+import secrets
 import socket
 import time
 from collections.abc import Callable
@@ -25,7 +26,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from orchestrator.attrs import StudyAttrs
 from orchestrator.config import SweepSpec
+from orchestrator.engine.ledger import worker_id
 from orchestrator.errors import SpecError, StoreUnreachableError
 from orchestrator.space import SearchSpace
 
@@ -323,15 +326,17 @@ def open_study(
             direction=spec.objective.direction,
             load_if_exists=True,
         )
-    if spec.sampler.seed is not None and study.trials:
+    seed = spec.sampler.seed
+    if seed is None:
+        # unset: a seed of this process's own, so workers started together propose
+        # different configurations
+        seed = secrets.randbelow(2**31)
+    elif study.trials:
         # Samplers are not stored with the study: a resumed one seeded as before would
         # replay the same configurations. Seed it past the trials already there.
-        shifted = spec.model_copy(
-            update={
-                "sampler": spec.sampler.model_copy(
-                    update={"seed": (spec.sampler.seed + len(study.trials)) % 2**32}
-                )
-            }
-        )
-        study.sampler = make_sampler(shifted, space, source)
+        seed = (seed + len(study.trials)) % 2**32
+    if seed != spec.sampler.seed:
+        seeded = spec.model_copy(update={"sampler": spec.sampler.model_copy(update={"seed": seed})})
+        study.sampler = make_sampler(seeded, space, source)
+    study.set_user_attr(f"{StudyAttrs.SAMPLER_SEED}.{worker_id()}", seed)
     return study

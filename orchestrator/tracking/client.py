@@ -9,9 +9,12 @@ earlier attempt may have made; what still fails is translated to :class:`Trackin
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import hashlib
 import os
 import tempfile
+import threading
 import time
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -21,12 +24,13 @@ from typing import Any, TypeVar
 
 from orchestrator.backends.base import MetricPoint
 from orchestrator.data.findings import DatasetStats
-from orchestrator.errors import OrchestratorError
+from orchestrator.errors import OrchestratorError, StoreUnreachableError
 
 __all__ = [
     "TAG",
     "Tracker",
     "TrackingError",
+    "advisory_lock",
     "create_aside",
     "file_lock",
     "runs_link",
@@ -58,6 +62,32 @@ class TrackingError(OrchestratorError):
     """MLflow refused or failed an operation."""
 
 
+#: what MLflow's HTTP client says when it got no connection (or no answer) at all
+_NO_CONNECTION = (
+    "Max retries exceeded",
+    "Failed to establish a new connection",
+    "Connection refused",
+    "Connection aborted",
+    "Read timed out",
+    "RemoteDisconnected",
+)
+#: what a database says when another worker inserted the same row first
+_DUPLICATE = (
+    "UniqueViolation",
+    "duplicate key value",
+    "UNIQUE constraint failed",
+    "IntegrityError",
+)
+
+
+def _no_connection(exc: Any) -> bool:
+    return any(s in str(getattr(exc, "message", exc)) for s in _NO_CONNECTION)
+
+
+def _duplicate(exc: Any) -> bool:
+    return any(s in str(getattr(exc, "message", exc)) for s in _DUPLICATE)
+
+
 @contextmanager
 def _translated(what: str) -> Iterator[None]:
     from mlflow.exceptions import MlflowException
@@ -82,10 +112,85 @@ def file_lock(path: Path) -> Iterator[None]:
             fcntl.flock(lock, fcntl.LOCK_UN)
 
 
+#: seconds a worker waits for an advisory lock before giving up (another worker holds it
+#: for milliseconds, or seconds while it creates a store or the MLflow parent run)
+LOCK_TIMEOUT_S = 120
+_ENGINES: dict[str, Any] = {}
+_ENGINES_LOCK = threading.Lock()
+
+
+def _is_postgres(url: str) -> bool:
+    return url.split(":", 1)[0].split("+", 1)[0] in ("postgresql", "postgres")
+
+
+def advisory_key(name: str) -> int:
+    """A signed 64-bit PostgreSQL advisory-lock key for ``name``, the same on every machine."""
+    digest = hashlib.blake2b(name.encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big", signed=True)
+
+
+def _engine(url: str) -> Any:
+    import sqlalchemy
+
+    with _ENGINES_LOCK:
+        engine = _ENGINES.get(url)
+        if engine is None:
+            engine = sqlalchemy.create_engine(
+                url,
+                pool_size=1,
+                max_overflow=4,  # a lock taken inside another (other names) gets its own
+                pool_pre_ping=True,
+                connect_args={"connect_timeout": 10},
+            )
+            _ENGINES[url] = engine
+        return engine
+
+
+@contextmanager
+def advisory_lock(url: str, name: str, what: str = "a lock") -> Iterator[None]:
+    """``pg_advisory_xact_lock`` on ``name``'s key, in a transaction of its own on the
+    PostgreSQL database ``url``, held for the block: every process on every machine that
+    asks for the same name waits. Released at the commit, or when the connection drops (a
+    process that dies holding it). A failure is one line without the password."""
+    import sqlalchemy
+    from sqlalchemy.exc import SQLAlchemyError
+
+    conn = None
+    try:
+        conn = _engine(url).connect()
+        tx = conn.begin()
+        conn.execute(sqlalchemy.text(f"SET LOCAL lock_timeout = '{LOCK_TIMEOUT_S}s'"))
+        conn.execute(sqlalchemy.text("SELECT pg_advisory_xact_lock(:k)"), {"k": advisory_key(name)})
+    except SQLAlchemyError as exc:
+        if conn is not None:
+            with contextlib.suppress(Exception):
+                conn.close()
+        parsed = sqlalchemy.engine.make_url(url)
+        cause = getattr(exc, "orig", None) or exc
+        text = (str(cause).strip().splitlines() or [type(cause).__name__])[0]
+        if parsed.password:
+            text = text.replace(str(parsed.password), "***")
+        shown = parsed.render_as_string(hide_password=True)
+        # not chained: the driver's error carries the connection arguments
+        raise StoreUnreachableError(f"cannot take {what} on {shown}: {text[:300]}") from None
+    try:
+        yield
+    finally:
+        try:
+            tx.commit()
+        finally:
+            conn.close()
+
+
 @contextmanager
 def sqlite_init_lock(url: str) -> Iterator[None]:
-    """Hold an exclusive lock beside a SQLite database while it may be created or migrated:
-    two workers starting at once would otherwise run the schema migration twice."""
+    """Hold an exclusive lock while a store may be created or migrated: two workers starting
+    at once would otherwise run the schema creation twice (and one fail). A file lock beside
+    a SQLite database; an advisory lock on a PostgreSQL one, across machines."""
+    if _is_postgres(url):
+        with advisory_lock(url, "ftsweep.store-init", "the store-creation lock"):
+            yield
+        return
     if not url.startswith("sqlite:///"):
         yield
         return
@@ -154,33 +259,86 @@ class Tracker:
                 ) from None
             exp = self.client.get_experiment_by_name(experiment)
             if exp is None:
-                location = None
-                if artifact_root is not None:
-                    artifact_root.mkdir(parents=True, exist_ok=True)
-                    location = (artifact_root / experiment).resolve().as_uri()
-                self.experiment_id = self.client.create_experiment(
-                    experiment,
-                    artifact_location=location,
-                    tags={f"{TAG}sweep": experiment, **_MODEL_TRAINING},
-                )
+                exp = self._create_experiment(experiment, artifact_root)
+            if isinstance(exp, str):
+                self.experiment_id = exp
             else:
                 self.experiment_id = exp.experiment_id
                 if exp.tags.get("mlflow.experimentKind") is None:
                     for key, value in _MODEL_TRAINING.items():
                         self.client.set_experiment_tag(self.experiment_id, key, value)
 
+    def _create_experiment(self, experiment: str, artifact_root: Path | None) -> Any:
+        """The new experiment's id; or, when another worker created it first (a unique
+        violation, ``RESOURCE_ALREADY_EXISTS``), that experiment."""
+        from mlflow.exceptions import MlflowException
+
+        location = None
+        if artifact_root is not None:
+            artifact_root.mkdir(parents=True, exist_ok=True)
+            location = (artifact_root / experiment).resolve().as_uri()
+        try:
+            return self.client.create_experiment(
+                experiment,
+                artifact_location=location,
+                tags={f"{TAG}sweep": experiment, **_MODEL_TRAINING},
+            )
+        except MlflowException as exc:
+            theirs = self.client.get_experiment_by_name(experiment)
+            if theirs is None or not (
+                exc.error_code == "RESOURCE_ALREADY_EXISTS" or _duplicate(exc)
+            ):
+                raise
+            return theirs
+
     def _call(self, what: str, fn: Callable[[], T]) -> T:
-        """``fn()``, retried on MLflow errors; the last one becomes a :class:`TrackingError`."""
+        """``fn()``, retried on MLflow errors; the last one becomes a :class:`TrackingError`.
+        A tracking server that no longer answers (no connection, and its ``/health`` does
+        not answer either) is a :class:`StoreUnreachableError` at once: every further call
+        would wait the same way."""
         from mlflow.exceptions import MlflowException
 
         for delay in (*RETRY_DELAYS, None):
             try:
                 return fn()
             except MlflowException as exc:
+                if _no_connection(exc) and (down := self._server_down()):
+                    raise StoreUnreachableError(down) from None
                 if delay is None or exc.error_code in _PERMANENT:
                     raise TrackingError(f"MLflow: {what}: {exc.message.splitlines()[0]}") from exc
                 self.sleep(delay)
         raise AssertionError("unreachable")  # pragma: no cover
+
+    def _server_down(self, timeout: float = 3.0) -> str | None:
+        """Why the tracking server (an ``http(s)://`` URI) does not answer, or None."""
+        from urllib.error import HTTPError
+        from urllib.parse import urlsplit, urlunsplit
+        from urllib.request import urlopen
+
+        parts = urlsplit(self.tracking_uri)
+        if parts.scheme not in ("http", "https"):
+            return None
+        host = parts.hostname or ""
+        netloc = (f"[{host}]" if ":" in host else host) + (
+            f":{parts.port}" if parts.port is not None else ""
+        )
+        shown = urlunsplit((parts.scheme, netloc, parts.path, "", ""))  # no user:password@
+        try:
+            with urlopen(shown.rstrip("/") + "/health", timeout=timeout):
+                return None
+        except HTTPError as exc:
+            if exc.code < 500:
+                return None
+            why = f"it answers HTTP {exc.code}"
+        except OSError as exc:
+            reason = getattr(exc, "reason", exc)
+            if isinstance(reason, ConnectionRefusedError):
+                why = "connection refused"
+            elif isinstance(reason, TimeoutError):
+                why = f"no answer within {timeout:g} s"
+            else:
+                why = (str(reason).splitlines() or [type(reason).__name__])[0][:200]
+        return f"lost the MLflow tracking server at {shown}: {why}"
 
     # -- runs -------------------------------------------------------------------------------
     def parent_run(self, run_id: str | None, name: str, tags: Mapping[str, str]) -> str:
@@ -314,7 +472,21 @@ class Tracker:
             ds = MetaDataset(source, name=name, digest=stats.sha256[:32])  # type: ignore[abstract]
             tags = [InputTag("mlflow.data.context", context)]
             inputs.append(DatasetInput(ds._to_mlflow_entity(), tags=tags))
-        self._call("dataset inputs", lambda: self.client.log_inputs(run_id, datasets=inputs))
+        self._call("dataset inputs", lambda: self._log_inputs(run_id, inputs))
+
+    def _log_inputs(self, run_id: str, inputs: list[Any]) -> None:
+        """``log_inputs``, again when another worker created the same dataset row between
+        MLflow's look-up and its insert (a unique violation): the row it made is the one
+        this run then links to."""
+        from mlflow.exceptions import MlflowException
+
+        for attempt in range(3):
+            try:
+                self.client.log_inputs(run_id, datasets=inputs)
+                return
+            except MlflowException as exc:
+                if attempt == 2 or not _duplicate(exc):
+                    raise
 
     def log_file(self, run_id: str, path: Path, artifact_path: str | None = None) -> None:
         if path.is_dir():

@@ -50,13 +50,20 @@ class Findings:
 
 
 def check(
-    runs_dir: Path, name: str, study: optuna.Study | None = None
+    runs_dir: Path | None,
+    name: str,
+    study: optuna.Study | None = None,
+    tracking_uri: str | None = None,
 ) -> tuple[optuna.Study, Findings]:
     """Compare the Optuna study (by default the embedded one) and MLflow of sweep ``name``
-    under ``runs_dir``."""
+    under ``runs_dir`` (or at ``tracking_uri``, a tracking server)."""
     if study is None:
+        assert runs_dir is not None
         study = optuna.load_study(study_name=name, storage=f"sqlite:///{runs_dir / 'optuna.db'}")
-    client = MlflowClient(tracking_uri=f"sqlite:///{runs_dir / 'mlflow.db'}")
+    if tracking_uri is None:
+        assert runs_dir is not None
+        tracking_uri = f"sqlite:///{runs_dir / 'mlflow.db'}"
+    client = MlflowClient(tracking_uri=tracking_uri)
     exp = client.get_experiment_by_name(name)
     runs = client.search_runs([exp.experiment_id], max_results=10000)
     found = Findings(trials=len(study.trials))
