@@ -20,7 +20,14 @@ if TYPE_CHECKING:
     import optuna
     import pandas as pd
 
-__all__ = ["FORMATS", "best_trial", "render", "trial_hyperparameters", "trials_frame"]
+__all__ = [
+    "FORMATS",
+    "TABLE_COLUMNS",
+    "best_trial",
+    "render",
+    "trial_hyperparameters",
+    "trials_frame",
+]
 
 FORMATS = ("table", "csv", "json", "markdown", "html")
 #: the hyper-parameter columns, from the registry
@@ -119,7 +126,8 @@ def _cell(v: Any) -> str:
 
 
 _SHORT = {**{p.name: p.short for p in PARAMETERS}, "epochs_done": "done"}
-_TABLE = [
+#: the columns of the table format (and of the morning report's trials)
+TABLE_COLUMNS = _TABLE = [
     "trial",
     "state",
     "value",

@@ -55,7 +55,8 @@ if TYPE_CHECKING:
 
 __all__ = ["RetuneResult", "retune", "warm_start_configs"]
 
-#: how many of the previous generation's best configurations start the next
+#: how many of the previous generation's best configurations start the next (at most half
+#: of its trials)
 WARM_START = 3
 #: a lock whose heartbeat is older than this is taken to belong to a dead retune
 LOCK_STALE_S = 600.0
@@ -178,7 +179,7 @@ def retune(
         base = next((g for g in reversed(found) if g.succeeded), None)
         number = head.number + 1
         name = generation_study_name(spec.name, number)
-        next_plan = _next_plan(resolved.plan, source, base, name, number, diffs)
+        next_plan = _next_plan(resolved.plan, source, base, name, number, diffs, overrides.trials)
         announce(
             f"{spec.name}: {'; '.join(diffs)}: starting generation {number} ({name})"
             + (f", warm-started from {base.study_name}" if base else "")
@@ -230,6 +231,7 @@ def _next_plan(
     name: str,
     number: int,
     diffs: tuple[str, ...],
+    overrides_trials: int | None = None,
 ) -> SweepPlan:
     """The plan of generation ``number``: the space moved by the previous sweep's advice,
     its best configurations first."""
@@ -247,8 +249,9 @@ def _next_plan(
         kept = [e for e in spec.enqueue if all(space[k].contains(v) for k, v in e.items())]
         derived = derived.model_copy(update={"enqueue": kept})
     moved = replan(plan, derived, source)
-    if base is not None:
-        warm = warm_start_configs(base, moved, spec)
+    if base is not None:  # at most half the trials: the rest search around them
+        trials = overrides_trials or spec.trials
+        warm = warm_start_configs(base, moved, spec, min(WARM_START, max(1, trials // 2)))
     generation = Generation(
         number, name, base.study_name if base else None, diffs, file_space,
         tuple((config, {TrialAttrs.WARM_START: origin}) for config, origin in warm),
@@ -565,7 +568,7 @@ background:#eef6ee;border:1px solid #b9dbb9}.verdict.bad{background:#fbeeee;bord
 def retune_report(result: RetuneResult, spec: SweepSpec) -> str:
     """The morning report of a retune: what changed, the new best against the old, the
     trials, and what to try next. One self-contained HTML page."""
-    from orchestrator.report import render
+    from orchestrator.report import TABLE_COLUMNS, render
 
     esc = html.escape
     now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
@@ -585,7 +588,9 @@ def retune_report(result: RetuneResult, spec: SweepSpec) -> str:
         verdict += " — no trial completed; the previous model stays current"
     parts.append(f"<p class='verdict {kind}'>{esc(verdict)}</p>")
     parts.append("<h2>What changed</h2>")
-    if result.changes:
+    if result.action == "first":
+        parts.append(f"<p>The first sweep of {esc(spec.name)}: nothing to compare with yet.</p>")
+    elif result.changes:
         parts.append("<ul>" + "".join(f"<li>{esc(c)}</li>" for c in result.changes) + "</ul>")
     else:
         parts.append("<p>Nothing: the data, the base model and the settings are as before.</p>")
@@ -606,11 +611,12 @@ def retune_report(result: RetuneResult, spec: SweepSpec) -> str:
         }
     if old or new:
         parts.append("<h2>Best: new against old</h2><table><tr><th></th>")
-        cols = (
-            [("previous", old), ("new", new)]
-            if result.action != "unchanged"
-            else [("current", old)]
-        )
+        if result.action == "unchanged":
+            cols = [("current", old)]
+        elif old is None:
+            cols = [("new", new)]
+        else:
+            cols = [("previous", old), ("new", new)]
         parts += [f"<th>{esc(label)}</th>" for label, _ in cols]
         parts.append("</tr>")
         rows: list[tuple[str, Callable[[dict[str, Any]], str]]] = [
@@ -634,8 +640,10 @@ def retune_report(result: RetuneResult, spec: SweepSpec) -> str:
                 else ""
             )
     if result.sweep is not None:
-        parts.append("<h2>Trials</h2>")
-        parts.append(render(result.sweep.frame, "html"))
+        parts.append("<h2>Trials</h2><div style='overflow-x:auto'>")
+        frame = result.sweep.frame
+        shown = [c for c in TABLE_COLUMNS if c in frame.columns]
+        parts.append(render(frame[shown], "html") + "</div>")
         if result.sweep.advice is not None and result.sweep.advice.notes:
             parts.append("<h2>Next</h2><ul>")
             parts += [f"<li>{esc(n)}</li>" for n in result.sweep.advice.notes]

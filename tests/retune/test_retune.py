@@ -89,7 +89,7 @@ def test_first_retune_runs_the_sweep_then_nothing_changed(instant: Path, tmp_pat
 
 
 def test_new_data_starts_a_linked_warm_started_generation(instant: Path, tmp_path: Path) -> None:
-    spec = _spec(tmp_path)
+    spec = _spec(tmp_path, trials=6)
     _retune(spec)
     g1 = open_results(spec).study
     sign = 1.0
