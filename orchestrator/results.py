@@ -185,7 +185,9 @@ def _all_studies(url: str, shown: str) -> list[Any]:
 def _no_tables(text: str) -> bool:
     """Whether a database error says the Optuna tables are not there (PostgreSQL, MySQL)."""
     lowered = text.lower()
-    return "studies" in lowered and ("does not exist" in lowered or "doesn't exist" in lowered)
+    postgres = 'relation "' in lowered and "does not exist" in lowered
+    mysql = "table '" in lowered and "doesn't exist" in lowered
+    return postgres or mysql
 
 
 def _sqlite_has_table(path: Path, shown: str) -> bool:
