@@ -61,26 +61,45 @@ def postgres_db(postgres_server: str) -> Callable[[str], str]:
     return make
 
 
+NATIVE_ENV = {"POSTGRES_USER": "postgres", "POSTGRES_PASSWORD": PASSWORD, "MLFLOW_WORKERS": "1"}
+
+
 @pytest.fixture
 def native() -> Native:
     """compose.yaml with this test's variables."""
-    return Native(
-        {"POSTGRES_USER": "postgres", "POSTGRES_PASSWORD": PASSWORD, "MLFLOW_WORKERS": "1"}
-    )
+    return Native(dict(NATIVE_ENV))
 
 
-@pytest.fixture
-def mlflow_server(
-    postgres_server: str, postgres_db: Callable[[str], str], native: Native, tmp_path: Path
-) -> Iterator[MlflowServer]:
+def _mlflow(postgres_server: str, folder: Path, label: str) -> MlflowServer:
     """compose.yaml's MLflow server on a free loopback port, its store a fresh database."""
     from sqlalchemy.engine import make_url
 
-    database = make_url(postgres_db("mlflow")).database
+    name = f"t{os.getpid()}_{next(_COUNTER)}_{label}"
+    database = make_url(create_database(postgres_server, name)).database
     assert database is not None
     port = free_port()
-    argv = native.mlflow_argv(port, postgres_server, database, tmp_path / "mlartifacts")
-    server = start_mlflow(argv, port, tmp_path / "mlflow-server.log")
+    argv = Native(dict(NATIVE_ENV)).mlflow_argv(
+        port, postgres_server, database, folder / "mlartifacts"
+    )
+    return start_mlflow(argv, port, folder / "mlflow-server.log")
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(
+    postgres_server: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[MlflowServer]:
+    """One MLflow server for the session (each test logs to its own experiments)."""
+    server = _mlflow(postgres_server, tmp_path_factory.mktemp("mlflow"), "mlflow")
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def own_mlflow_server(postgres_server: str, tmp_path: Path) -> Iterator[MlflowServer]:
+    """An MLflow server of this test's own (it may stop it)."""
+    server = _mlflow(postgres_server, tmp_path, "mlflow")
     try:
         yield server
     finally:

@@ -61,8 +61,9 @@ def test_a_tracking_server_nobody_answers_fails_in_seconds(
 
 
 def test_a_tracking_server_that_dies_mid_sweep_stops_the_worker_in_seconds(
-    tmp_path: Path, postgres_db: Callable[[str], str], mlflow_server: MlflowServer
+    tmp_path: Path, postgres_db: Callable[[str], str], own_mlflow_server: MlflowServer
 ) -> None:
+    mlflow_server = own_mlflow_server
     sweep = apisim_sweep(tmp_path, "dies", trials=4, parallel=2)
     optuna_url = postgres_db("optuna")
     with apisim.start(state=tmp_path / "apisim", speed=2) as server:  # jobs run a while
