@@ -392,6 +392,10 @@ class RemoteBackend(Backend):
             points.extend(new)
         if fresh:
             last_id = fresh[-1].id
+        if points and status is JobStatus.QUEUED:
+            # the job was read before its events: it started in between (metrics are only
+            # written while a job runs), so it is running now, not queued
+            status = JobStatus.RUNNING
         checkpoints: tuple[Checkpoint, ...] = ()
         if status is not JobStatus.QUEUED:
             checkpoints = self._checkpoints(handle.job_id, steps_per_epoch(total, n_epochs))
