@@ -15,10 +15,11 @@ import os
 import re
 import sqlite3
 from collections import Counter
+from collections.abc import Callable
 from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import quote, urlsplit, urlunsplit
 
 from orchestrator.config import SweepSpec, load_spec
@@ -101,7 +102,7 @@ def open_results(spec_path: str | os.PathLike[str], *, current: bool = False) ->
     url = optuna_url(spec)
     shown = _without_password(url)
     not_started = SweepNotStartedError(spec.name, shown, str(spec_path))
-    found = generations(spec)
+    found = generations(spec, details=False)
     if current and any(g.succeeded for g in found):
         found = [g for g in found if g.succeeded]
     head = found[-1] if found else None
@@ -137,8 +138,11 @@ class GenerationInfo:
         return bool(self.concluded) and int((self.concluded or {}).get("completed", 0)) > 0
 
 
-def _all_studies(url: str, shown: str) -> list[Any]:
-    """Every study summary in the store, read-only ([] when there is no store yet)."""
+T = TypeVar("T")
+
+
+def _read_store(url: str, shown: str, read: Callable[[Any], list[T]]) -> list[T]:
+    """``read(storage)`` on the store, read-only ([] when there is no store yet)."""
     import optuna
     from sqlalchemy.exc import SQLAlchemyError
 
@@ -160,7 +164,7 @@ def _all_studies(url: str, shown: str) -> list[Any]:
             storage = optuna.storages.RDBStorage(
                 url, engine_kwargs={"pool_pre_ping": True}, skip_table_creation=True
             )
-        return list(optuna.get_all_study_summaries(storage, include_best_trial=False))
+        return read(storage)
     except (
         SQLAlchemyError,
         optuna.exceptions.OptunaError,
@@ -202,38 +206,47 @@ def _sqlite_has_table(path: Path, shown: str) -> bool:
     return bool(rows)
 
 
-def generations(spec: SweepSpec) -> list[GenerationInfo]:
+def generations(spec: SweepSpec, *, details: bool = True) -> list[GenerationInfo]:
     """The sweep's generations, oldest first: its own study (generation 1) and each study a
-    retune started after it. Read-only; [] when the sweep never ran."""
+    retune started after it. Read-only; [] when the sweep never ran. Without ``details``
+    the studies' trials are not read (``n_trials`` 0, ``started`` None): one query."""
     from orchestrator.attrs import StudyAttrs
 
-    url = optuna_url(spec)
-    found = []
-    for study in _all_studies(url, _without_password(url)):
-        attrs = dict(study.user_attrs)
-        if study.study_name != spec.name and attrs.get(StudyAttrs.LINEAGE) != spec.name:
-            continue
-        number = attrs.get(StudyAttrs.GENERATION)
-        if not isinstance(number, int):
-            number = 1 if study.study_name == spec.name else None
-        if number is None:
-            continue
-        concluded = attrs.get(StudyAttrs.CONCLUDED)
-        start = getattr(study, "datetime_start", None)
-        found.append(
-            GenerationInfo(
-                number=number,
-                study_name=study.study_name,
-                previous=attrs.get(StudyAttrs.PREVIOUS_STUDY),
-                changes=tuple(attrs.get(StudyAttrs.CHANGES) or ()),
-                fingerprint=attrs.get(StudyAttrs.FINGERPRINT),
-                concluded=dict(concluded) if isinstance(concluded, dict) else None,
-                n_trials=int(getattr(study, "n_trials", 0) or 0),
-                started=start.timestamp() if start is not None else None,
-                attrs=attrs,
+    def read(storage: Any) -> list[GenerationInfo]:
+        found = []
+        for study in storage.get_all_studies():
+            attrs = dict(study.user_attrs)
+            if study.study_name != spec.name and attrs.get(StudyAttrs.LINEAGE) != spec.name:
+                continue
+            number = attrs.get(StudyAttrs.GENERATION)
+            if not isinstance(number, int):
+                number = 1 if study.study_name == spec.name else None
+            if number is None:
+                continue
+            n_trials, started = 0, None
+            if details:
+                trials = storage.get_all_trials(study._study_id, deepcopy=False)
+                n_trials = len(trials)
+                starts = [t.datetime_start for t in trials if t.datetime_start is not None]
+                started = min(starts).timestamp() if starts else None
+            concluded = attrs.get(StudyAttrs.CONCLUDED)
+            found.append(
+                GenerationInfo(
+                    number=number,
+                    study_name=study.study_name,
+                    previous=attrs.get(StudyAttrs.PREVIOUS_STUDY),
+                    changes=tuple(attrs.get(StudyAttrs.CHANGES) or ()),
+                    fingerprint=attrs.get(StudyAttrs.FINGERPRINT),
+                    concluded=dict(concluded) if isinstance(concluded, dict) else None,
+                    n_trials=n_trials,
+                    started=started,
+                    attrs=attrs,
+                )
             )
-        )
-    return sorted(found, key=lambda g: g.number)
+        return sorted(found, key=lambda g: g.number)
+
+    url = optuna_url(spec)
+    return _read_store(url, _without_password(url), read)
 
 
 def _without_password(url: str) -> str:

@@ -135,7 +135,7 @@ def retune(
         if holder is not None:
             message = f"another retune of {spec.name} is running ({holder}); nothing to do"
             return RetuneResult("locked", message)
-        found = generations(spec)
+        found = generations(spec, details=False)
         head = found[-1] if found else None
         if head is None:
             announce(f"{spec.name}: no sweep yet; running the first generation")

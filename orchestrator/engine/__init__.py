@@ -203,7 +203,7 @@ def head_generation(spec: SweepSpec) -> Generation | None:
     resumes; None when there is only the sweep's own study (or none yet)."""
     from orchestrator.results import generations
 
-    found = generations(spec)
+    found = generations(spec, details=False)
     if not found or found[-1].number == 1:
         return None
     head = found[-1]
