@@ -39,7 +39,12 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from orchestrator.attrs import StudyAttrs, TrialAttrs
 from orchestrator.config import SpaceSpec, SweepSpec
-from orchestrator.config.models import BatchSizeParam, FloatParam, IntParam
+from orchestrator.config.models import (
+    MAX_SAMPLER_SEED,
+    BatchSizeParam,
+    FloatParam,
+    IntParam,
+)
 from orchestrator.engine import Overrides, SweepResult, run_sweep
 from orchestrator.engine.models import refuse_sunset, resolve_base_model
 from orchestrator.engine.study import resolve_stores
@@ -242,6 +247,11 @@ def _next_plan(
     if base is not None:
         space_spec = _moved_space(plan, base, file_space)
     derived = spec.model_copy(update={"space": space_spec})
+    if spec.sampler.seed is not None:  # a seeded sampler would replay the last generation's
+        seed = (spec.sampler.seed + 7919 * (number - 1)) % MAX_SAMPLER_SEED
+        derived = derived.model_copy(
+            update={"sampler": spec.sampler.model_copy(update={"seed": seed})}
+        )
     if space_spec is not spec.space and spec.enqueue:  # keep the entries the moved space holds
         from orchestrator.space import resolve_space
 
