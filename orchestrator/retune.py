@@ -47,10 +47,10 @@ from orchestrator.config.models import (
 )
 from orchestrator.engine import Overrides, SweepResult, run_sweep
 from orchestrator.engine.models import refuse_sunset, resolve_base_model
-from orchestrator.engine.study import resolve_stores
+from orchestrator.engine.study import bound_mlflow_retries, check_stores, resolve_stores
 from orchestrator.errors import OrchestratorError
 from orchestrator.fingerprint import Fingerprint, changes, fingerprint
-from orchestrator.plan import Generation, SweepPlan, plan_sweep, replan
+from orchestrator.plan import Generation, SweepPlan, plan_sweep, preflight, replan
 from orchestrator.results import GenerationInfo, generation_study_name, generations
 
 if TYPE_CHECKING:
@@ -136,6 +136,12 @@ def retune(
             counted = True
 
     current = fingerprint(resolved.plan)
+    if not _nothing_to_do(generations(spec, details=False), current):
+        # a sweep will run: the provider and the stores must answer before the lock (which
+        # creates the study storage) exists, as for `ftsweep run`
+        preflight(backend)
+        bound_mlflow_retries()
+        check_stores(stores)
     with _retune_lock(stores.optuna, spec.name) as holder:
         if holder is not None:
             message = f"another retune of {spec.name} is running ({holder}); nothing to do"
@@ -199,6 +205,12 @@ def retune(
         )
         result = RetuneResult("started", _ran(sweep, number), number, name, diffs, sweep, base)
         return _with_report(result, report, spec)
+
+
+def _nothing_to_do(found: Sequence[GenerationInfo], current: Fingerprint) -> bool:
+    """Whether the latest generation produced a model on what ``current`` describes."""
+    head = found[-1] if found else None
+    return head is not None and head.succeeded and not changes(_fingerprint_of(head), current)
 
 
 def _ran(sweep: SweepResult, number: int) -> str:
