@@ -49,7 +49,11 @@ def test_name_defaults_to_the_file_stem(tmp_path: Path) -> None:
             "space.learning_rate_multiplier: expected a number, a list of choices",
         ),
         ("trials: 0", "trials: input should be greater than or equal to 1"),
-        ("tirals: 3", "tirals: unknown field"),
+        ("tirals: 3", "tirals: unknown field (did you mean 'trials'?)"),
+        (
+            "space: {n_epoch: {low: 2, high: 3}}",
+            "space.n_epoch: unknown field (did you mean 'n_epochs'?)",
+        ),
         ("pruner: {name: best}", "pruner.name: input should be 'none'"),
     ],
 )
@@ -58,6 +62,13 @@ def test_errors_name_file_and_field(tmp_path: Path, extra: str, message: str) ->
     with pytest.raises(SpecError) as info:
         load_spec(p)
     assert str(info.value).startswith(f"{p}: {message}")
+
+
+def test_an_unknown_field_far_from_any_gets_no_guess(tmp_path: Path) -> None:
+    p = _spec(tmp_path, MINIMAL + "colour: blue\n")
+    with pytest.raises(SpecError) as info:
+        load_spec(p)
+    assert str(info.value) == f"{p}: colour: unknown field"
 
 
 def test_missing_field_and_bad_yaml(tmp_path: Path) -> None:

@@ -27,6 +27,31 @@ def _interruptible(fn: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            v = version("ftsweep")
+        except PackageNotFoundError:  # run from a source tree that was never installed
+            from orchestrator import __version__ as v
+        typer.echo(f"ftsweep {v}")
+        raise typer.Exit()
+
+
+def _root(
+    version: bool = typer.Option(
+        False,
+        "--version",
+        callback=_version,
+        is_eager=True,
+        help="Print the version and exit.",
+    ),
+) -> None:
+    """Tune LLM fine-tuning: check data, sweep n_epochs, batch_size and learning_rate_multiplier
+    on a local trainer, OpenAI or Azure OpenAI, track in MLflow."""
+
+
 def build() -> Any:
     """The click command behind ``ftsweep`` (built fresh, so tests stay independent)."""
     from orchestrator.cli import (
@@ -52,6 +77,7 @@ def build() -> Any:
         rich_markup_mode=None,
         context_settings={"help_option_names": ["-h", "--help"]},
     )
+    app.callback()(_root)
     for module in (data, space, sweep, retune, schedule, results, backends, apisim):
         module.register(app)
     app.add_typer(models.app, name="models")

@@ -116,6 +116,28 @@ def _plain_location(
     return tuple(out), first_union
 
 
+def _fields_at(model: type[BaseModel] | None, loc: Sequence[int | str]) -> list[str]:
+    """The field names (and aliases) that the model accepts at ``loc`` (a plain location)."""
+    tp: Any = model
+    for segment in loc:
+        tp = _child(_unwrap(tp), segment)
+    tp = _unwrap(tp)
+    if not (isinstance(tp, type) and issubclass(tp, BaseModel)):
+        return []
+    names: list[str] = []
+    for name, info in tp.model_fields.items():
+        names.append(info.alias or name)
+    return names
+
+
+def did_you_mean(word: str, known: Sequence[str]) -> str:
+    """`` (did you mean 'trials'?)`` when ``word`` is a likely typo of one of ``known``."""
+    import difflib
+
+    close = difflib.get_close_matches(word, list(known), n=1, cutoff=0.7)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
 def describe_validation_error(
     exc: ValidationError, model: type[BaseModel] | None = None
 ) -> tuple[str, str]:
@@ -130,6 +152,8 @@ def describe_validation_error(
     for err in exc.errors():
         loc, first_union = _plain_location(model, err["loc"])
         msg = _message(err)
+        if err["type"] == "extra_forbidden" and loc and first_union is None:
+            msg += did_you_mean(str(loc[-1]), _fields_at(model, loc[:-1]))
         head, sep, rest = msg.partition(": ")
         if sep and _names_a_field(head):  # "high: must be >= low (2)", "options.x: ..."
             loc, msg = (*loc, *head.split(".")), rest

@@ -54,3 +54,11 @@ def test_usage_errors_exit_2(cli) -> None:
     assert r.code == 2 and "No such option: --bogus" in r.err
     r = cli("nonsense")
     assert r.code == 2
+
+
+def test_version_prints_the_installed_version(cli) -> None:
+    from orchestrator import __version__
+
+    r = cli("--version")
+    assert r.code == 0
+    assert r.out.strip() == f"ftsweep {__version__}"
