@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -100,8 +100,11 @@ def ui(
     spec: SpecArg,
     port: Annotated[int, typer.Option(help="Port of the MLflow UI.")] = 5000,
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    timeout_s: Annotated[
+        float, typer.Option("--timeout", help="Seconds to wait for the UI to answer.")
+    ] = 180.0,
 ) -> None:
-    """Start the MLflow UI on the sweep's store and print the link to its runs.
+    """Start the MLflow UI on the sweep's store; print the link to its runs once it answers.
 
     Example: ftsweep ui sweeps/quickstart.yaml --port 5000
     """
@@ -122,10 +125,15 @@ def ui(
         tracker = Tracker(stores.mlflow, sweep.name)
         out.data(runs_link(stores.mlflow, tracker.experiment_id, sweep.objective.direction))
         return
+    from orchestrator.errors import UsageError
+
+    busy = _port_in_use(host, port)
+    if busy:
+        raise UsageError(
+            f"port {port} on {host} is already in use ({busy}); pick another with --port"
+        )
     tracker = Tracker(stores.mlflow, sweep.name, stores.artifacts)
     link = runs_link(f"http://{host}:{port}", tracker.experiment_id, sweep.objective.direction)
-    out.data(link)
-    out.info("starting the MLflow UI (Ctrl-C stops it) ...")
     cmd = [
         sys.executable,
         "-m",
@@ -142,15 +150,27 @@ def ui(
     ]
     if stores.artifacts is not None:
         cmd += ["--artifacts-destination", str(stores.artifacts)]
-    proc = subprocess.Popen(cmd, start_new_session=True)  # its workers: one process group
+    out.info(f"starting the MLflow UI on {host}:{port} (Ctrl-C stops it) ...")
+    # its workers: one process group; its own output goes to stderr, so stdout is the link alone
+    proc = subprocess.Popen(cmd, start_new_session=True, stdout=sys.stderr)
 
     def stop(*_: object) -> None:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, stop)  # a terminated `ftsweep ui` stops its server too
     try:
+        if not _wait_until_serving(proc, host, port, timeout_s):
+            code = proc.poll()
+            from orchestrator.errors import OrchestratorError
+
+            if code is not None:
+                raise OrchestratorError(f"the MLflow UI exited with status {code} before it served")
+            raise OrchestratorError(
+                f"the MLflow UI did not answer on {host}:{port} within {timeout_s:.0f} s"
+            )
+        out.data(link)
         proc.wait()
-    except KeyboardInterrupt:
+    except BaseException:  # Ctrl-C, SIGTERM, or it never served: the server goes too
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGTERM)  # mlflow stops its workers on SIGTERM ...
         try:
@@ -160,6 +180,40 @@ def ui(
                 os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
         raise
+
+
+def _port_in_use(host: str, port: int) -> str | None:
+    """Why ``host:port`` cannot be served on (something listens there), or None when free."""
+    import socket
+
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as sock:
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            return exc.strerror or str(exc)
+    return None
+
+
+def _wait_until_serving(proc: Any, host: str, port: int, timeout_s: float) -> bool:
+    """True once the server started by ``proc`` answers ``/health``; False when it exits or
+    ``timeout_s`` passes first."""
+    import time
+    import urllib.error
+    import urllib.request
+
+    url = f"http://{'localhost' if host in ('0.0.0.0', '::') else host}:{port}/health"
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            return False
+        try:
+            with urllib.request.urlopen(url, timeout=2) as resp:
+                if resp.status == 200:
+                    return True
+        except (urllib.error.URLError, OSError):
+            pass
+        time.sleep(0.5)
+    return False
 
 
 def register(app: typer.Typer) -> None:
