@@ -4,14 +4,14 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 BIN := $(VENV)/bin
 
-.PHONY: install quickstart test test-slow lint bench clean
+.PHONY: install quickstart test test-slow lint bench lock clean
 
 install: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml constraints.txt
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[local,dev,postgres]'
+	$(PY) -m pip install -q -c constraints.txt -e '.[local,dev,postgres]'
 	touch $@
 
 quickstart: install
@@ -31,6 +31,18 @@ lint: install
 
 bench: install
 	$(PY) benchmarks/validate_large.py
+
+# Re-resolve the dependencies from pyproject.toml alone and record them in constraints.txt
+# (torch's local '+cpu' label dropped, so the pin also matches the CPU wheel on disk).
+lock:
+	rm -rf .lock-venv
+	python3 -m venv .lock-venv
+	.lock-venv/bin/python -m pip install -q --upgrade pip
+	.lock-venv/bin/python -m pip install -q -e '.[local,dev,postgres]'
+	{ head -2 constraints.txt; .lock-venv/bin/python -m pip freeze --exclude-editable \
+		| sed 's/+cpu$$//'; } > constraints.txt.new
+	mv constraints.txt.new constraints.txt
+	rm -rf .lock-venv
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
