@@ -43,7 +43,9 @@ def retune(
     Example: ftsweep retune sweeps/nightly.yaml --report reports/retune.html
     """
     quiet_libraries()
-    from orchestrator.cli.console import ConsoleListener
+    import contextlib
+
+    from orchestrator.cli.live import console_for, stderr_mode
     from orchestrator.config import load_spec
     from orchestrator.engine import Overrides
     from orchestrator.errors import OrchestratorError, UsageError
@@ -51,14 +53,17 @@ def retune(
 
     if budget is not None and not math.isfinite(budget):
         raise UsageError(f"--budget must be a finite number of dollars, not {budget}")
-    console = ConsoleListener(out, load_spec(spec).backend.name)
-    result = run_retune(
-        spec,
-        Overrides(trials, parallel, budget),
-        listeners=[console],
-        report=report,
-        announce=out.info,
-    )
+    console = console_for(out, load_spec(spec).backend.name, stderr_mode(False, False))
+    with contextlib.ExitStack() as stack:
+        if isinstance(console, contextlib.AbstractContextManager):
+            stack.enter_context(console)
+        result = run_retune(
+            spec,
+            Overrides(trials, parallel, budget),
+            listeners=[console],
+            report=report,
+            announce=out.info,
+        )
     out.info(result.message)
     if result.sweep is not None:
         sweep = result.sweep
