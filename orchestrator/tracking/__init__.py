@@ -3,7 +3,13 @@
 
 from __future__ import annotations
 
-from orchestrator.tracking.client import Tracker, TrackingError, runs_link, sqlite_init_lock
+from orchestrator.tracking.client import (
+    Tracker,
+    TrackingError,
+    run_link,
+    runs_link,
+    sqlite_init_lock,
+)
 from orchestrator.tracking.listener import MlflowListener, run_name
 
 __all__ = [
@@ -11,6 +17,7 @@ __all__ = [
     "Tracker",
     "TrackingError",
     "run_name",
+    "run_link",
     "runs_link",
     "sqlite_init_lock",
 ]

@@ -33,6 +33,7 @@ __all__ = [
     "advisory_lock",
     "create_aside",
     "file_lock",
+    "run_link",
     "runs_link",
     "sqlite_init_lock",
 ]
@@ -225,6 +226,13 @@ def runs_link(ui_url: str, experiment_id: str, direction: str | None = None) -> 
         asc = "true" if direction == "minimize" else "false"
         link += f"&orderByKey=metrics.%60objective%60&orderByAsc={asc}"
     return link
+
+
+def run_link(ui_url: str, experiment_id: str, run_id: str) -> str:
+    """One run's page in the MLflow UI, in the model-training view (without the parameter, a
+    browser that never chose a view opens a child run as a GenAI evaluation)."""
+    base = ui_url.rstrip("/")
+    return f"{base}/#/experiments/{experiment_id}/runs/{run_id}?workflowType=machine_learning"
 
 
 class Tracker:

@@ -270,6 +270,11 @@ class MlflowListener(Listener):
             tags[f"{TAG}error"] = e.error[:4000]
         if e.pruned_at is not None:
             tags[f"{TAG}pruned_at_epoch"] = str(e.pruned_at)
+        # the runs table shows KILLED (pruned) and FAILED alike: the name tells them apart
+        suffix = {"PRUNED": f" pruned@ep{e.pruned_at}", "FAIL": " FAILED"}.get(e.state)
+        if suffix:
+            hp = e.trial.request.hyperparameters.as_dict()
+            tags["mlflow.runName"] = run_name(number, hp) + suffix
         metrics: dict[str, float] = {f"diagnosis.{k}": v for k, v in diag.evidence.items()}
         if e.cost_usd is not None:
             metrics["cost_usd"] = e.cost_usd

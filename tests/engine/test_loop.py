@@ -178,6 +178,17 @@ def test_hyperband_prunes_and_cancels(instant: Path, tmp_path: Path) -> None:
             assert t.user_attrs["ftsweep.pruned_at"] == max(t.intermediate_values)
             assert t.user_attrs["ftsweep.job_status"] == "cancelled"
             assert t.user_attrs["ftsweep.diagnosis"] != "underfit"
+    # in the runs table, where KILLED and FAILED look alike, the name says pruned
+    client = MlflowClient(tracking_uri=f"sqlite:///{instant / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("inst")
+    for run in client.search_runs([exp.experiment_id]):
+        trial = run.data.tags.get("ftsweep.trial")
+        if trial is None:
+            continue
+        t = result.study.trials[int(trial)]
+        pruned = f" pruned@ep{t.user_attrs.get('ftsweep.pruned_at')}"
+        assert run.info.run_name.endswith(pruned) == (t.state.name == "PRUNED")
+        assert run.info.status == ("KILLED" if t.state.name == "PRUNED" else "FINISHED")
 
 
 def test_a_busy_provider_requeues_the_trial(instant: Path, tmp_path: Path) -> None:
