@@ -16,8 +16,8 @@ __all__ = [
     "MlflowListener",
     "Tracker",
     "TrackingError",
-    "run_name",
     "run_link",
+    "run_name",
     "runs_link",
     "sqlite_init_lock",
 ]
