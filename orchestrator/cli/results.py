@@ -51,7 +51,12 @@ def report(
 
     if fmt not in FORMATS:
         raise UsageError(f"--format must be one of {', '.join(FORMATS)}, not {fmt!r}")
-    text = render(open_results(spec).frame(), fmt)
+    if fmt == "html":  # the page with the summary, plots and advice
+        from orchestrator.htmlreport import report_for
+
+        text = report_for(str(spec))
+    else:
+        text = render(open_results(spec).frame(), fmt)
     if out_file is None:
         out.data(text)
         return

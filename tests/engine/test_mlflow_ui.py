@@ -1,9 +1,11 @@
-"""The MLflow UI as a user sees it, in headless Chromium, after a finished sweep: the runs page
-lists the parent and its trials in the model-training view, and a trial's page shows its
-objective and diagnosis. Screenshots are kept under test-artifacts/."""
+"""What users see after a finished sweep, in headless Chromium: the MLflow UI's runs page
+lists the parent and its trials in the model-training view, a trial's page shows its objective
+and diagnosis, and the HTML report opens offline with every plot. Screenshots are kept under
+test-artifacts/ (one sweep is trained for all of it)."""
 
 from __future__ import annotations
 
+import re
 import socket
 import subprocess
 import sys
@@ -24,13 +26,13 @@ def _free_port() -> int:
 
 def test_the_mlflow_ui_shows_the_sweep(cli, make_sweep: SweepFactory, runs_dir: Path) -> None:
     chromium()  # skip (or fail under CI) before training anything
-    spec = make_sweep(name="uisweep", trials=2)
+    spec = make_sweep(name="uisweep", trials=3)
     assert cli("run", spec).code == 0
     client = MlflowClient(tracking_uri=f"sqlite:///{runs_dir / 'mlflow.db'}")
     exp = client.get_experiment_by_name("uisweep")
     runs = client.search_runs([exp.experiment_id])
     children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
-    assert len(children) == 2
+    assert len(children) == 3
     best = next(r for r in children if r.data.tags.get("ftsweep.best") == "true")
 
     port = _free_port()
@@ -50,7 +52,7 @@ def test_the_mlflow_ui_shows_the_sweep(cli, make_sweep: SweepFactory, runs_dir: 
         assert "uisweep" in runs_page  # the parent
         for child in children:
             assert child.info.run_name in runs_page  # t000 ep=... bs=... lr=...
-        assert "2 matching runs" in runs_page or "3 matching runs" in runs_page
+        assert "4 matching runs" in runs_page  # the parent and its three trials
 
         url = run_link(f"http://127.0.0.1:{port}", exp.experiment_id, best.info.run_id)
         run_page = page_text(url, screenshot="mlflow-best-trial.png", size="1600,1400")
@@ -66,3 +68,29 @@ def test_the_mlflow_ui_shows_the_sweep(cli, make_sweep: SweepFactory, runs_dir: 
     finally:
         ui.terminate()
         ui.wait(timeout=60)
+    _check_html_report(cli, spec, runs_dir, best.data.tags["ftsweep.trial"])
+
+
+def _check_html_report(cli, spec: Path, runs_dir: Path, best_trial: str) -> None:
+    out = runs_dir.parent / "report.html"
+    r = cli("report", spec, "--format", "html", "--out", out)
+    assert r.code == 0, r.err
+    page = out.read_text()
+    # self-contained: nothing fetched from anywhere (SVG's xmlns is a name, not a fetch)
+    assert not re.search(r"<(script|link|img|iframe)\b", page, flags=re.I)
+    assert not re.search(r"""(src|href)\s*=\s*['"]?(https?:)?//""", page, flags=re.I)
+    sections = re.split(r"<h2>", page)
+    plots = {
+        "Optimization history",
+        "Parameter importances",
+        "Parallel coordinates",
+        "Slice plots",
+        "Training curves",
+    }
+    for title in plots:
+        body = next(s for s in sections if s.startswith(title + "</h2>"))
+        assert "<svg" in body, f"{title}: no plot"
+    assert re.search(rf"<tr class='best'><td>{best_trial}</td>", page)
+    assert "Next sweep" in page and "Summary" in page
+    text = page_text(out.resolve().as_uri(), screenshot="report.png", size="1300,4200")
+    assert "Sweep uisweep" in text and "best full_valid_loss" in text
