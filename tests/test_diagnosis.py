@@ -73,7 +73,7 @@ def test_sweep_advice_widens_ranges_at_an_edge() -> None:
 
 def test_gap_growth_needs_a_stalled_validation_loss() -> None:
     train = _curve([3.0, 2.5, 2.0, 1.6, 1.2, 0.9, 0.6, 0.4, 0.25, 0.15, 0.1, 0.08])
-    stalled = _curve([2.0, 1.6, 1.55, 1.56], every=3)
+    stalled = _curve([2.0, 1.6, 1.55, 1.58], every=3)
     d = diagnose({"train_loss": train, "full_valid_loss": stalled})
     assert d.label == "overfit" and "gap" in d.recommendation
     # early epochs: train loss (averaged over the epoch) is above the end-of-epoch valid loss,
