@@ -40,8 +40,13 @@ def diagnose(
     """Diagnose a fine-tuning run, also one ftsweep did not launch: overfit, underfit,
     diverged, good or unknown, with the numbers behind it and what to try next.
 
-    Examples: ftsweep diagnose results.csv · ftsweep diagnose ftjob-abc123 --spec
-    sweeps/openai.yaml · ftsweep diagnose 0f3c...e1 --json
+    SOURCE is a result CSV file when one exists at that path; with --spec, a job id on
+    that sweep's backend; else the id of an MLflow run (a trial's child run). Bad input:
+    one error line and exit 2. The --json object is described in docs/diagnosis.md.
+
+    Example: ftsweep diagnose results.csv --json
+
+    Example: ftsweep diagnose ftjob-abc123 --spec sweeps/openai.yaml
     """
     quiet_libraries()
     from orchestrator.diagsource import diagnose_run, evidence_line, load
