@@ -377,6 +377,7 @@ def advise(
     trials: Sequence[TrialCurve] = (),
     best_trial: int | None = None,
     minimize: bool = True,
+    thresholds: Thresholds = Thresholds(),
 ) -> Advice:
     """Edges of the best configuration and the ranges to try next.
 
@@ -432,7 +433,9 @@ def advise(
     if total and counts.get("diverged", 0) * 2 > total:
         notes.append("most trials diverged: lower the learning_rate_multiplier range")
     relative = (
-        compare_trials(trials, best_trial, minimize=minimize) if best_trial is not None else {}
+        compare_trials(trials, best_trial, minimize=minimize, thresholds=thresholds)
+        if best_trial is not None
+        else {}
     )
     notes.extend(relative[n] for n in sorted(relative))
     return Advice(dict(best_params), at_edge, ranges, counts, tuple(notes), relative)

@@ -262,6 +262,15 @@ def _not_found(exc: BaseException) -> bool:
     return getattr(cause, "status_code", None) == 404 or str(exc).startswith("no local job")
 
 
+def thresholds_of(spec: str | Path | None) -> Thresholds:
+    """The rules' thresholds: the sweep file's ``diagnosis`` section, else the defaults."""
+    if spec is None:
+        return Thresholds()
+    from orchestrator.config import load_spec
+
+    return Thresholds(**load_spec(spec).diagnosis.model_dump())
+
+
 def load(
     source: str, *, spec: str | Path | None = None, tracking_uri: str | None = None
 ) -> RunCurves:

@@ -49,13 +49,14 @@ def diagnose(
     Example: ftsweep diagnose ftjob-abc123 --spec sweeps/openai.yaml
     """
     quiet_libraries()
-    from orchestrator.diagsource import diagnose_run, evidence_line, load
+    from orchestrator.diagsource import diagnose_run, evidence_line, load, thresholds_of
 
-    result = diagnose_run(load(source, spec=spec, tracking_uri=tracking_uri))
+    run = load(source, spec=spec, tracking_uri=tracking_uri)
+    result = diagnose_run(run, thresholds_of(spec))
     if as_json:
         out.data(json.dumps(result.to_json(), indent=2))
         return
-    d, run = result.diagnosis, result.run
+    d = result.diagnosis
     data = result.to_json()
     curve = data["curve"]
     epochs = f", {curve['epochs']} epoch(s)" if curve["epochs"] else ""

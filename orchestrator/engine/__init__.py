@@ -24,7 +24,7 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from orchestrator.attrs import TrialAttrs
-from orchestrator.diagnosis import Advice, TrialCurve, advise
+from orchestrator.diagnosis import Advice, Thresholds, TrialCurve, advise
 from orchestrator.engine.budget import Budget
 from orchestrator.engine.locks import launch_lock
 from orchestrator.engine.loop import STOP, Limits, SweepLoop
@@ -327,4 +327,5 @@ def _advice(plan: SweepPlan, study: optuna.Study, frame: pd.DataFrame, best: Any
         trials=curves,
         best_trial=best.number,
         minimize=sign > 0,
+        thresholds=Thresholds(**plan.spec.diagnosis.model_dump()),
     )
