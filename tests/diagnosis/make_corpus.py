@@ -1,8 +1,8 @@
 """Regenerate the real-curve corpus: the local ``tiny`` model trained on the shipped tasks.
 
 Each entry of :data:`RUNS` is one real training job (the built-in random 2-layer ``tiny``
-model, byte tokenizer, CPU, one torch thread, seed 0) on a task written by
-:func:`orchestrator.backends.local.tasks.write_task`; its metric points are saved as an
+model, byte tokenizer, CPU, one torch thread, seed 0 unless the run sets one) on a task
+written by :func:`orchestrator.backends.local.tasks.write_task`; its metric points are saved as an
 OpenAI-layout result CSV in ``tests/diagnosis/corpus/NAME.csv``. The label of each curve is
 not computed here: it was assigned by reading the curve and is recorded, with the reason, in
 ``tests/diagnosis/corpus/MANIFEST`` (the tests check ``ftsweep diagnose`` against it).
@@ -39,13 +39,14 @@ class Run:
     lrm: float
     n_valid: int = 40
     no_train_acc: bool = False
+    seed: int = 0
 
     def describe(self) -> str:
         extra = ", train_accuracy column dropped" if self.no_train_acc else ""
         return (
             f"task={self.task} n_train={self.n_train} n_valid={self.n_valid} "
             f"n_epochs={self.n_epochs} batch_size={self.batch_size} "
-            f"learning_rate_multiplier={self.lrm:g} prompt_loss_weight=0.1 seed=0{extra}"
+            f"learning_rate_multiplier={self.lrm:g} prompt_loss_weight=0.1 seed={self.seed}{extra}"
         )
 
 
@@ -70,6 +71,12 @@ RUNS: dict[str, Run] = {
     "tickets-lr3-e12-b8": Run("tickets", 160, 12, 8, 3.0),
     "tickets-lr1-e10-b16": Run("tickets", 160, 10, 16, 1.0),
     "reverse-lr1-e4-b8-noacc": Run("reverse", 160, 4, 8, 1.0, no_train_acc=True),
+    # held out: made and labelled after the rules were fixed, to check them on new curves
+    "holdout-reverse-lr2-e12-b8-s1": Run("reverse", 160, 12, 8, 2.0, seed=1),
+    "holdout-random-lr5-e16-b4-s1": Run("random_labels", 160, 16, 4, 5.0, seed=1),
+    "holdout-tickets-lr0.5-e4-b8-s1": Run("tickets", 160, 4, 8, 0.5, seed=1),
+    "holdout-reverse-lr100-e3-b8-s1": Run("reverse", 160, 3, 8, 100.0, seed=1),
+    "holdout-tickets-lr5-e20-b8-s1": Run("tickets", 160, 20, 8, 5.0, seed=1),
 }
 
 
@@ -80,12 +87,14 @@ def make(name: str, run: Run, work: Path) -> Path:
     from orchestrator.curvefile import write_result_csv
     from orchestrator.testing import poll_until
 
-    train, valid = write_task(run.task, work / name, n_train=run.n_train, n_valid=run.n_valid)
+    train, valid = write_task(
+        run.task, work / name, n_train=run.n_train, n_valid=run.n_valid, seed=run.seed
+    )
     backend = LocalBackend(work / "jobs", LocalOptions(torch_threads=1, save_model=False))
     hp = Hyperparameters(run.n_epochs, run.batch_size, run.lrm, 0.1)
     request = TrainingRequest.make(
         study="corpus", trial=0, model="tiny", hyperparameters=hp,
-        train_file=train, valid_file=valid, seed=0,
+        train_file=train, valid_file=valid, seed=run.seed,
     )  # fmt: skip
     polled = poll_until(backend, backend.submit(request), timeout_s=600, interval_s=0.5)
     if polled.last.status.value != "succeeded":
