@@ -72,7 +72,7 @@ class Thresholds:
     #: under-trained relative to it
     far_worse: float = 0.2
     #: the training loss (a 3-step running mean) went this much above its first value
-    spike_rise: float = 0.5
+    spike_rise: float = 0.25
     #: a final validation loss within this of its minimum is "still at its minimum"
     at_min: float = 0.01
 

@@ -237,7 +237,7 @@ class DiagnosisSpec(_Model):
     early_part: float = Field(default=0.5, gt=0, le=1)
     flat_ceiling: float = Field(default=0.5, ge=0, le=1)
     far_worse: float = Field(default=0.2, ge=0)
-    spike_rise: float = Field(default=0.5, ge=0)
+    spike_rise: float = Field(default=0.25, ge=0)
     at_min: float = Field(default=0.01, ge=0)
 
 
