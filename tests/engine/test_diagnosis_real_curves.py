@@ -107,3 +107,30 @@ def test_diagnose_rereads_a_sweeps_trials_from_mlflow_and_the_backend(
     missing = cli("diagnose", "job-does-not-exist", "--spec", spec)
     assert (missing.code, missing.out) == (2, "")
     assert missing.err == f"error: {spec}: no job job-does-not-exist at backend local\n"
+
+
+def test_a_cancelled_local_job_is_stopped_at_its_epoch(
+    cli, make_sweep: SweepFactory, runs_dir: Path
+) -> None:
+    from orchestrator.plan import plan_sweep
+
+    spec = make_sweep(name="cancel", n_train=400)
+    plan = plan_sweep(spec)
+    backend = plan.make_backend(runs_dir / "backends" / "local")
+    hp = Hyperparameters(n_epochs=20, batch_size=4, learning_rate_multiplier=1.0)
+    handle = backend.submit(plan.request(hp, trial=0))
+    first_epoch = poll_until(backend, handle, lambda p: bool(p.series("full_valid_loss")))
+    backend.cancel(handle)
+    polled = poll_until(backend, handle, polled=first_epoch)
+    assert polled.last.status.value == "cancelled"
+    done = len(polled.series("full_valid_loss"))
+    assert 1 <= done < 20
+
+    r = cli("diagnose", handle.job_id, "--spec", spec, "--json")
+    assert r.code == 0, r.err
+    data = json.loads(r.out)
+    assert data["stopped"] == {"reason": "cancelled", "epoch": done}
+    assert data["label"] == "unknown"
+    assert data["recommendation"] == (
+        f"cancelled at epoch {done}: stopped before the end, so not diagnosed"
+    )
