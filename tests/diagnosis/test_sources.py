@@ -16,7 +16,7 @@ from orchestrator import apisim
 from orchestrator.apisim.server import SimServer
 from orchestrator.backends.local.tasks import write_task
 from orchestrator.curvefile import read_result_csv
-from tests.apisim.fixtures import OPENAI_KEY, openai_env
+from tests.apisim.fixtures import AZURE_KEY, AZURE_VERSION, OPENAI_KEY, azure_env, openai_env
 from tests.conftest import Result
 
 Cli = Callable[..., Result]
@@ -38,11 +38,15 @@ def runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return root
 
 
-def _openai_job(server: SimServer, train: Path, valid: Path) -> Any:
+def _sdk_job(provider: str, server: SimServer, train: Path, valid: Path) -> Any:
     """A job created with the SDK directly, as a user would (not by ftsweep)."""
-    from openai import OpenAI
+    from openai import AzureOpenAI, OpenAI
 
-    client = OpenAI(api_key=OPENAI_KEY, base_url=server.url + "/v1")
+    client = (
+        OpenAI(api_key=OPENAI_KEY, base_url=server.url + "/v1")
+        if provider == "openai"
+        else AzureOpenAI(azure_endpoint=server.url, api_key=AZURE_KEY, api_version=AZURE_VERSION)
+    )
     with train.open("rb") as f:
         train_id = client.files.create(file=f, purpose="fine-tune").id
     with valid.open("rb") as f:
@@ -62,10 +66,17 @@ def _openai_job(server: SimServer, train: Path, valid: Path) -> Any:
     return client, job
 
 
-def test_a_job_id_on_openai_through_the_sdk(
-    server: SimServer, runs: Path, tmp_path: Path, cli: Cli, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize("provider", ["openai", "azure"])
+def test_a_job_id_through_the_sdk(
+    provider: str,
+    server: SimServer,
+    runs: Path,
+    tmp_path: Path,
+    cli: Cli,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    for var, value in openai_env(server).items():
+    env = openai_env(server) if provider == "openai" else azure_env(server)
+    for var, value in env.items():
         monkeypatch.setenv(var, value)
     train, valid = write_task("tickets", tmp_path / "data", n_train=40, n_valid=12, fmt="chat")
     spec = tmp_path / "openai.yaml"
@@ -74,11 +85,11 @@ def test_a_job_id_on_openai_through_the_sdk(
             {
                 "name": "rehearsal",
                 "data": {"train": str(train), "valid": str(valid)},
-                "backend": {"name": "openai", "model": "gpt-4o-mini"},
+                "backend": {"name": provider, "model": "gpt-4o-mini"},
             }
         )
     )
-    client, job = _openai_job(server, train, valid)
+    client, job = _sdk_job(provider, server, train, valid)
 
     r = cli("diagnose", job.id, "--spec", spec, "--json")
     assert r.code == 0, r.err
@@ -86,7 +97,7 @@ def test_a_job_id_on_openai_through_the_sdk(
     assert data["source"] == {"kind": "job", "id": job.id, "status": "succeeded"}
     assert data["label"] in {"overfit", "underfit", "diverged", "good"}
     assert data["curve"]["epochs"] == 3
-    assert OPENAI_KEY not in r.out + r.err
+    assert OPENAI_KEY not in r.out + r.err and AZURE_KEY not in r.out + r.err
 
     # the job's result file, downloaded with the SDK, tells the same story
     content = client.files.content(job.result_files[0]).read()
@@ -100,7 +111,7 @@ def test_a_job_id_on_openai_through_the_sdk(
 
     missing = cli("diagnose", "ftjob-doesnotexist", "--spec", spec)
     assert (missing.code, missing.out) == (2, "")
-    assert missing.err == f"error: {spec}: no job ftjob-doesnotexist at backend openai\n"
+    assert missing.err == f"error: {spec}: no job ftjob-doesnotexist at backend {provider}\n"
 
 
 def _mlflow_run(store: Path, curve: str, tags: dict[str, str], params: dict[str, str]) -> str:
