@@ -1,20 +1,26 @@
 """Over- and under-fitting diagnosis from loss curves, per trial and per sweep.
 
 Per trial, :func:`diagnose` reads the metric curves of one job and returns a
-:class:`Diagnosis`: a label, the numbers behind it, and what to try next.
+:class:`Diagnosis`: a label, the numbers behind it, and what to try next. The first rule that
+matches wins (thresholds: :class:`Thresholds`; evidence and corpus: ``docs/diagnosis.md``):
 
-* ``diverged``: a NaN/inf loss, or training loss that ends higher than it started;
+* ``diverged``: a NaN/inf loss, training loss that ends higher than it started, or a training
+  loss that jumps more than ``spike_rise`` above its first (untrained) value;
+* stopped early (``pruned_at_epoch``): ``unknown``, "pruned at epoch N", never judged as if
+  it had finished;
 * ``overfit``: validation loss bottoms out before the end and then rises by more than
   ``overfit_rise``, or it has stopped improving while the train/valid gap grew by more than
-  ``gap_growth``;
-* ``underfit``: training loss still falling at the end (by more than ``still_falling`` between
-  the last two segments) with validation at its lowest, or training accuracy below
-  ``low_accuracy``;
-* ``good``: none of these;
-* ``unknown``: no validation metric and no training signal either way.
+  ``gap_growth``; a validation loss still at its minimum at the end (within ``at_min``) is
+  never overfit;
+* ``underfit``: training loss still falling at the end with validation at its lowest; an
+  accuracy that never left its first level (the majority-token rate); or an accuracy below
+  ``low_accuracy``. The accuracy is the training token accuracy, else the validation one;
+* ``unknown``: no validation metric (or one point) and no other signal;
+* ``good``: none of these.
 
 Per sweep, :func:`advise` names searched parameters whose best values sit at a range edge and
-the range to try next.
+the range to try next, and :func:`compare_trials` the trials far worse than the best one at
+the same epoch (under-trained relative to it).
 """
 
 from __future__ import annotations
