@@ -44,6 +44,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
         "orchestrator.results",
         "orchestrator.retune",
         "orchestrator.schedule",  # cron, systemd units, the --serve loop
+        "orchestrator.diagsource",  # ftsweep diagnose: a CSV, a job or an MLflow run
     ),
     (
         "orchestrator.tracking",
@@ -56,7 +57,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
         "orchestrator.tokenizers",  # a model name's token counter, asking each backend
     ),
     ("orchestrator.backends", "orchestrator.events"),
-    ("orchestrator.data", "orchestrator.config"),
+    ("orchestrator.data", "orchestrator.config", "orchestrator.curvefile"),
     (
         "orchestrator.errors",
         "orchestrator.params",

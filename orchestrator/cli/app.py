@@ -58,6 +58,7 @@ def build() -> Any:
         apisim,
         backends,
         data,
+        diagnose,
         models,
         results,
         retune,
@@ -78,7 +79,7 @@ def build() -> Any:
         context_settings={"help_option_names": ["-h", "--help"]},
     )
     app.callback()(_root)
-    for module in (data, space, sweep, retune, schedule, results, backends, apisim):
+    for module in (data, space, sweep, retune, schedule, results, diagnose, backends, apisim):
         module.register(app)
     app.add_typer(models.app, name="models")
     for group in (app, models.app):

@@ -233,6 +233,12 @@ class DiagnosisSpec(_Model):
     still_falling: float = Field(default=0.03, ge=0)
     low_accuracy: float = Field(default=0.3, ge=0, le=1)
     diverge_rise: float = Field(default=0.10, ge=0)
+    flat_gain: float = Field(default=0.03, ge=0, le=1)
+    early_part: float = Field(default=0.5, gt=0, le=1)
+    flat_ceiling: float = Field(default=0.5, ge=0, le=1)
+    far_worse: float = Field(default=0.2, ge=0)
+    spike_rise: float = Field(default=0.25, ge=0)
+    at_min: float = Field(default=0.01, ge=0)
 
 
 #: an SQLAlchemy URL (``dialect[+driver]://...``) or ``journal:PATH``

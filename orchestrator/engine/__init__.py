@@ -24,7 +24,7 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from orchestrator.attrs import TrialAttrs
-from orchestrator.diagnosis import Advice, advise
+from orchestrator.diagnosis import Advice, Thresholds, TrialCurve, advise
 from orchestrator.engine.budget import Budget
 from orchestrator.engine.locks import launch_lock
 from orchestrator.engine.loop import STOP, Limits, SweepLoop
@@ -314,4 +314,18 @@ def _advice(plan: SweepPlan, study: optuna.Study, frame: pd.DataFrame, best: Any
     sign = 1.0 if plan.spec.objective.direction == "minimize" else -1.0
     done = [t for t in study.get_trials(deepcopy=False) if t.value is not None]
     top = [t.params for t in sorted(done, key=lambda t: sign * float(t.value or 0.0))[:3]]
-    return advise(plan.space, {**plan.space.fixed(), **best.params}, labels, top)
+    curves = [
+        TrialCurve(t.number, t.params, t.intermediate_values)
+        for t in study.get_trials(deepcopy=False)
+        if t.intermediate_values
+    ]
+    return advise(
+        plan.space,
+        {**plan.space.fixed(), **best.params},
+        labels,
+        top,
+        trials=curves,
+        best_trial=best.number,
+        minimize=sign > 0,
+        thresholds=Thresholds(**plan.spec.diagnosis.model_dump()),
+    )

@@ -52,15 +52,7 @@ def _pruned_diagnosis(
     curves: Curves, n_epochs: int, params: Mapping[str, Any], epoch: int, thresholds: Thresholds
 ) -> Diagnosis:
     """A pruned trial stopped early: only divergence can be read from its curve."""
-    diag = diagnose(curves, n_epochs, dict(params), thresholds)
-    if diag.label == "diverged":
-        return diag
-    return Diagnosis(
-        "unknown",
-        {"pruned_at_epoch": float(epoch)},
-        f"pruned at epoch {epoch} of {n_epochs}: worse than the other trials there; "
-        "stopped before the end, so not diagnosed",
-    )
+    return diagnose(curves, n_epochs, dict(params), thresholds, pruned_at_epoch=epoch)
 
 
 def conclude(
