@@ -45,6 +45,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
         "orchestrator.retune",
         "orchestrator.schedule",  # cron, systemd units, the --serve loop
         "orchestrator.diagsource",  # ftsweep diagnose: a CSV, a job or an MLflow run
+        "orchestrator.htmlreport",  # reads results (and the plan, for the advice)
     ),
     (
         "orchestrator.tracking",
