@@ -15,9 +15,21 @@ ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text()
 COMMANDS = build().commands
 #: the commands the design promises (shared DESIGN.md, "Contracts others rely on")
-DESIGNED = (
-    "validate prepare space estimate run status report best retune schedule ui backends apisim"
-).split()
+DESIGNED = [
+    "validate",
+    "prepare",
+    "space",
+    "estimate",
+    "run",
+    "status",
+    "report",
+    "best",
+    "retune",
+    "schedule",
+    "ui",
+    "backends",
+    "apisim",
+]
 
 
 def test_the_sweep_file_reference_is_current() -> None:
