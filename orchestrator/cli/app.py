@@ -72,7 +72,7 @@ def build() -> Any:
         help="Tune LLM fine-tuning: check data, sweep n_epochs, batch_size and "
         "learning_rate_multiplier on a local trainer, OpenAI or Azure OpenAI, track in MLflow.",
         no_args_is_help=True,
-        add_completion=False,
+        add_completion=True,
         pretty_exceptions_enable=False,
         pretty_exceptions_show_locals=False,
         rich_markup_mode=None,

@@ -62,3 +62,18 @@ def test_version_prints_the_installed_version(cli) -> None:
     r = cli("--version")
     assert r.code == 0
     assert r.out.strip() == f"ftsweep {__version__}"
+
+
+def test_shell_completion_completes_commands() -> None:
+    """What bash's completion function asks (`ftsweep re<TAB>`), answered by the installed
+    command."""
+    import os
+
+    env = dict(
+        os.environ, _FTSWEEP_COMPLETE="complete_bash", COMP_WORDS="ftsweep re", COMP_CWORD="1"
+    )
+    r = subprocess.run(
+        [sys.executable, "-m", "orchestrator"], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert r.returncode == 0, r.stderr
+    assert set(r.stdout.split()) == {"report", "retune"}
