@@ -233,7 +233,7 @@ def parallel_plot(inp: ReportInputs) -> str | None:
     norm = colors.Normalize(min(values), max(values))
     import matplotlib
 
-    cmap = matplotlib.colormaps["viridis_r" if inp.direction == "minimize" else "viridis"]
+    cmap = matplotlib.colormaps["viridis" if inp.direction == "minimize" else "viridis_r"]
     fig, ax = plt.subplots(figsize=(7.2, 3.4))
     order = sorted(range(len(done)), key=lambda i: values[i], reverse=inp.direction == "minimize")
     for i in order:  # the best drawn last, on top

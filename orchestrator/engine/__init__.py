@@ -314,10 +314,11 @@ def _advice(plan: SweepPlan, study: optuna.Study, frame: pd.DataFrame, best: Any
     sign = 1.0 if plan.spec.objective.direction == "minimize" else -1.0
     done = [t for t in study.get_trials(deepcopy=False) if t.value is not None]
     top = [t.params for t in sorted(done, key=lambda t: sign * float(t.value or 0.0))[:3]]
+    # completed trials only: a pruned one was already stopped for being worse at an epoch
     curves = [
         TrialCurve(t.number, t.params, t.intermediate_values)
         for t in study.get_trials(deepcopy=False)
-        if t.intermediate_values
+        if t.intermediate_values and t.state.name == "COMPLETE"
     ]
     return advise(
         plan.space,
