@@ -65,6 +65,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
         "orchestrator.attrs",
         "orchestrator.costs",
         "orchestrator.modelnames",
+        "orchestrator.progress",  # progress records of long steps, shown by the CLI
     ),
 )
 

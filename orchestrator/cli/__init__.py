@@ -33,6 +33,12 @@ def run(argv: list[str] | None = None) -> int:
     # unknown model name then fails at once, not after the hub's retries. Set before any
     # import of huggingface_hub, which reads it once; job workers inherit it.
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    # transformers' and the hub's own bars (writing model shards...) are noise in our output
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+    from orchestrator.progress import show_on_stderr
+
+    show_on_stderr()  # a model pull, a tokenizer load: a line each, not minutes of silence
     command = build()
     try:
         rc = command.main(args=argv, prog_name="ftsweep", standalone_mode=False)

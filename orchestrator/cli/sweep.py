@@ -55,6 +55,10 @@ def run(
     if budget is not None and not math.isfinite(budget):
         raise UsageError(f"--budget must be a finite number of dollars, not {budget}")
     mode = stderr_mode(quiet, json_events)
+    if mode == "quiet":
+        from orchestrator.progress import show_on_stderr
+
+        show_on_stderr(False)
     console = console_for(out, load_spec(spec).backend.name, mode)
     with contextlib.ExitStack() as stack:
         if isinstance(console, contextlib.AbstractContextManager):

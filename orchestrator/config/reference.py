@@ -61,8 +61,7 @@ NOTES: dict[str, str] = {
     "diagnosis": "Thresholds of the over/under-fitting rules (`docs/diagnosis.md`).",
     "storage": "Where results go; unset means the embedded stores under `mlruns/` unless "
     "`FTSWEEP_OPTUNA_STORAGE` or `MLFLOW_TRACKING_URI` say otherwise.",
-    "storage.optuna": "An SQLAlchemy URL (`sqlite:///x.db`, `postgresql://...`) or "
-    "`journal:PATH`.",
+    "storage.optuna": "An SQLAlchemy URL (`sqlite:///x.db`, `postgresql://...`) or `journal:PATH`.",
     "storage.mlflow": "A tracking URI (`http://...`, `sqlite:///...`) or a folder.",
     "enqueue": "Configurations to train first (a baseline, known good settings).",
     "prices": "USD per 1M trained tokens by model name, overriding the built-in price table.",
@@ -222,7 +221,7 @@ def render() -> str:
         " tests/test_docs.py fails when it is stale -->",
         "",
         "A sweep file is YAML (at most 1 MiB, no duplicate keys, strict types: `true` is not a "
-        "number and `\"3\"` not an integer). Unknown fields are errors that name the likely "
+        'number and `"3"` not an integer). Unknown fields are errors that name the likely '
         "one. Paths are relative to the sweep file.",
         "",
         "| field | type | default | bounds | meaning |",

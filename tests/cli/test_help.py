@@ -77,3 +77,24 @@ def test_shell_completion_completes_commands() -> None:
     )
     assert r.returncode == 0, r.stderr
     assert set(r.stdout.split()) == {"report", "retune"}
+
+
+def test_a_model_pulled_for_token_counts_says_so(tmp_path) -> None:
+    """Counting tokens with a local model not yet in the cache builds it first: the user sees
+    that happen on stderr, not minutes of silence."""
+    import os
+
+    from orchestrator.backends.local.tasks import write_task
+
+    train, _ = write_task("reverse", tmp_path / "data", n_train=12, n_valid=2)
+    env = dict(os.environ, FTSWEEP_HOME=str(tmp_path / "home"))
+    r = subprocess.run(
+        [sys.executable, "-m", "orchestrator", "validate", str(train), "--model", "tiny"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert r.returncode == 0, r.stderr
+    assert "building the tiny model" in r.stderr
+    assert "tiny ready in" in r.stderr

