@@ -43,15 +43,24 @@ def space(spec: SpecArg, as_json: JsonOpt = False) -> None:
 
 
 def estimate(spec: SpecArg, as_json: JsonOpt = False) -> None:
-    """Estimate tokens, steps and cost per trial and for the whole sweep.
+    """Estimate tokens, steps and cost per trial and for the whole sweep (and, for a backend
+    with training tiers such as azure, the sweep's cost in each tier).
 
-    Example: ftsweep estimate sweeps/openai.yaml
+    Example: ftsweep estimate sweeps/azure.yaml
     """
+    from orchestrator.backends.remote.tiers import estimate_tiers
     from orchestrator.plan import estimate_sweep, plan_sweep
 
-    est = estimate_sweep(plan_sweep(spec, count_tokens=True))
+    plan = plan_sweep(spec, count_tokens=True)
+    est = estimate_sweep(plan)
+    tiers = estimate_tiers(plan)
     if as_json:
-        out.data(json.dumps(asdict(est), indent=2))
+        data = asdict(est)
+        if tiers:
+            data["tiers"] = [
+                {"tier": t.tier, "chosen": t.chosen, **asdict(t.estimate)} for t in tiers
+            ]
+        out.data(json.dumps(data, indent=2))
         return
 
     def usd(r: tuple[float, float] | None) -> str:
@@ -72,6 +81,20 @@ def estimate(spec: SpecArg, as_json: JsonOpt = False) -> None:
         fits = "-" if est.trials_within_budget is None else str(est.trials_within_budget)
         rows.append(["budget", f"${est.budget_usd:,.2f} (covers {fits} trials at the most)"])
     out.data(table(["", ""], rows).split("\n", 1)[1])
+    if tiers:
+        per_tier = [
+            [
+                t.tier + (" (chosen)" if t.chosen else ""),
+                "-"
+                if t.estimate.price_per_million is None
+                else f"${t.estimate.price_per_million:.2f}",
+                usd(t.estimate.cost_per_trial),
+                usd(t.estimate.cost_sweep),
+            ]
+            for t in tiers
+        ]
+        header = ["tier", "per 1M tokens", "cost per trial", f"cost of {est.trials} trials"]
+        out.data("\ncost per training tier\n" + table(header, per_tier))
 
 
 def register(app: typer.Typer) -> None:

@@ -281,6 +281,15 @@ class AzureOpenAIBackend(RemoteBackend):
             super().preflight()  # an expired token: the provider gives a fresh one
 
     # -- models, tiers, prices --------------------------------------------------------------
+    #: the option that picks a tier (read by :func:`.tiers.estimate_tiers`)
+    tier_option: ClassVar[str] = "training_type"
+
+    @classmethod
+    def tiers_for(cls, model: str) -> tuple[str, ...]:
+        """The tiers Azure trains ``model`` in (all three for a model the table lacks)."""
+        known = azure_model(model)
+        return known.tiers if known is not None else tuple(TIERS)
+
     @classmethod
     def token_counter(cls, model: str, options: BackendOptions) -> ExampleCounter | None:
         """Exact o200k counts for the OpenAI models; a labelled estimate for the open-weight
