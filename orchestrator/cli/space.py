@@ -53,7 +53,7 @@ def estimate(spec: SpecArg, as_json: JsonOpt = False) -> None:
 
     plan = plan_sweep(spec, count_tokens=True)
     est = estimate_sweep(plan)
-    tiers = estimate_tiers(plan)
+    tiers = estimate_tiers(plan, estimate_sweep)
     if as_json:
         data = asdict(est)
         if tiers:
