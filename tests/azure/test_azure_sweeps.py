@@ -80,7 +80,8 @@ def test_a_budget_below_the_cheapest_trial_stops_before_any_upload(
     server = sim()
     spec = azure_spec(tmp_path, server, monkeypatch)
     r = cli("run", spec, "--budget", "0.0001")
-    assert "budget" in r.err and "Traceback" not in r.err
+    assert r.code == 1  # no trial completed: the budget stopped the sweep
+    assert "budget:" in r.err and "Traceback" not in r.err
     assert request_log(server, "files.create") == []
     assert request_log(server, "jobs.create") == []
 
