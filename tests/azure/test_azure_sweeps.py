@@ -98,3 +98,16 @@ def test_the_engine_never_submits_past_azures_queue(
     creates = request_log(server, "jobs.create")
     assert len(creates) == 23 and {e["status"] for e in creates} == {201}
     assert "queued" in r.err
+
+
+def test_estimate_takes_prices_on_the_command_line(
+    cli, tmp_path: Path, sim, remote_runs: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    spec = azure_spec(tmp_path, sim(), monkeypatch, model="gpt-5-turbo")
+    assert cli("estimate", spec).code == 2  # unknown, unpriced
+    r = cli("estimate", spec, "--price", "gpt-5-turbo=8", "--price", "gpt-5-turbo/developer=3")
+    assert r.code == 0, r.err
+    tiers = r.out.split("cost per training tier", 1)[1]
+    assert "$8.00" in tiers and "$3.00" in tiers
+    r = cli("estimate", spec, "--price", "gpt-5-turbo=cheap")
+    assert r.code == 2 and "--price: expected MODEL[/TIER]=USD" in r.err
