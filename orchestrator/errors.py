@@ -15,6 +15,8 @@ third-party exceptions are translated where they are caught and chained (``from 
     │   ├── ProviderAuthError         credentials missing or refused, fine-tuning not allowed:
     │   │                             no call can succeed until the user fixes it (stop the sweep)
     │   ├── ProviderUnreachableError  no connection to the provider within the backend's wait
+    │   ├── ProviderRefusedError      the provider refuses this sweep's jobs (model, tier, quota):
+    │   │                             every further job would be refused too (stop the sweep)
     │   └── UnknownBackendError       no backend registered under that name (also a UsageError)
     ├── TokenizerError                token counting impossible (no tokenizer files)
     │   └── UnknownModelError         no model by that name, OpenAI or local (also a UsageError)
@@ -34,6 +36,7 @@ __all__ = [
     "OrchestratorError",
     "ProviderAuthError",
     "ProviderBusyError",
+    "ProviderRefusedError",
     "ProviderUnreachableError",
     "SpecError",
     "StoreUnreachableError",
@@ -111,6 +114,12 @@ class ProviderAuthError(BackendError):
     (HTTP 401/403), or the account may not fine-tune. The message names the cause and what to
     set or check. Every further call would fail the same way, so the sweep stops at once
     (no trial is charged for it) instead of failing one trial after another."""
+
+
+class ProviderRefusedError(BackendError):
+    """The provider refuses the jobs this sweep asks for, for a reason no retry fixes: a
+    model it does not train in this region or tier, a used-up job quota. The message names
+    the cause and the fix; the sweep stops (no trial is charged for it)."""
 
 
 class ProviderUnreachableError(BackendError):

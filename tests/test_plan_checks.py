@@ -337,6 +337,9 @@ def test_validate_finds_local_models_through_the_backends(
     assert r.code == 2
     assert r.err.splitlines()[-1] == (
         f"error: unknown model 'gpt-9-turbo': not an OpenAI model ({OPENAI_MODELS}); "
+        "azure: azure does not fine-tune 'gpt-9-turbo'; known: gpt-4o-mini, gpt-4o, gpt-4.1, "
+        "gpt-4.1-mini, gpt-4.1-nano, gpt-oss-20b, Llama-3.3-70B-Instruct, Qwen-32B, "
+        "Ministral-3B (or give its price: backend.options.prices); "
         "local: model 'gpt-9-turbo' is not a built-in name (tiny, smollm2-135m), a model "
         "folder, a .gguf file or a Hugging Face hub id (org/name)"
     )

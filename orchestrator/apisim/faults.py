@@ -3,6 +3,8 @@
 ::
 
     max_running: {openai: 3, azure: 1}   # running jobs per API (or one int for both); others wait
+    azure_quota: {queued: 20, total: 100}  # Azure: pending jobs and jobs in all per resource
+    developer_pauses: [[0.3, 600], [0.7, 300]]  # developerTier: [fraction of steps, seconds]
     file_processing_seconds: 2           # simulated seconds before an upload is processed
     stuck_files: ["slow-*.jsonl"]        # uploads with these names never finish processing
     requests:                            # HTTP errors, matched in order
@@ -130,6 +132,17 @@ class JobFault(_Config):
         return True
 
 
+class AzureQuota(_Config):
+    """Azure's per-resource training-job quotas."""
+
+    queued: Count = 20
+    total: Count = 100
+
+
+#: [fraction of the steps (0-1), seconds]
+Pause = Annotated[list[Annotated[float, Field(ge=0, le=_BIG)]], Field(min_length=2, max_length=2)]
+
+
 class Faults(_Config):
     """The whole fault configuration (mutable: counters advance as faults fire)."""
 
@@ -137,9 +150,23 @@ class Faults(_Config):
         default_factory=lambda: dict(DEFAULT_MAX_RUNNING)
     )
     file_processing_seconds: float = Field(default=2.0, ge=0, le=_BIG)
+    #: Azure's per-resource job quotas (docs: 20 queued, 100 in all)
+    azure_quota: AzureQuota = Field(default_factory=lambda: AzureQuota())
+    #: Developer-tier pre-emptions (a guess at their shape): each [fraction of the job's
+    #: steps, simulated seconds paused]
+    developer_pauses: list[Pause] = Field(
+        default_factory=lambda: [[0.3, 600.0], [0.7, 300.0]], max_length=100
+    )
     stuck_files: list[Glob] = Field(default_factory=list, max_length=1000)
     requests: list[RequestFault] = Field(default_factory=list, max_length=1000)
     jobs: list[JobFault] = Field(default_factory=list, max_length=1000)
+
+    @field_validator("developer_pauses")
+    @classmethod
+    def _fractions(cls, v: list[list[float]]) -> list[list[float]]:
+        if any(pause[0] > 1 for pause in v):
+            raise ValueError("each pause is [fraction of the steps (0 to 1), seconds]")
+        return v
 
     @field_validator("max_running", mode="before")
     @classmethod

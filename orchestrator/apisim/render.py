@@ -51,13 +51,15 @@ def _hyperparameters(job: JobRecord) -> dict[str, Any]:
     }
 
 
-def _estimated_finish(job: JobRecord) -> int | None:
-    if job.status != "running" or job.paused:
+def _estimated_finish(job: JobRecord, now: float | None) -> int | None:
+    if job.status != "running" or job.paused or (now is not None and job.paused_at(now)):
         return None
     return int(job.step_time(job.fail_at_step or job.total_steps))
 
 
-def job(record: JobRecord) -> dict[str, Any]:
+def job(record: JobRecord, now: float | None = None) -> dict[str, Any]:
+    """A job in its API's shape; ``now`` shows an Azure job pre-empted at that time as
+    ``paused``."""
     hp = _hyperparameters(record)
     common: dict[str, Any] = {
         "id": record.id,
@@ -71,18 +73,25 @@ def job(record: JobRecord) -> dict[str, Any]:
         "hyperparameters": hp,
         "trained_tokens": record.trained_tokens if record.terminal else None,
         "seed": record.seed,
-        "estimated_finish": _estimated_finish(record),
+        "estimated_finish": _estimated_finish(record, now),
         "error": dict(record.error) if record.error else None,
     }
     if record.api == "azure":
         status = "pending" if record.status in ("validating_files", "queued") else record.status
-        return {
+        if status == "running" and now is not None and record.paused_at(now):
+            status = "paused"
+        body = {
             **common,
             "status": status,
             "result_files": [record.result_file] if record.result_file else None,
             "organisation_id": None,
             "suffix": record.suffix,
         }
+        if record.training_type is not None:  # echoed back: a guess
+            body["trainingType"] = record.training_type
+        if record.surface == "v1" or (record.surface or "")[:10] > "2024-10-21":
+            body["method"] = {"type": "supervised", "supervised": {"hyperparameters": dict(hp)}}
+        return body
     return {
         **common,
         "status": record.status,

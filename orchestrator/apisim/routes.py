@@ -27,6 +27,11 @@ class Ctx:
     query: dict[str, list[str]]
     json: Any = None
     form: dict[str, tuple[str | None, bytes]] = field(default_factory=dict)
+    #: Azure: ``v1`` (``/openai/v1/...``) or the ``api-version``; OpenAI: ""
+    version: str = ""
+
+    def job(self, record: Any) -> dict[str, Any]:
+        return render.job(record, self.sim.clock.now())
 
     def arg(self, name: str) -> str | None:
         values = self.query.get(name)
@@ -93,8 +98,8 @@ def files_content(ctx: Ctx) -> Reply:
 
 
 def jobs_create(ctx: Ctx) -> Reply:
-    job = ctx.sim.create_job(ctx.api, ctx.json)
-    return _created(ctx, render.job(job), job.id)
+    job = ctx.sim.create_job(ctx.api, ctx.json, ctx.version)
+    return _created(ctx, ctx.job(job), job.id)
 
 
 def jobs_list(ctx: Ctx) -> Reply:
@@ -109,7 +114,7 @@ def jobs_list(ctx: Ctx) -> Reply:
     body = render.page(
         jobs,
         lambda j: j.id,
-        render.job,
+        ctx.job,
         after=ctx.arg("after"),
         limit=render.limit_param(ctx.arg("limit"), 20, 100),
     )
@@ -117,7 +122,7 @@ def jobs_list(ctx: Ctx) -> Reply:
 
 
 def jobs_retrieve(ctx: Ctx) -> Reply:
-    return Reply(200, render.job(ctx.sim.get_job(ctx.api, ctx.ids[0])))
+    return Reply(200, ctx.job(ctx.sim.get_job(ctx.api, ctx.ids[0])))
 
 
 def jobs_delete(ctx: Ctx) -> Reply:
@@ -128,7 +133,7 @@ def jobs_delete(ctx: Ctx) -> Reply:
 
 
 def jobs_cancel(ctx: Ctx) -> Reply:
-    return Reply(200, render.job(ctx.sim.cancel_job(ctx.api, ctx.ids[0])))
+    return Reply(200, ctx.job(ctx.sim.cancel_job(ctx.api, ctx.ids[0])))
 
 
 def _openai_only(ctx: Ctx, what: str) -> None:
@@ -138,12 +143,12 @@ def _openai_only(ctx: Ctx, what: str) -> None:
 
 def jobs_pause(ctx: Ctx) -> Reply:
     _openai_only(ctx, "pause")
-    return Reply(200, render.job(ctx.sim.pause_job(ctx.api, ctx.ids[0])))
+    return Reply(200, ctx.job(ctx.sim.pause_job(ctx.api, ctx.ids[0])))
 
 
 def jobs_resume(ctx: Ctx) -> Reply:
     _openai_only(ctx, "resume")
-    return Reply(200, render.job(ctx.sim.resume_job(ctx.api, ctx.ids[0])))
+    return Reply(200, ctx.job(ctx.sim.resume_job(ctx.api, ctx.ids[0])))
 
 
 def jobs_events(ctx: Ctx) -> Reply:

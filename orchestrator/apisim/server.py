@@ -1,7 +1,9 @@
 """The HTTP side: a standard-library threading server speaking both dialects.
 
 * ``/v1/...`` is OpenAI (``Authorization: Bearer <key>``);
-* ``/openai/...?api-version=V`` is Azure OpenAI (``api-key: <key>`` or a bearer token);
+* ``/openai/...?api-version=V`` is Azure OpenAI's dated surface and ``/openai/v1/...`` its v1
+  surface (no ``api-version`` needed); both take ``api-key: <key>`` or a bearer token and
+  share one resource (the same files and jobs);
 * ``/_sim/...`` is the simulator's own admin API: ``GET /_sim/requests[?op=jobs.create]``,
   ``DELETE /_sim/requests``, ``GET|PUT /_sim/faults``, ``GET|POST /_sim/clock``
   (``{"advance": seconds}`` or ``{"speed": x}``), ``GET|PUT|POST /_sim/models[?api=azure]``
@@ -9,7 +11,8 @@
   ``GET /_sim/health``.
 
 Any non-empty key is accepted and none is ever stored: the request log keeps the operation,
-path and status only.
+path and status only. A key or token that starts with ``expired`` is refused with a 401 (so
+tests can show what an expired credential does; the Azure wording is a guess).
 
 Bad input never gets a 500 or a dropped connection: a garbled request line, headers the
 standard library refuses, a body that is badly framed, too large, slow, not JSON or not an
@@ -40,7 +43,9 @@ from orchestrator.errors import UsageError
 __all__ = ["SimServer"]
 
 log = logging.getLogger(__name__)
-_PREFIXES = (("/v1", "openai"), ("/openai", "azure"))
+#: (path prefix, API, surface); the longer Azure prefix first
+_PREFIXES = (("/v1", "openai", ""), ("/openai/v1", "azure", "v1"), ("/openai", "azure", ""))
+_EXPIRED = "expired"
 
 
 def _fault_error(fault: RequestFault, api: str, op: str) -> ApiError:
@@ -173,27 +178,53 @@ class _Handler(BaseHTTPRequestHandler):
         if path.startswith("/_sim/"):
             self._admin(method, path, query, raw)
             return
-        for prefix, api in _PREFIXES:
+        for prefix, api, surface in _PREFIXES:
             if path == prefix or path.startswith(prefix + "/"):
-                self._api(api, method, path[len(prefix) :], path, query, raw)
+                self._api(api, method, path[len(prefix) :], path, query, raw, surface)
                 return
         err = ApiError(404, f"Unknown request URL: {method} {path}.")
         self._send(err.status, err.body("openai"), {})
 
-    def _authorised(self, api: str) -> bool:
+    def _credential(self, api: str) -> tuple[str, str]:
+        """(kind, value): ``key`` (Azure's ``api-key`` header) or ``token`` (a bearer)."""
         bearer = (self.headers.get("Authorization") or "").removeprefix("Bearer ").strip()
-        if api == "azure":
-            return bool(bearer or (self.headers.get("api-key") or "").strip())
-        return bool(bearer)
+        key = (self.headers.get("api-key") or "").strip() if api == "azure" else ""
+        return ("key", key) if key else ("token", bearer)
+
+    def _check_credential(self, api: str) -> None:
+        kind, value = self._credential(api)
+        if not value:
+            raise ApiError(401, "You didn't provide an API key.", code="invalid_api_key")
+        if not value.startswith(_EXPIRED):
+            return
+        if api != "azure":
+            raise ApiError(401, "Incorrect API key provided.", code="invalid_api_key")
+        if kind == "key":
+            raise ApiError(
+                401, "Access denied due to invalid subscription key or wrong API endpoint. "
+                "Make sure to provide a valid key for an active subscription and use a "
+                "correct regional API endpoint for your resource.", azure_code="401",
+            )  # fmt: skip
+        raise ApiError(
+            401, "Unauthorized. Access token is missing, invalid, audience is incorrect "
+            "(https://cognitiveservices.azure.com), or have expired.", azure_code="401",
+        )  # fmt: skip
 
     def _api(
-        self, api: str, method: str, sub: str, path: str, query: dict[str, list[str]], raw: bytes
+        self,
+        api: str,
+        method: str,
+        sub: str,
+        path: str,
+        query: dict[str, list[str]],
+        raw: bytes,
+        surface: str = "",
     ) -> None:
         sim = self.server.sim
         found = routes.match(method, sub)
         op = found[0] if found else "unknown"
         try:
-            reply = self._dispatch(api, method, sub, path, query, raw, found)
+            reply = self._dispatch(api, method, sub, path, query, raw, found, surface)
         except ApiError as err:
             reply = routes.Reply(err.status, err.body(api), err.headers)
         except Exception as exc:  # a simulator bug must still answer like a server
@@ -215,11 +246,11 @@ class _Handler(BaseHTTPRequestHandler):
         query: dict[str, list[str]],
         raw: bytes,
         found: tuple[str, routes.Handler, tuple[str, ...]] | None,
+        surface: str = "",
     ) -> routes.Reply:
         sim = self.server.sim
-        if not self._authorised(api):
-            raise ApiError(401, "You didn't provide an API key.", code="invalid_api_key")
-        if api == "azure" and not query.get("api-version"):
+        self._check_credential(api)
+        if api == "azure" and surface != "v1" and not query.get("api-version"):
             raise ApiError(
                 400, "The api-version query parameter (?api-version=) is required.",
                 azure_code="MissingApiVersionParameter",
@@ -233,7 +264,8 @@ class _Handler(BaseHTTPRequestHandler):
                 )  # fmt: skip
             raise ApiError(404, f"Unknown request URL: {method} {path}.")
         op, handler, ids = found
-        ctx = routes.Ctx(sim, api, ids, query)
+        version = surface or (query.get("api-version") or [""])[0]
+        ctx = routes.Ctx(sim, api, ids, query, version=version)
         ctype = self.headers.get("Content-Type") or ""
         if raw and ctype.startswith("multipart/form-data"):
             ctx.form = parse_form(ctype, raw)

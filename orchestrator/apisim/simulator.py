@@ -283,6 +283,8 @@ class Simulator:
                 job.status, job.validated_at = "queued", at
         elif job.status == "queued":
             job.status, job.started_at = "running", at
+            if job.training_type == "developerTier":
+                self._plan_preemptions(job)
         elif job.fail_at_step is not None:
             self._fail(job, at)
         else:
@@ -296,6 +298,17 @@ class Simulator:
                 ready_at=at,
             )
             job.result_file = result.id
+
+    def _plan_preemptions(self, job: JobRecord) -> None:
+        """A Developer-tier job is pre-empted (paused, then resumed) at the configured
+        fractions of its steps: planned when it starts, so its timeline stays a function of
+        the simulated clock (how often and how long Azure pauses is a guess)."""
+        for fraction, seconds in self.faults.developer_pauses:
+            step = max(1, min(job.total_steps, round(fraction * job.total_steps)))
+            if step >= job.total_steps:
+                continue
+            at = job.step_time(step)
+            job.pauses.append([at, at + seconds])
 
     def _fail(self, job: JobRecord, at: float) -> None:
         job.status, job.finished_at = "failed", at
@@ -370,12 +383,16 @@ class Simulator:
             return self.store.blob_path(record.id).read_bytes()
 
     # -- jobs ----------------------------------------------------------------------------
-    def create_job(self, api: str, body: Any) -> JobRecord:
-        """Validate a create request and start the job (``validating_files``)."""
+    def create_job(self, api: str, body: Any, version: str = "") -> JobRecord:
+        """Validate a create request and start the job (``validating_files``).
+        ``version``: Azure's ``api-version``, or ``v1``."""
         with self.lock:
             now = self.tick()
-            spec = jobspec.parse_create(api, body)
+            spec = jobspec.parse_create(api, body, version)
             self._refuse_retired(api, spec.model)
+            if api == "azure":
+                self._refuse_tier(spec.model, spec.training_type)
+                self._refuse_quota()
             train = self._job_file(api, spec.training_file, "training_file")
             valid = (
                 self._job_file(api, spec.validation_file, "validation_file")
@@ -390,6 +407,7 @@ class Simulator:
                 ]
             job_id = f"ftjob-{secrets.token_hex(12)}"
             job = jobspec.new_job(api, job_id, self.nth + 1, spec, analysis, n_valid, now)
+            job.surface = version or None
             jobspec.check_steps(job)
             self.nth += 1
             fault = self.faults.job_fault(self.nth, spec.model, spec.suffix)
@@ -397,6 +415,44 @@ class Simulator:
             self.jobs[job.id] = job
             self.save()
             return job
+
+    def _refuse_tier(self, model: str, training_type: str | None) -> None:
+        """A model Azure does not train in this tier (the wording is a guess)."""
+        from orchestrator.backends.remote.azure_models import TIER_NAMES, TIERS, azure_model
+
+        known = azure_model(model)
+        tier = TIER_NAMES.get(training_type or "Standard", "standard")
+        if known is None or tier in known.tiers:
+            return
+        raise ApiError(
+            400,
+            f"The base model {model} cannot be fine-tuned with trainingType "
+            f"'{TIERS[tier]}' in this region. Supported training types: "
+            + ", ".join(TIERS[t] for t in known.tiers) + ".",
+            param="trainingType", azure_code="invalidPayload",
+        )  # fmt: skip
+
+    def _refuse_quota(self) -> None:
+        """Azure's per-resource quotas: queued (pending) jobs, then jobs in all (docs give
+        the numbers; the statuses and wording are a guess)."""
+        quota = self.faults.azure_quota
+        jobs = [j for j in self.jobs.values() if j.api == "azure"]
+        pending = sum(1 for j in jobs if j.status in ("validating_files", "queued"))
+        if len(jobs) >= quota.total:
+            raise ApiError(
+                400,
+                f"The resource has reached its quota of {quota.total} fine-tuning jobs. "
+                "Delete completed jobs to create new ones.",
+                azure_code="quotaExceeded",
+            )
+        if pending >= quota.queued:
+            raise ApiError(
+                429,
+                f"The resource already has {quota.queued} queued fine-tuning jobs, the "
+                "most it allows. Wait for a job to finish.",
+                azure_code="quotaExceeded",
+                headers={"retry-after": "60", "x-should-retry": "false"},
+            )
 
     def _job_file(self, api: str, file_id: str, param: str) -> FileRecord:
         record = self.files.get(file_id)

@@ -76,6 +76,10 @@ class JobRecord:
     error: dict[str, Any] | None = None
     result_file: str | None = None
     trained_tokens: int | None = None
+    #: Azure: the ``trainingType`` sent (``Standard``, ``GlobalStandard``, ``developerTier``)
+    training_type: str | None = None
+    #: Azure: ``v1`` or the ``api-version`` the job was created with
+    surface: str | None = None
 
     @property
     def terminal(self) -> bool:
@@ -92,6 +96,10 @@ class JobRecord:
     @property
     def paused(self) -> bool:
         return bool(self.pauses) and self.pauses[-1][1] is None
+
+    def paused_at(self, now: float) -> bool:
+        """Paused at ``now``: by a pause request, or by a planned pre-emption."""
+        return any(p is not None and p <= now and (r is None or now < r) for p, r in self.pauses)
 
     def step_time(self, step: int) -> float:
         """When training reaches ``step`` (pauses shift it; inf while paused before it)."""

@@ -332,6 +332,9 @@ class JobUpdate:
     epoch_ends: tuple[EpochEnd, ...] = ()
     #: what the job cost, when the backend knows (USD); see :meth:`Backend.job_cost`
     cost_usd: float | None = None
+    #: the provider paused the job (e.g. Azure's pre-emptible Developer tier): it is still
+    #: running (``status``) and will resume by itself; not a failure
+    paused: bool = False
 
 
 @dataclass(frozen=True)
@@ -386,6 +389,8 @@ class Capabilities:
     parameters: Mapping[str, Range]
     #: how many jobs may run at once (a provider quota); the engine queues the rest
     max_concurrent_jobs: int | None = None
+    #: how many more may wait in the provider's own queue (with ``max_concurrent_jobs``)
+    max_queued: int | None = None
     #: the metrics its jobs report (objectives must be one); see :meth:`Backend.metric_names`
     metrics: frozenset[str] = frozenset(METRIC_NAMES)
     #: whether jobs cost money (then :meth:`Backend.estimate_cost` should know how much)
@@ -401,6 +406,14 @@ class Capabilities:
 
     def accepts(self, name: str) -> bool:
         return name in self.parameters
+
+    @property
+    def max_in_flight(self) -> int | None:
+        """Jobs the engine may have submitted and unfinished at once across the study:
+        those that may run plus those the provider queues (None: no cap)."""
+        if self.max_concurrent_jobs is None:
+            return None
+        return self.max_concurrent_jobs + (self.max_queued or 0)
 
     @property
     def max_batch_size(self) -> int | None:

@@ -16,6 +16,33 @@ __all__ = ["register"]
 
 SpecArg = Annotated[Path, typer.Argument(metavar="SPEC", help="Sweep file (YAML).")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON.")]
+PriceOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--price",
+        metavar="MODEL[/TIER]=USD",
+        help="USD per 1M trained tokens over the price table and the sweep file (repeatable); "
+        "also admits a model the backend's table does not know.",
+    ),
+]
+
+
+def _prices(given: list[str] | None) -> dict[str, float]:
+    import math
+
+    from orchestrator.errors import UsageError
+
+    prices: dict[str, float] = {}
+    for item in given or []:
+        model, sep, usd = item.rpartition("=")
+        try:
+            value = float(usd)
+        except ValueError:
+            value = -1.0
+        if not sep or not model or not math.isfinite(value) or value < 0:
+            raise UsageError(f"--price: expected MODEL[/TIER]=USD (a number >= 0), got {item!r}")
+        prices[model] = value
+    return prices
 
 
 def space(spec: SpecArg, as_json: JsonOpt = False) -> None:
@@ -42,16 +69,35 @@ def space(spec: SpecArg, as_json: JsonOpt = False) -> None:
     )
 
 
-def estimate(spec: SpecArg, as_json: JsonOpt = False) -> None:
-    """Estimate tokens, steps and cost per trial and for the whole sweep.
+def estimate(spec: SpecArg, as_json: JsonOpt = False, given: PriceOpt = None) -> None:
+    """Estimate tokens, steps and cost per trial and for the whole sweep (and, for a backend
+    with training tiers such as azure, the sweep's cost in each tier).
 
-    Example: ftsweep estimate sweeps/openai.yaml
+    Example: ftsweep estimate sweeps/azure.yaml --price gpt-4.1-mini/developer=1.6
     """
-    from orchestrator.plan import estimate_sweep, plan_sweep
+    from orchestrator.backends.remote.tiers import estimate_tiers
+    from orchestrator.config import load_spec
+    from orchestrator.plan import estimate_sweep, plan_spec
 
-    est = estimate_sweep(plan_sweep(spec, count_tokens=True))
+    loaded, extra = load_spec(spec), _prices(given)
+    if extra:
+        options = dict(loaded.backend.options)
+        if "prices" in options:  # the sweep file's backend.options.prices wins over prices:
+            options["prices"] = {**options["prices"], **extra}
+        backend = loaded.backend.model_copy(update={"options": options})
+        loaded = loaded.model_copy(
+            update={"prices": {**loaded.prices, **extra}, "backend": backend}
+        )
+    plan = plan_spec(loaded, str(spec), count_tokens=True)
+    est = estimate_sweep(plan)
+    tiers = estimate_tiers(plan, estimate_sweep)
     if as_json:
-        out.data(json.dumps(asdict(est), indent=2))
+        data = asdict(est)
+        if tiers:
+            data["tiers"] = [
+                {"tier": t.tier, "chosen": t.chosen, **asdict(t.estimate)} for t in tiers
+            ]
+        out.data(json.dumps(data, indent=2))
         return
 
     def usd(r: tuple[float, float] | None) -> str:
@@ -72,6 +118,20 @@ def estimate(spec: SpecArg, as_json: JsonOpt = False) -> None:
         fits = "-" if est.trials_within_budget is None else str(est.trials_within_budget)
         rows.append(["budget", f"${est.budget_usd:,.2f} (covers {fits} trials at the most)"])
     out.data(table(["", ""], rows).split("\n", 1)[1])
+    if tiers:
+        per_tier = [
+            [
+                t.tier + (" (chosen)" if t.chosen else ""),
+                "-"
+                if t.estimate.price_per_million is None
+                else f"${t.estimate.price_per_million:.2f}",
+                usd(t.estimate.cost_per_trial),
+                usd(t.estimate.cost_sweep),
+            ]
+            for t in tiers
+        ]
+        header = ["tier", "per 1M tokens", "cost per trial", f"cost of {est.trials} trials"]
+        out.data("\ncost per training tier\n" + table(header, per_tier))
 
 
 def register(app: typer.Typer) -> None:

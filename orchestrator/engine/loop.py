@@ -37,6 +37,7 @@ from orchestrator.errors import (
     OrchestratorError,
     ProviderAuthError,
     ProviderBusyError,
+    ProviderRefusedError,
     ProviderUnreachableError,
     StoreUnreachableError,
     UsageError,
@@ -66,7 +67,7 @@ ENVIRONMENT_FAILURES_TO_STOP = 3  # in a row: the provider or the machine is not
 #: errors that stop the sweep at once: every further call would fail the same way (the
 #: provider's credentials or connection, a store that no longer answers); trials in flight
 #: stay RUNNING with their ledger, so the next run re-attaches (none is charged)
-STOP = (ProviderAuthError, ProviderUnreachableError, StoreUnreachableError)
+STOP = (ProviderAuthError, ProviderRefusedError, ProviderUnreachableError, StoreUnreachableError)
 
 
 @dataclass(frozen=True)
@@ -101,13 +102,16 @@ class SweepLoop:
         self.started = self.clock()
         self.changed = False  # did this run start or finish anything
         self.durations: list[float] = []
-        cap = self.backend.capabilities.max_concurrent_jobs
+        cap = self.backend.capabilities.max_in_flight
         self.capacity = min(self.limits.parallel, cap) if cap else self.limits.parallel
         if cap and cap < self.limits.parallel:
             self._note(f"{self.backend.name} runs at most {cap} job(s) at once: the rest queue")
         self._queued = 0
         self._blocked = False  # the last launch found the provider's cap full
         self.environment_failures = 0  # in a row
+        #: per trial: seconds its job was paused by the provider, and since when it is
+        self._paused_s: dict[int, float] = {}
+        self._paused_since: dict[int, float] = {}
         self._adopted_at = self.clock()
         self.thresholds = Thresholds(**self.plan.spec.diagnosis.model_dump())
 
@@ -199,7 +203,7 @@ class SweepLoop:
 
     def _queue_note(self) -> None:
         """Say (once per change) how many trials wait for a provider slot, with an ETA."""
-        cap = self.backend.capabilities.max_concurrent_jobs
+        cap = self.backend.capabilities.max_in_flight
         if not cap or len(self.runs) < self.capacity or self.stop_reason:
             return
         waiting = min(self.limits.trials - self._counted(), self.limits.parallel - self.capacity)
@@ -236,7 +240,7 @@ class SweepLoop:
                     return False
             if self._counted(trials=trials) >= self.limits.trials:
                 return False
-            cap = self.backend.capabilities.max_concurrent_jobs
+            cap = self.backend.capabilities.max_in_flight
             if cap and _running_jobs(trials) >= cap:
                 self._blocked = True  # other workers' jobs fill the provider's cap
                 return False
@@ -460,6 +464,7 @@ class SweepLoop:
             run.due = self.clock() + run.interval
             return
         run.poll_failures = 0
+        self._paused(run, update)
         run.update, run.cursor = update, update.cursor
         fresh = add_points(run.curves, update.points)
         if fresh:
@@ -475,6 +480,20 @@ class SweepLoop:
         run.due = self.clock() + run.interval
         if run.cancel_pending:
             run.due = min(run.due, run.cancel_due)
+
+    def _paused(self, run: TrialRun, update: JobUpdate | None) -> None:
+        """A job the provider paused (Azure's Developer tier) is said so (not a failure),
+        and its paused time is left out of the durations behind the queue's ETA."""
+        since = self._paused_since.get(run.number)
+        if update is not None and update.paused and since is None:
+            self._paused_since[run.number] = self.clock()
+            self._note(f"{self.backend.name} paused the job (pre-empted); it resumes by itself",
+                       trial=run.number)  # fmt: skip
+        elif since is not None and not (update is not None and update.paused):
+            del self._paused_since[run.number]
+            self._paused_s[run.number] = self._paused_s.get(run.number, 0.0) + self.clock() - since
+            if update is not None:
+                self._note(f"{self.backend.name} resumed the job", trial=run.number)
 
     def _epochs(self, run: TrialRun, update: JobUpdate) -> None:
         """Count the epoch ends; report each new one's objective to the pruner."""
@@ -569,7 +588,9 @@ class SweepLoop:
         if outcome.cost_usd is not None:
             self.budget.spend(outcome.cost_usd)
         if run.started_at:
-            self.durations.append(self.clock() - run.started_at)
+            self._paused(run, None)
+            paused = self._paused_s.pop(run.number, 0.0)
+            self.durations.append(self.clock() - run.started_at - paused)
         run.record_outcome(outcome.attrs)
         self.emit(
             TrialFinished(

@@ -64,12 +64,12 @@ def openai_env(server: SimServer) -> dict[str, str]:
     return {"OPENAI_API_KEY": OPENAI_KEY, "OPENAI_BASE_URL": server.url + "/v1"}
 
 
-def azure_env(server: SimServer) -> dict[str, str]:
-    return {
-        "AZURE_OPENAI_API_KEY": AZURE_KEY,
-        "AZURE_OPENAI_ENDPOINT": server.url,
-        "OPENAI_API_VERSION": AZURE_VERSION,
-    }
+def azure_env(server: SimServer, surface: str = "v1") -> dict[str, str]:
+    """Azure's variables: the v1 surface (the default), or ``dated`` (2024-10-21)."""
+    env = {"AZURE_OPENAI_API_KEY": AZURE_KEY, "AZURE_OPENAI_ENDPOINT": server.url}
+    if surface == "dated":
+        env.update({"AZURE_OPENAI_SURFACE": "dated", "OPENAI_API_VERSION": AZURE_VERSION})
+    return env
 
 
 def _admin(server: SimServer, method: str, path: str, body: Any = None) -> Any:
@@ -108,7 +108,8 @@ def _case(
     monkeypatch: pytest.MonkeyPatch,
 ) -> Iterator[BackendCase]:
     server = _server(tmp_path / f"{name}-state", CONTRACT_SPEED)
-    env = openai_env(server) if name == "openai" else azure_env(server)
+    backend, _, surface = name.partition("-")
+    env = openai_env(server) if name == "openai" else azure_env(server, surface or "v1")
     for var, value in env.items():
         monkeypatch.setenv(var, value)
     train = write_jsonl(tmp_path / f"{name}-train.jsonl", chat_rows(20))
@@ -122,7 +123,7 @@ def _case(
     if name == "openai":
         options["base_url"] = server.url + "/v1"
     yield BackendCase(
-        name=name,
+        name=backend,
         options=options,
         workdir=tmp_path / f"{name}-work",
         short_request=lambda key: request(key, 2, 4),
@@ -144,6 +145,12 @@ def openai_case(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Bac
 def azure_case(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[BackendCase]:
     """The ``azure`` backend against an in-process apisim (contract-suite case)."""
     yield from _case("azure", tmp_path, monkeypatch)
+
+
+@pytest.fixture
+def azure_dated_case(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[BackendCase]:
+    """The ``azure`` backend on the dated ``api-version`` surface (contract-suite case)."""
+    yield from _case("azure-dated", tmp_path, monkeypatch)
 
 
 def request_log(server: SimServer, op: str | None = None) -> list[dict[str, Any]]:

@@ -15,7 +15,7 @@ from orchestrator.backends.local import models
 from orchestrator.backends.local.jobfiles import JobFolder
 from orchestrator.backends.local.tasks import write_task
 from orchestrator.testing import BackendCase
-from tests.apisim.fixtures import azure_case, openai_case  # noqa: F401  (contract cases)
+from tests.apisim.fixtures import azure_case, azure_dated_case, openai_case  # noqa: F401  (contract cases)
 
 #: the user's model cache, before the session's temporary one replaces it (slow tests)
 USER_MODELS = models.models_home()

@@ -13,7 +13,7 @@ import pytest
 from orchestrator.testing import BackendCase
 from orchestrator.testing.contract import *  # noqa: F403
 
-BACKENDS = ["local", "openai", "azure"]
+BACKENDS = ["local", "openai", "azure", "azure_dated"]
 
 
 @pytest.fixture(params=BACKENDS)

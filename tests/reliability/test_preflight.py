@@ -151,7 +151,8 @@ def test_a_missing_credential_is_one_line_before_anything_exists(
         ("openai", "error: openai rejected the credentials (HTTP 401 invalid_api_key): "
          "check OPENAI_API_KEY"),
         ("azure", "error: azure rejected the credentials (HTTP 401 unauthorized): "
-         "check AZURE_OPENAI_API_KEY and AZURE_OPENAI_ENDPOINT"),
+         "check AZURE_OPENAI_API_KEY (a key does not refresh: export a current key from the "
+         "resource's Keys and Endpoint page) and AZURE_OPENAI_ENDPOINT"),
     ],
 )  # fmt: skip
 def test_a_refused_key_is_one_line_and_no_trial(

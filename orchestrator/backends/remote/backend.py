@@ -415,6 +415,7 @@ class RemoteBackend(Backend):
             error=error,
             checkpoints=checkpoints,
             epoch_ends=epoch_ends_of(points),
+            paused=str(job.status or "").lower() == "paused",
         )
 
     def _pages(

@@ -1,5 +1,6 @@
 """The two providers: OpenAI (``metadata`` carries the key) and Azure OpenAI (a ``suffix``
-derived from the key, plus a local ledger), both on the ``openai`` SDK.
+derived from the key, plus a local ledger; implemented in :mod:`.azure`), both on the
+``openai`` SDK.
 
 Credentials come from the environment only: ``OPENAI_API_KEY`` (and ``OPENAI_BASE_URL``,
 ``OPENAI_ORG_ID``, ``OPENAI_PROJECT_ID``) for OpenAI; ``AZURE_OPENAI_API_KEY``,
@@ -11,23 +12,25 @@ Credentials come from the environment only: ``OPENAI_API_KEY`` (and ``OPENAI_BAS
 from __future__ import annotations
 
 import functools
-import hashlib
-import importlib
-import json
 import os
-import threading
 from dataclasses import replace
-from pathlib import Path
 from typing import Any, ClassVar
 
 from pydantic import Field
 
 from orchestrator.backends.base import BackendOptions, Capabilities, TrainingRequest
+from orchestrator.backends.remote.azure import (
+    AZURE_API_VERSION,
+    AzureOpenAIBackend,
+    AzureOptions,
+    azure_suffix,
+)
 from orchestrator.backends.remote.backend import REMOTE_CAPABILITIES, RemoteBackend, RemoteOptions
 from orchestrator.backends.remote.retry import Provider
-from orchestrator.errors import BackendError, ProviderAuthError, UnsupportedParameterError
+from orchestrator.errors import ProviderAuthError, UnsupportedParameterError
 
 __all__ = [
+    "AZURE_API_VERSION",
     "KEY_METADATA",
     "AzureOpenAIBackend",
     "AzureOptions",
@@ -38,7 +41,6 @@ __all__ = [
 
 #: the job metadata entry that holds the request's idempotency key (OpenAI)
 KEY_METADATA = "ftsweep_key"
-AZURE_API_VERSION = "2024-10-21"
 
 
 def _hyperparameters(request: TrainingRequest) -> dict[str, Any]:
@@ -59,15 +61,6 @@ class OpenAIOptions(RemoteOptions):
     project: str | None = None
     #: names the fine-tuned models (``ft:MODEL:ORG:SUFFIX:ID``)
     suffix: str | None = Field(default=None, min_length=1, max_length=64)
-
-
-class AzureOptions(RemoteOptions):
-    """``backend.options`` of ``azure``."""
-
-    #: ``https://RESOURCE.openai.azure.com`` (default: ``AZURE_OPENAI_ENDPOINT``)
-    endpoint: str | None = None
-    #: the dated API version (default: ``OPENAI_API_VERSION``, else 2024-10-21)
-    api_version: str | None = None
 
 
 class OpenAIBackend(RemoteBackend):
@@ -161,157 +154,3 @@ class OpenAIBackend(RemoteBackend):
             if (job.metadata or {}).get(KEY_METADATA) == key
         ]
         return min(matches, key=lambda j: j.created_at) if matches else None
-
-
-def azure_suffix(key: str) -> str:
-    """The job suffix that identifies ``key`` on Azure (2024-10-21 jobs have no metadata)."""
-    return "fts-" + hashlib.sha256(key.encode()).hexdigest()[:24]
-
-
-class AzureOpenAIBackend(RemoteBackend):
-    """Fine-tuning jobs on Azure OpenAI (``AZURE_OPENAI_ENDPOINT``, ``AZURE_OPENAI_API_KEY``
-    or Entra ID, ``OPENAI_API_VERSION``, default 2024-10-21). One job runs at a time per
-    resource; the others wait in ``pending``."""
-
-    name: ClassVar[str] = "azure"
-    capabilities: ClassVar[Capabilities] = replace(REMOTE_CAPABILITIES, max_concurrent_jobs=1)
-    Options: ClassVar[type[BackendOptions]] = AzureOptions
-    events_newest_first: ClassVar[bool] = False
-
-    def __init__(self, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        assert isinstance(self.options, AzureOptions)
-        self.endpoint = self.options.endpoint
-        self.api_version = self.options.api_version
-        self._ledger_lock = threading.Lock()
-
-    def _make_client(self) -> Any:
-        import openai
-
-        endpoint = self.endpoint or os.environ.get("AZURE_OPENAI_ENDPOINT")
-        if not endpoint:
-            raise ProviderAuthError(
-                "AZURE_OPENAI_ENDPOINT is not set: export it (or set backend.options.endpoint) "
-                "to use the azure backend"
-            )
-        version = self.api_version or os.environ.get("OPENAI_API_VERSION") or AZURE_API_VERSION
-        common: dict[str, Any] = {
-            "azure_endpoint": endpoint,
-            "api_version": version,
-            "max_retries": 0,
-            "timeout": self.timeout,
-        }
-        key = os.environ.get("AZURE_OPENAI_API_KEY")
-        if key:
-            return openai.AzureOpenAI(api_key=key, **common)
-        try:
-            identity = importlib.import_module("azure.identity")
-        except ImportError as exc:
-            raise ProviderAuthError(
-                "AZURE_OPENAI_API_KEY is not set: export it to use the azure backend "
-                "(or pip install azure-identity to sign in with Entra ID)"
-            ) from exc
-        provider = identity.get_bearer_token_provider(
-            identity.DefaultAzureCredential(), "https://cognitiveservices.azure.com/.default"
-        )
-
-        def token() -> str:
-            try:
-                return str(provider())
-            except Exception as exc:  # azure.identity's CredentialUnavailableError and kin
-                first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-                raise ProviderAuthError(
-                    f"azure: Entra ID sign-in failed ({first[:200]}): sign in (az login) or "
-                    "export AZURE_OPENAI_API_KEY"
-                ) from exc
-
-        return openai.AzureOpenAI(azure_ad_token_provider=token, **common)
-
-    def _secrets(self) -> list[str]:
-        return [os.environ.get("AZURE_OPENAI_API_KEY", "")]
-
-    def _provider(self) -> Provider:
-        keyed = bool(os.environ.get("AZURE_OPENAI_API_KEY"))
-        signin = "AZURE_OPENAI_API_KEY" if keyed else "the Entra ID sign-in"
-        return Provider(
-            name=self.name,
-            credentials=f"{signin} and AZURE_OPENAI_ENDPOINT",
-            address_setting="AZURE_OPENAI_ENDPOINT / backend.options.endpoint",
-            access="the resource's region and fine-tuning access (AZURE_OPENAI_ENDPOINT)",
-            url=self._scope,
-        )
-
-    def _scope(self) -> str:
-        return str(self.endpoint or os.environ.get("AZURE_OPENAI_ENDPOINT") or "").rstrip("/")
-
-    def _create_params(
-        self, request: TrainingRequest, train_id: str, valid_id: str | None
-    ) -> dict[str, Any]:
-        params: dict[str, Any] = {
-            "model": request.model,
-            "training_file": train_id,
-            "hyperparameters": _hyperparameters(request),
-            "seed": request.seed,
-            "suffix": azure_suffix(request.key),
-        }
-        if valid_id is not None:
-            params["validation_file"] = valid_id
-        return params
-
-    # -- the ledger: key -> job id, a shortcut before scanning the job list ------------------
-    @property
-    def _ledger_path(self) -> Path | None:
-        return self.workdir / "azure-jobs.json" if self.workdir is not None else None
-
-    def _ledger(self) -> dict[str, str]:
-        path = self._ledger_path
-        if path is None or not path.exists():
-            return {}
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            return {}
-        return {str(k): str(v) for k, v in data.get("jobs", {}).items()}
-
-    def _created(self, key: str, job_id: str) -> None:
-        path = self._ledger_path
-        if path is None:
-            return
-        with self._ledger_lock:
-            jobs = self._ledger()
-            entry = f"{self._scope()}|{key}"
-            if jobs.get(entry) == job_id:
-                return
-            jobs[entry] = job_id
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-            tmp.write_text(json.dumps({"version": 1, "jobs": jobs}, indent=1), encoding="utf-8")
-            os.replace(tmp, path)
-
-    def _find_job(self, key: str) -> Any | None:
-        import openai
-
-        jobs = self.client.fine_tuning.jobs
-        suffix = azure_suffix(key)
-        known = self._ledger().get(f"{self._scope()}|{key}")
-        if known is not None:
-            try:
-                return self._call("retrieve job", lambda: jobs.retrieve(known))
-            except BackendError as exc:
-                if not isinstance(exc.__cause__, openai.NotFoundError):
-                    raise
-        matches = [
-            job
-            for items in self._pages("list jobs", jobs.list)
-            for job in items
-            if _suffix_of(job) == suffix
-        ]
-        return min(matches, key=lambda j: j.created_at) if matches else None
-
-
-def _suffix_of(job: Any) -> str | None:
-    suffix = getattr(job, "suffix", None) or getattr(job, "user_provided_suffix", None)
-    if suffix:
-        return str(suffix)
-    model = str(getattr(job, "fine_tuned_model", None) or "")
-    return "fts-" + model.rsplit("-fts-", 1)[1] if "-fts-" in model else None
