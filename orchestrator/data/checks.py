@@ -14,6 +14,7 @@ the layer above (:mod:`orchestrator.tokenizers`, the backends), never of this pa
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import re
@@ -31,6 +32,7 @@ from orchestrator.data.findings import (
     FindingLog,
     Severity,
 )
+from orchestrator.data.parallel import PARALLEL_MIN_BYTES, RANGE_BYTES, run_check
 from orchestrator.data.reader import DEFAULT_MAX_LINE_BYTES, JsonlReader
 from orchestrator.data.tokens import ExampleCounter
 
@@ -57,10 +59,16 @@ def default_epochs(n_examples: int) -> int:
 
 class _FileCheck:
     def __init__(
-        self, path: str, counter: ExampleCounter | None, model: str | None, max_line_bytes: int
+        self,
+        path: str,
+        counter: ExampleCounter | None,
+        model: str | None,
+        max_line_bytes: int,
+        format_hint: tuple[str, int] | None = None,
     ) -> None:
         self.path = path
-        self.reader = JsonlReader(path, max_line_bytes)
+        self.max_line_bytes = max_line_bytes
+        JsonlReader(path, max_line_bytes)  # a missing file or a folder: a DataError now
         self.log = FindingLog(path)
         self.counter = counter
         if counter is not None:
@@ -71,9 +79,14 @@ class _FileCheck:
             self.model = model or "none"
             self.encoding, self.limit = "none", 2**31
             self.special = ()
-        self.format: str | None = None
-        self.format_line = 0
+        # the first example's format (and line) is the file's; a range of the file is told it
+        self.format: str | None = format_hint[0] if format_hint else None
+        self.format_line = format_hint[1] if format_hint else 0
         self.n_examples = 0
+        # what the reader saw (JsonlReader's figures)
+        self.n_lines = self.n_bytes = self.crlf_lines = self.blank_lines = 0
+        self.had_bom = False
+        self.sha256 = ""
         self.hashes: array[int] = array("Q")
         self.hash_lines: array[int] = array("L")
         self.tokens: array[int] = array("L")
@@ -85,9 +98,25 @@ class _FileCheck:
         self.prompts = TextColumn()
         self.completions = TextColumn()
 
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state["counter"] = None  # a range's result travels back without the tokenizer
+        return state
+
     # -- one pass -------------------------------------------------------------------------
-    def run(self) -> None:
-        for line in self.reader:
+    def run(self, reader: JsonlReader | None = None) -> None:
+        """Check every line ``reader`` yields (default: the whole file)."""
+        reader = reader or JsonlReader(self.path, self.max_line_bytes)
+        try:
+            self._run(reader)
+        finally:
+            self.n_lines, self.n_bytes = reader.n_lines, reader.n_bytes
+            self.crlf_lines, self.blank_lines = reader.crlf_lines, reader.blank_lines
+            self.had_bom = reader.had_bom
+            self.sha256 = reader.sha256 if reader.hash_bytes else ""
+
+    def _run(self, reader: JsonlReader) -> None:
+        for line in reader:
             self.n_examples += 1
             if line.problem is not None:
                 self.log.error(*line.problem, line=line.number)
@@ -153,6 +182,38 @@ class _FileCheck:
         self.hashes.append(int.from_bytes(h.digest(), "little"))
         self.hash_lines.append(number)
 
+    def merge(self, part: _FileCheck) -> None:
+        """Append what ``part`` found in the lines that follow this check's (the next byte
+        range of the file, checked with the same format hint): afterwards this check holds
+        what one pass over both would, line numbers included."""
+        import numpy as np
+
+        offset = self.n_lines
+        self.log.merge(part.log, offset)
+        self.n_examples += part.n_examples
+        self.hashes.extend(part.hashes)
+        if len(part.hash_lines):
+            shifted = np.frombuffer(part.hash_lines, dtype=f"u{part.hash_lines.itemsize}")
+            self.hash_lines.frombytes((shifted + offset).astype(shifted.dtype).tobytes())
+        self.tokens.extend(part.tokens)
+        self.trained.extend(part.trained)
+        self.n_messages.extend(part.n_messages)
+        self.over_limit += part.over_limit
+        self.billed += part.billed
+        if self.labels is not None and part.labels is not None:
+            self.labels.update(part.labels)
+            if len(self.labels) > MAX_LABELS:
+                self.labels = None
+        else:
+            self.labels = None
+        self.prompts.merge(part.prompts)
+        self.completions.merge(part.completions)
+        self.had_bom = self.had_bom or (self.n_lines == 0 and part.had_bom)
+        self.n_lines += part.n_lines
+        self.n_bytes += part.n_bytes
+        self.crlf_lines += part.crlf_lines
+        self.blank_lines += part.blank_lines
+
     def _label(self, content: Any) -> None:
         if self.labels is None:
             return
@@ -191,9 +252,9 @@ class _FileCheck:
             path=self.path,
             format=self.format or "unknown",
             n_examples=self.n_examples,
-            n_lines=self.reader.n_lines,
-            n_bytes=self.reader.n_bytes,
-            sha256=self.reader.sha256,
+            n_lines=self.n_lines,
+            n_bytes=self.n_bytes,
+            sha256=self.sha256,
             tokens=Distribution.of(self.tokens),
             trained_tokens=Distribution.of(self.trained),
             messages=Distribution.of(self.n_messages),
@@ -223,13 +284,25 @@ def check_file(
     *,
     model: str | None = None,
     max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
+    workers: int | None = None,
+    range_bytes: int = RANGE_BYTES,
+    min_parallel_bytes: int = PARALLEL_MIN_BYTES,
 ) -> tuple[DatasetStats, FindingLog, _FileCheck]:
     """Check one file on its own (no train/valid comparison, no dataset-level rules).
 
     ``counter`` counts the tokens (None: no token figures); ``model`` names the model in
-    messages."""
+    messages. Files of ``min_parallel_bytes`` or more are checked in ``workers`` processes
+    (default ``$FTSWEEP_DATA_WORKERS``, else every usable core), in byte ranges of about
+    ``range_bytes``, with the same results as one pass (:mod:`.parallel`)."""
     check = _FileCheck(str(path), counter, model, max_line_bytes)
-    check.run()
+    run_check(
+        check,
+        counter,
+        model,
+        workers=workers,
+        range_bytes=range_bytes,
+        min_parallel_bytes=min_parallel_bytes,
+    )
     stats = check.stats()
     _conclude(check, stats)
     return stats, check.log, check
@@ -237,16 +310,16 @@ def check_file(
 
 def _conclude(check: _FileCheck, stats: DatasetStats) -> None:
     log, n = check.log, stats.n_examples
-    if check.reader.n_bytes == 0:
+    if check.n_bytes == 0:
         log.error("empty_file", "file is empty")
     elif n == 0:
         log.error("no_examples", "no examples (only blank lines)")
-    if check.reader.had_bom:
+    if check.had_bom:
         log.info("bom", "UTF-8 byte-order mark at the start (accepted and ignored)")
-    if check.reader.crlf_lines:
-        log.info("crlf", f"{check.reader.crlf_lines} lines end in CRLF (accepted)")
-    if check.reader.blank_lines:
-        log.warning("blank_lines", f"{check.reader.blank_lines} blank lines are skipped")
+    if check.crlf_lines:
+        log.info("crlf", f"{check.crlf_lines} lines end in CRLF (accepted)")
+    if check.blank_lines:
+        log.warning("blank_lines", f"{check.blank_lines} blank lines are skipped")
     _duplicates(check)
     if stats.n_over_limit:
         log.info(
@@ -254,7 +327,7 @@ def _conclude(check: _FileCheck, stats: DatasetStats) -> None:
             f"{stats.n_over_limit} examples over the limit are billed at {check.limit:,} tokens",
         )
     if stats.format == formats.PROMPT_COMPLETION and len(check.hashes):
-        check_conventions(log, stats, check.prompts, check.completions, check.reader.max_line_bytes)
+        check_conventions(log, stats, check.prompts, check.completions, check.max_line_bytes)
     if stats.labels:
         counts = sorted(stats.labels.values())
         shown = ", ".join(f"{k!r}: {v}" for k, v in list(stats.labels.items())[:10])
@@ -303,6 +376,9 @@ def check_dataset(
     max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
     price_overrides: dict[str, float] | None = None,
     epochs: tuple[int, ...] = (1, 2, 3, 4),
+    workers: int | None = None,
+    range_bytes: int = RANGE_BYTES,
+    min_parallel_bytes: int = PARALLEL_MIN_BYTES,
 ) -> DataReport:
     """Run every check on a training file (and a validation file): each file's own, and the
     dataset's (at least :data:`MIN_EXAMPLES` training examples, one format for both files,
@@ -310,10 +386,18 @@ def check_dataset(
 
     ``counter`` counts tokens as the model is trained (None: no token figures or costs);
     ``model`` names it in the report and finds its price (``price_overrides`` over the
-    built-in table)."""
-    train_stats, train_log, train_check = check_file(
-        train, counter, model=model, max_line_bytes=max_line_bytes
+    built-in table). ``workers``, ``range_bytes``, ``min_parallel_bytes``: as in
+    :func:`check_file`."""
+    check = functools.partial(
+        check_file,
+        counter=counter,
+        model=model,
+        max_line_bytes=max_line_bytes,
+        workers=workers,
+        range_bytes=range_bytes,
+        min_parallel_bytes=min_parallel_bytes,
     )
+    train_stats, train_log, train_check = check(train)
     n = train_stats.n_examples
     if 0 < n < MIN_EXAMPLES:
         train_log.error(
@@ -329,9 +413,7 @@ def check_dataset(
     findings = train_log.findings()
     valid_stats = None
     if valid is not None:
-        valid_stats, valid_log, valid_check = check_file(
-            valid, counter, model=model, max_line_bytes=max_line_bytes
-        )
+        valid_stats, valid_log, valid_check = check(valid)
         if valid_stats.format not in ("unknown", train_stats.format):
             valid_log.error(
                 "format_mismatch",

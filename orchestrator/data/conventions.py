@@ -66,6 +66,25 @@ class TextColumn:
             if text.endswith(c):
                 self.ending[c] += 1
 
+    def merge(self, other: TextColumn) -> None:
+        """Take in the evidence of the texts that follow (another range of the file)."""
+        if other.first is None:
+            return
+        if self.first is None:
+            self.first, self.prefix, self.suffix = other.first, other.prefix, other.suffix
+            self.all_same, self.all_empty = other.all_same, other.all_empty
+            self.ending.update(other.ending)
+            return
+        assert self.prefix is not None and self.suffix is not None
+        assert other.prefix is not None and other.suffix is not None
+        self.all_same = self.all_same and other.all_same and other.first == self.first
+        if self.prefix:
+            self.prefix = _common_prefix(self.prefix, other.prefix)
+        if self.suffix:
+            self.suffix = _common_suffix(self.suffix, other.suffix)
+        self.all_empty = self.all_empty and other.all_empty
+        self.ending.update(other.ending)
+
     def convention(self, n: int) -> str | None:
         """The ending shared by all texts, else by most of them, else None."""
         if self.suffix and self.suffix.strip(" "):

@@ -77,6 +77,18 @@ class FindingLog:
     def info(self, code: str, message: str) -> None:
         self.add(code, Severity.INFO, message)
 
+    def merge(self, other: FindingLog, line_offset: int) -> None:
+        """Append ``other``'s findings, those of the lines that follow this log's (its line
+        numbers shifted by ``line_offset``): the result is what one log over both would
+        hold."""
+        for code, theirs in other._entries.items():
+            entry = self._entries.get(code)
+            if entry is None:
+                entry = self._entries[code] = _Entry(theirs.severity, theirs.message)
+            entry.count += theirs.count
+            room = MAX_LINES_PER_FINDING - len(entry.lines)
+            entry.lines.extend(n + line_offset for n in theirs.lines[:room])
+
     def has_errors(self) -> bool:
         return any(e.severity is Severity.ERROR for e in self._entries.values())
 
