@@ -20,10 +20,12 @@ import os
 import re
 from array import array
 from collections import Counter
+from dataclasses import replace
 from typing import Any
 
 from orchestrator.costs import training_cost, training_price
 from orchestrator.data import formats
+from orchestrator.data.advice import Advice, advise
 from orchestrator.data.conventions import SEPARATORS, STOPS, TextColumn, check_conventions
 from orchestrator.data.findings import (
     DataReport,
@@ -32,7 +34,7 @@ from orchestrator.data.findings import (
     FindingLog,
     Severity,
 )
-from orchestrator.data.parallel import PARALLEL_MIN_BYTES, RANGE_BYTES, run_check
+from orchestrator.data.parallel import PARALLEL_MIN_BYTES, run_check
 from orchestrator.data.reader import DEFAULT_MAX_LINE_BYTES, JsonlReader
 from orchestrator.data.tokens import ExampleCounter
 
@@ -92,6 +94,9 @@ class _FileCheck:
         self.tokens: array[int] = array("L")
         self.trained: array[int] = array("L")
         self.n_messages: array[int] = array("H")
+        # lengths in characters, for the advice, where no counter counts tokens
+        self.chars: array[int] = array("L")
+        self.trained_chars: array[int] = array("L")
         self.over_limit = 0
         self.billed = 0
         self.labels: Counter[str] | None = Counter()
@@ -155,6 +160,15 @@ class _FileCheck:
             self.n_messages.append(min(len(messages), 65535))
             last = next(m for m in reversed(messages) if m.get("role") == "assistant")
             self._label(last.get("content"))
+            if self.counter is None:
+                total = trained = 0
+                for m in messages:
+                    content = m.get("content")
+                    n = len(content) if isinstance(content, str) else 0
+                    total += n
+                    trained += n if m.get("role") == "assistant" else 0
+                self.chars.append(total)
+                self.trained_chars.append(trained)
         else:
             prompt, completion = value["prompt"], value["completion"]
             h.update(prompt.encode())
@@ -163,6 +177,9 @@ class _FileCheck:
             self.prompts.add(prompt, SEPARATORS)
             self.completions.add(completion, STOPS)
             self._label(completion)
+            if self.counter is None:
+                self.chars.append(len(prompt) + len(completion))
+                self.trained_chars.append(len(completion))
             if completion[:1] not in (" ", "\n", "\t"):
                 self.log.warning(
                     "completion_no_leading_space",
@@ -198,6 +215,8 @@ class _FileCheck:
         self.tokens.extend(part.tokens)
         self.trained.extend(part.trained)
         self.n_messages.extend(part.n_messages)
+        self.chars.extend(part.chars)
+        self.trained_chars.extend(part.trained_chars)
         self.over_limit += part.over_limit
         self.billed += part.billed
         if self.labels is not None and part.labels is not None:
@@ -285,7 +304,7 @@ def check_file(
     model: str | None = None,
     max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
     workers: int | None = None,
-    range_bytes: int = RANGE_BYTES,
+    range_bytes: int | None = None,
     min_parallel_bytes: int = PARALLEL_MIN_BYTES,
 ) -> tuple[DatasetStats, FindingLog, _FileCheck]:
     """Check one file on its own (no train/valid comparison, no dataset-level rules).
@@ -293,7 +312,8 @@ def check_file(
     ``counter`` counts the tokens (None: no token figures); ``model`` names the model in
     messages. Files of ``min_parallel_bytes`` or more are checked in ``workers`` processes
     (default ``$FTSWEEP_DATA_WORKERS``, else every usable core), in byte ranges of about
-    ``range_bytes``, with the same results as one pass (:mod:`.parallel`)."""
+    ``range_bytes`` (default: :func:`~.parallel.range_size`), with the same results as one
+    pass (:mod:`.parallel`)."""
     check = _FileCheck(str(path), counter, model, max_line_bytes)
     run_check(
         check,
@@ -377,7 +397,7 @@ def check_dataset(
     price_overrides: dict[str, float] | None = None,
     epochs: tuple[int, ...] = (1, 2, 3, 4),
     workers: int | None = None,
-    range_bytes: int = RANGE_BYTES,
+    range_bytes: int | None = None,
     min_parallel_bytes: int = PARALLEL_MIN_BYTES,
 ) -> DataReport:
     """Run every check on a training file (and a validation file): each file's own, and the
@@ -398,6 +418,7 @@ def check_dataset(
         min_parallel_bytes=min_parallel_bytes,
     )
     train_stats, train_log, train_check = check(train)
+    train_stats = replace(train_stats, advice=_advice(train_check, train_stats))
     n = train_stats.n_examples
     if 0 < n < MIN_EXAMPLES:
         train_log.error(
@@ -438,6 +459,19 @@ def check_dataset(
         default_epochs=n_epochs,
         cost_per_epochs=costs,
         price_per_million=price,
+    )
+
+
+def _advice(check: _FileCheck, stats: DatasetStats) -> tuple[Advice, ...]:
+    counted = check.counter is not None
+    return advise(
+        n_examples=stats.n_examples,
+        task=stats.task,
+        labels=stats.labels,
+        lengths=check.tokens if counted else check.chars,
+        trained=check.trained if counted else check.trained_chars,
+        lines=check.hash_lines,
+        unit="tokens" if counted else "characters",
     )
 
 

@@ -7,6 +7,8 @@ from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from orchestrator.data.advice import Advice
+
 __all__ = ["DataReport", "DatasetStats", "Distribution", "Finding", "FindingLog", "Severity"]
 
 MAX_LINES_PER_FINDING = 20
@@ -146,6 +148,8 @@ class DatasetStats:
     labels: dict[str, int] | None = None
     separator: str | None = None
     stop_sequence: str | None = None
+    #: what a sweep over this file should search or watch (training files only)
+    advice: tuple[Advice, ...] = ()
 
 
 @dataclass(frozen=True)

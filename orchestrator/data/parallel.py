@@ -1,7 +1,7 @@
 """The per-line checks of one file on every core: byte ranges checked in a process pool.
 
-A file of at least :data:`PARALLEL_MIN_BYTES` is cut into ranges of about
-:data:`RANGE_BYTES`, every boundary at a line start (:func:`~.reader.line_ranges`). Each
+A file of at least :data:`PARALLEL_MIN_BYTES` is cut into ranges (four per worker, each
+1–16 MiB: :func:`range_size`), every boundary at a line start (:func:`~.reader.line_ranges`). Each
 worker checks its ranges as the serial pass would (the same :class:`~.checks._FileCheck`,
 streaming, with line numbers counted from the range's start) and sends back what it found:
 findings with their first lines, and compact per-example arrays (8-byte hashes, token counts),
@@ -38,13 +38,23 @@ if TYPE_CHECKING:
     from orchestrator.data.checks import _FileCheck
     from orchestrator.data.tokens import ExampleCounter
 
-__all__ = ["PARALLEL_MIN_BYTES", "RANGE_BYTES", "WORKERS_ENV", "data_workers", "run_check"]
+__all__ = [
+    "PARALLEL_MIN_BYTES",
+    "RANGE_BYTES",
+    "WORKERS_ENV",
+    "data_workers",
+    "range_size",
+    "run_check",
+]
 
 WORKERS_ENV = "FTSWEEP_DATA_WORKERS"
 #: smaller files are checked in this process: a pool costs more than it saves below this
 PARALLEL_MIN_BYTES = 8 * 1024 * 1024
-#: the size of one byte range (a task of a worker); many per worker balances the load
+#: the largest and smallest byte range (one task of a worker); several per worker balance the
+#: load, and a range's results (about 24 bytes per example) wait in memory until merged
 RANGE_BYTES = 16 * 1024 * 1024
+MIN_RANGE_BYTES = 1024 * 1024
+RANGES_PER_WORKER = 4
 _HASH_CHUNK = 1 << 20
 
 _counter: ExampleCounter | None = None
@@ -70,6 +80,11 @@ def data_workers(workers: int | None = None) -> int:
     if workers < 1:
         raise UsageError(f"workers: must be >= 1, got {workers}")
     return workers
+
+
+def range_size(size: int, workers: int) -> int:
+    """The byte range for a file of ``size`` bytes on ``workers`` processes."""
+    return max(MIN_RANGE_BYTES, min(RANGE_BYTES, size // (workers * RANGES_PER_WORKER)))
 
 
 def _init(counter: ExampleCounter | None) -> None:
@@ -133,7 +148,7 @@ def run_check(
     model: str | None,
     *,
     workers: int | None = None,
-    range_bytes: int = RANGE_BYTES,
+    range_bytes: int | None = None,
     min_parallel_bytes: int = PARALLEL_MIN_BYTES,
 ) -> int:
     """Run ``check`` (fresh, over its whole file) on ``workers`` processes, or serially
@@ -144,7 +159,7 @@ def run_check(
     if n_workers < 2 or size < max(min_parallel_bytes, 1):
         check.run()
         return 0
-    ranges = line_ranges(check.path, size, range_bytes)
+    ranges = line_ranges(check.path, size, range_bytes or range_size(size, n_workers))
     ctx = _context(counter) if len(ranges) > 1 else None
     if ctx is None:
         check.run()
