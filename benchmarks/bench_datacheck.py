@@ -10,9 +10,10 @@ model the cookbook assumes (``gpt-3.5-turbo-0613``, ``cl100k_base``); the two to
 agree, or the benchmark fails.
 
 Each run is its own process (as ``nice`` as the benchmark), timed for wall and CPU seconds
-(its own and its workers'), and its memory sampled every 0.1 s as the sum of the proportional set size (PSS:
-shared pages split between the processes sharing them) of the process and all its children:
-the honest total of a pool, where per-process peaks would count the forked tokenizer twice.
+(its own and its workers'), and its memory sampled every 0.1 s as the sum of the proportional
+set size (PSS: shared pages split between the processes sharing them) of the process and all
+its children: the honest total of a pool, where per-process peaks would count the forked
+tokenizer twice.
 
 Sizes: 10 MB, 100 MB and 1 GB of generated chat data (``quick``: 10 MB and 100 MB).
 Reproduce: ``nice python benchmarks/bench_datacheck.py [--quick]``. On a shared machine the
