@@ -30,7 +30,7 @@ lint: install
 	$(BIN)/check-jsonschema --builtin-schema vendor.compose-spec compose.yaml
 
 bench: install
-	$(PY) benchmarks/validate_large.py
+	$(PY) benchmarks/bench_datacheck.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
