@@ -179,3 +179,23 @@ def test_worker_count_from_option_env_and_cores(monkeypatch: pytest.MonkeyPatch)
     monkeypatch.setenv(WORKERS_ENV, "0")
     with pytest.raises(UsageError):
         data_workers()
+
+
+def test_spawned_workers_when_threads_run_give_the_same_report(tmp_path: Path) -> None:
+    """With another thread alive the pool spawns instead of forking (the counter travels
+    pickled): the same report."""
+    import threading
+
+    path = _hostile(tmp_path / "h.jsonl")
+    serial = _report(path, workers=1, max_line_bytes=300)
+    stop = threading.Event()
+    thread = threading.Thread(target=stop.wait, daemon=True)
+    thread.start()
+    try:
+        parallel = _report(
+            path, workers=2, range_bytes=400, min_parallel_bytes=0, max_line_bytes=300
+        )
+    finally:
+        stop.set()
+        thread.join()
+    assert parallel == serial
