@@ -248,9 +248,10 @@ def _size_name(size: int) -> str:
     return f"{size // 1_000_000_000} GB" if size >= 1_000_000_000 else f"{size // 1_000_000} MB"
 
 
-def run(quick: bool) -> list[Figure]:
-    """Figures at 10 MB and 100 MB (and 1 GB unless ``quick``)."""
-    sizes = [10_000_000, 100_000_000] + ([] if quick else [1_000_000_000])
+def run(quick: bool, sizes: list[int] | None = None) -> list[Figure]:
+    """Figures at 10 MB and 100 MB (and 1 GB unless ``quick``), or at ``sizes`` (bytes)."""
+    if sizes is None:
+        sizes = [10_000_000, 100_000_000] + ([] if quick else [1_000_000_000])
     figures: list[Figure] = []
     with tempfile.TemporaryDirectory(prefix="bench-datacheck-") as tmp:
         for size in sizes:
@@ -338,9 +339,11 @@ def run(quick: bool) -> list[Figure]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="10 MB and 100 MB only")
+    parser.add_argument("--size-mb", type=int, action="append", help="only this size (repeat)")
     args = parser.parse_args()
     t0 = time.perf_counter()
-    figures = run(args.quick)
+    sizes = [mb * 1_000_000 for mb in args.size_mb] if args.size_mb else None
+    figures = run(args.quick, sizes)
     print(f"{'figure':48} {'value':>9} {'baseline':>9} {'ratio':>7}  target / met")
     for f in figures:
         ratio = f.ratio_or_computed()

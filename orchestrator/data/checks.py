@@ -26,7 +26,13 @@ from typing import Any
 from orchestrator.costs import training_cost, training_price
 from orchestrator.data import formats
 from orchestrator.data.advice import Advice, advise
-from orchestrator.data.conventions import SEPARATORS, STOPS, TextColumn, check_conventions
+from orchestrator.data.conventions import (
+    SEPARATORS,
+    STOPS,
+    ConventionScan,
+    TextColumn,
+    check_conventions,
+)
 from orchestrator.data.findings import (
     DataReport,
     DatasetStats,
@@ -89,6 +95,8 @@ class _FileCheck:
         self.n_lines = self.n_bytes = self.crlf_lines = self.blank_lines = 0
         self.had_bom = False
         self.sha256 = ""
+        # the second pass over a prompt/completion file: set by the pool (see .parallel)
+        self.scan: ConventionScan | None = None
         self.hashes: array[int] = array("Q")
         self.hash_lines: array[int] = array("L")
         self.tokens: array[int] = array("L")
@@ -105,7 +113,7 @@ class _FileCheck:
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
-        state["counter"] = None  # a range's result travels back without the tokenizer
+        state["counter"] = state["scan"] = None  # a range's result travels back without them
         return state
 
     # -- one pass -------------------------------------------------------------------------
@@ -347,7 +355,9 @@ def _conclude(check: _FileCheck, stats: DatasetStats) -> None:
             f"{stats.n_over_limit} examples over the limit are billed at {check.limit:,} tokens",
         )
     if stats.format == formats.PROMPT_COMPLETION and len(check.hashes):
-        check_conventions(log, stats, check.prompts, check.completions, check.max_line_bytes)
+        check_conventions(
+            log, stats, check.prompts, check.completions, check.max_line_bytes, check.scan
+        )
     if stats.labels:
         counts = sorted(stats.labels.values())
         shown = ", ".join(f"{k!r}: {v}" for k, v in list(stats.labels.items())[:10])

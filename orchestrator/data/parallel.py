@@ -11,6 +11,9 @@ needs the whole file (duplicates, train/valid overlap, labels, conventions, conc
 decided after the merge, on the merged arrays, exactly as the serial path decides it: the two
 paths give the same report (``tests/data/test_parallel.py`` compares them).
 
+The second pass of a prompt/completion file (the lines that break the separator or stop
+sequence, known only once the whole file is seen) runs over the same ranges in a pool too.
+
 One fact a range cannot know is the file's format (set by its first valid example): the parent
 reads up to that example before the pool starts and tells every range.
 
@@ -22,6 +25,7 @@ inherited), else spawn.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import pickle
@@ -31,6 +35,8 @@ from concurrent.futures.process import BrokenProcessPool
 from typing import TYPE_CHECKING, Any
 
 from orchestrator.data import formats
+from orchestrator.data.conventions import scan_lines
+from orchestrator.data.findings import FindingLog
 from orchestrator.data.reader import JsonlReader, line_ranges
 from orchestrator.errors import OrchestratorError, UsageError
 
@@ -164,6 +170,7 @@ def run_check(
     if ctx is None:
         check.run()
         return 0
+    parts: list[tuple[int, int, int]] = []  # (start, end, line offset) of each range
     hint = _format_hint(check.path, check.max_line_bytes)
     check.format, check.format_line = hint if hint else (None, 0)
     args = (check.path, model, check.max_line_bytes, hint)
@@ -178,7 +185,8 @@ def run_check(
         ]
         try:
             check.sha256 = _sha256(check.path, size)
-            for future in futures:
+            for (start, end), future in zip(ranges, futures, strict=True):
+                parts.append((start, end, check.n_lines))
                 check.merge(future.result())
         except BrokenProcessPool as exc:
             raise OrchestratorError(
@@ -188,4 +196,34 @@ def run_check(
         except BaseException:
             pool.shutdown(wait=False, cancel_futures=True)
             raise
+    if check.format == formats.PROMPT_COMPLETION:
+        check.scan = functools.partial(
+            _scan, check.path, parts, check.max_line_bytes, n_workers, ctx
+        )
     return len(ranges)
+
+
+def _scan(
+    path: str,
+    parts: list[tuple[int, int, int]],
+    max_line_bytes: int,
+    workers: int,
+    ctx: Any,
+    separator: str | None,
+    stop: str | None,
+) -> FindingLog:
+    """The second pass of a prompt/completion file (:func:`~.conventions.scan_lines`) over
+    the same ranges, merged in file order."""
+    log = FindingLog(path)
+    with ProcessPoolExecutor(max_workers=min(workers, len(parts)), mp_context=ctx) as pool:
+        futures = [
+            pool.submit(scan_lines, path, separator, stop, max_line_bytes, start, end)
+            for start, end, _ in parts
+        ]
+        try:
+            for (_, _, offset), future in zip(parts, futures, strict=True):
+                log.merge(future.result(), offset)
+        except BaseException:
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
+    return log
