@@ -199,3 +199,20 @@ def test_spawned_workers_when_threads_run_give_the_same_report(tmp_path: Path) -
         stop.set()
         thread.join()
     assert parallel == serial
+
+
+def test_validate_refuses_a_bad_worker_count_in_one_line(
+    cli: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    train = tmp_path / "t.jsonl"
+    train.write_text("".join(json.dumps(r) + "\n" for r in chat_rows(12)))
+    monkeypatch.setenv(WORKERS_ENV, "lots")
+    r = cli("validate", train)
+    assert r.code == 2
+    assert f"error: {WORKERS_ENV}='lots': must be a whole number >= 1" in r.err
+    assert "Traceback" not in r.err
+    monkeypatch.delenv(WORKERS_ENV)
+    assert cli("validate", train, "--workers", "0").code == 2
+    r = cli("validate", train, "--workers", "2", "--json")
+    assert r.code == 0, r.err
+    assert json.loads(r.out)["train"]["n_examples"] == 12
