@@ -344,13 +344,13 @@ def main() -> int:
     t0 = time.perf_counter()
     sizes = [mb * 1_000_000 for mb in args.size_mb] if args.size_mb else None
     figures = run(args.quick, sizes)
-    print(f"{'figure':48} {'value':>9} {'baseline':>9} {'ratio':>7}  target / met")
+    print(f"{'figure':58} {'value':>9} {'baseline':>9} {'ratio':>7}  target / met")
     for f in figures:
         ratio = f.ratio_or_computed()
         base = "-" if f.baseline is None else f"{f.baseline:9.2f}"
         met = "" if f.met is None else ("met" if f.met else "NOT met")
         print(
-            f"{f.name:48} {f.value:9.2f} {base:>9} {'-' if ratio is None else f'{ratio:6.2f}x'}"
+            f"{f.name:58} {f.value:9.2f} {base:>9} {'-' if ratio is None else f'{ratio:6.2f}x'}"
             f"  {f.target} {met}  {f.note}"
         )
     print(f"({time.perf_counter() - t0:.0f} s in all)", file=sys.stderr)
