@@ -47,6 +47,15 @@ def validate(
         ),
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            "--workers",
+            min=1,
+            help="Processes that check a large file (default: $FTSWEEP_DATA_WORKERS, else "
+            "every usable core). Files under 8 MiB are checked in one.",
+        ),
+    ] = None,
 ) -> None:
     """Check fine-tuning data and report problems with their line numbers.
 
@@ -61,7 +70,7 @@ def validate(
         _warn_sunset(model)
     model = model or DEFAULT_MODEL
     out.info(f"checking {data}" + (f" and {valid}" if valid else "") + f" for {model} ...")
-    report = check_dataset(data, valid, counter_for_model(model), model=model)
+    report = check_dataset(data, valid, counter_for_model(model), model=model, workers=workers)
     if as_json:
         out.data(json.dumps(report.to_dict(), indent=2))
     else:

@@ -66,6 +66,9 @@ def render_report(report: DataReport) -> str:
             tokens = report.train.billed_tokens * epochs
             rows.append([epochs, f"{tokens:,}", "-" if cost is None else f"${cost:,.2f}"])
         lines += [head + ":", table(["epochs", "trained tokens", "cost"], rows, indent="  ")]
+    if report.train.advice:
+        lines += ["", "advice for a sweep over this data:"]
+        lines += [f"  - {a.message}" for a in report.train.advice]
     lines.append("")
     if report.findings:
         lines.append("findings:")

@@ -5,12 +5,15 @@ from __future__ import annotations
 import json
 from dataclasses import asdict
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from orchestrator.cli.output import out
 from orchestrator.cli.render import table
+
+if TYPE_CHECKING:
+    from orchestrator.plan import SweepPlan
 
 __all__ = ["register"]
 
@@ -66,7 +69,28 @@ def space(spec: SpecArg, as_json: JsonOpt = False) -> None:
             ["parameter", "search", "notes"],
             [[d.name, d.describe(), "; ".join(d.notes)] for d in plan.space.dimensions],
         )
+        + _advice(plan)
     )
+
+
+def _advice(plan: SweepPlan) -> str:
+    """The data's advice that applies to this sweep, as lines to print (or nothing)."""
+    from orchestrator.data.advice import for_sweep
+    from orchestrator.space import refusal
+
+    names = {d.name for d in plan.space.dimensions}
+    advice = for_sweep(
+        plan.train.advice,
+        takes_prompt_loss_weight=refusal(plan.backend, "prompt_loss_weight", 0.05) is None,
+        prompt_loss_weight_low=plan.space.bounds("prompt_loss_weight")[0]
+        if "prompt_loss_weight" in names
+        else None,
+        objective=plan.spec.objective.metric,
+        epochs_high=int(plan.space.bounds("n_epochs")[1]) if "n_epochs" in names else None,
+    )
+    if not advice:
+        return ""
+    return "\n\nadvice from the data:\n" + "\n".join(f"  - {a.message}" for a in advice)
 
 
 def estimate(spec: SpecArg, as_json: JsonOpt = False, given: PriceOpt = None) -> None:

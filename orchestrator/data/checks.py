@@ -14,16 +14,25 @@ the layer above (:mod:`orchestrator.tokenizers`, the backends), never of this pa
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import re
 from array import array
 from collections import Counter
+from dataclasses import replace
 from typing import Any
 
 from orchestrator.costs import training_cost, training_price
 from orchestrator.data import formats
-from orchestrator.data.conventions import SEPARATORS, STOPS, TextColumn, check_conventions
+from orchestrator.data.advice import Advice, advise
+from orchestrator.data.conventions import (
+    SEPARATORS,
+    STOPS,
+    ConventionScan,
+    TextColumn,
+    check_conventions,
+)
 from orchestrator.data.findings import (
     DataReport,
     DatasetStats,
@@ -31,6 +40,7 @@ from orchestrator.data.findings import (
     FindingLog,
     Severity,
 )
+from orchestrator.data.parallel import PARALLEL_MIN_BYTES, run_check
 from orchestrator.data.reader import DEFAULT_MAX_LINE_BYTES, JsonlReader
 from orchestrator.data.tokens import ExampleCounter
 
@@ -57,10 +67,16 @@ def default_epochs(n_examples: int) -> int:
 
 class _FileCheck:
     def __init__(
-        self, path: str, counter: ExampleCounter | None, model: str | None, max_line_bytes: int
+        self,
+        path: str,
+        counter: ExampleCounter | None,
+        model: str | None,
+        max_line_bytes: int,
+        format_hint: tuple[str, int] | None = None,
     ) -> None:
         self.path = path
-        self.reader = JsonlReader(path, max_line_bytes)
+        self.max_line_bytes = max_line_bytes
+        JsonlReader(path, max_line_bytes)  # a missing file or a folder: a DataError now
         self.log = FindingLog(path)
         self.counter = counter
         if counter is not None:
@@ -71,23 +87,49 @@ class _FileCheck:
             self.model = model or "none"
             self.encoding, self.limit = "none", 2**31
             self.special = ()
-        self.format: str | None = None
-        self.format_line = 0
+        # the first example's format (and line) is the file's; a range of the file is told it
+        self.format: str | None = format_hint[0] if format_hint else None
+        self.format_line = format_hint[1] if format_hint else 0
         self.n_examples = 0
+        # what the reader saw (JsonlReader's figures)
+        self.n_lines = self.n_bytes = self.crlf_lines = self.blank_lines = 0
+        self.had_bom = False
+        self.sha256 = ""
+        # the second pass over a prompt/completion file: set by the pool (see .parallel)
+        self.scan: ConventionScan | None = None
         self.hashes: array[int] = array("Q")
         self.hash_lines: array[int] = array("L")
         self.tokens: array[int] = array("L")
         self.trained: array[int] = array("L")
         self.n_messages: array[int] = array("H")
+        # lengths in characters, for the advice, where no counter counts tokens
+        self.chars: array[int] = array("L")
+        self.trained_chars: array[int] = array("L")
         self.over_limit = 0
         self.billed = 0
         self.labels: Counter[str] | None = Counter()
         self.prompts = TextColumn()
         self.completions = TextColumn()
 
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state["counter"] = state["scan"] = None  # a range's result travels back without them
+        return state
+
     # -- one pass -------------------------------------------------------------------------
-    def run(self) -> None:
-        for line in self.reader:
+    def run(self, reader: JsonlReader | None = None) -> None:
+        """Check every line ``reader`` yields (default: the whole file)."""
+        reader = reader or JsonlReader(self.path, self.max_line_bytes)
+        try:
+            self._run(reader)
+        finally:
+            self.n_lines, self.n_bytes = reader.n_lines, reader.n_bytes
+            self.crlf_lines, self.blank_lines = reader.crlf_lines, reader.blank_lines
+            self.had_bom = reader.had_bom
+            self.sha256 = reader.sha256 if reader.hash_bytes else ""
+
+    def _run(self, reader: JsonlReader) -> None:
+        for line in reader:
             self.n_examples += 1
             if line.problem is not None:
                 self.log.error(*line.problem, line=line.number)
@@ -126,6 +168,15 @@ class _FileCheck:
             self.n_messages.append(min(len(messages), 65535))
             last = next(m for m in reversed(messages) if m.get("role") == "assistant")
             self._label(last.get("content"))
+            if self.counter is None:
+                total = trained = 0
+                for m in messages:
+                    content = m.get("content")
+                    n = len(content) if isinstance(content, str) else 0
+                    total += n
+                    trained += n if m.get("role") == "assistant" else 0
+                self.chars.append(total)
+                self.trained_chars.append(trained)
         else:
             prompt, completion = value["prompt"], value["completion"]
             h.update(prompt.encode())
@@ -134,6 +185,9 @@ class _FileCheck:
             self.prompts.add(prompt, SEPARATORS)
             self.completions.add(completion, STOPS)
             self._label(completion)
+            if self.counter is None:
+                self.chars.append(len(prompt) + len(completion))
+                self.trained_chars.append(len(completion))
             if completion[:1] not in (" ", "\n", "\t"):
                 self.log.warning(
                     "completion_no_leading_space",
@@ -152,6 +206,40 @@ class _FileCheck:
             self._record(number, *self.counter.example(fmt, value))
         self.hashes.append(int.from_bytes(h.digest(), "little"))
         self.hash_lines.append(number)
+
+    def merge(self, part: _FileCheck) -> None:
+        """Append what ``part`` found in the lines that follow this check's (the next byte
+        range of the file, checked with the same format hint): afterwards this check holds
+        what one pass over both would, line numbers included."""
+        import numpy as np
+
+        offset = self.n_lines
+        self.log.merge(part.log, offset)
+        self.n_examples += part.n_examples
+        self.hashes.extend(part.hashes)
+        if len(part.hash_lines):
+            shifted = np.frombuffer(part.hash_lines, dtype=f"u{part.hash_lines.itemsize}")
+            self.hash_lines.frombytes((shifted + offset).astype(shifted.dtype).tobytes())
+        self.tokens.extend(part.tokens)
+        self.trained.extend(part.trained)
+        self.n_messages.extend(part.n_messages)
+        self.chars.extend(part.chars)
+        self.trained_chars.extend(part.trained_chars)
+        self.over_limit += part.over_limit
+        self.billed += part.billed
+        if self.labels is not None and part.labels is not None:
+            self.labels.update(part.labels)
+            if len(self.labels) > MAX_LABELS:
+                self.labels = None
+        else:
+            self.labels = None
+        self.prompts.merge(part.prompts)
+        self.completions.merge(part.completions)
+        self.had_bom = self.had_bom or (self.n_lines == 0 and part.had_bom)
+        self.n_lines += part.n_lines
+        self.n_bytes += part.n_bytes
+        self.crlf_lines += part.crlf_lines
+        self.blank_lines += part.blank_lines
 
     def _label(self, content: Any) -> None:
         if self.labels is None:
@@ -191,9 +279,9 @@ class _FileCheck:
             path=self.path,
             format=self.format or "unknown",
             n_examples=self.n_examples,
-            n_lines=self.reader.n_lines,
-            n_bytes=self.reader.n_bytes,
-            sha256=self.reader.sha256,
+            n_lines=self.n_lines,
+            n_bytes=self.n_bytes,
+            sha256=self.sha256,
             tokens=Distribution.of(self.tokens),
             trained_tokens=Distribution.of(self.trained),
             messages=Distribution.of(self.n_messages),
@@ -223,13 +311,26 @@ def check_file(
     *,
     model: str | None = None,
     max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
+    workers: int | None = None,
+    range_bytes: int | None = None,
+    min_parallel_bytes: int = PARALLEL_MIN_BYTES,
 ) -> tuple[DatasetStats, FindingLog, _FileCheck]:
     """Check one file on its own (no train/valid comparison, no dataset-level rules).
 
     ``counter`` counts the tokens (None: no token figures); ``model`` names the model in
-    messages."""
+    messages. Files of ``min_parallel_bytes`` or more are checked in ``workers`` processes
+    (default ``$FTSWEEP_DATA_WORKERS``, else every usable core), in byte ranges of about
+    ``range_bytes`` (default: :func:`~.parallel.range_size`), with the same results as one
+    pass (:mod:`.parallel`)."""
     check = _FileCheck(str(path), counter, model, max_line_bytes)
-    check.run()
+    run_check(
+        check,
+        counter,
+        model,
+        workers=workers,
+        range_bytes=range_bytes,
+        min_parallel_bytes=min_parallel_bytes,
+    )
     stats = check.stats()
     _conclude(check, stats)
     return stats, check.log, check
@@ -237,16 +338,16 @@ def check_file(
 
 def _conclude(check: _FileCheck, stats: DatasetStats) -> None:
     log, n = check.log, stats.n_examples
-    if check.reader.n_bytes == 0:
+    if check.n_bytes == 0:
         log.error("empty_file", "file is empty")
     elif n == 0:
         log.error("no_examples", "no examples (only blank lines)")
-    if check.reader.had_bom:
+    if check.had_bom:
         log.info("bom", "UTF-8 byte-order mark at the start (accepted and ignored)")
-    if check.reader.crlf_lines:
-        log.info("crlf", f"{check.reader.crlf_lines} lines end in CRLF (accepted)")
-    if check.reader.blank_lines:
-        log.warning("blank_lines", f"{check.reader.blank_lines} blank lines are skipped")
+    if check.crlf_lines:
+        log.info("crlf", f"{check.crlf_lines} lines end in CRLF (accepted)")
+    if check.blank_lines:
+        log.warning("blank_lines", f"{check.blank_lines} blank lines are skipped")
     _duplicates(check)
     if stats.n_over_limit:
         log.info(
@@ -254,7 +355,9 @@ def _conclude(check: _FileCheck, stats: DatasetStats) -> None:
             f"{stats.n_over_limit} examples over the limit are billed at {check.limit:,} tokens",
         )
     if stats.format == formats.PROMPT_COMPLETION and len(check.hashes):
-        check_conventions(log, stats, check.prompts, check.completions, check.reader.max_line_bytes)
+        check_conventions(
+            log, stats, check.prompts, check.completions, check.max_line_bytes, check.scan
+        )
     if stats.labels:
         counts = sorted(stats.labels.values())
         shown = ", ".join(f"{k!r}: {v}" for k, v in list(stats.labels.items())[:10])
@@ -303,6 +406,9 @@ def check_dataset(
     max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
     price_overrides: dict[str, float] | None = None,
     epochs: tuple[int, ...] = (1, 2, 3, 4),
+    workers: int | None = None,
+    range_bytes: int | None = None,
+    min_parallel_bytes: int = PARALLEL_MIN_BYTES,
 ) -> DataReport:
     """Run every check on a training file (and a validation file): each file's own, and the
     dataset's (at least :data:`MIN_EXAMPLES` training examples, one format for both files,
@@ -310,10 +416,19 @@ def check_dataset(
 
     ``counter`` counts tokens as the model is trained (None: no token figures or costs);
     ``model`` names it in the report and finds its price (``price_overrides`` over the
-    built-in table)."""
-    train_stats, train_log, train_check = check_file(
-        train, counter, model=model, max_line_bytes=max_line_bytes
+    built-in table). ``workers``, ``range_bytes``, ``min_parallel_bytes``: as in
+    :func:`check_file`."""
+    check = functools.partial(
+        check_file,
+        counter=counter,
+        model=model,
+        max_line_bytes=max_line_bytes,
+        workers=workers,
+        range_bytes=range_bytes,
+        min_parallel_bytes=min_parallel_bytes,
     )
+    train_stats, train_log, train_check = check(train)
+    train_stats = replace(train_stats, advice=_advice(train_check, train_stats))
     n = train_stats.n_examples
     if 0 < n < MIN_EXAMPLES:
         train_log.error(
@@ -329,9 +444,7 @@ def check_dataset(
     findings = train_log.findings()
     valid_stats = None
     if valid is not None:
-        valid_stats, valid_log, valid_check = check_file(
-            valid, counter, model=model, max_line_bytes=max_line_bytes
-        )
+        valid_stats, valid_log, valid_check = check(valid)
         if valid_stats.format not in ("unknown", train_stats.format):
             valid_log.error(
                 "format_mismatch",
@@ -356,6 +469,19 @@ def check_dataset(
         default_epochs=n_epochs,
         cost_per_epochs=costs,
         price_per_million=price,
+    )
+
+
+def _advice(check: _FileCheck, stats: DatasetStats) -> tuple[Advice, ...]:
+    counted = check.counter is not None
+    return advise(
+        n_examples=stats.n_examples,
+        task=stats.task,
+        labels=stats.labels,
+        lengths=check.tokens if counted else check.chars,
+        trained=check.trained if counted else check.trained_chars,
+        lines=check.hash_lines,
+        unit="tokens" if counted else "characters",
     )
 
 

@@ -9,12 +9,13 @@ texts end with; the first pass of :mod:`.checks` gathers that evidence in a
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from orchestrator.data.findings import DatasetStats, FindingLog
 from orchestrator.data.reader import JsonlReader
 
-__all__ = ["SEPARATORS", "STOPS", "TextColumn", "check_conventions"]
+__all__ = ["SEPARATORS", "STOPS", "ConventionScan", "TextColumn", "check_conventions", "scan_lines"]
 
 SEPARATORS = (" ->", "\n\n###\n\n", "\n\n===\n\n", "\n\n---\n\n", "\n\n===>\n\n", "\n\n--->\n\n")
 STOPS = ("\n", ".", " END", "***", "+++", "&&&", "$$$", "@@@", "%%%", "###")
@@ -66,6 +67,25 @@ class TextColumn:
             if text.endswith(c):
                 self.ending[c] += 1
 
+    def merge(self, other: TextColumn) -> None:
+        """Take in the evidence of the texts that follow (another range of the file)."""
+        if other.first is None:
+            return
+        if self.first is None:
+            self.first, self.prefix, self.suffix = other.first, other.prefix, other.suffix
+            self.all_same, self.all_empty = other.all_same, other.all_empty
+            self.ending.update(other.ending)
+            return
+        assert self.prefix is not None and self.suffix is not None
+        assert other.prefix is not None and other.suffix is not None
+        self.all_same = self.all_same and other.all_same and other.first == self.first
+        if self.prefix:
+            self.prefix = _common_prefix(self.prefix, other.prefix)
+        if self.suffix:
+            self.suffix = _common_suffix(self.suffix, other.suffix)
+        self.all_empty = self.all_empty and other.all_empty
+        self.ending.update(other.ending)
+
     def convention(self, n: int) -> str | None:
         """The ending shared by all texts, else by most of them, else None."""
         if self.suffix and self.suffix.strip(" "):
@@ -77,15 +97,43 @@ class TextColumn:
         return None
 
 
+#: the second pass: (separator, stop sequence) -> the findings of the lines that break them
+ConventionScan = Callable[[str | None, str | None], FindingLog]
+
+
+def scan_lines(
+    path: str,
+    separator: str | None,
+    stop: str | None,
+    max_line_bytes: int,
+    start: int = 0,
+    end: int | None = None,
+) -> FindingLog:
+    """The lines of ``path`` (or of its byte range) that break the separator or stop-sequence
+    convention, numbered from the range's start."""
+    log = FindingLog(path)
+    for line in JsonlReader(path, max_line_bytes, start=start, end=end, hash_bytes=False):
+        v = line.value
+        if not (isinstance(v, dict) and isinstance(v.get("prompt"), str)):
+            continue
+        if not isinstance(v.get("completion"), str):
+            continue
+        _convention_line(log, "separator", separator, v["prompt"], line.number, "prompt")
+        _convention_line(log, "stop_sequence", stop, v["completion"], line.number, "completion")
+    return log
+
+
 def check_conventions(
     log: FindingLog,
     stats: DatasetStats,
     prompts: TextColumn,
     completions: TextColumn,
     max_line_bytes: int,
+    scan: ConventionScan | None = None,
 ) -> None:
     """Separator, stop-sequence and prefix findings of a prompt/completion file; when a
-    convention exists, a second pass over the file names the lines that break it."""
+    convention exists, a second pass over the file names the lines that break it (``scan``:
+    default :func:`scan_lines` over the whole file, here)."""
     n = stats.n_examples
     if stats.task == "open-ended generation":
         return
@@ -119,16 +167,11 @@ def check_conventions(
         )
     if stats.separator is None and stats.stop_sequence is None:
         return
-    for line in JsonlReader(stats.path, max_line_bytes):
-        v = line.value
-        if not (isinstance(v, dict) and isinstance(v.get("prompt"), str)):
-            continue
-        if not isinstance(v.get("completion"), str):
-            continue
-        _convention_line(log, "separator", stats.separator, v["prompt"], line.number, "prompt")
-        _convention_line(
-            log, "stop_sequence", stats.stop_sequence, v["completion"], line.number, "completion"
-        )
+    if scan is None:
+        found = scan_lines(stats.path, stats.separator, stats.stop_sequence, max_line_bytes)
+    else:
+        found = scan(stats.separator, stats.stop_sequence)
+    log.merge(found, 0)
 
 
 def _convention_line(

@@ -7,6 +7,8 @@ from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from orchestrator.data.advice import Advice
+
 __all__ = ["DataReport", "DatasetStats", "Distribution", "Finding", "FindingLog", "Severity"]
 
 MAX_LINES_PER_FINDING = 20
@@ -77,6 +79,18 @@ class FindingLog:
     def info(self, code: str, message: str) -> None:
         self.add(code, Severity.INFO, message)
 
+    def merge(self, other: FindingLog, line_offset: int) -> None:
+        """Append ``other``'s findings, those of the lines that follow this log's (its line
+        numbers shifted by ``line_offset``): the result is what one log over both would
+        hold."""
+        for code, theirs in other._entries.items():
+            entry = self._entries.get(code)
+            if entry is None:
+                entry = self._entries[code] = _Entry(theirs.severity, theirs.message)
+            entry.count += theirs.count
+            room = MAX_LINES_PER_FINDING - len(entry.lines)
+            entry.lines.extend(n + line_offset for n in theirs.lines[:room])
+
     def has_errors(self) -> bool:
         return any(e.severity is Severity.ERROR for e in self._entries.values())
 
@@ -134,6 +148,8 @@ class DatasetStats:
     labels: dict[str, int] | None = None
     separator: str | None = None
     stop_sequence: str | None = None
+    #: what a sweep over this file should search or watch (training files only)
+    advice: tuple[Advice, ...] = ()
 
 
 @dataclass(frozen=True)
