@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -93,6 +93,46 @@ def _advice(plan: SweepPlan) -> str:
     return "\n\nadvice from the data:\n" + "\n".join(f"  - {a.message}" for a in advice)
 
 
+def _duration(seconds: float) -> str:
+    seconds = max(1, round(seconds))
+    h, rest = divmod(seconds, 3600)
+    m, s = divmod(rest, 60)
+    return f"{h}h{m:02d}m" if h else f"{m}m{s:02d}s" if m else f"{s}s"
+
+
+def _time_rows(plan: SweepPlan, est: Any) -> list[list[str]]:
+    """Wall time per trial and for the sweep on the local trainer, from the seconds per
+    example that this machine's earlier jobs of the same model took."""
+    if plan.spec.backend.name != "local":
+        return []
+    from orchestrator.backends.local.backend import measured_seconds_per_example
+    from orchestrator.engine.study import resolve_stores
+
+    jobs = resolve_stores(plan.spec).workdir / "backends" / "local" / "jobs"
+    measured = measured_seconds_per_example(jobs, plan.spec.backend.model)
+    if measured is None:
+        why = f"unknown until a {plan.spec.backend.model} job has run on this machine"
+        return [["time per trial", why]]
+    per_example, overhead, jobs_seen = measured
+    n = plan.train.n_examples
+    low, high = (overhead + e * n * per_example for e in est.epochs)
+    parallel = max(1, plan.spec.parallel)
+    waves = -(-est.trials // parallel)  # ceil: trials run `parallel` at a time
+    mean = (low + high) / 2
+    return [
+        [
+            "time per trial",
+            f"{_duration(low)} – {_duration(high)} "
+            f"({per_example * 1000:.2f} ms per example and epoch + {overhead:.0f} s start-up "
+            f"and evaluation, measured over {jobs_seen} earlier jobs)",
+        ],
+        [
+            f"time of {est.trials} trials",
+            f"about {_duration(waves * mean)} ({parallel} at a time, before pruning)",
+        ],
+    ]
+
+
 def estimate(spec: SpecArg, as_json: JsonOpt = False, given: PriceOpt = None) -> None:
     """Estimate tokens, steps and cost per trial and for the whole sweep (and, for a backend
     with training tiers such as azure, the sweep's cost in each tier).
@@ -137,6 +177,7 @@ def estimate(spec: SpecArg, as_json: JsonOpt = False, given: PriceOpt = None) ->
         ["optimizer steps per trial", f"{est.steps_per_trial[0]:,} – {est.steps_per_trial[1]:,}"],
         ["cost per trial", usd(est.cost_per_trial)],
         [f"cost of {est.trials} trials", usd(est.cost_sweep)],
+        *_time_rows(plan, est),
     ]
     if est.budget_usd is not None:
         fits = "-" if est.trials_within_budget is None else str(est.trials_within_budget)

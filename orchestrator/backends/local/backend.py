@@ -348,3 +348,44 @@ def _age(path: Path) -> float:
 def _signal_group(pid: int, sig: signal.Signals) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pid, sig)
+
+
+def measured_seconds_per_example(
+    jobs: Path, model: str, *, last: int = 20
+) -> tuple[float, float, int] | None:
+    """What this machine's earlier local jobs of ``model`` took (medians over the ``last``
+    finished ones): seconds per training example and epoch, the seconds a job spends besides
+    its optimizer steps (start-up, evaluation), and how many jobs that is; None when none
+    finished. Read-only: a missing folder is no history."""
+    import json
+    import statistics
+
+    if not jobs.is_dir():
+        return None
+    found: list[tuple[float, float, float]] = []  # (when, s per example, s besides steps)
+    for folder in jobs.iterdir():
+        try:
+            status = json.loads((folder / "status.json").read_text())
+            request = json.loads((folder / "request.json").read_text())
+        except (OSError, ValueError):
+            continue
+        if request.get("model") != model or status.get("status") != "succeeded":
+            continue
+        sps = status.get("seconds_per_step")
+        bs = (request.get("hyperparameters") or {}).get("batch_size")
+        steps, started, updated = (status.get(k) for k in ("steps", "started", "updated"))
+        numbers = (sps, steps, started, updated)
+        if not all(isinstance(v, int | float) for v in numbers) or not isinstance(bs, int):
+            continue
+        if bs <= 0 or sps <= 0:
+            continue
+        besides = max(0.0, float(updated) - float(started) - float(steps) * float(sps))
+        found.append((float(updated), float(sps) / bs, besides))
+    if not found:
+        return None
+    recent = sorted(found)[-last:]
+    return (
+        statistics.median(v for _, v, _ in recent),
+        statistics.median(b for _, _, b in recent),
+        len(recent),
+    )
