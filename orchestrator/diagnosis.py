@@ -443,5 +443,15 @@ def advise(
         if best_trial is not None
         else {}
     )
-    notes.extend(relative[n] for n in sorted(relative))
+    if len(relative) <= 2:
+        notes.extend(relative[n] for n in sorted(relative))
+    else:  # one line for many: the per-trial notes stay in Advice.relative
+        ref = next(t for t in trials if t.number == best_trial)
+        shown = ", ".join(str(n) for n in sorted(relative))
+        settings = ", ".join(f"{k}={_fmt(v)}" for k, v in ref.params.items() if k != "n_epochs")
+        notes.append(
+            f"trials {shown} are under-trained relative to trial {best_trial} (more than "
+            f"{thresholds.far_worse:.0%} worse at the same epoch): its settings were "
+            f"{settings or 'the same'}"
+        )
     return Advice(dict(best_params), at_edge, ranges, counts, tuple(notes), relative)

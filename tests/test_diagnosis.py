@@ -187,3 +187,19 @@ def test_trials_far_worse_than_the_best_at_the_same_epoch_are_under_trained() ->
     advice = advise(space, {"n_epochs": 3}, ["good"] * 4, trials=trials, best_trial=0)
     assert advice.relative == notes
     assert notes[1] in advice.notes
+
+
+def test_many_under_trained_trials_make_one_note() -> None:
+    best = TrialCurve(0, {"learning_rate_multiplier": 2.0, "batch_size": 4}, {1: 1.0, 2: 0.5})
+    slow = [
+        TrialCurve(n, {"learning_rate_multiplier": 0.1, "batch_size": 4}, {1: 3.0, 2: 2.0})
+        for n in (1, 2, 3)
+    ]
+    space = resolve_space(SpaceSpec(), 1000, Hosted)
+    advice = advise(space, {"n_epochs": 2}, ["good"] * 4, trials=[best, *slow], best_trial=0)
+    assert sorted(advice.relative) == [1, 2, 3]  # each trial's own note is kept
+    relative = [n for n in advice.notes if "under-trained" in n]
+    assert relative == [
+        "trials 1, 2, 3 are under-trained relative to trial 0 (more than 20% worse at the same "
+        "epoch): its settings were learning_rate_multiplier=2, batch_size=4"
+    ]
