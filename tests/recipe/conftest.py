@@ -16,7 +16,7 @@ from tests.reliability.stores import seed_mlflow
 #: settings that teach the tiny model to end its completions with EOS in ~10 s
 TINY_SPEC = """name: {name}
 data: {{train: data/reverse.train.jsonl, valid: data/reverse.valid.jsonl}}
-backend: {{name: local, model: tiny, options: {{torch_threads: 1}}}}
+backend: {{name: local, model: tiny, options: {{torch_threads: 1{options}}}}}
 space:
   n_epochs: {{value: 3}}
   batch_size: {{value: 4}}
@@ -39,13 +39,13 @@ def run_cli(*args: str | os.PathLike[str]) -> int:
     return run([str(a) for a in args])
 
 
-@pytest.fixture(scope="module")
-def tiny_sweep(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Finished]:
-    """``ftsweep run`` of a one-trial tiny sweep, in a folder of its own."""
-    folder = tmp_path_factory.mktemp("tiny-sweep")
+def _finished(
+    tmp_path_factory: pytest.TempPathFactory, name: str, options: str = ""
+) -> Iterator[Finished]:
+    folder = tmp_path_factory.mktemp(name)
     write_task("reverse", folder / "data", n_train=160, n_valid=40)
     spec = folder / "tiny.yaml"
-    spec.write_text(TINY_SPEC.format(name="tiny-recipe"))
+    spec.write_text(TINY_SPEC.format(name=name, options=options))
     runs = folder / "mlruns"
     seed_mlflow(runs)
     with pytest.MonkeyPatch.context() as mp:
@@ -57,3 +57,15 @@ def tiny_sweep(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Finished]:
         mp.chdir(folder)
         assert run_cli("run", spec) == 0
         yield Finished(spec, runs, folder)
+
+
+@pytest.fixture(scope="module")
+def tiny_sweep(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Finished]:
+    """``ftsweep run`` of a one-trial tiny sweep, in a folder of its own."""
+    yield from _finished(tmp_path_factory, "tiny-recipe")
+
+
+@pytest.fixture(scope="module")
+def tiny_lora_sweep(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Finished]:
+    """The same with a LoRA adapter (peft) instead of a full fine-tune."""
+    yield from _finished(tmp_path_factory, "tiny-lora", ", lora: {r: 4, alpha: 8}")
