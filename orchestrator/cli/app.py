@@ -33,6 +33,7 @@ def build() -> Any:
         apisim,
         backends,
         data,
+        learning_curve,
         models,
         results,
         retune,
@@ -52,7 +53,7 @@ def build() -> Any:
         rich_markup_mode=None,
         context_settings={"help_option_names": ["-h", "--help"]},
     )
-    for module in (data, space, sweep, retune, schedule, results, backends, apisim):
+    for module in (data, space, sweep, retune, schedule, results, learning_curve, backends, apisim):
         module.register(app)
     app.add_typer(models.app, name="models")
     for group in (app, models.app):
