@@ -195,6 +195,10 @@ def learning_curve(
     from orchestrator.tracking import Tracker
     from orchestrator.tracking.client import TAG
 
+    if not fractions or any(not 0 < f <= 1 for f in fractions):
+        from orchestrator.errors import UsageError
+
+        raise UsageError("--fractions: each must be > 0 and <= 1")
     results = open_results(spec_path, current=True)
     best = results.best()
     if best is None:
@@ -202,10 +206,6 @@ def learning_curve(
             f"sweep {results.spec.name!r} has no completed trial yet: run it first "
             f"(`ftsweep run {spec_path}`)"
         )
-    if not fractions or any(not 0 < f <= 1 for f in fractions):
-        from orchestrator.errors import UsageError
-
-        raise UsageError("--fractions: each must be > 0 and <= 1")
     plan = plan_sweep(spec_path, count_tokens=True)
     spec = plan.spec
     hp = Hyperparameters.from_dict(results.hyperparameters(best))
@@ -326,12 +326,47 @@ def _train_all(
     status_enum: Any,
 ) -> list[Point]:
     """Submit the jobs (``parallel`` at a time), poll them to the end, log each as a child
-    run; the points in fraction order."""
+    run; the points in fraction order. Ctrl-C cancels the jobs in flight."""
+    running: dict[int, dict[str, Any]] = {}
+    try:
+        return _loop(
+            backend,
+            tracker,
+            parent,
+            requests,
+            parallel,
+            poll_interval,
+            names,
+            progress,
+            sleep,
+            status_enum,
+            running,
+        )
+    except KeyboardInterrupt:  # cancel what runs (paid jobs cost), then let it go up
+        for job in running.values():
+            backend.cancel(job["handle"])
+            tracker.finish(job["run"], "KILLED")
+        tracker.finish(parent, "KILLED")
+        raise
+
+
+def _loop(
+    backend: Any,
+    tracker: Any,
+    parent: str,
+    requests: list[tuple[float, int, Any]],
+    parallel: int,
+    poll_interval: tuple[float, float],
+    names: tuple[tuple[str, ...], tuple[str, ...], list[float | None]],
+    progress: Callable[[str], None],
+    sleep: Callable[[float], None],
+    status_enum: Any,
+    running: dict[int, dict[str, Any]],
+) -> list[Point]:
     from orchestrator.tracking.client import TAG
 
     loss_names, acc_names, estimates = names
     pending = list(enumerate(requests))
-    running: dict[int, dict[str, Any]] = {}
     done: dict[int, Point] = {}
     delay = poll_interval[0]
     while pending or running:

@@ -147,3 +147,46 @@ def test_a_flat_curve_is_not_worth_more_data() -> None:
     fit = fit_power_law([(20, 2.0), (40, 2.0001), (80, 1.9999), (160, 2.0)])
     assert fit is not None and fit.verdict("valid_loss").startswith("more data: not worth it")
     assert fit_power_law([(20, 2.0)]) is None
+
+
+def test_a_learning_curve_on_a_paid_rehearsal_within_budget(
+    cli: Cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    server = apisim.start(state=tmp_path / "apisim", speed=600.0)
+    try:
+        runs = tmp_path / "runs"
+        monkeypatch.setenv("FTSWEEP_RUNS_DIR", str(runs))
+        monkeypatch.delenv("FTSWEEP_OPTUNA_STORAGE", raising=False)
+        monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+        for var, value in openai_env(server).items():
+            monkeypatch.setenv(var, value)
+        train, valid = write_task("tickets", tmp_path / "data", n_train=40, n_valid=12, fmt="chat")
+        spec = tmp_path / "paid.yaml"
+        spec.write_text(
+            yaml.safe_dump(
+                {
+                    "name": "paid-curve",
+                    "data": {"train": str(train), "valid": str(valid)},
+                    "backend": {
+                        "name": "openai",
+                        "model": "gpt-4o-mini",
+                        "options": {"poll_interval": [0.05, 0.3]},
+                    },
+                    "trials": 1,
+                    "budget_usd": 5,
+                    "sampler": {"name": "random", "seed": 0},
+                }
+            )
+        )
+        assert cli("run", spec).code == 0
+        before = len(request_log(server, "jobs.create"))
+        r = cli("learning-curve", spec, "--fractions", "0.5,1", "--json")
+        assert r.code == 0, r.err
+        curve = json.loads(r.out)
+        assert [p["n_examples"] for p in curve["points"]] == [20, 40]
+        assert all(p["status"] == "succeeded" and p["loss"] is not None for p in curve["points"])
+        assert all(0 < p["cost_usd"] < 5 for p in curve["points"])
+        assert len(request_log(server, "jobs.create")) == before + 2
+        assert curve["answer"].startswith("more data: ")
+    finally:
+        server.close()
