@@ -77,7 +77,7 @@ def best(
     Example: ftsweep best sweeps/quickstart.yaml --code > call.py
     """
     quiet_libraries()
-    from orchestrator.attrs import TrialAttrs
+    from orchestrator.attrs import StudyAttrs, TrialAttrs
     from orchestrator.errors import OrchestratorError
     from orchestrator.recipe import recipe_of_trial
     from orchestrator.results import open_results
@@ -95,6 +95,10 @@ def best(
     recipe_data = None
     if recipe is not None:
         recipe_data = {**recipe.as_dict(), "sample_call": recipe.sample_call()}
+        attrs = results.study.user_attrs
+        if attrs.get(StudyAttrs.REGISTERED_TRIAL) == trial.number:
+            version = attrs.get(StudyAttrs.REGISTERED_VERSION)
+            recipe_data["registered_model"] = f"models:/{results.spec.name}/{version}"
     out.data(
         json.dumps(
             {

@@ -49,6 +49,7 @@ def test_the_local_sample_call_generates_until_the_stop_sequence(
     recipe = json.loads(r.out)["recipe"]
     model = json.loads(r.out)["fine_tuned_model"]
     assert recipe["model"] == model and Path(model, "config.json").is_file()
+    assert recipe["registered_model"] == "models:/tiny-recipe/1"
     # the reverse task's prompts all end with "\n->"; the trainer appends EOS to completions
     assert (recipe["separator"], recipe["stop"], recipe["api"]) == (
         "\n->",
