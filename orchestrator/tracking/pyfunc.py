@@ -26,6 +26,7 @@ import json
 import os
 import shutil
 import tempfile
+import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -234,13 +235,15 @@ def save_recipe_model(recipe: Recipe, path: Path) -> None:
         else:
             python_model = ProviderModel()
         metadata = {"ftsweep_recipe": recipe.as_dict(), "fine_tuned_model": recipe.model}
-        mlflow.pyfunc.save_model(
-            path=str(path),
-            python_model=python_model,
-            artifacts=artifacts,
-            pip_requirements=requirements,
-            metadata=metadata,
-        )
+        with warnings.catch_warnings():  # "type hint ... not supported for schema validation"
+            warnings.simplefilter("ignore", UserWarning)
+            mlflow.pyfunc.save_model(
+                path=str(path),
+                python_model=python_model,
+                artifacts=artifacts,
+                pip_requirements=requirements,
+                metadata=metadata,
+            )
 
 
 def log_recipe_model(
