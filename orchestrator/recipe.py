@@ -256,6 +256,13 @@ def build_recipe(backend: str, model: str, base_model: str, train_file: Path | N
         stats, _, _ = check_file(train_file)
         fmt, separator, stop = stats.format, stats.separator, stats.stop_sequence
         example, system = _first_example(train_file, fmt, separator)
+        if stats.task == "classification" and stats.labels:
+            shown = ", ".join(repr(label) for label in list(stats.labels)[:6])
+            more = ", ..." if len(stats.labels) > 6 else ""
+            notes.append(
+                f"classification: the answer is one of {len(stats.labels)} labels "
+                f"({shown}{more}); compare it with them, a few tokens are enough"
+            )
     else:
         notes.append(
             f"the training file {train_file} is gone: its separator and stop sequence are unknown"

@@ -141,3 +141,41 @@ def test_the_provider_sample_call_sends_its_request_through_the_sdk(
     assert [(e["method"], e["path"], e["status"]) for e in sent] == [
         ("POST", f"{path}/chat/completions", 404)
     ]
+
+
+def test_a_prompt_completion_recipe_for_the_completions_api(tmp_path: Path) -> None:
+    """Legacy completion models (babbage-002, davinci-002): the separator goes after the
+    prompt and the training data's stop sequence into ``stop``, exactly as in the data."""
+    from orchestrator.recipe import build_recipe
+    from tests.helpers import write_jsonl
+
+    rows = [
+        {"prompt": f"Ticket {i}: broken item {i}\n\n###\n\n", "completion": f" reply {i} END"}
+        for i in range(20)
+    ]
+    train = write_jsonl(tmp_path / "train.jsonl", rows)
+    recipe = build_recipe("openai", "ft:babbage-002:org::x1", "babbage-002", train)
+    assert (recipe.format, recipe.api) == ("prompt_completion", "completions")
+    assert (recipe.separator, recipe.stop, recipe.example) == (
+        "\n\n###\n\n",
+        (" END",),
+        "Ticket 0: broken item 0",
+    )
+    code = recipe.sample_call()
+    tree = ast.parse(code)
+    call = next(
+        n
+        for n in ast.walk(tree)
+        if isinstance(n, ast.Call) and ast.unparse(n.func) == "client.completions.create"
+    )
+    args = {k.arg: k.value for k in call.keywords}
+    assert ast.literal_eval(args["stop"]) == [" END"]
+    prompt = args["prompt"]  # the example + the separator, two string constants
+    assert isinstance(prompt, ast.BinOp)
+    joined = ast.literal_eval(prompt.left) + ast.literal_eval(prompt.right)
+    assert joined == "Ticket 0: broken item 0\n\n###\n\n"
+    with apisim.start(state=tmp_path / "apisim", speed=0.0) as server:
+        ran = _python(code, tmp_path, openai_env(server))
+        assert ran.returncode == 1 and "openai.NotFoundError" in ran.stderr
+        sent = [(e["method"], e["path"]) for e in request_log(server) if e["op"] == "unknown"]
+        assert sent == [("POST", "/v1/completions")]
