@@ -23,6 +23,7 @@ Inputs of ``predict``: a string, a list of strings (prompts or user messages), a
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -32,9 +33,11 @@ from pathlib import Path
 from typing import Any
 
 import mlflow.pyfunc
+from mlflow.exceptions import MlflowException
 from mlflow.pyfunc.model import PythonModel
 
 from orchestrator.recipe import Recipe, recipe_of_trial
+from orchestrator.tracking.client import TrackingError
 
 __all__ = ["LocalModel", "ProviderModel", "log_recipe_model", "save_recipe_model"]
 
@@ -84,6 +87,9 @@ def _cut(text: str, stop: Sequence[str]) -> str:
 
 class LocalModel(PythonModel):
     """The local trainer's model (or base model + LoRA adapter) with its recipe."""
+
+    #: inputs are free-form on purpose (see the module docstring): no type-hint validation
+    _skip_type_hint_validation = True
 
     def load_context(self, context: Any) -> None:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -140,6 +146,8 @@ class LocalModel(PythonModel):
 
 class ProviderModel(PythonModel):
     """A fine-tuned model of OpenAI or Azure OpenAI, called with the ``openai`` SDK."""
+
+    _skip_type_hint_validation = True
 
     def load_context(self, context: Any) -> None:
         data = json.loads(Path(context.artifacts["recipe"]).read_text("utf-8"))
@@ -235,15 +243,21 @@ def save_recipe_model(recipe: Recipe, path: Path) -> None:
         else:
             python_model = ProviderModel()
         metadata = {"ftsweep_recipe": recipe.as_dict(), "fine_tuned_model": recipe.model}
-        with warnings.catch_warnings():  # "type hint ... not supported for schema validation"
-            warnings.simplefilter("ignore", UserWarning)
-            mlflow.pyfunc.save_model(
-                path=str(path),
-                python_model=python_model,
-                artifacts=artifacts,
-                pip_requirements=requirements,
-                metadata=metadata,
-            )
+        quiet = logging.getLogger("mlflow.pyfunc")
+        level = quiet.level
+        quiet.setLevel(logging.ERROR)  # "a Python object as python_model ... CloudPickle"
+        try:
+            with warnings.catch_warnings():  # "type hint ... not supported for validation"
+                warnings.simplefilter("ignore")
+                mlflow.pyfunc.save_model(
+                    path=str(path),
+                    python_model=python_model,
+                    artifacts=artifacts,
+                    pip_requirements=requirements,
+                    metadata=metadata,
+                )
+        finally:
+            quiet.setLevel(level)
 
 
 def log_recipe_model(
@@ -258,6 +272,10 @@ def log_recipe_model(
         return False
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / artifact_path
-        save_recipe_model(recipe, path)
+        try:
+            save_recipe_model(recipe, path)
+        except MlflowException as exc:
+            first = (exc.message.splitlines() or [type(exc).__name__])[0]
+            raise TrackingError(f"MLflow: saving the model of the best trial: {first}") from exc
         tracker.log_file(run_id, path, artifact_path)
     return True
