@@ -59,6 +59,7 @@ def build() -> Any:
         backends,
         data,
         diagnose,
+        learning_curve,
         models,
         results,
         retune,
@@ -79,7 +80,18 @@ def build() -> Any:
         context_settings={"help_option_names": ["-h", "--help"]},
     )
     app.callback()(_root)
-    for module in (data, space, sweep, retune, schedule, results, diagnose, backends, apisim):
+    for module in (
+        data,
+        space,
+        sweep,
+        retune,
+        schedule,
+        results,
+        diagnose,
+        learning_curve,
+        backends,
+        apisim,
+    ):
         module.register(app)
     app.add_typer(models.app, name="models")
     for group in (app, models.app):

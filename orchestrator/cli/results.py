@@ -66,22 +66,44 @@ def report(
     out.info(f"wrote {out_file}")
 
 
-def best(spec: SpecArg) -> None:
-    """Print the best trial's hyper-parameters, value and model as JSON (reads only).
+def best(
+    spec: SpecArg,
+    code: Annotated[
+        bool, typer.Option("--code", help="Print only the sample call (Python), ready to paste.")
+    ] = False,
+) -> None:
+    """Print the best trial's hyper-parameters, value, model and inference recipe as JSON.
 
-    Of a retuned sweep: the current generation's (the latest that produced a model).
+    The recipe: the model to call, the separator to append to prompts and the stop sequences
+    as in the training data, and a sample call for the backend's SDK (``--code`` prints only
+    that). Of a retuned sweep: the current generation's (the latest that produced a model).
+    Reads only.
 
-    Example: ftsweep best sweeps/quickstart.yaml
+    Example: ftsweep best sweeps/quickstart.yaml --code > call.py
     """
     quiet_libraries()
-    from orchestrator.attrs import TrialAttrs
+    from orchestrator.attrs import StudyAttrs, TrialAttrs
     from orchestrator.errors import OrchestratorError
+    from orchestrator.recipe import recipe_of_trial
     from orchestrator.results import open_results
 
     results = open_results(spec, current=True)
     trial = results.best()
     if trial is None:
         raise OrchestratorError(f"sweep {results.spec.name!r} has no completed trial yet")
+    recipe = recipe_of_trial(results.spec.backend.name, trial)
+    if code:
+        if recipe is None:
+            raise OrchestratorError(f"trial {trial.number} of {results.spec.name!r} kept no model")
+        out.data(recipe.sample_call().rstrip("\n"))
+        return
+    recipe_data = None
+    if recipe is not None:
+        recipe_data = {**recipe.as_dict(), "sample_call": recipe.sample_call()}
+        attrs = results.study.user_attrs
+        if attrs.get(StudyAttrs.REGISTERED_TRIAL) == trial.number:
+            version = attrs.get(StudyAttrs.REGISTERED_VERSION)
+            recipe_data["registered_model"] = f"models:/{results.spec.name}/{version}"
     out.data(
         json.dumps(
             {
@@ -95,6 +117,7 @@ def best(spec: SpecArg) -> None:
                 "recommendation": trial.user_attrs.get(TrialAttrs.RECOMMENDATION),
                 "fine_tuned_model": trial.user_attrs.get(TrialAttrs.FINE_TUNED_MODEL),
                 "mlflow_run_id": trial.user_attrs.get(TrialAttrs.MLFLOW_RUN),
+                "recipe": recipe_data,
             },
             indent=2,
         )

@@ -387,6 +387,18 @@ class Tracker:
 
         return self._call(f"run {name}", find_or_create)
 
+    def new_run(self, name: str, tags: Mapping[str, str]) -> str:
+        """A new run (never an existing one) named ``name``; a child when ``tags`` carry
+        ``mlflow.parentRunId``. For runs outside a study (``ftsweep learning-curve``)."""
+        return self._call(
+            f"run {name}",
+            lambda: str(
+                self.client.create_run(
+                    self.experiment_id, run_name=name, tags=dict(tags)
+                ).info.run_id
+            ),
+        )
+
     def status(self, run_id: str) -> str | None:
         """The run's status (RUNNING, FINISHED, KILLED, FAILED), or None when it is gone."""
         from mlflow.exceptions import MlflowException

@@ -187,12 +187,10 @@ class MlflowListener(Listener):
         model = best.user_attrs.get(TrialAttrs.FINE_TUNED_MODEL)
         if not run_id or not model:
             return
-        path = Path(str(model))
-        if path.is_dir():
-            self.tracker.log_file(run_id, path, "model")
-        else:
-            recipe = {"fine_tuned_model": model, "backend": plan.spec.backend.name}
-            self.tracker.log_text(run_id, json.dumps(recipe), "model/model.json")
+        from orchestrator.tracking.pyfunc import log_recipe_model
+
+        if not log_recipe_model(self.tracker, run_id, "model", plan.spec.backend.name, best):
+            return
         tags = {f"{TAG}trial": str(best.number), f"{TAG}study": plan.study_name}
         version = self.tracker.register_model(run_id, "model", plan.spec.name, tags)
         # the sweep's current model: a later generation that produces none leaves it here

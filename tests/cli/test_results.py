@@ -271,7 +271,11 @@ def test_best_of_a_finished_sweep_reads_what_was_trained(
     before = _files(runs)
     r = cli("best", spec)
     assert (r.code, r.err) == (0, "")
-    assert json.loads(r.out) == {
+    shown = json.loads(r.out)
+    recipe = shown.pop("recipe")
+    assert (recipe["model"], recipe["api"]) == ("ft:gpt-4o-mini:org::t1", "chat.completions")
+    assert "is gone" in recipe["notes"][0]  # the data folder was deleted
+    assert shown == {
         "trial": 1,
         "generation": 1,
         "study": NAME,
