@@ -46,6 +46,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
         "orchestrator.schedule",  # cron, systemd units, the --serve loop
         "orchestrator.diagsource",  # ftsweep diagnose: a CSV, a job or an MLflow run
         "orchestrator.htmlreport",  # reads results (and the plan, for the advice)
+        "orchestrator.learning_curve",  # trains the best configuration on data fractions
     ),
     (
         "orchestrator.tracking",
@@ -56,6 +57,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
         "orchestrator.testing",
         "orchestrator.fingerprint",
         "orchestrator.tokenizers",  # a model name's token counter, asking each backend
+        "orchestrator.recipe",  # the inference recipe of a trial (the registry's pyfunc)
     ),
     ("orchestrator.backends", "orchestrator.events"),
     ("orchestrator.data", "orchestrator.config", "orchestrator.curvefile"),
