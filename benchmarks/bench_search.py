@@ -7,6 +7,7 @@ The baseline is random search, run in the same script on the same problems and s
 
     python benchmarks/bench_search.py            # 3 dataset sizes x 10 seeds x 32 trials
     python benchmarks/bench_search.py --quick    # 3 sizes x 10 seeds x 16 trials, fewer samplers
+    python benchmarks/bench_search.py --quick --seeds 100:130   # the same on 30 other seeds
 
 The last row is the default search as ``ftsweep run`` does it: ``sampler: auto`` with each
 completed job's earlier epochs told as trials of their own (``sampler.epochs_as_trials``).
@@ -181,9 +182,14 @@ def run(quick: bool) -> list[Figure]:
 
 
 def main() -> None:
+    global SEEDS
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--seeds", help="FIRST:STOP, another set of seeds (default 0:10)")
     args = parser.parse_args()
+    if args.seeds:
+        first, stop = (int(x) for x in args.seeds.split(":"))
+        SEEDS = tuple(range(first, stop))
     for f in run(args.quick):
         ratio = f.ratio_or_computed()
         print(

@@ -114,6 +114,17 @@ def test_a_seeded_sweep_on_the_default_proposes_the_same_trials_again(
     assert [t.params for t in first.study.trials] == [t.params for t in second.study.trials]
     trained = [t for t in first.study.trials if TrialAttrs.DERIVED_FROM not in t.user_attrs]
     assert len({tuple(sorted(t.params.items())) for t in trained}) == 4
-    # auto tells the jobs' earlier epochs too (the space has 2 to 4 epochs)
-    derived = len(first.study.trials) - len(trained)
-    assert derived == sum(t.params["n_epochs"] - 2 for t in trained)
+    # auto tells the jobs' earlier epochs too (the space has 2 to 4 epochs), so its start
+    # trains the most epochs: each job also measures 2 and 3
+    assert {t.params["n_epochs"] for t in trained} == {4}
+    assert len(first.study.trials) - len(trained) == 2 * 4
+
+
+def test_the_start_trains_the_most_epochs_only_when_earlier_epochs_are_told() -> None:
+    space = SearchSpace((Dimension("n_epochs", "int", low=2, high=5),), 100)
+    told = make_sampler(_spec_of(), space, "s.yaml")
+    assert isinstance(told, StartThen) and told.pinned == {"n_epochs": 5}
+    untold = make_sampler(_spec_of(epochs_as_trials=False), space, "s.yaml")
+    assert isinstance(untold, StartThen) and untold.pinned == {}
+    fixed = SearchSpace((Dimension("n_epochs", "fixed", value=3),), 100)
+    assert make_sampler(_spec_of(), fixed, "s.yaml").pinned == {}  # type: ignore[attr-defined]

@@ -14,6 +14,7 @@ from orchestrator.engine import Overrides
 from orchestrator.engine.fidelity import derive, epoch_end_steps
 from tests.engine import fakes
 from tests.engine.test_loop import _run, _spec, instant  # noqa: F401  (the fixture)
+from tests.engine.test_remote_sweeps import remote_runs, sim  # noqa: F401  (fixtures)
 
 DERIVED = TrialAttrs.DERIVED_FROM
 
@@ -147,3 +148,45 @@ def test_checkpoints_give_the_epoch_ends_and_the_models() -> None:
         (2, 0.7, "ft:m:ckpt-step-10"),
         (3, 0.6, "ft:m:ckpt-step-15"),
     ]
+
+
+# -- against apisim, through the real openai SDK: checkpoints are the derived models ------
+def test_on_apisim_a_derived_trials_model_is_the_parents_checkpoint(
+    cli,
+    tmp_path: Path,
+    sim,  # noqa: F811
+    remote_runs: Path,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from tests.apisim.fixtures import request_log
+    from tests.engine.test_remote_sweeps import _spec as remote_spec
+    from tests.engine.test_remote_sweeps import _study
+
+    server = sim()
+    long = {"n_epochs": 4, "batch_size": 2, "learning_rate_multiplier": 0.1}
+    spec = remote_spec(
+        tmp_path,
+        "openai",
+        server,
+        monkeypatch,
+        trials=1,
+        parallel=1,
+        enqueue=[long],
+        sampler={"name": "auto", "seed": 0},
+    )
+    r = cli("run", spec)
+    assert r.code == 0, r.err
+    trials = _study(remote_runs, "rehearsal-openai").trials
+    assert len(request_log(server, "jobs.create")) == 1
+    parent, derived = trials[0], trials[1:]
+    assert parent.params == long and [t.params["n_epochs"] for t in derived] == [2, 3]
+    checkpoints = parent.user_attrs[TrialAttrs.CHECKPOINTS]
+    for t in derived:
+        k = t.params["n_epochs"]
+        assert t.user_attrs[DERIVED] == 0
+        assert t.value == parent.intermediate_values[k]
+        assert t.value == checkpoints[str(k)]["full_valid_loss"]
+        assert t.user_attrs[TrialAttrs.FINE_TUNED_MODEL] == checkpoints[str(k)]["model"]
+        assert t.user_attrs[TrialAttrs.DERIVED_MODEL].startswith("ft:")
+    best = min(trials, key=lambda t: t.value)
+    assert best.user_attrs[TrialAttrs.FINE_TUNED_MODEL]  # a model, checkpoint or final
