@@ -3,6 +3,7 @@ through the real loop, real Optuna and MLflow stores and the instant third-party
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -190,3 +191,9 @@ def test_on_apisim_a_derived_trials_model_is_the_parents_checkpoint(
         assert t.user_attrs[TrialAttrs.DERIVED_MODEL].startswith("ft:")
     best = min(trials, key=lambda t: t.value)
     assert best.user_attrs[TrialAttrs.FINE_TUNED_MODEL]  # a model, checkpoint or final
+    # the report and status read derived trials like any other
+    report = cli("report", spec, "--format", "json")
+    assert report.code == 0, report.err
+    assert len(json.loads(report.out)) == len(trials)
+    status = cli("status", spec)
+    assert status.code == 0, status.err
