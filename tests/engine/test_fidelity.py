@@ -197,3 +197,4 @@ def test_on_apisim_a_derived_trials_model_is_the_parents_checkpoint(
     assert len(json.loads(report.out)) == len(trials)
     status = cli("status", spec)
     assert status.code == 0, status.err
+    assert status.out.startswith("sweep rehearsal-openai: 1 complete, 2 derived (of 1)\n")
