@@ -1,8 +1,9 @@
 """Epochs as a free fidelity: the earlier epochs of a finished job, told as trials of their own.
 
 A job trained for ``n_epochs=4`` has also trained ``n_epochs=1, 2, 3``: the model at the end
-of epoch ``k`` is the one an ``n_epochs=k`` job would give (same data order, same schedule up
-to there on the providers' constant-rate schedule; see ``docs/search.md``). When a trial
+of epoch ``k`` stands for what an ``n_epochs=k`` job gives (exactly so on the simulator; on a
+provider whose learning rate decays over the whole job an approximation, since a longer job
+has decayed less by epoch ``k``; see ``docs/search.md``). When a trial
 completes, :func:`tell_derived` adds one COMPLETE trial per earlier epoch ``k`` that the space
 allows, with the parent's other parameters and ``n_epochs=k``, so the sampler learns from them
 at no cost. A derived trial
