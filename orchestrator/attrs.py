@@ -45,6 +45,10 @@ class TrialAttrs:
     TRAINED_TOKENS = "ftsweep.trained_tokens"
     CHECKPOINTS = "ftsweep.checkpoints"
     BEST_CHECKPOINT = "ftsweep.best_checkpoint"
+    # an earlier epoch of another trial's job, told as a trial of its own (engine/fidelity.py)
+    DERIVED_FROM = "ftsweep.derived_from"  # the number of the trial whose job it comes from
+    DERIVED_JOB = "ftsweep.derived_job"  # that trial's job id
+    DERIVED_MODEL = "ftsweep.derived_model"  # the checkpoint at that epoch (model id or path)
 
 
 class StudyAttrs:

@@ -70,8 +70,15 @@ class SweepResults:
         return best_trial(self.study)
 
     def counts(self) -> dict[str, int]:
-        """Trials by state name (``COMPLETE``, ``PRUNED``, ``RUNNING`` ...), sorted by name."""
-        seen = Counter(t.state.name for t in self.study.get_trials(deepcopy=False))
+        """Trials by state name (``COMPLETE``, ``PRUNED``, ``RUNNING`` ...), sorted by name;
+        earlier epochs told as trials of their own (``engine/fidelity.py``) as ``DERIVED``,
+        since they do not count toward the sweep's trials."""
+        from orchestrator.attrs import TrialAttrs
+
+        seen = Counter(
+            "DERIVED" if TrialAttrs.DERIVED_FROM in t.user_attrs else t.state.name
+            for t in self.study.get_trials(deepcopy=False)
+        )
         return dict(sorted(seen.items()))
 
     def hyperparameters(self, trial: optuna.trial.FrozenTrial) -> dict[str, Any]:

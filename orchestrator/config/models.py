@@ -205,10 +205,25 @@ class ObjectiveSpec(_Model):
 
 
 class SamplerSpec(_Model):
-    name: Literal["tpe", "random", "grid", "qmc", "cmaes", "gp"] = "tpe"
+    """The search: ``auto`` (the default) is a scrambled Sobol start of a few trials, then a
+    model-based sampler (measured and chosen in ``docs/search.md``); the others are Optuna's
+    own samplers with their own defaults."""
+
+    name: Literal["auto", "tpe", "random", "grid", "qmc", "cmaes", "gp"] = "auto"
     #: None: each process draws its own (recorded in the study), so several workers
     #: propose different configurations; a number makes one worker's sweep reproducible
     seed: Annotated[int, Field(ge=0, le=MAX_SAMPLER_SEED)] | None = None
+    #: tell the earlier epochs of each completed job as trials of their own (n_epochs=k,
+    #: marked derived, never trained, not counted, not charged): see ``docs/search.md``;
+    #: None (unset): on with ``auto``, off with a named Optuna sampler
+    epochs_as_trials: bool | None = None
+
+    @property
+    def derives_epochs(self) -> bool:
+        """Whether completed jobs' earlier epochs are told as trials of their own."""
+        if self.epochs_as_trials is None:
+            return self.name == "auto"
+        return self.epochs_as_trials
 
 
 class PrunerSpec(_Model):

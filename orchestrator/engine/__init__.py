@@ -278,6 +278,7 @@ def _retry_environment_failures(study: optuna.Study, limit: int) -> None:
         if t.state.name != "WAITING"
         and TrialAttrs.ENVIRONMENT_FAILURE not in t.user_attrs
         and TrialAttrs.NOT_STARTED not in t.user_attrs
+        and TrialAttrs.DERIVED_FROM not in t.user_attrs
     )
     waiting = sum(1 for t in trials if t.state.name == "WAITING")
     room = limit - counted - waiting

@@ -28,6 +28,7 @@ from orchestrator.backends.base import Backend, JobUpdate, TrainingRequest
 from orchestrator.diagnosis import Diagnosis, Thresholds
 from orchestrator.engine.budget import Budget
 from orchestrator.engine.curves import add_points
+from orchestrator.engine.fidelity import tell_derived
 from orchestrator.engine.ledger import owner_alive, worker_id
 from orchestrator.engine.outcome import Outcome, conclude, objective_at
 from orchestrator.engine.repeats import Repeats
@@ -151,7 +152,7 @@ class SweepLoop:
     ) -> int:
         """Trials toward the limit (numbered below ``before``, if given): finished or
         running, but not those that never started or failed for reasons of the environment
-        (they are tried again)."""
+        (they are tried again), nor earlier epochs derived from another trial's job."""
         import optuna
 
         states = (
@@ -169,6 +170,7 @@ class SweepLoop:
             and (before is None or t.number < before)
             and TrialAttrs.ENVIRONMENT_FAILURE not in t.user_attrs
             and TrialAttrs.NOT_STARTED not in t.user_attrs
+            and TrialAttrs.DERIVED_FROM not in t.user_attrs
         )
 
     def _can_launch(self) -> bool:
@@ -607,6 +609,34 @@ class SweepLoop:
             )
         )
         self._tell(run.trial, outcome.state, outcome.value)
+        if (
+            outcome.state == "COMPLETE"
+            and update is not None
+            and self.plan.spec.sampler.derives_epochs
+        ):
+            self._derive(run, update)
+
+    def _derive(self, run: TrialRun, update: JobUpdate) -> None:
+        """The job's earlier epochs as trials of their own (:mod:`.fidelity`)."""
+        try:
+            numbers = tell_derived(
+                self.study,
+                self.plan,
+                run.trial,
+                run.request,
+                run.curves,
+                update.checkpoints,
+                run.job_id,
+                run.attrs,
+            )
+        except Exception as exc:  # the trial itself is told: only the extra knowledge is lost
+            self._note(f"earlier epochs not told: {_reason(exc)}", "warning", run.number)
+            return
+        if numbers:
+            listed = ", ".join(f"#{n}" for n in numbers)
+            self._note(
+                f"earlier epochs told as trial(s) {listed} (derived, not trained)", trial=run.number
+            )
 
     def _fail(self, run: TrialRun, reason: str, environmental: bool = False) -> None:
         """End ``run`` as FAIL; a job that may still run is cancelled first (best effort).

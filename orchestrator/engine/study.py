@@ -36,10 +36,13 @@ if TYPE_CHECKING:
     import optuna
 
 __all__ = [
+    "DEFAULT_SAMPLER_LABEL",
+    "DEFAULT_START_TRIALS",
     "MLFLOW_HTTP_DEFAULTS",
     "Stores",
     "bound_mlflow_retries",
     "check_stores",
+    "default_sampler",
     "make_pruner",
     "make_sampler",
     "open_study",
@@ -256,10 +259,52 @@ def _grid(space: SearchSpace) -> dict[str, list[Any]]:
     return grid
 
 
+#: ``sampler: auto``: scrambled Sobol points for the trials TPE would draw at random (its
+#: ``n_startup_trials``), then TPE (measured in ``benchmarks/bench_search.py``; see
+#: ``docs/search.md``)
+DEFAULT_START_TRIALS = 10
+#: the name ``benchmarks/bench_search.py`` gives the default's configuration
+DEFAULT_SAMPLER_LABEL = "auto (qmc start, then tpe)"
+
+
+def default_sampler(
+    seed: int | None, most_epochs: int | None = None
+) -> optuna.samplers.BaseSampler:
+    """``sampler: auto``: scrambled Sobol points until :data:`DEFAULT_START_TRIALS` trials
+    have finished (derived ones included), then TPE. A seed seeds both, reproducibly.
+
+    ``most_epochs``: the start's jobs all train that many epochs (the space's most), so each
+    also measures every smaller epoch count when earlier epochs are told as trials."""
+    import optuna
+
+    from orchestrator.engine.samplers import StartThen
+
+    start = optuna.samplers.QMCSampler(scramble=True, seed=seed, warn_independent_sampling=False)
+    then = optuna.samplers.TPESampler(
+        n_startup_trials=DEFAULT_START_TRIALS, seed=None if seed is None else seed + 1
+    )
+    pinned = {"n_epochs": most_epochs} if most_epochs is not None else None
+    return StartThen(start, then, DEFAULT_START_TRIALS, pinned)
+
+
+def _most_epochs(spec: SweepSpec, space: SearchSpace) -> int | None:
+    """The space's most epochs, when the sweep tells earlier epochs as trials and searches
+    the epoch count; else None."""
+    try:
+        dim = space["n_epochs"]
+    except KeyError:
+        return None
+    if not spec.sampler.derives_epochs or dim.kind not in ("int", "choice"):
+        return None
+    return int(dim.bounds()[1])
+
+
 def make_sampler(spec: SweepSpec, space: SearchSpace, source: str) -> optuna.samplers.BaseSampler:
     import optuna
 
     name, seed = spec.sampler.name, spec.sampler.seed
+    if name == "auto":
+        return default_sampler(seed, _most_epochs(spec, space))
     needs = {"cmaes": "cmaes", "gp": "torch"}.get(name)
     if needs and importlib.util.find_spec(needs) is None:
         raise SpecError(
