@@ -52,7 +52,10 @@ NOTES: dict[str, str] = {
     "budget_usd": "Stop before spent plus committed cost would exceed this many dollars.",
     "seed": "The training seed sent with each job.",
     "sampler": "How configurations are proposed.",
-    "sampler.name": "The Optuna sampler.",
+    "sampler.name": "`auto`: a scrambled Sobol start, then TPE (measured in `docs/search.md`); "
+    "or one of Optuna's samplers by name.",
+    "sampler.epochs_as_trials": "Tell each completed job's earlier epochs to the study as "
+    "trials of their own (free results); unset: on with `auto`, off with a named sampler.",
     "sampler.seed": "Unset: each worker draws its own (recorded in the study); a number makes "
     "one worker's sweep reproducible.",
     "pruner": "How losing trials are stopped early (their jobs cancelled).",
