@@ -426,6 +426,7 @@ def _trials_table(frame: pd.DataFrame) -> str:
             "epochs_done",
             "best_epoch",
             "diagnosis",
+            "derived_from",
             "cost_usd",
             "duration_s",
             "recommendation",

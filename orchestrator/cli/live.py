@@ -337,7 +337,10 @@ class LiveConsole(ConsoleListener):
             b.examples = e.plan.train.n_examples
             done = 0
             for t in e.study.get_trials(deepcopy=False):
-                if t.state.is_finished() and not t.user_attrs.get(TrialAttrs.NOT_STARTED):
+                a = t.user_attrs
+                if TrialAttrs.DERIVED_FROM in a or a.get(TrialAttrs.NOT_STARTED):
+                    continue  # an earlier epoch of another trial's job, or never started
+                if t.state.is_finished():
                     done += 1
                     cost = t.user_attrs.get(TrialAttrs.COST)
                     if isinstance(cost, int | float):
