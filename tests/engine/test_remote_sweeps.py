@@ -231,7 +231,7 @@ def test_a_failing_cancel_and_a_failing_mlflow_write_stay_in_their_trial(
     }
     # slow enough that epochs arrive one poll at a time, so the pruner can stop jobs
     server = apisim.start(
-        state=tmp_path / "apisim", speed=40.0, faults=apisim.Faults.from_dict(faults)
+        state=tmp_path / "apisim", speed=10.0, faults=apisim.Faults.from_dict(faults)
     )
     request.addfinalizer(server.close)
     spec = _spec(
