@@ -560,12 +560,7 @@ class SweepLoop:
 
     # -- the end of a trial -------------------------------------------------------------------
     def _conclude(self, run: TrialRun, update: JobUpdate | None, error: str | None = None) -> None:
-        cost = None
-        if update is not None:
-            try:
-                cost = self.backend.job_cost(run.request, update, self.plan.train)
-            except Exception as exc:
-                self._note(f"cost unknown ({_reason(exc)})", "warning", run.number)
+        cost = self._cost(run, update)
         hp = run.request.hyperparameters
         try:
             outcome = conclude(
@@ -586,6 +581,29 @@ class SweepLoop:
                 "FAIL", None, Diagnosis("unknown"), cost, reason, {TrialAttrs.ERROR: reason}
             )
         self._record(run, outcome, update)
+
+    def _cost(self, run: TrialRun, update: JobUpdate | None) -> float | None:
+        """What the trial is charged: the backend's cost of the finished job (its actual
+        cost when it knows it, else its estimate); when that is unknown (no answer, an
+        error, or no last update of a job that was submitted) the trial's estimate, so a
+        budget always binds. A job never submitted costs nothing."""
+        cost = None
+        if update is not None:
+            try:
+                cost = self.backend.job_cost(run.request, update, self.plan.train)
+            except Exception as exc:
+                self._note(f"cost unknown ({_reason(exc)})", "warning", run.number)
+        if cost is None and run.handle is not None:
+            cost = self._estimate(run)
+        return cost
+
+    def _estimate(self, run: TrialRun) -> float | None:
+        if TrialAttrs.ESTIMATE in run.attrs:
+            return float(run.attrs[TrialAttrs.ESTIMATE])
+        try:
+            return self.backend.estimate_cost(run.request, self.plan.train)
+        except Exception:
+            return None
 
     def _record(self, run: TrialRun, outcome: Outcome, update: JobUpdate | None) -> None:
         """Outcome into the ledger, then the listeners, then the study: in that order."""

@@ -447,8 +447,8 @@ class Tracker:
         from mlflow.entities import Metric, Param, RunTag
 
         now = int(time.time() * 1000)
-        batch = [Metric(k, float(v), now, 0) for k, v in (metrics or {}).items()]
-        batch += [Metric(p.name, float(p.value), now, p.step) for p in points]
+        batch = [Metric(p.name, float(p.value), now, p.step) for p in points]
+        batch += [Metric(k, float(v), now, 0) for k, v in (metrics or {}).items()]
         extra = [RunTag(k, str(v)) for k, v in (tags or {}).items()]
         values = [Param(k, str(v)) for k, v in (params or {}).items()]
         for i in range(0, max(len(batch), 1), _BATCH):
