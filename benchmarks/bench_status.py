@@ -1,12 +1,13 @@
 """``ftsweep status`` and ``ftsweep report`` on a generated 10,000-trial study.
 
-The study is made with Optuna's API (``optuna.trial.create_trial``; its rows, as Optuna's RDB
-storage writes them, inserted in bulk in one transaction) into an embedded SQLite store, each trial with the ledger and outcome attributes a real sweep leaves (its
-request as JSON, key, owner, job id, MLflow run id, cost, diagnosis, epoch values). Both
-commands only read the Optuna study (no MLflow). Each is timed as a fresh command (its
-imports included, what a user waits for; CPU seconds, since wall time on a shared machine
-is noise; both are printed), against the baseline a user would write: a fresh
-``python -c`` that loads the same study and prints ``study.trials_dataframe()``.
+The study is made with Optuna's API (``optuna.trial.create_trial``; the rows Optuna's RDB
+storage writes for them inserted in bulk, in one transaction) in an embedded SQLite store,
+each trial with the ledger and outcome attributes a real sweep leaves (its request as JSON,
+key, owner, job id, MLflow run id, cost, diagnosis, epoch values). Both commands read only
+the Optuna study (no MLflow). Each is timed as a fresh command (its imports included, what a
+user waits for; CPU seconds, since wall time on a shared machine is noise; both printed),
+against the baseline a user would write: a fresh ``python -c`` that loads the same study and
+prints ``study.trials_dataframe()``.
 
 Reproduce: ``python benchmarks/bench_status.py [--quick] [--trials N]``.
 """

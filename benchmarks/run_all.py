@@ -87,10 +87,9 @@ def run_module(name: str, path: Path | None, quick: bool) -> tuple[list[dict[str
 def _num(v: Any, unit: str = "") -> str:
     if v is None:
         return "-"
+    text = str(v)
     if isinstance(v, float):
         text = f"{v:.3g}" if abs(v) < 1000 else f"{v:,.0f}"
-    else:
-        text = str(v)
     return f"{text} {unit}".strip()
 
 

@@ -13,7 +13,6 @@ from typing import Any, ClassVar
 
 import pytest
 import yaml
-from pydantic import Field
 
 from orchestrator.backends.base import (
     DEFAULT_CAPABILITIES,
@@ -100,7 +99,8 @@ def estimating(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path
     site = tmp_path / "site"
     dist = site / "estimating_backend-1.0.dist-info"
     dist.mkdir(parents=True)
-    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: estimating-backend\nVersion: 1.0\n")
+    meta = "Metadata-Version: 2.1\nName: estimating-backend\nVersion: 1.0\n"
+    (dist / "METADATA").write_text(meta)
     (dist / "entry_points.txt").write_text(
         f"[ftsweep.backends]\nestimating = {__name__}:EstimatingBackend\n"
     )
