@@ -253,17 +253,17 @@ def _conclude(study: optuna.Study, best: Any, spent: float, now: float) -> None:
     from orchestrator.attrs import StudyAttrs, TrialAttrs
 
     completed = sum(1 for t in study.get_trials(deepcopy=False) if t.state.name == "COMPLETE")
-    study.set_user_attr(
-        StudyAttrs.CONCLUDED,
-        {
-            "at": now,
-            "completed": completed,
-            "best_trial": best.number,
-            "best_value": best.value,
-            "model": best.user_attrs.get(TrialAttrs.FINE_TUNED_MODEL),
-            "spent_usd": round(spent, 4),
-        },
-    )
+    values = {
+        "completed": completed,
+        "best_trial": best.number,
+        "best_value": best.value,
+        "model": best.user_attrs.get(TrialAttrs.FINE_TUNED_MODEL),
+        "spent_usd": round(spent, 4),
+    }
+    was = study.user_attrs.get(StudyAttrs.CONCLUDED)
+    if isinstance(was, dict) and {k: v for k, v in was.items() if k != "at"} == values:
+        return  # a finished sweep run again: concluded as it stands already
+    study.set_user_attr(StudyAttrs.CONCLUDED, {"at": now, **values})
 
 
 def _retry_environment_failures(study: optuna.Study, limit: int) -> None:

@@ -11,8 +11,13 @@ from __future__ import annotations
 
 import os
 import socket
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
-__all__ = ["owner_alive", "worker_id"]
+if TYPE_CHECKING:
+    import optuna
+
+__all__ = ["owner_alive", "worker_id", "write"]
 
 
 def worker_id() -> str:
@@ -33,4 +38,64 @@ def owner_alive(worker: str | None) -> bool | None:
         return False
     except (PermissionError, ValueError):
         return True
+    return True
+
+
+def write(
+    trial: optuna.Trial,
+    attrs: Mapping[str, Any],
+    intermediate: Mapping[int, float] | None = None,
+) -> None:
+    """Write one trial event of the ledger: several user attributes of ``trial`` (and the
+    objective values it reports at epoch ``steps``) as one storage transaction.
+
+    Optuna's ``Trial.set_user_attr`` and ``Trial.report`` commit each value on its own (a
+    SQLite or PostgreSQL transaction each). On an RDB storage these go in one session: one
+    commit, through Optuna's own per-row writes (the rows are exactly those the public calls
+    write, so every reader, and every study written before, is unchanged). A journal storage
+    gets them one by one (its replay reads one attribute a record), as does any other storage
+    or an Optuna whose internals differ. ``intermediate`` values already known to the trial
+    (the caller reported them in its cache for the pruner) are written, not checked again."""
+    values = dict(attrs)
+    steps = dict(intermediate or {})
+    if not values and not steps:
+        return
+    storage: Any = trial.storage
+    backend = getattr(storage, "_backend", storage)  # _CachedStorage wraps an RDBStorage
+    if not _write_batched(backend, trial._trial_id, values, steps):
+        for key, value in values.items():
+            storage.set_trial_user_attr(trial._trial_id, key, value)
+        for step, value in steps.items():
+            storage.set_trial_intermediate_value(trial._trial_id, step, value)
+    cached = trial._cached_frozen_trial
+    cached.user_attrs.update(values)
+    cached.intermediate_values.update(steps)
+
+
+def _write_batched(
+    storage: Any, trial_id: int, values: dict[str, Any], steps: dict[int, float]
+) -> bool:
+    """True when everything was written in one transaction (see :func:`write`)."""
+    from optuna.storages import RDBStorage
+
+    if not isinstance(storage, RDBStorage):
+        return False
+    try:
+        from optuna.storages._rdb import models
+        from optuna.storages._rdb.storage import _create_scoped_session
+
+        set_attr = storage._set_trial_attr_without_commit
+        set_value = storage._set_trial_intermediate_value_without_commit
+    except (ImportError, AttributeError):
+        return False
+    from sqlalchemy.exc import IntegrityError
+
+    try:
+        with _create_scoped_session(storage.scoped_session) as session:
+            for key, value in values.items():
+                set_attr(session, models.TrialUserAttributeModel, trial_id, key, value)
+            for step, value in steps.items():
+                set_value(session, trial_id, step, value)
+    except IntegrityError:  # another process wrote one of the rows meanwhile: rolled back,
+        return False  # written one by one (as Optuna does, which ignores that race)
     return True

@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from orchestrator.attrs import TrialAttrs
 from orchestrator.backends.base import Backend, JobUpdate, TrainingRequest
@@ -29,7 +29,7 @@ from orchestrator.diagnosis import Diagnosis, Thresholds
 from orchestrator.engine.budget import Budget
 from orchestrator.engine.curves import add_points
 from orchestrator.engine.fidelity import tell_derived
-from orchestrator.engine.ledger import owner_alive, worker_id
+from orchestrator.engine.ledger import owner_alive, worker_id, write
 from orchestrator.engine.outcome import Outcome, conclude, objective_at
 from orchestrator.engine.repeats import Repeats
 from orchestrator.engine.trial import Phase, TrialRun
@@ -115,9 +115,20 @@ class SweepLoop:
         self._paused_since: dict[int, float] = {}
         self._adopted_at = self.clock()
         self.thresholds = Thresholds(**self.plan.spec.diagnosis.model_dump())
+        import optuna
+
+        self._prunes = not isinstance(self.study.pruner, optuna.pruners.NopPruner)
 
     # -- the loop ---------------------------------------------------------------------------
     def run(self) -> None:
+        try:
+            self._run()
+        except BaseException:  # Ctrl-C, a lost provider or store: keep what was staged
+            with contextlib.suppress(Exception):
+                self._flush()
+            raise
+
+    def _run(self) -> None:
         self._adopt()
         while True:
             self._launch()
@@ -135,9 +146,21 @@ class SweepLoop:
             if self.clock() - self._adopted_at > ADOPT_EVERY_S:
                 self._adopt()
             due = [r.due for r in self.runs.values()]
+            if not due and not self.repeats.waiting:
+                continue  # the last trial just ended: launch the next at once
             wait = (min(due) if due else self.clock() + 1.0) - self.clock()
             if wait > 0:
+                self._flush()  # what the polls staged reaches the study before the loop idles
                 self.sleep(min(wait, 5.0))
+
+    def _flush(self) -> None:
+        """Write each trial's staged ledger values (its heartbeat, epochs done and reported
+        objectives): one transaction a trial. Polls stage them; they are written when the
+        loop is about to wait, before a pruner reads the study, and with the trial's
+        outcome, so quick polls of one trial share one write. A value lost to a crash
+        meanwhile is reported again: a re-attached job is polled from its start."""
+        for run in self.runs.values():
+            run.flush()
 
     def in_flight(self) -> list[TrialRun]:
         """Trials of this worker whose job may be running (for an interrupted run's message)."""
@@ -187,9 +210,9 @@ class SweepLoop:
             if (best >= self.limits.target) if maximize else (best <= self.limits.target):
                 self.stop_reason = f"target {self.limits.target:g} reached ({best:.4g})"
                 return False
-        if self._counted() >= self.limits.trials:
+        if len(self.runs) >= self.capacity:  # first: it needs no look at the study
             return False
-        return len(self.runs) < self.capacity
+        return self._counted() < self.limits.trials
 
     def _best(self) -> float | None:
         try:
@@ -248,10 +271,10 @@ class SweepLoop:
                 return False
             trial = self.study.ask(self.plan.space.distributions())
             # claimed at once: another worker must not take it for one a dead worker left
-            trial.set_user_attr(TrialAttrs.WORKER, self.worker)
-            trial.set_user_attr(TrialAttrs.HEARTBEAT, self.wall())
-            if self.budget.limit is not None and not self._commit(trial):
+            claim = {TrialAttrs.WORKER: self.worker, TrialAttrs.HEARTBEAT: self.wall()}
+            if self.budget.limit is not None and not self._commit(trial, claim):
                 return False
+            write(trial, claim)  # with its estimate: one transaction
         if self._counted(before=trial.number) >= self.limits.trials:
             # a worker on another machine took the last place meanwhile
             trial.set_user_attr(TrialAttrs.NOT_STARTED, True)
@@ -306,9 +329,10 @@ class SweepLoop:
         self.budget.spent = spent
         self.budget.committed = committed
 
-    def _commit(self, trial: optuna.Trial) -> bool:
-        """Under the launch lock: the new trial's estimate, recorded in the study so every
-        worker counts it; False (and the trial told FAIL, not started) when it does not fit."""
+    def _commit(self, trial: optuna.Trial, claim: dict[str, Any]) -> bool:
+        """Under the launch lock: the new trial's estimate, added to its ``claim`` (recorded
+        in the study, so every worker counts it); False (and the trial told FAIL, not
+        started) when it does not fit."""
         try:
             estimate = self.backend.estimate_cost(self._request(trial), self.plan.train)
         except Exception:
@@ -316,9 +340,10 @@ class SweepLoop:
         if estimate is None:
             return True
         if not self.budget.allows(estimate):
+            write(trial, claim)
             self._refuse_for_budget(trial, estimate)
             return False
-        trial.set_user_attr(TrialAttrs.ESTIMATE, estimate)
+        claim[TrialAttrs.ESTIMATE] = estimate
         self.budget.commit(trial.number, estimate)
         return True
 
@@ -510,8 +535,10 @@ class SweepLoop:
             value = objective_at(run.curves, end.step, metric)
             if value is None:
                 continue
-            run.trial.report(value, end.epoch)
+            run.report(value, end.epoch)  # staged: written with the trial's next write
             run.reported.add(end.epoch)
+            if self._prunes:
+                self._flush()  # the pruner compares with the other trials' values
             pruned = bool(run.trial.should_prune()) and not update.status.terminal
             if pruned:
                 run.record_prune(end.epoch)  # written before the cancel is sent
@@ -554,12 +581,7 @@ class SweepLoop:
 
     # -- the end of a trial -------------------------------------------------------------------
     def _conclude(self, run: TrialRun, update: JobUpdate | None, error: str | None = None) -> None:
-        cost = None
-        if update is not None:
-            try:
-                cost = self.backend.job_cost(run.request, update, self.plan.train)
-            except Exception as exc:
-                self._note(f"cost unknown ({_reason(exc)})", "warning", run.number)
+        cost = self._cost(run, update)
         hp = run.request.hyperparameters
         try:
             outcome = conclude(
@@ -580,6 +602,29 @@ class SweepLoop:
                 "FAIL", None, Diagnosis("unknown"), cost, reason, {TrialAttrs.ERROR: reason}
             )
         self._record(run, outcome, update)
+
+    def _cost(self, run: TrialRun, update: JobUpdate | None) -> float | None:
+        """What the trial is charged: the backend's cost of the finished job (its actual
+        cost when it knows it, else its estimate); when that is unknown (no answer, an
+        error, or no last update of a job that was submitted) the trial's estimate, so a
+        budget always binds. A job never submitted costs nothing."""
+        cost = None
+        if update is not None:
+            try:
+                cost = self.backend.job_cost(run.request, update, self.plan.train)
+            except Exception as exc:
+                self._note(f"cost unknown ({_reason(exc)})", "warning", run.number)
+        if cost is None and run.handle is not None:
+            cost = self._estimate(run)
+        return cost
+
+    def _estimate(self, run: TrialRun) -> float | None:
+        if TrialAttrs.ESTIMATE in run.attrs:
+            return float(run.attrs[TrialAttrs.ESTIMATE])
+        try:
+            return self.backend.estimate_cost(run.request, self.plan.train)
+        except Exception:
+            return None
 
     def _record(self, run: TrialRun, outcome: Outcome, update: JobUpdate | None) -> None:
         """Outcome into the ledger, then the listeners, then the study: in that order."""

@@ -8,9 +8,15 @@
        +-- re-attach: a dead owner's trial, found or resubmitted by its key
 
 The ledger is the trial's user attributes in the Optuna study (names in
-:mod:`orchestrator.attrs`): the request is written *before* the job is submitted, the job id
-right after, the owner and a heartbeat while it runs, the prune before its cancel, the outcome
-before the study is told. Any process that opens the study can therefore re-attach.
+:mod:`orchestrator.attrs`): the request is written *before* the job is submitted (re-attaching
+needs only its key), the owner and a heartbeat while it runs, the prune before its cancel, the
+outcome before the study is told. Any process that opens the study can therefore re-attach.
+
+Each trial event is one storage transaction (:func:`~orchestrator.engine.ledger.write`). What
+re-attaching does not need (the job id, the MLflow run id, the epochs done and the objective
+at each epoch end) is staged and goes with the trial's next write: when the loop is about to
+wait, before a pruner reads the study, or with the outcome. A crash loses at most those
+staged values, and a re-attached job is polled from its start, so they come again.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 from orchestrator.attrs import TrialAttrs
 from orchestrator.backends.base import JobHandle, JobUpdate, TrainingRequest
 from orchestrator.engine.curves import Curves
+from orchestrator.engine.ledger import write
 
 if TYPE_CHECKING:
     import optuna
@@ -64,6 +71,9 @@ class TrialRun:
     started_at: float = 0.0
     attrs: dict[str, Any] = field(default_factory=dict)
     wall: Callable[[], float] = time.time
+    #: written with the trial's next ledger write (:meth:`flush`): one transaction a poll
+    staged: dict[str, Any] = field(default_factory=dict)
+    staged_values: dict[int, float] = field(default_factory=dict)
 
     # -- what listeners see (events.TrialView) ---------------------------------------------
     @property
@@ -75,29 +85,58 @@ class TrialRun:
         return self.handle.job_id if self.handle else None
 
     def set_attr(self, key: str, value: Any) -> None:
-        self.trial.set_user_attr(key, value)
-        self.attrs[key] = value
+        """Record ``key`` in the ledger with the trial's next write (at the latest its
+        outcome, or when the loop is about to wait): the MLflow run id, the job id."""
+        self.stage({key: value})
+
+    def set_attrs(self, values: Mapping[str, Any]) -> None:
+        """Write ``values`` (and whatever is staged) as one ledger transaction."""
+        self.stage(values)
+        self.flush()
+
+    def stage(self, values: Mapping[str, Any]) -> None:
+        """Keep ``values`` for the next write (the end of this poll, or sooner)."""
+        self.staged.update(values)
+        self.attrs.update(values)
+
+    def report(self, value: float, epoch: int) -> None:
+        """The objective at an epoch end, for the pruner now and the study at the next
+        write (Optuna's ``Trial.report``, whose value the pruner reads from the trial)."""
+        if epoch in self.trial._cached_frozen_trial.intermediate_values:
+            return
+        self.trial._cached_frozen_trial.intermediate_values[epoch] = float(value)
+        self.staged_values[epoch] = float(value)
+
+    def flush(self) -> None:
+        """Write what is staged, as one transaction (:func:`~.ledger.write`)."""
+        if self.staged or self.staged_values:
+            attrs, values = self.staged, self.staged_values
+            self.staged, self.staged_values = {}, {}
+            write(self.trial, attrs, values)
 
     # -- the ledger --------------------------------------------------------------------------
     def write_intent(
         self, backend: str, worker: str, estimate: float | None, batch_pct: float | None
     ) -> None:
-        """Before the job exists: the request, its key and configuration, the owner."""
-        t = self
-        t.set_attr(TrialAttrs.REQUEST, self.request.to_json())
-        t.set_attr(TrialAttrs.KEY, self.request.key)
-        t.set_attr(TrialAttrs.CONFIG_HASH, self.request.config_hash())
-        t.set_attr(TrialAttrs.BACKEND, backend)
-        self.claim(worker)
+        """Before the job exists: the request, its key and configuration, the owner (one
+        transaction)."""
+        values: dict[str, Any] = {
+            TrialAttrs.REQUEST: self.request.to_json(),
+            TrialAttrs.KEY: self.request.key,
+            TrialAttrs.CONFIG_HASH: self.request.config_hash(),
+            TrialAttrs.BACKEND: backend,
+            TrialAttrs.WORKER: worker,
+            TrialAttrs.HEARTBEAT: self.wall(),
+        }
         if estimate is not None:
-            t.set_attr(TrialAttrs.ESTIMATE, estimate)
+            values[TrialAttrs.ESTIMATE] = estimate
         if batch_pct is not None:
-            t.set_attr(TrialAttrs.BATCH_PCT, batch_pct)
+            values[TrialAttrs.BATCH_PCT] = batch_pct
+        self.set_attrs(values)
 
     def claim(self, worker: str) -> None:
         """This worker owns the trial from now on."""
-        self.set_attr(TrialAttrs.WORKER, worker)
-        self.set_attr(TrialAttrs.HEARTBEAT, self.wall())
+        self.set_attrs({TrialAttrs.WORKER: worker, TrialAttrs.HEARTBEAT: self.wall()})
 
     def submitted(self, handle: JobHandle, now: float) -> None:
         self.handle = handle
@@ -108,19 +147,19 @@ class TrialRun:
 
     def beat(self, now: float, every: float) -> None:
         """Refresh the heartbeat when ``every`` seconds have passed since the last one."""
-        if now - self.last_beat >= every:
-            self.set_attr(TrialAttrs.HEARTBEAT, self.wall())
+        if now - self.last_beat >= every:  # written at once, with whatever is staged
+            self.set_attrs({TrialAttrs.HEARTBEAT: self.wall()})
             self.last_beat = now
 
     def record_epochs(self) -> None:
-        self.set_attr(TrialAttrs.EPOCHS_DONE, self.epochs_done)
+        self.stage({TrialAttrs.EPOCHS_DONE: self.epochs_done})
 
     def record_prune(self, epoch: int) -> None:
         """The pruner's decision, written before the cancel is sent."""
         self.pruned_at = epoch
-        self.set_attr(TrialAttrs.PRUNED_AT, epoch)
+        self.set_attrs({TrialAttrs.PRUNED_AT: epoch})
         self.cancel_pending = True
 
     def record_outcome(self, attrs: Mapping[str, Any]) -> None:
-        for key, value in attrs.items():
-            self.set_attr(key, value)
+        """The outcome, with whatever this poll staged, in one transaction."""
+        self.set_attrs(attrs)

@@ -372,15 +372,22 @@ class Tracker:
         tags = {**tags, f"{TAG}parent": "true", f"{TAG}study": name}
         return str(self.client.create_run(self.experiment_id, run_name=name, tags=tags).info.run_id)
 
-    def child_run(self, parent_id: str, trial: int, name: str, tags: Mapping[str, str]) -> str:
+    def child_run(
+        self, parent_id: str, trial: int, name: str, tags: Mapping[str, str], *, new: bool = False
+    ) -> str:
         """The run of trial ``trial`` under ``parent_id``: found by its tags, else created (so a
-        retried or repeated call never makes a second one)."""
+        retried or repeated call never makes a second one). ``new``: the trial cannot have a
+        run yet, so the first attempt creates it without looking (a retry still looks)."""
+        attempts = 0
 
         def find_or_create() -> str:
+            nonlocal attempts
+            attempts += 1
             mine = f"tags.`mlflow.parentRunId` = '{parent_id}' and tags.`{TAG}trial` = '{trial}'"
-            found = self.client.search_runs([self.experiment_id], mine, max_results=1)
-            if found:
-                return str(found[0].info.run_id)
+            if not new or attempts > 1:
+                found = self.client.search_runs([self.experiment_id], mine, max_results=1)
+                if found:
+                    return str(found[0].info.run_id)
             all_tags = {"mlflow.parentRunId": parent_id, f"{TAG}trial": str(trial), **tags}
             run = self.client.create_run(self.experiment_id, run_name=name, tags=all_tags)
             return str(run.info.run_id)
@@ -447,16 +454,35 @@ class Tracker:
             ),
         )
 
-    def log_points(self, run_id: str, points: Sequence[MetricPoint]) -> None:
-        """Step metrics, batched."""
-        from mlflow.entities import Metric
+    def log_points(
+        self,
+        run_id: str,
+        points: Sequence[MetricPoint],
+        tags: Mapping[str, Any] | None = None,
+        params: Mapping[str, Any] | None = None,
+        metrics: Mapping[str, float] | None = None,
+    ) -> None:
+        """Step metrics, batched; ``tags``, ``params`` and final ``metrics`` (step 0) go in
+        the first batch, so a trial's whole update is one call when it has under 1000."""
+        from mlflow.entities import Metric, Param, RunTag
 
         now = int(time.time() * 1000)
-        metrics = [Metric(p.name, float(p.value), now, p.step) for p in points]
-        for i in range(0, len(metrics), _BATCH):
-            chunk = metrics[i : i + _BATCH]
-            log = functools.partial(self.client.log_batch, run_id, metrics=chunk, synchronous=True)
+        batch = [Metric(p.name, float(p.value), now, p.step) for p in points]
+        batch += [Metric(k, float(v), now, 0) for k, v in (metrics or {}).items()]
+        extra = [RunTag(k, str(v)) for k, v in (tags or {}).items()]
+        values = [Param(k, str(v)) for k, v in (params or {}).items()]
+        for i in range(0, max(len(batch), 1), _BATCH):
+            chunk = batch[i : i + _BATCH]
+            log = functools.partial(
+                self.client.log_batch,
+                run_id,
+                metrics=chunk,
+                params=values,
+                tags=extra,
+                synchronous=True,
+            )
             self._call("log metrics", log)
+            extra, values = [], []
 
     def last_steps(self, run_id: str) -> dict[str, int]:
         """The last logged step of every metric of the run (a final value counts, at 0)."""

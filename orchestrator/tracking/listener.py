@@ -21,7 +21,9 @@ from __future__ import annotations
 
 import json
 import tempfile
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -50,6 +52,13 @@ __all__ = ["CURRENT_ALIAS", "MlflowListener", "run_name"]
 CURRENT_ALIAS = "champion"
 
 _STATUS = {"COMPLETE": "FINISHED", "PRUNED": "KILLED", "FAIL": "FAILED"}
+#: seconds between two ``log_batch`` calls of one trial's points, at the most often: polls
+#: that come quicker share one (a trial's points are all logged when it ends)
+FLUSH_EVERY_S = 5.0
+#: a child run's loss-curve PNG: ``pending`` until the end of the sweep draws it
+CURVE_TAG = f"{TAG}loss_curve"
+CURVE_PENDING = "pending"
+CURVE_METRICS = ("train_loss", "valid_loss", "full_valid_loss")
 
 
 def run_name(number: int, hp: dict[str, Any]) -> str:
@@ -70,13 +79,20 @@ class MlflowListener(Listener):
 
     name = "MLflow"
 
-    def __init__(self, tracker: Tracker) -> None:
+    def __init__(self, tracker: Tracker, clock: Callable[[], float] = time.monotonic) -> None:
         self.tracker = tracker
+        self.clock = clock
         self.parent: str | None = None
         self.study: optuna.Study | None = None
         self.runs: dict[int, str] = {}
         self.last_step: dict[int, dict[str, int]] = {}
         self.closed: set[int] = set()
+        #: trials whose child run this process created (known to be RUNNING until closed)
+        self.fresh: set[int] = set()
+        #: what goes with a trial's next ``log_batch`` (see :meth:`points`)
+        self.pending: dict[int, _Batch] = {}
+        #: trials finished in this run whose loss-curve PNG is drawn at the end
+        self.curves: dict[int, tuple[str, Mapping[str, Sequence[tuple[int, float]]], str]] = {}
 
     # -- the sweep ---------------------------------------------------------------------------
     def sweep_started(self, e: SweepStarted) -> None:
@@ -150,18 +166,50 @@ class MlflowListener(Listener):
             return  # a finished sweep run again: everything is logged already
         metrics: dict[str, float] = {"spent_usd": round(e.spent_usd, 4), "n_trials": len(e.frame)}
         tags: dict[str, Any] = {}
+        best_number = None
         if e.best is not None and e.best.value is not None:
             metrics["best_value"] = float(e.best.value)
             tags[f"{TAG}best_trial"] = str(e.best.number)
-            for run in self.tracker.children(parent):
-                number = run.data.tags.get(f"{TAG}trial")
-                best = str(number == str(e.best.number)).lower()
-                if run.data.tags.get(f"{TAG}best") != best:
-                    self.tracker.log(run.info.run_id, tags={f"{TAG}best": best})
+            best_number = str(e.best.number)
+        self._close_children(parent, best_number)
+        if e.best is not None and e.best.value is not None:
             self._register_best(e.plan, e.study, e.best)
         self.tracker.log(parent, metrics=metrics, tags=tags)
         self._log_report(parent, e)
         self.tracker.finish(parent)
+
+    def _close_children(self, parent: str, best: str | None) -> None:
+        """Once per sweep, in one pass over the child runs: the ``ftsweep.best`` tag of each
+        and the loss-curve PNG of each finished trial that has none yet (this run's, from
+        its curves in memory; an interrupted run's, from the metrics MLflow holds)."""
+        from orchestrator.report import LossCurves
+
+        plots = LossCurves()
+        try:
+            for run in self.tracker.children(parent):
+                run_id = run.info.run_id
+                number = run.data.tags.get(f"{TAG}trial")
+                update: dict[str, Any] = {}
+                if best is not None:
+                    flag = str(number == best).lower()
+                    if run.data.tags.get(f"{TAG}best") != flag:
+                        update[f"{TAG}best"] = flag
+                if run.data.tags.get(CURVE_TAG) == CURVE_PENDING:
+                    mine = self.curves.get(int(number)) if number and number.isdigit() else None
+                    if mine is None:
+                        curves = self.tracker.history(run_id, CURVE_METRICS)
+                        state = run.data.tags.get(f"{TAG}state", "")
+                        mine = (run_id, curves, f"trial {number} ({state})")
+                    if mine[1]:
+                        with tempfile.TemporaryDirectory() as tmp:
+                            path = Path(tmp) / "loss_curve.png"
+                            plots.draw(path, mine[1], mine[2])
+                            self.tracker.log_file(run_id, path)
+                    update[CURVE_TAG] = "loss_curve.png"
+                if update:
+                    self.tracker.log(run_id, tags=update)
+        finally:
+            plots.close()
 
     def _log_report(self, parent: str, e: SweepFinished) -> None:
         from orchestrator.report import render
@@ -207,6 +255,7 @@ class MlflowListener(Listener):
         status = self.tracker.status(run_id) if run_id else None
         created = status is None
         if created:
+            new = not e.reattached and not run_id  # no run can exist for it yet
             run_id = self.tracker.child_run(
                 self.parent,
                 t.number,
@@ -215,43 +264,74 @@ class MlflowListener(Listener):
                     f"{TAG}state": "RUNNING",
                     f"{TAG}backend": str(t.attrs.get(TrialAttrs.BACKEND, "")),
                 },
+                new=new,
             )
-            status = self.tracker.status(run_id)
+            if new:
+                self.fresh.add(t.number)
+                status = "RUNNING"
+            else:
+                status = self.tracker.status(run_id)
         if t.attrs.get(TrialAttrs.MLFLOW_RUN) != run_id:
             t.set_attr(TrialAttrs.MLFLOW_RUN, run_id)
         self.runs[t.number] = run_id
         if status not in (None, "RUNNING"):
             self.closed.add(t.number)  # finished before a crash: the study is told next
             return
-        if not e.reattached or created:
-            params: dict[str, Any] = {**hp, "model": t.request.model, "seed": t.request.seed}
-            if e.batch_size_pct is not None:
-                params["batch_size_pct"] = e.batch_size_pct
+        params: dict[str, Any] = {**hp, "model": t.request.model, "seed": t.request.seed}
+        if e.batch_size_pct is not None:
+            params["batch_size_pct"] = e.batch_size_pct
+        batch = self.pending[t.number] = _Batch(since=self.clock())
+        if e.reattached:  # the same values again are no error: a crash may have lost them
             self.tracker.log(run_id, params=params, tags={f"{TAG}backend": _backend(t.attrs)})
-        if e.reattached:  # whatever was logged before the crash is not logged again
+            # whatever was logged before the crash is not logged again
             self.last_step[t.number] = self.tracker.last_steps(run_id)
+        else:  # with the trial's first batch
+            batch.params.update(params)
 
     def trial_submitted(self, e: TrialSubmitted) -> None:
-        run_id = self.runs.get(e.trial.number)
-        if run_id and e.trial.number not in self.closed:
-            self.tracker.log(run_id, tags={f"{TAG}job_id": e.job_id})
+        """The job id goes with the trial's next batch; a process that dies before that
+        logs it again when it re-attaches."""
+        batch = self.pending.get(e.trial.number)
+        if batch is not None and e.trial.number not in self.closed:
+            batch.tags[f"{TAG}job_id"] = e.job_id
 
     def points(self, e: Points) -> None:
+        """New points are logged at most once per poll, and at most every
+        :data:`FLUSH_EVERY_S` per trial (quick polls share one ``log_batch``), and at the
+        trial's end."""
         run_id = self.runs.get(e.trial.number)
-        if not run_id or e.trial.number in self.closed:
+        batch = self.pending.get(e.trial.number)
+        if not run_id or batch is None or e.trial.number in self.closed:
             return
         last = self.last_step.setdefault(e.trial.number, {})
         fresh = [p for p in e.points if p.step > last.get(p.name, 0)]
-        if not fresh:
-            return
-        self.tracker.log_points(run_id, fresh)
         for p in fresh:
             last[p.name] = max(p.step, last.get(p.name, 0))
+        batch.points += fresh
+        if batch.points and self.clock() - batch.since >= FLUSH_EVERY_S:
+            self._flush(e.trial.number, run_id)
+
+    def _flush(
+        self,
+        number: int,
+        run_id: str,
+        tags: Mapping[str, Any] | None = None,
+        metrics: Mapping[str, float] | None = None,
+    ) -> None:
+        """Everything pending for the trial (and ``tags``/``metrics``) in one call."""
+        batch = self.pending.pop(number, None) or _Batch()
+        self.pending[number] = _Batch(since=self.clock())
+        all_tags = {**batch.tags, **(tags or {})}
+        if batch.points or batch.params or all_tags or metrics:
+            self.tracker.log_points(run_id, batch.points, all_tags, batch.params, metrics)
 
     def trial_finished(self, e: TrialFinished) -> None:
         number = e.trial.number
         run_id = self.runs.get(number)
-        if not run_id or number in self.closed or self.tracker.status(run_id) != "RUNNING":
+        if not run_id or number in self.closed:
+            return
+        # a run this process made is RUNNING until it closes it; another may have been closed
+        if number not in self.fresh and self.tracker.status(run_id) != "RUNNING":
             return
         diag = e.diagnosis
         tags: dict[str, Any] = {
@@ -280,20 +360,31 @@ class MlflowListener(Listener):
             metrics["objective"] = e.value
         logged = self.last_step.get(number, {})
         metrics = {k: v for k, v in metrics.items() if k not in logged}  # a crash mid-way
-        self.tracker.log(run_id, metrics=metrics, tags=tags)
+        if e.curves:  # drawn at the end of the sweep, all in one pass (not in the loop)
+            tags[CURVE_TAG] = CURVE_PENDING
+            self.curves[number] = (run_id, e.curves, f"trial {number} ({e.state})")
         if e.update is not None and e.update.checkpoints:
-            points = [
+            batch = self.pending.setdefault(number, _Batch())
+            batch.points += [
                 MetricPoint(c.epoch, f"checkpoint.{name}", float(value))
                 for c in e.update.checkpoints
                 for name, value in c.metrics.items()
                 if c.epoch > logged.get(f"checkpoint.{name}", 0)
             ]
-            if points:
-                self.tracker.log_points(run_id, points)
-        if e.curves:
-            self.tracker.log_curve_png(run_id, e.curves, f"trial {number} ({e.state})")
+        self._flush(number, run_id, tags, metrics)  # the points not yet logged, and the end
+        self.pending.pop(number, None)
         self.tracker.finish(run_id, _STATUS[e.state])
         self.closed.add(number)
+
+
+@dataclass
+class _Batch:
+    """A trial's values waiting for its next ``log_batch``."""
+
+    since: float = 0.0
+    points: list[MetricPoint] = field(default_factory=list)
+    params: dict[str, Any] = field(default_factory=dict)
+    tags: dict[str, Any] = field(default_factory=dict)
 
 
 def _lineage_tags(e: SweepStarted) -> dict[str, str]:
