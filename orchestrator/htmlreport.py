@@ -34,7 +34,7 @@ if TYPE_CHECKING:
     import pandas as pd
     from matplotlib.figure import Figure
 
-__all__ = ["ReportInputs", "render_html"]
+__all__ = ["ReportInputs", "render_html", "steps_per_epoch"]
 
 Curve = list[tuple[int, float]]
 
@@ -597,49 +597,8 @@ def render_html(inp: ReportInputs) -> str:
     return "".join(parts)
 
 
-# -- gathering -------------------------------------------------------------------------------
-
-
-def _curves(
-    tracking_uri: str, study: optuna.Study
-) -> tuple[dict[int, dict[str, Curve]], str | None]:
-    """Each trial's logged curves, read from MLflow; ({}, why) when they cannot be read.
-    An embedded store that is not there is not created."""
-    from pathlib import Path
-
-    if tracking_uri.startswith("sqlite:///"):
-        path = Path(tracking_uri.removeprefix("sqlite:///"))
-        if not path.is_file():
-            return {}, f"no MLflow store at {path}: the curves are not shown"
-    from mlflow import MlflowClient
-    from mlflow.exceptions import MlflowException
-
-    client = MlflowClient(tracking_uri=tracking_uri)
-    found: dict[int, dict[str, Curve]] = {}
-    trials = [
-        t for t in study.get_trials(deepcopy=False) if t.user_attrs.get(TrialAttrs.MLFLOW_RUN)
-    ]
-    try:
-        for t in trials[: MAX_CURVE_PANELS * 4]:
-            run_id = str(t.user_attrs[TrialAttrs.MLFLOW_RUN])
-            try:
-                logged = client.get_run(run_id).data.metrics
-            except MlflowException:
-                continue  # a run deleted since
-            curves = {}
-            for name in CURVE_METRICS:
-                if name in logged:
-                    history = client.get_metric_history(run_id, name)
-                    curves[name] = sorted((m.step, m.value) for m in history)
-            if curves:
-                found[t.number] = curves
-    except Exception as exc:  # the report is still worth writing without them
-        why = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        return found, f"the curves could not be read from MLflow ({why})"
-    return found, None
-
-
-def _steps_per_epoch(study: optuna.Study) -> dict[int, float]:
+def steps_per_epoch(study: optuna.Study) -> dict[int, float]:
+    """Optimizer steps per epoch of each trial (to mark epochs on its curves)."""
     out: dict[int, float] = {}
     for t in study.get_trials(deepcopy=False):
         steps = t.user_attrs.get(TrialAttrs.STEPS)
@@ -647,69 +606,3 @@ def _steps_per_epoch(study: optuna.Study) -> dict[int, float]:
         if isinstance(steps, int | float) and isinstance(epochs, int | float) and epochs > 0:
             out[t.number] = float(steps) / float(epochs)
     return out
-
-
-def _previous_best(study: optuna.Study, storage: str) -> float | None:
-    name = study.user_attrs.get(StudyAttrs.PREVIOUS_STUDY)
-    if not name:
-        return None
-    import optuna
-
-    try:
-        previous = optuna.load_study(study_name=str(name), storage=storage)
-    except (KeyError, ValueError):
-        return None
-    concluded = previous.user_attrs.get(StudyAttrs.CONCLUDED)
-    if isinstance(concluded, Mapping) and isinstance(concluded.get("best_value"), int | float):
-        return float(concluded["best_value"])
-    return None
-
-
-def _advice_notes(spec_path: str, results: Any, frame: pd.DataFrame) -> list[str]:
-    """The next sweep's advice, as ``ftsweep run`` prints it (needs the sweep's data to
-    resolve the space; without it, none)."""
-    from orchestrator.engine import _advice
-    from orchestrator.errors import OrchestratorError
-    from orchestrator.plan import plan_sweep
-
-    best = results.best()
-    if best is None:
-        return []
-    try:
-        plan = plan_sweep(spec_path)
-    except OrchestratorError:
-        return []
-    advice = _advice(plan, results.study, frame, best)
-    return list(advice.notes) if advice is not None else []
-
-
-def report_for(spec_path: str) -> str:
-    """The HTML report of the sweep in ``spec_path`` (its latest generation), read-only."""
-    from orchestrator.engine.study import resolve_stores
-    from orchestrator.results import open_results, optuna_url
-
-    results = open_results(spec_path)
-    spec = results.spec
-    frame = results.frame()
-    curves, why = _curves(resolve_stores(spec).mlflow, results.study)
-    space = results.study.user_attrs.get(StudyAttrs.SPACE) or spec.space.model_dump(
-        mode="json", exclude_none=True
-    )
-    inputs = ReportInputs(
-        sweep=spec.name,
-        study=results.study,
-        frame=frame,
-        metric=spec.objective.metric,
-        direction=spec.objective.direction,
-        backend=spec.backend.name,
-        model=spec.backend.model,
-        generation=results.generation,
-        budget_usd=spec.budget_usd,
-        curves=curves,
-        curves_note=why,
-        advice=_advice_notes(spec_path, results, frame),
-        space=space if isinstance(space, Mapping) else {},
-        steps_per_epoch=_steps_per_epoch(results.study),
-        previous_best=_previous_best(results.study, optuna_url(spec)),
-    )
-    return render_html(inputs)

@@ -45,12 +45,12 @@ LAYERS: tuple[tuple[str, ...], ...] = (
         "orchestrator.retune",
         "orchestrator.schedule",  # cron, systemd units, the --serve loop
         "orchestrator.diagsource",  # ftsweep diagnose: a CSV, a job or an MLflow run
-        "orchestrator.htmlreport",  # reads results (and the plan, for the advice)
         "orchestrator.learning_curve",  # trains the best configuration on data fractions
     ),
     (
         "orchestrator.tracking",
         "orchestrator.report",
+        "orchestrator.htmlreport",  # the HTML page and its plots, from what it is given
         "orchestrator.diagnosis",
         "orchestrator.space",
         "orchestrator.apisim",

@@ -52,9 +52,9 @@ def report(
     if fmt not in FORMATS:
         raise UsageError(f"--format must be one of {', '.join(FORMATS)}, not {fmt!r}")
     if fmt == "html":  # the page with the summary, plots and advice
-        from orchestrator.htmlreport import report_for
+        from orchestrator.results import html_report
 
-        text = report_for(str(spec))
+        text = html_report(str(spec))
     else:
         text = render(open_results(spec).frame(), fmt)
     if out_file is None:

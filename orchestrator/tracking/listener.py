@@ -218,12 +218,42 @@ class MlflowListener(Listener):
             folder = Path(tmp)
             (folder / "trials.csv").write_text(render(e.frame, "csv"))
             (folder / "report.md").write_text(render(e.frame, "markdown") + "\n")
-            (folder / "report.html").write_text(render(e.frame, "html"))
+            (folder / "report.html").write_text(self._html(e))
             if e.advice is not None:
                 advice = json.dumps(e.advice.__dict__, indent=2, default=str)
                 (folder / "advice.json").write_text(advice)
-            _optuna_plots(e.study, folder)
             self.tracker.log_file(parent, folder, "report")
+
+    def _html(self, e: SweepFinished) -> str:
+        """The sweep's HTML page (``ftsweep report --format html``): its plots drawn from this
+        run's curves in memory (trials of earlier runs: their table row, not their curves)."""
+        from orchestrator.htmlreport import ReportInputs, render_html, steps_per_epoch
+
+        plan = e.plan
+        gen = plan.generation
+        curves = {
+            n: {name: list(points) for name, points in c.items()}
+            for n, (_, c, _) in self.curves.items()
+            if c
+        }
+        return render_html(
+            ReportInputs(
+                sweep=plan.spec.name,
+                study=e.study,
+                frame=e.frame,
+                metric=plan.spec.objective.metric,
+                direction=plan.spec.objective.direction,
+                backend=plan.spec.backend.name,
+                model=plan.spec.backend.model,
+                generation=gen.number if gen else 1,
+                budget_usd=plan.spec.budget_usd,
+                curves=curves,
+                curves_note=None if curves else "no trial ran in this process",
+                advice=list(e.advice.notes) if e.advice is not None else [],
+                space=plan.space.to_dict(),
+                steps_per_epoch=steps_per_epoch(e.study),
+            )
+        )
 
     def _register_best(
         self, plan: SweepPlan, study: optuna.Study, best: optuna.trial.FrozenTrial
@@ -401,35 +431,3 @@ def _lineage_tags(e: SweepStarted) -> dict[str, str]:
 
 def _backend(attrs: Any) -> str:
     return str(attrs.get(TrialAttrs.BACKEND, ""))
-
-
-def _optuna_plots(study: optuna.Study, folder: Path) -> None:
-    """Optuna's matplotlib plots as PNG (offline; plotly would need a CDN or 4.8 MB each)."""
-    import warnings
-
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from optuna.visualization import matplotlib as ovm
-
-    complete = [t for t in study.trials if t.state.name == "COMPLETE"]
-    if not complete:
-        return
-    plots: list[tuple[str, Callable[..., Any]]] = [
-        ("optimization_history", ovm.plot_optimization_history),
-        ("slice", ovm.plot_slice),
-        ("intermediate_values", ovm.plot_intermediate_values),
-    ]
-    if len(complete) >= 3 and len(study.best_trial.params) >= 2:
-        plots.append(("param_importances", ovm.plot_param_importances))
-    for name, fn in plots:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            try:
-                ax = fn(study)
-            except (ValueError, RuntimeError, ZeroDivisionError):
-                continue  # too few trials for this plot
-        fig = ax.figure if hasattr(ax, "figure") else ax.flat[0].figure
-        fig.savefig(folder / f"{name}.png", dpi=90, bbox_inches="tight")
-        plt.close(fig)

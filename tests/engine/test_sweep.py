@@ -38,11 +38,10 @@ def test_run_logs_parent_and_children_and_report_agrees(
     assert parent.data.params["n_train_examples"] == "48"
     assert [i.dataset.digest for i in parent.inputs.dataset_inputs]  # datasets with fingerprints
     artifacts = {a.path for a in client.list_artifacts(parent.info.run_id, "report")}
-    assert {
-        "report/trials.csv",
-        "report/report.html",
-        "report/optimization_history.png",
-    } <= artifacts
+    assert {"report/trials.csv", "report/report.html"} <= artifacts
+    page = Path(client.download_artifacts(parent.info.run_id, "report/report.html")).read_text()
+    for title in ("Optimization history", "Parallel coordinates", "Training curves"):
+        assert f"<h2>{title}</h2><div class='plot'><svg" in page  # the plots, inline
 
     report = json.loads(cli("report", spec, "--format", "json").out)
     by_trial = {row["trial"]: row for row in report}
