@@ -23,6 +23,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
+from orchestrator import progress
 from orchestrator.attrs import TrialAttrs
 from orchestrator.diagnosis import Advice, Thresholds, TrialCurve, advise
 from orchestrator.engine.budget import Budget
@@ -126,6 +127,8 @@ def run_sweep(
         plan = resolved.plan
     notes += resolved.warnings
     bound_mlflow_retries()
+    # creating a fresh store takes seconds (MLflow's schema): say what the wait is
+    progress.report("preparing the stores (MLflow tracking, Optuna study) ...")
     check_stores(stores, mlflow=tracker is None)
     if given is None:  # the sweep file's: resume the latest generation of its lineage
         plan = replace(plan, generation=head_generation(spec))

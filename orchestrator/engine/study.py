@@ -21,6 +21,7 @@ import os
 import secrets
 import socket
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -279,7 +280,13 @@ def default_sampler(
 
     from orchestrator.engine.samplers import StartThen
 
-    start = optuna.samplers.QMCSampler(scramble=True, seed=seed, warn_independent_sampling=False)
+    if seed is None:  # unseeded, as Optuna would (it warns about it; nothing is wrong)
+        seed = secrets.randbelow(2**31)
+    with warnings.catch_warnings():  # QMCSampler is "experimental" since 3.0: noise to users
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        start = optuna.samplers.QMCSampler(
+            scramble=True, seed=seed, warn_independent_sampling=False
+        )
     then = optuna.samplers.TPESampler(
         n_startup_trials=DEFAULT_START_TRIALS, seed=None if seed is None else seed + 1
     )
@@ -317,7 +324,12 @@ def make_sampler(spec: SweepSpec, space: SearchSpace, source: str) -> optuna.sam
     if name == "grid":
         return optuna.samplers.GridSampler(_grid(space), seed=seed)
     if name == "qmc":
-        return optuna.samplers.QMCSampler(seed=seed, warn_independent_sampling=False)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return optuna.samplers.QMCSampler(
+                seed=secrets.randbelow(2**31) if seed is None else seed,
+                warn_independent_sampling=False,
+            )
     if name == "cmaes":
         return optuna.samplers.CmaEsSampler(seed=seed)
     return optuna.samplers.GPSampler(seed=seed)
