@@ -30,6 +30,7 @@ import hashlib
 import os
 import pickle
 import threading
+import time
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import TYPE_CHECKING, Any
@@ -39,6 +40,7 @@ from orchestrator.data.conventions import scan_lines
 from orchestrator.data.findings import FindingLog
 from orchestrator.data.reader import JsonlReader, line_ranges
 from orchestrator.errors import OrchestratorError, UsageError
+from orchestrator.progress import report
 
 if TYPE_CHECKING:
     from orchestrator.data.checks import _FileCheck
@@ -64,6 +66,10 @@ RANGES_PER_WORKER = 4
 _HASH_CHUNK = 1 << 20
 
 _counter: ExampleCounter | None = None
+
+
+#: files at least this large say how far their check has got (every 10 %)
+PROGRESS_MIN_BYTES = 64 * 1024 * 1024
 
 
 def data_workers(workers: int | None = None) -> int:
@@ -185,9 +191,18 @@ def run_check(
         ]
         try:
             check.sha256 = _sha256(check.path, size)
+            shown, started = 0, time.monotonic()
             for (start, end), future in zip(ranges, futures, strict=True):
                 parts.append((start, end, check.n_lines))
                 check.merge(future.result())
+                done = 100 * end // max(size, 1)
+                if size >= PROGRESS_MIN_BYTES and done >= shown + 10 and end < size:
+                    shown = done - done % 10
+                    report(
+                        f"checked {shown} % of {os.path.basename(check.path)} "
+                        f"({end / 1e6:,.0f} of {size / 1e6:,.0f} MB, "
+                        f"{time.monotonic() - started:.0f} s)"
+                    )
         except BrokenProcessPool as exc:
             raise OrchestratorError(
                 f"{check.path}: a data-check worker process died ({exc}); "

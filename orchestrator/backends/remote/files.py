@@ -11,11 +11,13 @@ import hashlib
 import json
 import os
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
 from orchestrator.backends.remote.retry import Caller
 from orchestrator.errors import DataError
+from orchestrator.progress import report
 
 __all__ = ["FileCache", "normalise_file_status", "sha256_of"]
 
@@ -96,10 +98,13 @@ class FileCache:
                 if not isinstance(exc.__cause__, openai.NotFoundError):
                     raise
         data = path.read_bytes()
+        started = time.monotonic()
+        report(f"uploading {path.name} ({len(data) / 1e6:,.1f} MB) ...")
         uploaded = call.call(
             f"upload {path.name}",
             lambda: client.files.create(file=(path.name, data), purpose="fine-tune"),
         )
+        report(f"uploaded {path.name} as {uploaded.id} ({time.monotonic() - started:.1f} s)")
         with self._lock:
             files = self._load()
             files[entry_key] = {"id": uploaded.id, "filename": path.name, "bytes": uploaded.bytes}
