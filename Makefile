@@ -30,7 +30,7 @@ lint: install
 	$(BIN)/check-jsonschema --builtin-schema vendor.compose-spec compose.yaml
 
 bench: install
-	$(PY) benchmarks/bench_datacheck.py
+	$(PY) benchmarks/run_all.py --quick
 
 # Re-resolve the dependencies from pyproject.toml alone and record them in constraints.txt
 # (torch's local '+cpu' label dropped, so the pin also matches the CPU wheel on disk).
