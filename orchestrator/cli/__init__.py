@@ -36,6 +36,7 @@ def run(argv: list[str] | None = None) -> int:
     # transformers' and the hub's own bars (writing model shards...) are noise in our output
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # its tqdm bars
     from orchestrator.progress import show_on_stderr
 
     show_on_stderr()  # a model pull, a tokenizer load: a line each, not minutes of silence

@@ -120,7 +120,9 @@ class LocalModel(PythonModel):
         text = request if isinstance(request, str) else str(request[-1].get("content", ""))
         return self.tokenizer(self.recipe.prompt_text(text), return_tensors="pt")
 
-    def predict(self, context: Any, model_input: Any, params: Any = None) -> list[str]:
+    # model_input is left unannotated: MLflow reads the hint as a schema and warns at every
+    # save that Any is not one (any input is taken: a string, a list, a table)
+    def predict(self, context: Any, model_input, params: Any = None) -> list[str]:  # type: ignore[no-untyped-def]
         import torch
 
         limit = int((params or {}).get("max_new_tokens", MAX_NEW_TOKENS))
@@ -164,7 +166,9 @@ class ProviderModel(PythonModel):
             return openai.AzureOpenAI(api_version=version), model
         return openai.OpenAI(), self.recipe.model
 
-    def predict(self, context: Any, model_input: Any, params: Any = None) -> list[str]:
+    # model_input is left unannotated: MLflow reads the hint as a schema and warns at every
+    # save that Any is not one (any input is taken: a string, a list, a table)
+    def predict(self, context: Any, model_input, params: Any = None) -> list[str]:  # type: ignore[no-untyped-def]
         client, model = self._client()
         limit = int((params or {}).get("max_new_tokens", 256))
         answers = []
