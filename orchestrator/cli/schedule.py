@@ -131,6 +131,9 @@ def _serve(job: Job, max_runs: int | None) -> None:
         out.info(f"{line} [ftsweep schedule {job.name}]")
 
     previous = signal.signal(signal.SIGTERM, on_term)
+    # Ctrl-C stops it even when started in the background of a shell script, which starts
+    # it with SIGINT ignored (and Python then leaves it so)
+    previous_int = signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         out.info(
             f"ftsweep schedule {job.name}: cron '{job.schedule.expression}', runs "
@@ -141,6 +144,7 @@ def _serve(job: Job, max_runs: int | None) -> None:
         out.info(f"ftsweep schedule {job.name}: stopped (SIGTERM)")
     finally:
         signal.signal(signal.SIGTERM, previous)
+        signal.signal(signal.SIGINT, previous_int)
 
 
 def _install_systemd(job: Job, unit_dir: Path | None) -> None:

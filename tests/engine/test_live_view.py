@@ -80,7 +80,7 @@ def test_a_terminal_shows_the_live_panel(make_sweep: SweepFactory, runs_dir: Pat
     env = " ".join(
         f"{k}={shlex.quote(v)}"
         for k, v in _env(runs_dir).items()
-        if k in ("FTSWEEP_RUNS_DIR", "PYTHONPATH", "HOME", "PATH")
+        if k in ("FTSWEEP_RUNS_DIR", "FTSWEEP_HOME", "PYTHONPATH", "HOME", "PATH")
     )
     command = (
         f"env TERM=xterm-256color {env} {shlex.quote(sys.executable)} -m orchestrator run "
@@ -112,9 +112,16 @@ def test_a_terminal_shows_the_live_panel(make_sweep: SweepFactory, runs_dir: Pat
         assert re.search(r"\d+/\d+\s", panel)  # epoch or step out of its total
         final = screens[-1]
         assert "EXIT=0" in final, final
-        # the panel is gone at the end; the log lines and the result stay
+        # the panel is gone at the end; the log lines and the result stay (in the pane's
+        # scrollback too: the result table may push them off the screen)
         assert "trials done" not in final
-        assert re.search(r"trial \d COMPLETE, objective", final)
-        assert "best: trial" in final
+        everything = subprocess.run(
+            [*tmux, "capture-pane", "-p", "-S", "-", "-t", session],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        assert re.search(r"trial \d COMPLETE, objective", everything), everything
+        assert "best: trial" in everything
     finally:
         subprocess.run([*tmux, "kill-server"], check=False)
