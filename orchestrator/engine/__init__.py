@@ -127,9 +127,9 @@ def run_sweep(
         plan = resolved.plan
     notes += resolved.warnings
     bound_mlflow_retries()
+    check_stores(stores, mlflow=tracker is None)  # they answer (else one line, exit 1)
     # creating a fresh store takes seconds (MLflow's schema): say what the wait is
     progress.report("preparing the stores (MLflow tracking, Optuna study) ...")
-    check_stores(stores, mlflow=tracker is None)
     if given is None:  # the sweep file's: resume the latest generation of its lineage
         plan = replace(plan, generation=head_generation(spec))
     tracker = tracker or Tracker(stores.mlflow, spec.name, stores.artifacts)
