@@ -284,10 +284,11 @@ class LiveConsole(ConsoleListener):
         console: Console | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        super().__init__(out, backend)
         from rich.console import Console
 
         self.console = console or Console(file=out.stderr, stderr=True, highlight=False)
+        # the plain mode's lines, written above the panel while it is shown
+        super().__init__(_Above(self._print), backend)
         self.clock = clock
         self.board = _Board(backend=backend)
         self._live: Live | None = None
@@ -430,29 +431,13 @@ class LiveConsole(ConsoleListener):
             if e.state == "COMPLETE" and e.value is not None and b.better(e.value):
                 b.best = (e.trial.number, e.value)
             b.finished.append(_Done(e.trial.number, e.state, e.value, e.diagnosis.label, seconds))
-        # the same line the plain mode writes
-        saved, self.out = self.out, _Above(self._print)
-        try:
-            super().trial_finished(e)
-        finally:
-            self.out = saved
-
-    def trial_reused(self, e: TrialReused) -> None:
-        saved, self.out = self.out, _Above(self._print)
-        try:
-            super().trial_reused(e)
-        finally:
-            self.out = saved
+        super().trial_finished(e)  # the same line the plain mode writes
 
     def note(self, e: Note) -> None:
         if "queue" in e.text:
             with self.board.lock:
                 self.board.queue_note = e.text
-        saved, self.out = self.out, _Above(self._print)
-        try:
-            super().note(e)
-        finally:
-            self.out = saved
+        super().note(e)
 
     def sweep_finished(self, e: SweepFinished) -> None:
         with self.board.lock:
