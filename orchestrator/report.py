@@ -13,7 +13,7 @@ import math
 from typing import TYPE_CHECKING, Any
 
 from orchestrator.attrs import TrialAttrs
-from orchestrator.backends.base import TrainingRequest
+from orchestrator.backends.base import Hyperparameters
 from orchestrator.params import NAMES, PARAMETERS
 
 if TYPE_CHECKING:
@@ -49,9 +49,9 @@ def trial_hyperparameters(
     included), else its sampled values over the ``fixed`` ones (a trial never submitted)."""
     raw = trial.user_attrs.get(TrialAttrs.REQUEST)
     if raw is not None:
-        try:
-            return TrainingRequest.from_json(str(raw)).hyperparameters.as_dict()
-        except (KeyError, TypeError, ValueError):
+        try:  # only its hyper-parameters: TrainingRequest.from_json's part that reads them
+            return Hyperparameters.from_dict(json.loads(str(raw))["hyperparameters"]).as_dict()
+        except (KeyError, TypeError, ValueError, AttributeError):
             pass  # an unreadable ledger entry: show what the sampler proposed
     return {**(fixed or {}), **trial.params}
 

@@ -155,6 +155,8 @@ def _read_store(url: str, shown: str, read: Callable[[Any], list[T]]) -> list[T]
     import optuna
     from sqlalchemy.exc import SQLAlchemyError
 
+    from orchestrator.snapshot import StoreReader
+
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:
         if url.startswith("journal:"):
@@ -168,11 +170,9 @@ def _read_store(url: str, shown: str, read: Callable[[Any], list[T]]) -> list[T]
             db = _sqlite_path(url)
             if db is None or not db.is_file() or not _sqlite_has_table(db, shown):
                 return []
-            storage = optuna.storages.RDBStorage(url, skip_table_creation=True)
+            storage = StoreReader(url)
         else:
-            storage = optuna.storages.RDBStorage(
-                url, engine_kwargs={"pool_pre_ping": True}, skip_table_creation=True
-            )
+            storage = StoreReader(url)  # plain queries: orchestrator/snapshot.py
         return read(storage)
     except (
         SQLAlchemyError,
@@ -295,6 +295,8 @@ def _load_study(name: str, url: str, shown: str, not_started: SweepNotStartedErr
     import optuna
     from sqlalchemy.exc import SQLAlchemyError
 
+    from orchestrator.snapshot import StoreReader
+
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     storage: optuna.storages.BaseStorage
     try:
@@ -309,11 +311,9 @@ def _load_study(name: str, url: str, shown: str, not_started: SweepNotStartedErr
             db = _sqlite_path(url)
             if db is None or not _sqlite_has_study(db, name, shown):
                 raise not_started
-            storage = optuna.storages.RDBStorage(url, skip_table_creation=True)
+            return StoreReader(url).study(name)
         else:
-            storage = optuna.storages.RDBStorage(
-                url, engine_kwargs={"pool_pre_ping": True}, skip_table_creation=True
-            )
+            return StoreReader(url).study(name)  # plain queries: orchestrator/snapshot.py
         return optuna.load_study(
             study_name=name, storage=storage, sampler=optuna.samplers.RandomSampler()
         )

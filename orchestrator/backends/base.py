@@ -84,7 +84,7 @@ import json
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Mapping
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -156,7 +156,9 @@ class Hyperparameters:
     prompt_loss_weight: float | None = None
 
     def as_dict(self) -> dict[str, Any]:
-        return {k: v for k, v in asdict(self).items() if v is not None}
+        values = (self.n_epochs, self.batch_size, self.learning_rate_multiplier)
+        found = dict(zip(NAMES, (*values, self.prompt_loss_weight), strict=True))
+        return {k: v for k, v in found.items() if v is not None}
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> Hyperparameters:

@@ -1,6 +1,7 @@
 """The pieces of the scale-out path on a real PostgreSQL: the launch lock is exclusive across
 connections, a dataset row another worker made first is linked (not a crash), two workers
-creating the stores at once both succeed."""
+creating the stores at once both succeed, and the read-only reader of `status` reads what
+Optuna reads."""
 
 from __future__ import annotations
 
@@ -144,3 +145,11 @@ def test_advisory_keys_are_stable_signed_64_bit(name: str) -> None:
     key = advisory_key(name)
     assert key == advisory_key(name) and -(2**63) <= key < 2**63
     assert key != advisory_key(name + "x")
+
+
+def test_status_reader_reads_what_optuna_reads(postgres_db: Callable[[str], str]) -> None:
+    """``status``/``report``'s plain-query reader (orchestrator/snapshot.py) on PostgreSQL:
+    the same trials, attributes and lineage as Optuna's ORM."""
+    from tests.test_snapshot import same_as_optuna
+
+    same_as_optuna(postgres_db("snapshot"))
