@@ -69,5 +69,8 @@ class StudyAttrs:
     FILE_SPACE = "ftsweep.file_space"  # the space as the sweep file said then
     #: the sweep ran to its limits with a completed trial: {at, completed, best_trial, ...}
     CONCLUDED = "ftsweep.concluded"
+    #: the ``at`` of the conclusion MLflow has in full (the parent run ended, the report and
+    #: the best model logged): a re-run of a sweep with both equal has nothing to do
+    LOGGED = "ftsweep.mlflow_logged"
     #: ``ftsweep.sampler_seed.<host:pid>``: the seed each worker's sampler was built with
     SAMPLER_SEED = "ftsweep.sampler_seed"

@@ -58,6 +58,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
         "orchestrator.fingerprint",
         "orchestrator.tokenizers",  # a model name's token counter, asking each backend
         "orchestrator.recipe",  # the inference recipe of a trial (the registry's pyfunc)
+        "orchestrator.snapshot",  # a study read with plain queries (status, report, no-op)
     ),
     ("orchestrator.backends", "orchestrator.events"),
     ("orchestrator.data", "orchestrator.config", "orchestrator.curvefile"),

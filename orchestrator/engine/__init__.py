@@ -128,13 +128,23 @@ def run_sweep(
     notes += resolved.warnings
     bound_mlflow_retries()
     check_stores(stores, mlflow=tracker is None)  # they answer (else one line, exit 1)
-    # creating a fresh store takes seconds (MLflow's schema): say what the wait is
-    progress.report("preparing the stores (MLflow tracking, Optuna study) ...")
     if given is None:  # the sweep file's: resume the latest generation of its lineage
         plan = replace(plan, generation=head_generation(spec))
+    limits = Limits(
+        trials=overrides.trials or spec.trials,
+        parallel=overrides.parallel or spec.parallel,
+        timeout_s=spec.timeout_s,
+        target=spec.target,
+    )
+    printed = fingerprint(plan)
+    if given is None and tracker is None and not notes:
+        done = _finished_already(plan, stores, limits, printed)
+        if done is not None:  # nothing to run, nothing to log: MLflow is not even opened
+            return _as_it_stands(plan, stores, done, listeners, backend.name, printed)
+    # creating a fresh store takes seconds (MLflow's schema): say what the wait is
+    progress.report("preparing the stores (MLflow tracking, Optuna study) ...")
     tracker = tracker or Tracker(stores.mlflow, spec.name, stores.artifacts)
     study = open_study(spec, plan.space, stores, plan.study_name)
-    printed = fingerprint(plan)
     notes += _record_generation(study, plan, printed, str(spec_path))
     mlflow = MlflowListener(tracker)
     debug = os.environ.get("FTSWEEP_DEBUG") == "1"
@@ -144,12 +154,6 @@ def run_sweep(
             study.enqueue_trial(dict(config), dict(attrs), skip_if_exists=True)
     for config in spec.enqueue:
         study.enqueue_trial(dict(config), skip_if_exists=True)
-    limits = Limits(
-        trials=overrides.trials or spec.trials,
-        parallel=overrides.parallel or spec.parallel,
-        timeout_s=spec.timeout_s,
-        target=spec.target,
-    )
     _retry_environment_failures(study, limits.trials)
     started = SweepStarted(plan, study, backend.name, bool(study.trials), printed)
     # the tracking store must work before any trial starts; under the study's lock, so two
@@ -199,6 +203,80 @@ def run_sweep(
     return SweepResult(
         plan, stores, study, frame, advice, tracker.experiment_id, loop.stop_reason, loop.changed
     )
+
+
+def _finished_already(
+    plan: SweepPlan, stores: Stores, limits: Limits, printed: Fingerprint
+) -> optuna.Study | None:
+    """The sweep's study, read-only, when running it again would change nothing; else None
+    (the full path then runs, and mends what a crash left). Nothing to change means: the
+    study is concluded as it stands and MLflow holds that conclusion in full
+    (``StudyAttrs.LOGGED``, written once the parent run ended), no trial is running or
+    waiting, the trial limit is reached, the sweep file enqueues nothing and sets no target
+    (a reached target is reported as the stop), and what the results depend on has not
+    changed (else the full path warns)."""
+    from orchestrator.attrs import StudyAttrs
+    from orchestrator.engine.loop import counted
+    from orchestrator.errors import OrchestratorError
+    from orchestrator.results import _load_study, _without_password
+
+    spec = plan.spec
+    if spec.enqueue or limits.target is not None:
+        return None
+    shown = _without_password(stores.optuna)
+    try:
+        from orchestrator.errors import SweepNotStartedError
+
+        study = _load_study(
+            plan.study_name, stores.optuna, shown, SweepNotStartedError(spec.name, shown, "")
+        )
+    except OrchestratorError:
+        return None  # not started, or unreadable: the full path says so
+    attrs = study.user_attrs
+    concluded = attrs.get(StudyAttrs.CONCLUDED)
+    if not isinstance(concluded, dict) or attrs.get(StudyAttrs.LOGGED) != concluded.get("at"):
+        return None
+    if not isinstance(attrs.get(StudyAttrs.MLFLOW_EXPERIMENT), str):
+        return None
+    trials = study.get_trials(deepcopy=False)
+    if any(t.state.name in ("RUNNING", "WAITING") for t in trials):
+        return None
+    if counted(trials) < limits.trials:
+        return None
+    try:
+        was = Fingerprint.from_json(str(attrs[StudyAttrs.FINGERPRINT]))
+    except (KeyError, ValueError, TypeError):
+        return None
+    if changes(was, printed):
+        return None
+    best = best_trial(study)
+    if best is None:
+        return None
+    if {k: v for k, v in concluded.items() if k != "at"} != _conclusion(study, best):
+        return None
+    return study
+
+
+def _as_it_stands(
+    plan: SweepPlan,
+    stores: Stores,
+    study: optuna.Study,
+    listeners: Sequence[Listener],
+    backend: str,
+    printed: Fingerprint,
+) -> SweepResult:
+    """The result of a finished sweep run again, told to ``listeners`` as a run that
+    started and finished nothing."""
+    from orchestrator.attrs import StudyAttrs
+
+    frame = trials_frame(study, plan.space.fixed())
+    best = best_trial(study)
+    advice = _advice(plan, study, frame, best)
+    emit = Dispatcher(list(listeners), debug=os.environ.get("FTSWEEP_DEBUG") == "1")
+    emit(SweepStarted(plan, study, backend, True, printed))
+    emit(SweepFinished(plan, study, frame, advice, best, _spent(study), None, False))
+    experiment = str(study.user_attrs[StudyAttrs.MLFLOW_EXPERIMENT])
+    return SweepResult(plan, stores, study, frame, advice, experiment, None, False)
 
 
 def head_generation(spec: SweepSpec) -> Generation | None:
@@ -253,20 +331,25 @@ def _record_generation(
 
 def _conclude(study: optuna.Study, best: Any, spent: float, now: float) -> None:
     """Mark the generation as one that produced a model (a retune compares with it)."""
-    from orchestrator.attrs import StudyAttrs, TrialAttrs
+    from orchestrator.attrs import StudyAttrs
 
-    completed = sum(1 for t in study.get_trials(deepcopy=False) if t.state.name == "COMPLETE")
-    values = {
-        "completed": completed,
-        "best_trial": best.number,
-        "best_value": best.value,
-        "model": best.user_attrs.get(TrialAttrs.FINE_TUNED_MODEL),
-        "spent_usd": round(spent, 4),
-    }
+    values = _conclusion(study, best, spent)
     was = study.user_attrs.get(StudyAttrs.CONCLUDED)
     if isinstance(was, dict) and {k: v for k, v in was.items() if k != "at"} == values:
         return  # a finished sweep run again: concluded as it stands already
     study.set_user_attr(StudyAttrs.CONCLUDED, {"at": now, **values})
+
+
+def _conclusion(study: optuna.Study, best: Any, spent: float | None = None) -> dict[str, Any]:
+    """What a concluded generation records (but its ``at``)."""
+    completed = sum(1 for t in study.get_trials(deepcopy=False) if t.state.name == "COMPLETE")
+    return {
+        "completed": completed,
+        "best_trial": best.number,
+        "best_value": best.value,
+        "model": best.user_attrs.get(TrialAttrs.FINE_TUNED_MODEL),
+        "spent_usd": round(_spent(study) if spent is None else spent, 4),
+    }
 
 
 def _retry_environment_failures(study: optuna.Study, limit: int) -> None:

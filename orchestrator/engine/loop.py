@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -57,7 +57,14 @@ from orchestrator.plan import SweepPlan
 if TYPE_CHECKING:
     import optuna
 
-__all__ = ["ADOPT_EVERY_S", "HEARTBEAT_EVERY_S", "STALE_AFTER_S", "Limits", "SweepLoop"]
+__all__ = [
+    "ADOPT_EVERY_S",
+    "HEARTBEAT_EVERY_S",
+    "STALE_AFTER_S",
+    "Limits",
+    "SweepLoop",
+    "counted",
+]
 
 HEARTBEAT_EVERY_S = 10.0
 STALE_AFTER_S = 120.0
@@ -77,6 +84,25 @@ class Limits:
     parallel: int
     timeout_s: float | None = None
     target: float | None = None
+
+
+#: the states of trials that count toward the limit (see :func:`counted`)
+COUNTED_STATES = ("COMPLETE", "PRUNED", "FAIL", "RUNNING")
+
+
+def counted(trials: Sequence[optuna.trial.FrozenTrial], before: int | None = None) -> int:
+    """Trials toward the limit (numbered below ``before``, if given): finished or running,
+    but not those that never started or failed for reasons of the environment (they are
+    tried again), nor earlier epochs derived from another trial's job."""
+    return sum(
+        1
+        for t in trials
+        if t.state.name in COUNTED_STATES
+        and (before is None or t.number < before)
+        and TrialAttrs.ENVIRONMENT_FAILURE not in t.user_attrs
+        and TrialAttrs.NOT_STARTED not in t.user_attrs
+        and TrialAttrs.DERIVED_FROM not in t.user_attrs
+    )
 
 
 @dataclass
@@ -173,28 +199,14 @@ class SweepLoop:
     def _counted(
         self, before: int | None = None, trials: list[optuna.trial.FrozenTrial] | None = None
     ) -> int:
-        """Trials toward the limit (numbered below ``before``, if given): finished or
-        running, but not those that never started or failed for reasons of the environment
-        (they are tried again), nor earlier epochs derived from another trial's job."""
-        import optuna
-
-        states = (
-            optuna.trial.TrialState.COMPLETE,
-            optuna.trial.TrialState.PRUNED,
-            optuna.trial.TrialState.FAIL,
-            optuna.trial.TrialState.RUNNING,
-        )
+        """Trials toward the limit (numbered below ``before``, if given): see
+        :func:`counted`."""
         if trials is None:
+            import optuna
+
+            states = tuple(optuna.trial.TrialState[name] for name in COUNTED_STATES)
             trials = self.study.get_trials(deepcopy=False, states=states)
-        return sum(
-            1
-            for t in trials
-            if t.state in states
-            and (before is None or t.number < before)
-            and TrialAttrs.ENVIRONMENT_FAILURE not in t.user_attrs
-            and TrialAttrs.NOT_STARTED not in t.user_attrs
-            and TrialAttrs.DERIVED_FROM not in t.user_attrs
-        )
+        return counted(trials, before)
 
     def _can_launch(self) -> bool:
         if self.stop_reason:

@@ -163,7 +163,8 @@ class MlflowListener(Listener):
         if parent is None:
             return
         if not e.changed and self.tracker.status(parent) == "FINISHED":
-            return  # a finished sweep run again: everything is logged already
+            self._mark_logged(e.study)  # a finished sweep run again: all is logged already
+            return
         metrics: dict[str, float] = {"spent_usd": round(e.spent_usd, 4), "n_trials": len(e.frame)}
         tags: dict[str, Any] = {}
         best_number = None
@@ -177,6 +178,17 @@ class MlflowListener(Listener):
         self.tracker.log(parent, metrics=metrics, tags=tags)
         self._log_report(parent, e)
         self.tracker.finish(parent)
+        self._mark_logged(e.study)
+
+    @staticmethod
+    def _mark_logged(study: optuna.Study) -> None:
+        """Record that MLflow holds the study's conclusion in full (``run_sweep``'s no-op
+        path then skips MLflow); a crash before this leaves the conclusion unmarked, and the
+        next run logs it again."""
+        concluded = study.user_attrs.get(StudyAttrs.CONCLUDED)
+        at = concluded.get("at") if isinstance(concluded, dict) else None
+        if at is not None and study.user_attrs.get(StudyAttrs.LOGGED) != at:
+            study.set_user_attr(StudyAttrs.LOGGED, at)
 
     def _close_children(self, parent: str, best: str | None) -> None:
         """Once per sweep, in one pass over the child runs: the ``ftsweep.best`` tag of each

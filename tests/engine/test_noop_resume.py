@@ -1,0 +1,78 @@
+"""A finished sweep run again does nothing, and quickly: its study is read once, MLflow is
+not opened, nothing is written. Whatever a crash or a change left for a run to do still
+takes the full path."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import optuna
+import pytest
+from mlflow import MlflowClient
+
+from orchestrator.attrs import StudyAttrs
+from orchestrator.engine import Overrides
+from orchestrator.events import SweepFinished, SweepStarted
+from tests.engine.test_loop import _run, _spec, instant  # noqa: F401  (the fixture)
+from tests.helpers import chat_rows, write_jsonl
+
+
+def _digest(folder: Path) -> dict[str, str]:
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.glob("*.db"))}
+
+
+def _refuse_mlflow(monkeypatch: pytest.MonkeyPatch) -> None:
+    def refuse(*_: object, **__: object) -> None:
+        raise AssertionError("MLflow was opened")
+
+    monkeypatch.setattr("orchestrator.tracking.Tracker.__init__", refuse)
+
+
+def test_a_finished_sweep_run_again_reads_only(
+    instant: Path,  # noqa: F811
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    spec = _spec(tmp_path)
+    first, _ = _run(spec)
+    assert first.changed and first.completed == 4
+    before = _digest(instant)
+    _refuse_mlflow(monkeypatch)
+    again, rec = _run(spec)
+    assert not again.changed and again.stop_reason is None
+    assert again.frame.equals(first.frame)
+    assert again.experiment_id == first.experiment_id
+    assert first.advice is not None and again.advice == first.advice
+    assert [type(e) for e in rec.events] == [SweepStarted, SweepFinished]
+    assert _digest(instant) == before  # neither store written
+
+
+def test_a_crash_before_mlflow_ended_is_mended(instant: Path, tmp_path: Path) -> None:  # noqa: F811
+    spec = _spec(tmp_path)
+    _run(spec)
+    study = optuna.load_study(study_name="inst", storage=f"sqlite:///{instant / 'optuna.db'}")
+    parent = str(study.user_attrs[StudyAttrs.MLFLOW_PARENT_RUN])
+    client = MlflowClient(tracking_uri=f"sqlite:///{instant / 'mlflow.db'}")
+    # killed after the study was concluded, before MLflow's parent run ended
+    client.set_terminated(parent, "RUNNING")
+    study.set_user_attr(StudyAttrs.LOGGED, None)
+    again, _ = _run(spec)
+    assert not again.changed
+    assert client.get_run(parent).info.status == "FINISHED"
+    concluded = again.study.user_attrs[StudyAttrs.CONCLUDED]
+    assert again.study.user_attrs[StudyAttrs.LOGGED] == concluded["at"]
+
+
+def test_more_trials_or_changed_data_take_the_full_path(
+    instant: Path,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    spec = _spec(tmp_path)
+    _run(spec)
+    more, _ = _run(spec, overrides=Overrides(trials=5))
+    assert more.changed and more.completed == 5
+    write_jsonl(tmp_path / "data" / "train.jsonl", chat_rows(41))
+    changed, rec = _run(spec, overrides=Overrides(trials=5))
+    assert not changed.changed
+    assert any("since this sweep started" in text for text in rec.notes())
