@@ -12,6 +12,10 @@ its own folder, and measures the CPU seconds (user + system) of its trial loop o
 * **ftsweep**: :func:`orchestrator.engine.run_sweep` in-process, from the first trial's
   start to the last one's end (what comes once per sweep is reported apart).
 
+``careful`` and ``ftsweep`` run alternately, three rounds of 20 trials (full: five of 50),
+and each figure is the median of its rounds: on a shared machine one run of each can differ
+by 30 % either way.
+
 Then a no-op resume: ``ftsweep run`` of a finished 20-trial sweep, as a fresh command (its
 imports included), against the sweep's own first run.
 
@@ -258,11 +262,25 @@ def _child(variant: str, trials: int) -> dict[str, Any]:
 
 
 def run(quick: bool) -> list[Figure]:
-    trials = 12 if quick else 50
-    got = {v: _child(v, trials) for v in ("tutorial", "careful", "ftsweep")}
+    trials, rounds = (20, 3) if quick else (50, 5)
+    # careful and ftsweep alternate, round after round (a busy neighbour slows both alike);
+    # each figure is the median of its rounds
+    seen: dict[str, list[dict[str, float]]] = {"careful": [], "ftsweep": []}
+    for _ in range(rounds):
+        for variant, runs in seen.items():
+            runs.append(_child(variant, trials))
+    tut = _child("tutorial", trials)
+    ft = {k: median([r[k] for r in seen["ftsweep"]]) for k in ("per_trial", "once")}
+    care = {"per_trial": median([r["per_trial"] for r in seen["careful"]])}
     noop = _child("noop", 20)
-    ft, care, tut = got["ftsweep"], got["careful"], got["tutorial"]
-    where = f"{trials} trials, 100 step metrics each; once per sweep: {ft['once']:.2f} s CPU"
+    spread = ", ".join(
+        f"{v} " + "/".join(f"{r['per_trial'] * 1000:.0f}" for r in runs) + " ms"
+        for v, runs in seen.items()
+    )
+    where = (
+        f"{trials} trials, 100 step metrics each, median of {rounds} alternating rounds "
+        f"({spread}); once per sweep: {ft['once']:.2f} s CPU"
+    )
     return [
         Figure(
             "overhead: ftsweep CPU s/trial vs careful loop",

@@ -27,7 +27,7 @@ from orchestrator import progress
 from orchestrator.attrs import TrialAttrs
 from orchestrator.diagnosis import Advice, Thresholds, TrialCurve, advise
 from orchestrator.engine.budget import Budget
-from orchestrator.engine.locks import launch_lock
+from orchestrator.engine.locks import exclusive, launch_lock
 from orchestrator.engine.loop import STOP, Limits, SweepLoop
 from orchestrator.engine.models import ResolvedModel, resolve_base_model
 from orchestrator.engine.study import (
@@ -175,6 +175,7 @@ def run_sweep(
         sleep=sleep,
         wall=wall,
         launch_lock=functools.partial(launch_lock, stores.optuna, plan.study_name),
+        lock_exclusive=exclusive(stores.optuna),
     )
     try:
         loop.run()

@@ -9,10 +9,11 @@ machines see the same ledger. A worker is ``host:pid``.
 
 from __future__ import annotations
 
+import json
 import os
 import socket
-from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any, cast
 
 if TYPE_CHECKING:
     import optuna
@@ -51,11 +52,13 @@ def write(
 
     Optuna's ``Trial.set_user_attr`` and ``Trial.report`` commit each value on its own (a
     SQLite or PostgreSQL transaction each). On an RDB storage these go in one session: one
-    commit, through Optuna's own per-row writes (the rows are exactly those the public calls
-    write, so every reader, and every study written before, is unchanged). A journal storage
-    gets them one by one (its replay reads one attribute a record), as does any other storage
-    or an Optuna whose internals differ. ``intermediate`` values already known to the trial
-    (the caller reported them in its cache for the pruner) are written, not checked again."""
+    commit, the attributes in one upsert on SQLite and PostgreSQL (as Optuna upserts each
+    there) and through Optuna's own per-row writes elsewhere: the rows are exactly those the
+    public calls write, so every reader, and every study written before, is unchanged. A
+    journal storage gets them one by one (its replay reads one attribute a record), as does
+    any other storage or an Optuna whose internals differ. ``intermediate`` values already
+    known to the trial (the caller reported them in its cache for the pruner) are written,
+    not checked again."""
     values = dict(attrs)
     steps = dict(intermediate or {})
     if not values and not steps:
@@ -90,12 +93,48 @@ def _write_batched(
         return False
     from sqlalchemy.exc import IntegrityError
 
+    upsert = _upsert(storage.engine.name)
     try:
         with _create_scoped_session(storage.scoped_session) as session:
-            for key, value in values.items():
-                set_attr(session, models.TrialUserAttributeModel, trial_id, key, value)
+            if upsert is not None and values:  # every attribute in one statement
+                trial = models.TrialModel.find_or_raise_by_id(trial_id, session)
+                storage.check_trial_is_updatable(trial_id, cast(Any, trial.state))
+                session.execute(upsert(values, trial_id))
+            else:
+                for key, value in values.items():
+                    set_attr(session, models.TrialUserAttributeModel, trial_id, key, value)
             for step, value in steps.items():
                 set_value(session, trial_id, step, value)
     except IntegrityError:  # another process wrote one of the rows meanwhile: rolled back,
         return False  # written one by one (as Optuna does, which ignores that race)
     return True
+
+
+def _upsert(dialect: str) -> Callable[[Mapping[str, Any], int], Any] | None:
+    """A statement writing several user attributes of one trial at once, each row exactly
+    as Optuna's ``set_trial_user_attr`` writes it (an insert, or an update of the row with
+    that key), on the databases where Optuna itself upserts; None elsewhere."""
+    import sqlite3
+
+    if dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    elif dialect == "sqlite" and sqlite3.sqlite_version_info >= (3, 24, 0):
+        from sqlalchemy.dialects.sqlite import insert  # type: ignore[assignment]
+    else:
+        return None
+    from optuna.storages._rdb import models
+
+    table = models.TrialUserAttributeModel
+
+    def statement(values: Mapping[str, Any], trial_id: int) -> Any:
+        rows = [
+            {"trial_id": trial_id, "key": key, "value_json": json.dumps(value)}
+            for key, value in values.items()
+        ]
+        stmt = insert(table).values(rows)
+        return stmt.on_conflict_do_update(
+            index_elements=[table.trial_id, table.key],
+            set_={"value_json": stmt.excluded.value_json},
+        )
+
+    return statement

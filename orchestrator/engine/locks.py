@@ -22,7 +22,7 @@ import contextlib
 from collections.abc import Iterator
 from pathlib import Path
 
-__all__ = ["advisory_key", "launch_lock"]
+__all__ = ["advisory_key", "exclusive", "launch_lock"]
 
 
 def advisory_key(study: str) -> int:
@@ -34,6 +34,12 @@ def advisory_key(study: str) -> int:
 
 def _is_postgres(url: str) -> bool:
     return url.split(":", 1)[0].split("+", 1)[0] in ("postgresql", "postgres")
+
+
+def exclusive(optuna_url: str) -> bool:
+    """Whether :func:`launch_lock` on this storage excludes every other worker of the study
+    (then a trial asked under it is within the limit, and needs no second look)."""
+    return optuna_url.startswith(("sqlite:///", "journal:")) or _is_postgres(optuna_url)
 
 
 @contextlib.contextmanager

@@ -121,6 +121,8 @@ class SweepLoop:
     wall: Callable[[], float] = time.time
     #: held while counting the trials and asking for the next (see :mod:`.locks`)
     launch_lock: Callable[[], AbstractContextManager[None]] = contextlib.nullcontext
+    #: whether ``launch_lock`` excludes every other worker of the study (:func:`.exclusive`)
+    lock_exclusive: bool = False
 
     def __post_init__(self) -> None:
         self.runs: dict[int, TrialRun] = {}
@@ -208,7 +210,9 @@ class SweepLoop:
             trials = self.study.get_trials(deepcopy=False, states=states)
         return counted(trials, before)
 
-    def _can_launch(self) -> bool:
+    def _can_launch(self, counting: bool = True) -> bool:
+        """Whether another trial may start; without ``counting`` the trial count is left to
+        :meth:`_launch_one`, which counts under the launch lock anyway."""
         if self.stop_reason:
             return False
         if (
@@ -224,7 +228,7 @@ class SweepLoop:
                 return False
         if len(self.runs) >= self.capacity:  # first: it needs no look at the study
             return False
-        return self._counted() < self.limits.trials
+        return not counting or self._counted() < self.limits.trials
 
     def _best(self) -> float | None:
         try:
@@ -233,7 +237,7 @@ class SweepLoop:
             return None
 
     def _launch(self) -> None:
-        while self._can_launch():
+        while self._can_launch(counting=False):
             if not self._launch_one():
                 return
         self._queue_note()
@@ -286,40 +290,69 @@ class SweepLoop:
             claim = {TrialAttrs.WORKER: self.worker, TrialAttrs.HEARTBEAT: self.wall()}
             if self.budget.limit is not None and not self._commit(trial, claim):
                 return False
-            write(trial, claim)  # with its estimate: one transaction
-        if self._counted(before=trial.number) >= self.limits.trials:
+            # decided under the lock, against the trials read under it: another worker's
+            # trial of the same configuration has its intent written, so it is seen
+            start = self._prepare(trial, trials)
+            write(trial, {**claim, **start.intent})  # claim and intent: one transaction
+        if not self.lock_exclusive and self._counted(before=trial.number) >= self.limits.trials:
             # a worker on another machine took the last place meanwhile
             trial.set_user_attr(TrialAttrs.NOT_STARTED, True)
             trial.set_user_attr(TrialAttrs.ERROR, "not started: the study reached its limit")
             self._tell(trial, "FAIL", None)
             return False
-        return self._start(trial)
+        return self._start(trial, start)
 
-    def _start(self, trial: optuna.Trial) -> bool:
-        """Start ``trial`` (asked, or adopted before its request was written)."""
-        self.changed = True
+    def _prepare(
+        self, trial: optuna.Trial, trials: list[optuna.trial.FrozenTrial] | None = None
+    ) -> _Start:
+        """What starting ``trial`` will do (its request, a twin that trains it already, the
+        backend's refusal, the budget's), and the ledger's intent when it is to be trained;
+        nothing is written. ``trials``: the study as read (else it is read)."""
         request = self._request(trial)
-        if self.repeats.reuse(trial, request.config_hash(), self._tell):
-            return True
-        run = TrialRun(trial, request, wall=self.wall, last_beat=self.clock())
+        twin = self.repeats.twin(request.config_hash(), trial.number, trials)
+        if twin is not None:
+            return _Start(request, twin=twin)
         try:
             self.backend.check(request)
             estimate = self.backend.estimate_cost(request, self.plan.train)
         except Exception as exc:
-            self._fail(run, _reason(exc))
-            return True
+            return _Start(request, error=_reason(exc))
         if not self.budget.allows(estimate, excluding=trial.number):
-            self._refuse_for_budget(trial, estimate)
-            return False
+            return _Start(request, estimate=estimate, refused=True)
         n = self.plan.train.n_examples
         pct = None
         if self.plan.space["batch_size"].kind != "fixed" and n:
             pct = round(100 * request.hyperparameters.batch_size / n, 4)
-        run.write_intent(self.backend.name, self.worker, estimate, pct)  # before the job exists
-        if estimate is not None:
-            self.budget.commit(trial.number, estimate)
+        intent = TrialRun.intent(
+            request, self.backend.name, self.worker, self.wall(), estimate, pct
+        )
+        return _Start(request, estimate=estimate, pct=pct, intent=intent)
+
+    def _start(self, trial: optuna.Trial, start: _Start | None = None) -> bool:
+        """Start ``trial`` (asked, or adopted before its request was written): as
+        :meth:`_prepare` decided, writing the intent unless ``start`` has written it."""
+        self.changed = True
+        written = start is not None
+        start = start or self._prepare(trial)
+        request = start.request
+        if start.twin is not None:
+            self.repeats.reuse(trial, request.config_hash(), start.twin, self._tell)
+            return True
+        run = TrialRun(trial, request, wall=self.wall, last_beat=self.clock())
+        if start.error is not None:
+            self._fail(run, start.error)
+            return True
+        if start.refused:
+            self._refuse_for_budget(trial, start.estimate)
+            return False
+        if written:
+            run.attrs.update(start.intent)
+        else:
+            run.set_attrs(start.intent)  # before the job exists
+        if start.estimate is not None:
+            self.budget.commit(trial.number, start.estimate)
         self.runs[trial.number] = run
-        self.emit(TrialStarted(run, batch_size_pct=pct))
+        self.emit(TrialStarted(run, batch_size_pct=start.pct))
         self._submit(run)
         return True
 
@@ -739,6 +772,21 @@ class SweepLoop:
                 self.study.tell(trial, state=optuna.trial.TrialState[state])
         except (RuntimeError, ValueError) as exc:  # another worker finished it first
             self._note(f"not told: {exc}", "warning", trial.number)
+
+
+@dataclass(frozen=True)
+class _Start:
+    """How a trial starts (:meth:`SweepLoop._prepare`): trained (its ``intent`` for the
+    ledger), reusing a ``twin``, failed by the backend's ``error``, or ``refused`` by the
+    budget."""
+
+    request: TrainingRequest
+    twin: optuna.trial.FrozenTrial | None = None
+    error: str | None = None
+    refused: bool = False
+    estimate: float | None = None
+    pct: float | None = None
+    intent: dict[str, Any] = field(default_factory=dict)
 
 
 def _running_jobs(trials: list[optuna.trial.FrozenTrial]) -> int:

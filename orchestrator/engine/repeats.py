@@ -45,9 +45,15 @@ class Repeats:
         self.study, self.emit, self.worker, self.clock, self.wall = study, emit, worker, clock, wall
         self.waiting: dict[int, _Waiting] = {}
 
-    def twin(self, config_hash: str, number: int) -> optuna.trial.FrozenTrial | None:
-        """The earliest other trial of the study with this configuration."""
-        for t in self.study.get_trials(deepcopy=False):
+    def twin(
+        self,
+        config_hash: str,
+        number: int,
+        trials: list[optuna.trial.FrozenTrial] | None = None,
+    ) -> optuna.trial.FrozenTrial | None:
+        """The earliest other trial of the study with this configuration (among ``trials``,
+        the study as the caller read it, else as it is now)."""
+        for t in trials if trials is not None else self.study.get_trials(deepcopy=False):
             if t.number == number or t.user_attrs.get(TrialAttrs.CONFIG_HASH) != config_hash:
                 continue
             if TrialAttrs.ENVIRONMENT_FAILURE in t.user_attrs:
@@ -55,11 +61,11 @@ class Repeats:
             return t
         return None
 
-    def reuse(self, trial: optuna.Trial, config_hash: str, tell: Tell) -> bool:
-        """If the study has trained (or trains) this configuration, reuse it: True."""
-        twin = self.twin(config_hash, trial.number)
-        if twin is None:
-            return False
+    def reuse(
+        self, trial: optuna.Trial, config_hash: str, twin: optuna.trial.FrozenTrial, tell: Tell
+    ) -> None:
+        """``trial`` takes the result of ``twin``, which trained (or trains) its
+        configuration (:meth:`twin`)."""
         trial.set_user_attr(TrialAttrs.CONFIG_HASH, config_hash)
         trial.set_user_attr(TrialAttrs.REUSED_FROM, twin.number)
         if twin.state.name == "RUNNING":
@@ -68,7 +74,6 @@ class Repeats:
             self.emit(TrialReused(trial.number, twin.number, "RUNNING", waiting=True))
         else:
             self._copy(trial, twin, tell)
-        return True
 
     def adopt(self, trial: optuna.Trial, leader: int) -> None:
         """This worker waits for ``leader`` on ``trial``'s behalf."""

@@ -115,24 +115,30 @@ class TrialRun:
             write(self.trial, attrs, values)
 
     # -- the ledger --------------------------------------------------------------------------
-    def write_intent(
-        self, backend: str, worker: str, estimate: float | None, batch_pct: float | None
-    ) -> None:
-        """Before the job exists: the request, its key and configuration, the owner (one
-        transaction)."""
+    @staticmethod
+    def intent(
+        request: TrainingRequest,
+        backend: str,
+        worker: str,
+        now: float,
+        estimate: float | None,
+        batch_pct: float | None,
+    ) -> dict[str, Any]:
+        """The ledger's record before the job exists: the request, its key and
+        configuration, the owner and its heartbeat (written in one transaction)."""
         values: dict[str, Any] = {
-            TrialAttrs.REQUEST: self.request.to_json(),
-            TrialAttrs.KEY: self.request.key,
-            TrialAttrs.CONFIG_HASH: self.request.config_hash(),
+            TrialAttrs.REQUEST: request.to_json(),
+            TrialAttrs.KEY: request.key,
+            TrialAttrs.CONFIG_HASH: request.config_hash(),
             TrialAttrs.BACKEND: backend,
             TrialAttrs.WORKER: worker,
-            TrialAttrs.HEARTBEAT: self.wall(),
+            TrialAttrs.HEARTBEAT: now,
         }
         if estimate is not None:
             values[TrialAttrs.ESTIMATE] = estimate
         if batch_pct is not None:
             values[TrialAttrs.BATCH_PCT] = batch_pct
-        self.set_attrs(values)
+        return values
 
     def claim(self, worker: str) -> None:
         """This worker owns the trial from now on."""

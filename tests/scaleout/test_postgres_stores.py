@@ -153,3 +153,21 @@ def test_status_reader_reads_what_optuna_reads(postgres_db: Callable[[str], str]
     from tests.test_snapshot import same_as_optuna
 
     same_as_optuna(postgres_db("snapshot"))
+
+
+def test_a_ledger_event_reads_back_as_optunas_writes(postgres_db: Callable[[str], str]) -> None:
+    """The ledger's one-statement upsert (orchestrator/engine/ledger.py) on PostgreSQL: new
+    and already written attributes, as ``set_user_attr`` leaves them."""
+    from orchestrator.engine.ledger import write
+
+    url = postgres_db("ledger")
+    study = optuna.create_study(study_name="s", storage=url)
+    ours, theirs = study.ask(), study.ask()
+    attrs = {"ftsweep.worker": "host:1", "ftsweep.heartbeat": 1.5, "ftsweep.cp": {"1": [2]}}
+    write(ours, attrs, {1: 0.5})
+    write(ours, {"ftsweep.heartbeat": 2.5, "ftsweep.job_id": "j"})
+    for key, value in {**attrs, "ftsweep.heartbeat": 2.5, "ftsweep.job_id": "j"}.items():
+        theirs.set_user_attr(key, value)
+    theirs.report(0.5, 1)
+    a, b = optuna.load_study(study_name="s", storage=url).trials
+    assert a.user_attrs == b.user_attrs and a.intermediate_values == b.intermediate_values
