@@ -96,24 +96,57 @@ def _write_batched(
     upsert = _upsert(storage.engine.name)
     try:
         with _create_scoped_session(storage.scoped_session) as session:
-            if upsert is not None and values:  # every attribute in one statement
+            if upsert is not None:  # the attributes in one statement, the values in another
                 trial = models.TrialModel.find_or_raise_by_id(trial_id, session)
                 storage.check_trial_is_updatable(trial_id, cast(Any, trial.state))
-                session.execute(upsert(values, trial_id))
+                if values:
+                    session.execute(upsert(*_attribute_rows(trial_id, values)))
+                if steps:
+                    session.execute(upsert(*_value_rows(trial_id, steps)))
             else:
                 for key, value in values.items():
                     set_attr(session, models.TrialUserAttributeModel, trial_id, key, value)
-            for step, value in steps.items():
-                set_value(session, trial_id, step, value)
+                for step, value in steps.items():
+                    set_value(session, trial_id, step, value)
     except IntegrityError:  # another process wrote one of the rows meanwhile: rolled back,
         return False  # written one by one (as Optuna does, which ignores that race)
     return True
 
 
-def _upsert(dialect: str) -> Callable[[Mapping[str, Any], int], Any] | None:
-    """A statement writing several user attributes of one trial at once, each row exactly
-    as Optuna's ``set_trial_user_attr`` writes it (an insert, or an update of the row with
-    that key), on the databases where Optuna itself upserts; None elsewhere."""
+def _attribute_rows(trial_id: int, values: Mapping[str, Any]) -> tuple[Any, list[Any], str]:
+    """User-attribute rows as ``set_trial_user_attr`` writes them, keyed by (trial, key)."""
+    from optuna.storages._rdb import models
+
+    rows = [
+        {"trial_id": trial_id, "key": k, "value_json": json.dumps(v)} for k, v in values.items()
+    ]
+    return models.TrialUserAttributeModel, rows, "key"
+
+
+def _value_rows(trial_id: int, steps: Mapping[int, float]) -> tuple[Any, list[Any], str]:
+    """Intermediate-value rows as ``set_trial_intermediate_value`` writes them (its stored
+    representation of inf and NaN), keyed by (trial, step)."""
+    from optuna.storages._rdb import models
+
+    table = models.TrialIntermediateValueModel
+    rows = []
+    for step, value in steps.items():
+        stored, kind = table.intermediate_value_to_stored_repr(value)
+        rows.append(
+            {
+                "trial_id": trial_id,
+                "step": step,
+                "intermediate_value": stored,
+                "intermediate_value_type": kind,
+            }
+        )
+    return table, rows, "step"
+
+
+def _upsert(dialect: str) -> Callable[[Any, list[Any], str], Any] | None:
+    """``upsert(table, rows, key)``: one statement inserting ``rows`` of one trial, or
+    updating the row of the same (trial, ``key``), on the databases where Optuna itself
+    upserts (SQLite 3.24+, PostgreSQL); None elsewhere."""
     import sqlite3
 
     if dialect == "postgresql":
@@ -122,19 +155,13 @@ def _upsert(dialect: str) -> Callable[[Mapping[str, Any], int], Any] | None:
         from sqlalchemy.dialects.sqlite import insert  # type: ignore[assignment]
     else:
         return None
-    from optuna.storages._rdb import models
 
-    table = models.TrialUserAttributeModel
-
-    def statement(values: Mapping[str, Any], trial_id: int) -> Any:
-        rows = [
-            {"trial_id": trial_id, "key": key, "value_json": json.dumps(value)}
-            for key, value in values.items()
-        ]
+    def statement(table: Any, rows: list[Any], key: str) -> Any:
         stmt = insert(table).values(rows)
+        keys = {"trial_id", key}
         return stmt.on_conflict_do_update(
-            index_elements=[table.trial_id, table.key],
-            set_={"value_json": stmt.excluded.value_json},
+            index_elements=[table.trial_id, getattr(table, key)],
+            set_={c: getattr(stmt.excluded, c) for c in rows[0] if c not in keys},
         )
 
     return statement

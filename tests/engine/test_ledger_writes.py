@@ -65,3 +65,25 @@ def test_one_commit_on_sqlite(tmp_path: Path) -> None:
     for key, value in ATTRS.items():  # what it replaces: one commit per attribute
         trial.set_user_attr(key, value)
     assert len(commits) == len(ATTRS)
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "journal"])
+def test_infinite_nan_and_rewritten_values_read_back_as_report_writes_them(
+    kind: str, tmp_path: Path
+) -> None:
+    import math
+
+    storage = _storage(kind, tmp_path)
+    study = optuna.create_study(study_name="s", storage=storage)
+    ours, theirs = study.ask(), study.ask()
+    steps = {1: math.inf, 2: -math.inf, 3: math.nan, 4: 0.5}
+    write(ours, {"a": 1}, steps)
+    write(ours, {"a": 2, "b": None}, {4: 0.25, 5: 1.0})  # one step again, one new
+    for step, value in {**steps, 4: 0.25, 5: 1.0}.items():
+        theirs.storage.set_trial_intermediate_value(theirs._trial_id, step, value)
+    theirs.set_user_attr("a", 2)
+    theirs.set_user_attr("b", None)
+    a, b = optuna.load_study(study_name="s", storage=_storage(kind, tmp_path)).trials
+    assert a.user_attrs == b.user_attrs == {"a": 2, "b": None}
+    assert repr(a.intermediate_values) == repr(b.intermediate_values)
+    assert math.isnan(a.intermediate_values[3]) and a.intermediate_values[2] == -math.inf

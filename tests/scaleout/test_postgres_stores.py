@@ -165,9 +165,10 @@ def test_a_ledger_event_reads_back_as_optunas_writes(postgres_db: Callable[[str]
     ours, theirs = study.ask(), study.ask()
     attrs = {"ftsweep.worker": "host:1", "ftsweep.heartbeat": 1.5, "ftsweep.cp": {"1": [2]}}
     write(ours, attrs, {1: 0.5})
-    write(ours, {"ftsweep.heartbeat": 2.5, "ftsweep.job_id": "j"})
+    write(ours, {"ftsweep.heartbeat": 2.5, "ftsweep.job_id": "j"}, {1: 0.25, 2: float("inf")})
     for key, value in {**attrs, "ftsweep.heartbeat": 2.5, "ftsweep.job_id": "j"}.items():
         theirs.set_user_attr(key, value)
-    theirs.report(0.5, 1)
+    for step, value in ((1, 0.5), (1, 0.25), (2, float("inf"))):
+        theirs.storage.set_trial_intermediate_value(theirs._trial_id, step, value)
     a, b = optuna.load_study(study_name="s", storage=url).trials
     assert a.user_attrs == b.user_attrs and a.intermediate_values == b.intermediate_values
