@@ -8,6 +8,7 @@ The baseline is random search, run in the same script on the same problems and s
     python benchmarks/bench_search.py            # 3 dataset sizes x 10 seeds x 32 trials
     python benchmarks/bench_search.py --quick    # 3 sizes x 10 seeds x 16 trials, fewer samplers
     python benchmarks/bench_search.py --quick --seeds 100:130   # the same on 30 other seeds
+    python benchmarks/bench_search.py --quick --variants [--gp]  # what was tried for auto
 
 The last row is the default search as ``ftsweep run`` does it: ``sampler: auto`` with each
 completed job's earlier epochs told as trials of their own (``sampler.epochs_as_trials``).
@@ -126,9 +127,11 @@ VARIANTS: dict[str, SamplerFactory] = {
     "qmc 6 then tpe, every job most epochs": _start_then(6, _tpe(), pin_then=True),
     "qmc 15 then tpe, every job most epochs": _start_then(15, _tpe(), pin_then=True),
 }
-if importlib.util.find_spec("torch") is not None:  # the GP needs torch (the local extra)
-    VARIANTS["qmc 10 then gp"] = _start_then(10, _gp)
-    VARIANTS["qmc 10 then gp, every job most epochs"] = _start_then(10, _gp, pin_then=True)
+#: ``--variants --gp`` adds these: Optuna's GP needs torch (the ``local`` extra) and minutes
+#: of CPU per row
+GP_VARIANTS: dict[str, SamplerFactory] = {
+    "qmc 8 then gp, every job most epochs": _start_then(8, _gp, pin_then=True),
+}
 
 
 def search(
@@ -219,13 +222,16 @@ def _table(rows: list[tuple[str, SamplerFactory, bool]], trials: int) -> dict[st
     return pooled
 
 
-def variants(trials: int = 16) -> None:
+def variants(trials: int = 16, gp: bool = False) -> None:
     """``--variants``: the searches measured while choosing the default (all with earlier
     epochs told as trials), against plain random search."""
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     plain_random = VARIANTS["random"]
     rows = [("random", plain_random, False)]
-    rows += [(f"{name} + epochs", f, True) for name, f in VARIANTS.items()]
+    chosen = {**VARIANTS, **(GP_VARIANTS if gp else {})}
+    if gp and importlib.util.find_spec("torch") is None:
+        raise SystemExit("--gp: Optuna's GPSampler needs torch (pip install 'ftsweep[local]')")
+    rows += [(f"{name} + epochs", f, True) for name, f in chosen.items()]
     rows += [(f"{DEFAULT_SAMPLER_LABEL} + epochs", default_sampler, True)]
     _table(rows, trials)
 
@@ -277,12 +283,13 @@ def main() -> None:
         action="store_true",
         help="the searches measured while choosing the default, all with epochs as trials",
     )
+    parser.add_argument("--gp", action="store_true", help="with --variants: the GP rows too")
     args = parser.parse_args()
     if args.seeds:
         first, stop = (int(x) for x in args.seeds.split(":"))
         SEEDS = tuple(range(first, stop))
     if args.variants:
-        variants(16 if args.quick else 32)
+        variants(16 if args.quick else 32, args.gp)
         return
     for f in run(args.quick):
         ratio = f.ratio_or_computed()
