@@ -17,10 +17,11 @@ this run trained** (both searches, every seed, derived epochs included), in % of
 says which search got closer to the best anyone found, not how far either is from the true
 optimum. Identical requests are trained once (a cache keyed on the configuration).
 
-    python benchmarks/bench_search_local.py                  # 4 seeds x 8 trials (~5 min CPU)
-    python benchmarks/bench_search_local.py --seeds 0:10     # 10 seeds (~12 min CPU here)
+    python benchmarks/bench_search_local.py                  # 10 seeds x 8 trials (~3 min CPU)
+    python benchmarks/bench_search_local.py --seeds 10:20    # 10 other seeds
 
-Not part of ``run_all.py`` (minutes of CPU); run it by hand.
+``run_all.py --quick`` skips it (a row saying so: it takes minutes of CPU); ``run_all.py``
+without ``--quick`` runs it.
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ from orchestrator.space import SearchSpace, resolve_space
 
 __all__ = ["TinyProblem", "run", "search"]
 
-SEEDS = tuple(range(4))
+SEEDS = tuple(range(10))
 TRIALS = 8
 N_TRAIN, N_VALID = 64, 16
 #: the sweep's default objective
@@ -195,7 +196,7 @@ def run(quick: bool = False, seeds: tuple[int, ...] | None = None) -> list[Figur
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seeds", help="FIRST:STOP (default 0:4)")
+    parser.add_argument("--seeds", help="FIRST:STOP (default 0:10)")
     args = parser.parse_args()
     seeds = None
     if args.seeds:
