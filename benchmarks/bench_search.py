@@ -76,6 +76,40 @@ def _cmaes(seed: int, n: int) -> optuna.samplers.BaseSampler:
     )
 
 
+class _RidgeStart(StartThen):
+    """``--variants`` only (not adopted): the start's (batch size, multiplier) points are
+    spread evenly along ``multiplier / sqrt(batch)`` (the surface's ridge, the square-root
+    scaling rule): the first Sobol coordinate sets that product over its whole range, the
+    second the place along the line of points that have it."""
+
+    def sample_relative(
+        self, study: optuna.Study, trial: Any, search_space: dict[str, Any]
+    ) -> dict[str, Any]:
+        sampled = super().sample_relative(study, trial, search_space)
+        lr, bs = search_space.get("learning_rate_multiplier"), search_space.get("batch_size")
+        if self._for(trial) is not self.start or lr is None or bs is None:
+            return sampled
+        if "learning_rate_multiplier" not in sampled or "batch_size" not in sampled:
+            return sampled
+        x0, x1, y0, y1 = (math.log(v) for v in (lr.low, lr.high, bs.low, bs.high))
+        s = (math.log(sampled["learning_rate_multiplier"]) - x0) / (x1 - x0)
+        t = (math.log(sampled["batch_size"]) - y0) / (y1 - y0) if y1 > y0 else 0.5
+        z = (x0 - y1 / 2) + s * ((x1 - y0 / 2) - (x0 - y1 / 2))  # log(multiplier / sqrt(batch))
+        lo, hi = max(x0, z + y0 / 2), min(x1, z + y1 / 2)
+        x = lo + t * (hi - lo)
+        b = min(bs.high, max(bs.low, round(math.exp(2 * (x - z)))))
+        x = min(x1, max(x0, z + math.log(b) / 2))
+        return {**sampled, "learning_rate_multiplier": math.exp(x), "batch_size": b}
+
+
+def _ridge_then(n: int) -> SamplerFactory:
+    def factory(seed: int, most: int | None) -> optuna.samplers.BaseSampler:
+        pinned = {"n_epochs": most} if most is not None else None
+        return _RidgeStart(_qmc(seed), _tpe()(seed + 1, n), n, pinned)
+
+    return factory
+
+
 def _plain(make: Callable[[int], optuna.samplers.BaseSampler]) -> SamplerFactory:
     return lambda seed, most: make(seed)
 
@@ -109,7 +143,7 @@ DERIVED = ("random", "cmaes (optuna default)", DEFAULT_SAMPLER_LABEL)
 #: counts finished trials, derived ones included (each job of 2-4 epochs finishes 3)
 VARIANTS: dict[str, SamplerFactory] = {
     "random": _plain(lambda s: optuna.samplers.RandomSampler(seed=s)),
-    "qmc 10 then tpe (auto until 0.2)": _start_then(10, _tpe()),
+    "qmc 10 then tpe (the previous auto)": _start_then(10, _tpe()),
     "qmc 4 then tpe": _start_then(4, _tpe()),
     "qmc 8 then tpe": _start_then(8, _tpe()),
     "qmc 15 then tpe": _start_then(15, _tpe()),
@@ -118,6 +152,8 @@ VARIANTS: dict[str, SamplerFactory] = {
     "qmc 10 then tpe n_ei_candidates=8": _start_then(10, _tpe(n_ei_candidates=8)),
     "qmc 10 then tpe n_ei_candidates=100": _start_then(10, _tpe(n_ei_candidates=100)),
     "qmc 10 then tpe consider_endpoints": _start_then(10, _tpe(consider_endpoints=True)),
+    "qmc 10 along the ridge then tpe": _ridge_then(10),
+    "qmc 8 along the ridge then tpe": _ridge_then(8),
     "qmc 10 then cmaes": _start_then(10, _cmaes),
     "cmaes": _plain(
         lambda s: optuna.samplers.CmaEsSampler(seed=s, warn_independent_sampling=False)
