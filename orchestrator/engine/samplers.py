@@ -5,6 +5,8 @@ fine-tuning sweep affords they are mostly random search. :class:`StartThen` draw
 start-up trials from a scrambled Sobol sequence (:class:`optuna.samplers.QMCSampler`), which
 covers the space more evenly, and hands over to the model-based sampler once ``n_start``
 trials have finished (earlier epochs told as trials of their own count, as they do for TPE).
+``pinned`` values (the most epochs, when earlier epochs are told as trials) hold for the
+start's trials, and with ``pin_then`` for the model's too.
 The measurements behind the choice are in ``docs/search.md``.
 """
 
