@@ -20,6 +20,7 @@ import argparse
 import importlib.util
 import math
 import sys
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -48,7 +49,9 @@ Then = Callable[[int, int], optuna.samplers.BaseSampler]
 
 
 def _qmc(seed: int) -> optuna.samplers.BaseSampler:
-    return optuna.samplers.QMCSampler(scramble=True, seed=seed, warn_independent_sampling=False)
+    with warnings.catch_warnings():  # "experimental" since Optuna 3.0
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return optuna.samplers.QMCSampler(scramble=True, seed=seed, warn_independent_sampling=False)
 
 
 def _start_then(n: int, then: Then, pin_then: bool = False) -> SamplerFactory:
