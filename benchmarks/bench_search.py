@@ -139,7 +139,13 @@ SAMPLERS: dict[str, tuple[SamplerFactory, bool]] = {
     "qmc 10 then cmaes": (_start_then(10, _cmaes), False),
 }
 #: the rows with earlier epochs told as trials, in quick mode too
-DERIVED = ("random", "cmaes (optuna default)", DEFAULT_SAMPLER_LABEL)
+DERIVED: tuple[str, ...] = ("random", "cmaes (optuna default)", DEFAULT_SAMPLER_LABEL)
+#: Optuna's CmaEsSampler needs the ``cmaes`` package (the ``dev`` extra); without it the
+#: CMA-ES rows are left out
+HAS_CMAES = importlib.util.find_spec("cmaes") is not None
+if not HAS_CMAES:
+    SAMPLERS = {k: v for k, v in SAMPLERS.items() if "cmaes" not in k}
+    DERIVED = tuple(k for k in DERIVED if "cmaes" not in k)
 
 #: ``--variants``: what was measured while choosing the default, all with earlier epochs told
 #: as trials (the start, and with "every job" every trial, at the most epochs); "start N"
@@ -166,6 +172,8 @@ VARIANTS: dict[str, SamplerFactory] = {
     "qmc 6 then tpe, every job most epochs": _start_then(6, _tpe(), pin_then=True),
     "qmc 15 then tpe, every job most epochs": _start_then(15, _tpe(), pin_then=True),
 }
+if not HAS_CMAES:
+    VARIANTS = {k: v for k, v in VARIANTS.items() if "cmaes" not in k}
 #: ``--variants --gp`` adds these: Optuna's GP needs torch (the ``local`` extra) and minutes
 #: of CPU per row
 GP_VARIANTS: dict[str, SamplerFactory] = {
@@ -299,17 +307,15 @@ def run(quick: bool) -> list[Figure]:
         )
 
     value = median(pooled[DEFAULT_SEARCH])
-    return [
+    figures = [
         figure(DEFAULT_SEARCH, "the default search", "<= 0.5x random's", value <= 0.5 * baseline),
         figure(DEFAULT_SAMPLER_LABEL, "the default sampler alone", "(no epochs told)", None),
         figure("tpe (optuna default)", "optuna's tpe (the old default)", "(reference)", None),
-        figure(
-            "cmaes (optuna default) + epochs as trials",
-            "cma-es + epochs as trials",
-            "(reference)",
-            None,
-        ),
     ]
+    cmaes = "cmaes (optuna default) + epochs as trials"
+    if cmaes in pooled:
+        figures.append(figure(cmaes, "cma-es + epochs as trials", "(reference)", None))
+    return figures
 
 
 def main() -> None:
