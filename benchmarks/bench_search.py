@@ -148,7 +148,7 @@ if not HAS_CMAES:
     DERIVED = tuple(k for k in DERIVED if "cmaes" not in k)
 
 #: ``--variants``: what was measured while choosing the default, all with earlier epochs told
-#: as trials (the start, and with "every job" every trial, at the most epochs); "start N"
+#: as trials (the start, and with "every job" every trial, at the most epochs); "qmc N"
 #: counts finished trials, derived ones included (each job of 2-4 epochs finishes 3)
 VARIANTS: dict[str, SamplerFactory] = {
     "random": _plain(lambda s: optuna.samplers.RandomSampler(seed=s)),
