@@ -39,6 +39,7 @@ if TYPE_CHECKING:
 __all__ = [
     "DEFAULT_SAMPLER_LABEL",
     "DEFAULT_START_TRIALS",
+    "DEFAULT_START_TRIALS_DERIVED",
     "MLFLOW_HTTP_DEFAULTS",
     "Stores",
     "bound_mlflow_retries",
@@ -264,6 +265,9 @@ def _grid(space: SearchSpace) -> dict[str, list[Any]]:
 #: ``n_startup_trials``), then TPE (measured in ``benchmarks/bench_search.py``; see
 #: ``docs/search.md``)
 DEFAULT_START_TRIALS = 10
+#: the same when earlier epochs are told as trials (they count, as they do for TPE): with
+#: 2-4 epochs each job finishes 3 trials, so TPE takes over after 3 jobs instead of 4
+DEFAULT_START_TRIALS_DERIVED = 8
 #: the name ``benchmarks/bench_search.py`` gives the default's configuration
 DEFAULT_SAMPLER_LABEL = "auto (qmc start, then tpe)"
 
@@ -274,8 +278,11 @@ def default_sampler(
     """``sampler: auto``: scrambled Sobol points until :data:`DEFAULT_START_TRIALS` trials
     have finished (derived ones included), then TPE. A seed seeds both, reproducibly.
 
-    ``most_epochs``: the start's jobs all train that many epochs (the space's most), so each
-    also measures every smaller epoch count when earlier epochs are told as trials."""
+    ``most_epochs`` (given when earlier epochs are told as trials): every job trains that
+    many epochs (the space's most), the start's and TPE's alike, so each also measures every
+    smaller epoch count; TPE still models the epochs from all those trials (a proposal of 2
+    epochs is measured on the way to 4). The start is then
+    :data:`DEFAULT_START_TRIALS_DERIVED` finished trials."""
     import optuna
 
     from orchestrator.engine.samplers import StartThen
@@ -287,11 +294,11 @@ def default_sampler(
         start = optuna.samplers.QMCSampler(
             scramble=True, seed=seed, warn_independent_sampling=False
         )
-    then = optuna.samplers.TPESampler(
-        n_startup_trials=DEFAULT_START_TRIALS, seed=None if seed is None else seed + 1
-    )
-    pinned = {"n_epochs": most_epochs} if most_epochs is not None else None
-    return StartThen(start, then, DEFAULT_START_TRIALS, pinned)
+    derived = most_epochs is not None
+    n_start = DEFAULT_START_TRIALS_DERIVED if derived else DEFAULT_START_TRIALS
+    then = optuna.samplers.TPESampler(n_startup_trials=n_start, seed=seed + 1)
+    pinned = {"n_epochs": most_epochs} if derived else None
+    return StartThen(start, then, n_start, pinned, pin_then=derived)
 
 
 def _most_epochs(spec: SweepSpec, space: SearchSpace) -> int | None:
