@@ -51,7 +51,7 @@ from orchestrator.errors import (
     UnknownModelError,
     UsageError,
 )
-from orchestrator.space import SearchSpace, refusal, resolve_space
+from orchestrator.space import SearchSpace, pinned_epochs, refusal, resolve_space
 
 if TYPE_CHECKING:
     from orchestrator.data.tokens import ExampleCounter
@@ -109,6 +109,13 @@ class SweepPlan:
     def study_name(self) -> str:
         """The Optuna study (and MLflow parent run) of this plan."""
         return self.generation.study_name if self.generation else self.spec.name
+
+    def cheapest(self) -> Hyperparameters:
+        """The cheapest trial this sweep can start: the space's cheapest, at the epochs
+        every job trains when they are pinned (:func:`~orchestrator.space.pinned_epochs`)."""
+        cheapest = self.space.cheapest()
+        pinned = pinned_epochs(self.space, self.spec.sampler)
+        return cheapest if pinned is None else replace(cheapest, n_epochs=pinned)
 
     def make_backend(self, workdir: Path) -> Backend:
         """The backend instance, built from the validated options."""
@@ -291,14 +298,15 @@ class Estimate:
 
 
 def estimate_sweep(plan: SweepPlan) -> Estimate:
-    """Tokens, steps and cost range per trial (the cheapest and the dearest trial of the
-    space, priced by ``backend.estimate_cost``) and for the whole sweep."""
+    """Tokens, steps and cost range per trial (the cheapest and the dearest trial the sweep
+    can start, priced by ``backend.estimate_cost``) and for the whole sweep."""
     spec, n = plan.spec, plan.train.n_examples
     e_lo, e_hi = (int(x) for x in plan.space.bounds("n_epochs"))
+    e_lo = plan.cheapest().n_epochs  # every job trains the most when they are pinned
     b_lo, b_hi = (int(x) for x in plan.space.bounds("batch_size"))
     steps = (e_lo * math.ceil(n / b_hi), e_hi * math.ceil(n / b_lo))
     tokens = plan.train.billed_tokens if plan.train.tokens is not None else None
-    cheapest = plan.request(plan.space.cheapest(), trial=0)
+    cheapest = plan.request(plan.cheapest(), trial=0)
     dearest = plan.request(plan.space.dearest(), trial=0)
     with tempfile.TemporaryDirectory(prefix="ftsweep-estimate-") as tmp:
         backend = plan.make_backend(Path(tmp))  # builds no client, reaches nobody

@@ -17,13 +17,21 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from orchestrator.backends.base import Backend, Hyperparameters
 from orchestrator.config import BatchSizeParam, FloatParam, IntParam, SpaceSpec
+from orchestrator.config.models import SamplerSpec
 from orchestrator.errors import SpecError
 from orchestrator.params import parameter
 
 if TYPE_CHECKING:
     from optuna.distributions import BaseDistribution
 
-__all__ = ["DEFAULT_PROMPT_LOSS_WEIGHT", "Dimension", "SearchSpace", "refusal", "resolve_space"]
+__all__ = [
+    "DEFAULT_PROMPT_LOSS_WEIGHT",
+    "Dimension",
+    "SearchSpace",
+    "pinned_epochs",
+    "refusal",
+    "resolve_space",
+]
 
 _PLW = parameter("prompt_loss_weight")
 #: searched by default on backends that accept prompt_loss_weight (the registry's range)
@@ -290,3 +298,15 @@ def _spec_path(spec: SpaceSpec, name: str, where: str, value: float) -> str:
     if name == "batch_size" and where and spec.batch_size.low_pct is not None:
         where += "_pct"  # the end came from a share of the examples
     return f"{path}.{where}" if where else path
+
+
+def pinned_epochs(space: SearchSpace, sampler: SamplerSpec) -> int | None:
+    """The epochs every job trains when the default search (``sampler: auto``) tells
+    earlier epochs as trials: the space's most (``docs/search.md``); None otherwise."""
+    if sampler.name != "auto" or not sampler.derives_epochs:
+        return None
+    try:
+        dim = space["n_epochs"]
+    except KeyError:
+        return None
+    return int(dim.bounds()[1]) if dim.kind in ("int", "choice") else None

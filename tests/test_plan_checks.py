@@ -363,13 +363,20 @@ def test_estimate_prices_by_the_backend(
     assert plan.options.model_dump()["prices"] == {"gpt-4o-mini": 10.0}
     tokens = plan.train.billed_tokens
     assert est["price_per_million"] == 10.0
+    # the default search trains every job at the space's most epochs (2-4: 4)
+    assert est["epochs"] == [4, 4]
+    assert est["cost_per_trial"] == [round(tokens * 4 * 10 / 1e6, 4)] * 2
+    assert estimate_sweep(plan).cost_per_trial == tuple(est["cost_per_trial"])
+    assert request_log(server) == []
+    assert not stores.exists()
+    # a named sampler trains what it proposes: 2 to 4 epochs
+    spec = _sweep(tmp_path, "openai", prices={"gpt-4o-mini": 10.0}, sampler={"name": "tpe"})
+    est = json.loads(cli("estimate", spec, "--json").out)
+    assert est["epochs"] == [2, 4]
     assert est["cost_per_trial"] == [
         round(tokens * 2 * 10 / 1e6, 4),
         round(tokens * 4 * 10 / 1e6, 4),
     ]
-    assert estimate_sweep(plan).cost_per_trial == tuple(est["cost_per_trial"])
-    assert request_log(server) == []
-    assert not stores.exists()
 
 
 def test_backends_lists_ranges_jobs_and_prices(cli: Cli) -> None:

@@ -142,6 +142,7 @@ def estimate(spec: SpecArg, as_json: JsonOpt = False, given: PriceOpt = None) ->
     from orchestrator.backends.remote.tiers import estimate_tiers
     from orchestrator.config import load_spec
     from orchestrator.plan import estimate_sweep, plan_spec
+    from orchestrator.space import pinned_epochs
 
     loaded, extra = load_spec(spec), _prices(given)
     if extra:
@@ -173,7 +174,7 @@ def estimate(spec: SpecArg, as_json: JsonOpt = False, given: PriceOpt = None) ->
         ["model", est.model],
         ["price", price],
         ["billed tokens per epoch", tokens],
-        ["epochs per trial", f"{est.epochs[0]} – {est.epochs[1]}"],
+        ["epochs per trial", _epochs(est.epochs, pinned_epochs(plan.space, plan.spec.sampler))],
         ["optimizer steps per trial", f"{est.steps_per_trial[0]:,} – {est.steps_per_trial[1]:,}"],
         ["cost per trial", usd(est.cost_per_trial)],
         [f"cost of {est.trials} trials", usd(est.cost_sweep)],
@@ -202,3 +203,10 @@ def estimate(spec: SpecArg, as_json: JsonOpt = False, given: PriceOpt = None) ->
 def register(app: typer.Typer) -> None:
     app.command()(space)
     app.command()(estimate)
+
+
+def _epochs(epochs: tuple[int, int], pinned: int | None) -> str:
+    low, high = epochs
+    if pinned is not None:
+        return f"{pinned} (each job trains the most; its earlier epochs are told as trials)"
+    return str(low) if low == high else f"{low} – {high}"

@@ -262,8 +262,8 @@ class SweepLoop:
         return self.plan.request(hp, trial=trial.number, metadata=meta)
 
     def _cheapest(self) -> float | None:
-        """The estimate of the cheapest trial the space allows (fewest epochs, lowest values)."""
-        request = self.plan.request(self.plan.space.cheapest(), trial=-1)
+        """The estimate of the cheapest trial the sweep can start (:meth:`SweepPlan.cheapest`)."""
+        request = self.plan.request(self.plan.cheapest(), trial=-1)
         return self.backend.estimate_cost(request, self.plan.train)
 
     def _launch_one(self) -> bool:

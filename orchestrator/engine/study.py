@@ -31,7 +31,7 @@ from orchestrator.attrs import StudyAttrs
 from orchestrator.config import SweepSpec
 from orchestrator.engine.ledger import worker_id
 from orchestrator.errors import SpecError, StoreUnreachableError
-from orchestrator.space import SearchSpace
+from orchestrator.space import SearchSpace, pinned_epochs
 
 if TYPE_CHECKING:
     import optuna
@@ -301,24 +301,12 @@ def default_sampler(
     return StartThen(start, then, n_start, pinned, pin_then=derived)
 
 
-def _most_epochs(spec: SweepSpec, space: SearchSpace) -> int | None:
-    """The space's most epochs, when the sweep tells earlier epochs as trials and searches
-    the epoch count; else None."""
-    try:
-        dim = space["n_epochs"]
-    except KeyError:
-        return None
-    if not spec.sampler.derives_epochs or dim.kind not in ("int", "choice"):
-        return None
-    return int(dim.bounds()[1])
-
-
 def make_sampler(spec: SweepSpec, space: SearchSpace, source: str) -> optuna.samplers.BaseSampler:
     import optuna
 
     name, seed = spec.sampler.name, spec.sampler.seed
     if name == "auto":
-        return default_sampler(seed, _most_epochs(spec, space))
+        return default_sampler(seed, pinned_epochs(space, spec.sampler))
     needs = {"cmaes": "cmaes", "gp": "torch"}.get(name)
     if needs and importlib.util.find_spec(needs) is None:
         raise SpecError(
