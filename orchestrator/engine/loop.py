@@ -17,6 +17,7 @@ host) are adopted and re-attached to their jobs through the ledger, at the start
 from __future__ import annotations
 
 import contextlib
+import functools
 import time
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
@@ -765,11 +766,18 @@ class SweepLoop:
     def _tell(self, trial: optuna.Trial, state: str, value: float | None) -> None:
         import optuna
 
+        tell: Callable[..., Any] = self.study.tell
+        try:  # what study.tell does, without reading back the trial it returns (unused)
+            from optuna.study._tell import _tell_with_warning
+
+            tell = functools.partial(_tell_with_warning, self.study)
+        except ImportError:  # an Optuna without it: the public call
+            pass
         try:
             if state == "COMPLETE":
-                self.study.tell(trial, value)
+                tell(trial, value)
             else:
-                self.study.tell(trial, state=optuna.trial.TrialState[state])
+                tell(trial, state=optuna.trial.TrialState[state])
         except (RuntimeError, ValueError) as exc:  # another worker finished it first
             self._note(f"not told: {exc}", "warning", trial.number)
 
