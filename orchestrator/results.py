@@ -166,12 +166,11 @@ def _read_store(url: str, shown: str, read: Callable[[Any], list[T]]) -> list[T]
             if not path.is_file():
                 return []
             storage: Any = optuna.storages.JournalStorage(JournalFileBackend(str(path)))
-        elif url.startswith("sqlite:"):
-            db = _sqlite_path(url)
-            if db is None or not db.is_file() or not _sqlite_has_table(db, shown):
-                return []
-            storage = StoreReader(url)
         else:
+            if url.startswith("sqlite:"):
+                db = _sqlite_path(url)
+                if db is None or not db.is_file() or not _sqlite_has_table(db, shown):
+                    return []
             storage = StoreReader(url)  # plain queries: orchestrator/snapshot.py
         return read(storage)
     except (
@@ -298,7 +297,6 @@ def _load_study(name: str, url: str, shown: str, not_started: SweepNotStartedErr
     from orchestrator.snapshot import StoreReader
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    storage: optuna.storages.BaseStorage
     try:
         if url.startswith("journal:"):
             from optuna.storages.journal import JournalFileBackend
@@ -307,16 +305,14 @@ def _load_study(name: str, url: str, shown: str, not_started: SweepNotStartedErr
             if not path.is_file():  # JournalFileBackend would create it
                 raise not_started
             storage = optuna.storages.JournalStorage(JournalFileBackend(str(path)))
-        elif url.startswith("sqlite:"):
+            return optuna.load_study(
+                study_name=name, storage=storage, sampler=optuna.samplers.RandomSampler()
+            )
+        if url.startswith("sqlite:"):
             db = _sqlite_path(url)
             if db is None or not _sqlite_has_study(db, name, shown):
                 raise not_started
-            return StoreReader(url).study(name)
-        else:
-            return StoreReader(url).study(name)  # plain queries: orchestrator/snapshot.py
-        return optuna.load_study(
-            study_name=name, storage=storage, sampler=optuna.samplers.RandomSampler()
-        )
+        return StoreReader(url).study(name)  # plain queries: orchestrator/snapshot.py
     except KeyError:  # optuna: no study of that name in this storage
         raise not_started from None
     except (

@@ -218,7 +218,7 @@ def _finished_already(
     changed (else the full path warns)."""
     from orchestrator.attrs import StudyAttrs
     from orchestrator.engine.loop import counted
-    from orchestrator.errors import OrchestratorError
+    from orchestrator.errors import OrchestratorError, SweepNotStartedError
     from orchestrator.results import _load_study, _without_password
 
     spec = plan.spec
@@ -226,8 +226,6 @@ def _finished_already(
         return None
     shown = _without_password(stores.optuna)
     try:
-        from orchestrator.errors import SweepNotStartedError
-
         study = _load_study(
             plan.study_name, stores.optuna, shown, SweepNotStartedError(spec.name, shown, "")
         )
@@ -253,9 +251,7 @@ def _finished_already(
     best = best_trial(study)
     if best is None:
         return None
-    if {k: v for k, v in concluded.items() if k != "at"} != _conclusion(study, best):
-        return None
-    return study
+    return study if _concluded_as(concluded, _conclusion(study, best)) else None
 
 
 def _as_it_stands(
@@ -335,10 +331,14 @@ def _conclude(study: optuna.Study, best: Any, spent: float, now: float) -> None:
     from orchestrator.attrs import StudyAttrs
 
     values = _conclusion(study, best, spent)
-    was = study.user_attrs.get(StudyAttrs.CONCLUDED)
-    if isinstance(was, dict) and {k: v for k, v in was.items() if k != "at"} == values:
+    if _concluded_as(study.user_attrs.get(StudyAttrs.CONCLUDED), values):
         return  # a finished sweep run again: concluded as it stands already
     study.set_user_attr(StudyAttrs.CONCLUDED, {"at": now, **values})
+
+
+def _concluded_as(recorded: Any, values: dict[str, Any]) -> bool:
+    """Whether the recorded conclusion says ``values`` (its ``at`` aside)."""
+    return isinstance(recorded, dict) and {k: v for k, v in recorded.items() if k != "at"} == values
 
 
 def _conclusion(study: optuna.Study, best: Any, spent: float | None = None) -> dict[str, Any]:

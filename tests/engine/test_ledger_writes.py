@@ -27,13 +27,18 @@ def _storage(kind: str, tmp_path: Path) -> Any:
     )
 
 
+def _two_trials(kind: str, tmp_path: Path) -> tuple[Any, optuna.Trial, optuna.Trial]:
+    """A storage and two trials of one study: one for the ledger, one for Optuna's calls."""
+    storage = _storage(kind, tmp_path)
+    study = optuna.create_study(study_name="s", storage=storage)
+    return storage, study.ask(), study.ask()
+
+
 @pytest.mark.parametrize("kind", ["sqlite", "journal"])
 def test_the_values_read_back_as_set_user_attr_and_report_write_them(
     kind: str, tmp_path: Path
 ) -> None:
-    storage = _storage(kind, tmp_path)
-    study = optuna.create_study(study_name="s", storage=storage)
-    ours, theirs = study.ask(), study.ask()
+    storage, ours, theirs = _two_trials(kind, tmp_path)
     write(ours, ATTRS, {1: 0.5, 2: 0.25})
     for key, value in ATTRS.items():
         theirs.set_user_attr(key, value)
@@ -73,9 +78,7 @@ def test_infinite_nan_and_rewritten_values_read_back_as_report_writes_them(
 ) -> None:
     import math
 
-    storage = _storage(kind, tmp_path)
-    study = optuna.create_study(study_name="s", storage=storage)
-    ours, theirs = study.ask(), study.ask()
+    _, ours, theirs = _two_trials(kind, tmp_path)
     steps = {1: math.inf, 2: -math.inf, 3: math.nan, 4: 0.5}
     write(ours, {"a": 1}, steps)
     write(ours, {"a": 2, "b": None}, {4: 0.25, 5: 1.0})  # one step again, one new
