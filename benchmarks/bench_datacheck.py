@@ -45,7 +45,7 @@ from collections import defaultdict
 import numpy as np
 import tiktoken
 
-from orchestrator.data.tokens import ensure_offline_encoding
+from orchestrator.catalog.tokens import ensure_offline_encoding
 
 ensure_offline_encoding("cl100k_base")  # tiktoken's own table, offline (hash-checked)
 
@@ -144,7 +144,7 @@ if mode == "cookbook":
     result = cookbook(path)
 else:
     from orchestrator.data.checks import check_dataset
-    from orchestrator.tokenizers import counter_for_model
+    from orchestrator.backends.counters import counter_for_model
     counter = counter_for_model(model)
     t0, c0, s0 = time.perf_counter(), cpu(), cpu("self")
     r = check_dataset(path, counter=counter, model=model, workers=int(workers))

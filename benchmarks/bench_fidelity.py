@@ -30,8 +30,8 @@ import optuna
 
 from benchmarks.common import Figure, median
 from benchmarks.surface_objective import Problem, problems
-from orchestrator.attrs import TrialAttrs
-from orchestrator.engine.study import default_sampler
+from orchestrator.core.attrs import TrialAttrs
+from orchestrator.plan.samplers import default_sampler
 
 __all__ = ["run", "sweep_cost"]
 

@@ -9,7 +9,7 @@ its own folder, and measures the CPU seconds (user + system) of its trial loop o
   most tutorials log a curve);
 * **careful**: the loop a careful user writes: ``study.optimize``, one ``MlflowClient``
   run per trial and one ``log_batch`` of all its points, params and tags;
-* **ftsweep**: :func:`orchestrator.engine.run_sweep` in-process, from the first trial's
+* **ftsweep**: :func:`orchestrator.workflows.sweep.run_sweep` in-process, from the first trial's
   start to the last one's end (what comes once per sweep is reported apart).
 
 ``careful`` and ``ftsweep`` run alternately, three rounds of 20 trials (full: five of 50),
@@ -175,8 +175,8 @@ def ftsweep(folder: Path, trials: int) -> dict[str, float]:
     os.environ["FTSWEEP_RUNS_DIR"] = str(folder / "mlruns")
     import instant_backend
 
-    from orchestrator.engine import run_sweep
-    from orchestrator.events import Listener, SweepStarted, TrialFinished
+    from orchestrator.engine.events import Listener, SweepStarted, TrialFinished
+    from orchestrator.workflows.sweep import run_sweep
 
     instant_backend.install(folder / "site")
     marks: dict[str, float] = {}

@@ -32,9 +32,8 @@ import optuna
 
 from benchmarks.common import Figure, median, timed
 from benchmarks.surface_objective import Problem, problems
-from orchestrator.attrs import TrialAttrs
-from orchestrator.engine.samplers import StartThen
-from orchestrator.engine.study import DEFAULT_SAMPLER_LABEL, default_sampler
+from orchestrator.core.attrs import TrialAttrs
+from orchestrator.plan.samplers import DEFAULT_SAMPLER_LABEL, StartThen, default_sampler
 
 __all__ = ["SAMPLERS", "run", "search"]
 

@@ -40,11 +40,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import optuna
 
 from benchmarks.common import Figure, cpu_seconds, median, timed
-from orchestrator.attrs import TrialAttrs
 from orchestrator.backends.registry import load
 from orchestrator.config import SpaceSpec
-from orchestrator.engine.study import default_sampler
-from orchestrator.space import SearchSpace, resolve_space
+from orchestrator.core.attrs import TrialAttrs
+from orchestrator.plan.samplers import default_sampler
+from orchestrator.plan.space import SearchSpace, resolve_space
 
 __all__ = ["TinyProblem", "run", "search"]
 

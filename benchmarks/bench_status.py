@@ -41,8 +41,8 @@ def generate(folder: Path, n: int) -> Path:
     import optuna
     import yaml
 
-    from orchestrator.attrs import TrialAttrs as A
     from orchestrator.backends.base import Hyperparameters, TrainingRequest
+    from orchestrator.core.attrs import TrialAttrs as A
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     url = f"sqlite:///{folder / 'optuna.db'}"

@@ -23,7 +23,7 @@ from functools import cached_property
 from orchestrator.apisim.surface import Resolved, SurfaceInputs, _Surface
 from orchestrator.backends.registry import load
 from orchestrator.config import SpaceSpec
-from orchestrator.space import SearchSpace, resolve_space
+from orchestrator.plan.space import SearchSpace, resolve_space
 
 __all__ = ["DATASET_SIZES", "Problem", "problems"]
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from orchestrator.config import load_spec
-from orchestrator.errors import SpecError
+from orchestrator.core.errors import SpecError
 
 MINIMAL = "name: demo\ndata: {train: train.jsonl}\nbackend: {name: local, model: tiny}\n"
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import math
 
+from orchestrator.analysis.diagnosis import Thresholds, TrialCurve, advise, compare_trials, diagnose
 from orchestrator.config import SpaceSpec
-from orchestrator.diagnosis import Thresholds, TrialCurve, advise, compare_trials, diagnose
-from orchestrator.space import resolve_space
+from orchestrator.plan.space import resolve_space
 from tests.test_space import Hosted
 
 

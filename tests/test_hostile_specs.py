@@ -19,7 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from orchestrator.config import SweepSpec, load_spec
-from orchestrator.errors import SpecError
+from orchestrator.core.errors import SpecError
 from tests.conftest import ROOT, Result
 from tests.helpers import chat_rows, write_jsonl
 

@@ -1,13 +1,21 @@
 """Every module imports on its own, nothing imports in a cycle, and layers only call down.
 
-The layers, top to bottom (a module may import its own layer and those below)::
+The layers, top to bottom (a module may import its own layer and those below), are those
+of ``[tool.importlinter]`` in ``pyproject.toml`` and of ``docs/architecture.md``::
 
     cli                                   the only place that prints or exits
-    engine, plan, results                 what a command calls
-    tracking, report, diagnosis, space, apisim, testing, tokenizers
-    backends
-    data, config
-    errors, params, attrs, costs, modelnames
+    workflows, apisim, testing            retune, schedule, learning curves, diagnose
+    tracking                              MLflow: client, listener, pyfunc, recipe
+    engine                                the sweep loop, trials, events
+    results                               read, table, HTML
+    analysis                              diagnosis, advice
+    plan                                  plan, space, fingerprint, sampler and pruner
+    stores                                study, ledger, locks, snapshot, read API
+    backends                              the contract, local, OpenAI/Azure
+    data                                  checks, formats, prepare
+    catalog                               model names, prices, token counters
+    config                                the sweep file
+    core                                  errors, params, attrs, progress
 
 The runtime check imports each module in a fresh interpreter (several at once); the static
 checks read the imports with :mod:`ast`: for cycles, those that run when the module is
@@ -38,38 +46,18 @@ LOCAL_EXTRA = {"torch", "transformers", "peft", "accelerate", "gguf"}
 
 LAYERS: tuple[tuple[str, ...], ...] = (
     ("orchestrator.cli", "orchestrator.__main__"),
-    (
-        "orchestrator.engine",
-        "orchestrator.plan",
-        "orchestrator.results",
-        "orchestrator.retune",
-        "orchestrator.schedule",  # cron, systemd units, the --serve loop
-        "orchestrator.diagsource",  # ftsweep diagnose: a CSV, a job or an MLflow run
-        "orchestrator.learning_curve",  # trains the best configuration on data fractions
-    ),
-    (
-        "orchestrator.tracking",
-        "orchestrator.report",
-        "orchestrator.htmlreport",  # the HTML page and its plots, from what it is given
-        "orchestrator.diagnosis",
-        "orchestrator.space",
-        "orchestrator.apisim",
-        "orchestrator.testing",
-        "orchestrator.fingerprint",
-        "orchestrator.tokenizers",  # a model name's token counter, asking each backend
-        "orchestrator.recipe",  # the inference recipe of a trial (the registry's pyfunc)
-        "orchestrator.snapshot",  # a study read with plain queries (status, report, no-op)
-    ),
-    ("orchestrator.backends", "orchestrator.events"),
-    ("orchestrator.data", "orchestrator.config", "orchestrator.curvefile"),
-    (
-        "orchestrator.errors",
-        "orchestrator.params",
-        "orchestrator.attrs",
-        "orchestrator.costs",
-        "orchestrator.modelnames",
-        "orchestrator.progress",  # progress records of long steps, shown by the CLI
-    ),
+    ("orchestrator.workflows", "orchestrator.apisim", "orchestrator.testing"),
+    ("orchestrator.tracking",),
+    ("orchestrator.engine",),
+    ("orchestrator.results",),
+    ("orchestrator.analysis",),
+    ("orchestrator.plan",),
+    ("orchestrator.stores",),
+    ("orchestrator.backends",),
+    ("orchestrator.data",),
+    ("orchestrator.catalog",),
+    ("orchestrator.config",),
+    ("orchestrator.core",),
 )
 
 

@@ -7,10 +7,7 @@ import datetime
 import pytest
 
 from orchestrator.backends.base import ModelInfo
-from orchestrator.costs import training_price
-from orchestrator.data.tokens import model_info
-from orchestrator.errors import UnknownModelError, UsageError
-from orchestrator.modelnames import (
+from orchestrator.catalog.names import (
     Sunset,
     alias_family,
     family,
@@ -20,6 +17,9 @@ from orchestrator.modelnames import (
     sunset,
     sunset_message,
 )
+from orchestrator.catalog.prices import training_price
+from orchestrator.catalog.tokens import model_info
+from orchestrator.core.errors import UnknownModelError, UsageError
 
 D = datetime.date
 TODAY = D(2026, 12, 1)

@@ -14,7 +14,7 @@ import yaml
 
 from orchestrator import apisim
 from orchestrator.apisim.server import SimServer
-from orchestrator.data.tokens import known_models
+from orchestrator.catalog.tokens import known_models
 from tests.apisim.fixtures import openai_env, request_log
 from tests.conftest import Result
 from tests.helpers import chat_rows, write_jsonl
@@ -218,8 +218,8 @@ def test_openai_options_are_typed(
 def test_hyperband_max_resource_is_the_most_epochs_of_the_space(n_epochs: Any, most: int) -> None:
     from orchestrator.backends.local import LocalBackend
     from orchestrator.config import SweepSpec
-    from orchestrator.engine.study import make_pruner
-    from orchestrator.space import resolve_space
+    from orchestrator.plan.samplers import make_pruner
+    from orchestrator.plan.space import resolve_space
 
     spec = SweepSpec.model_validate(
         {
@@ -353,7 +353,7 @@ def test_estimate_prices_by_the_backend(
 ) -> None:
     import json
 
-    from orchestrator.plan import estimate_sweep, plan_sweep
+    from orchestrator.plan.sweep import estimate_sweep, plan_sweep
 
     spec = _sweep(tmp_path, "openai", prices={"gpt-4o-mini": 10.0}, budget_usd=1.0)
     r = cli("estimate", spec, "--json")

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.errors import OrchestratorError
-from orchestrator.schedule import (
+from orchestrator.core.errors import OrchestratorError
+from orchestrator.workflows.schedule import (
     CronError,
     EnvFileError,
     Job,

@@ -8,9 +8,8 @@ from typing import Any
 
 import optuna
 
-from orchestrator.attrs import TrialAttrs
-from orchestrator.engine.samplers import StartThen
-from orchestrator.engine.study import DEFAULT_START_TRIALS, default_sampler
+from orchestrator.core.attrs import TrialAttrs
+from orchestrator.plan.samplers import DEFAULT_START_TRIALS, StartThen, default_sampler
 
 SPACE = {
     "n_epochs": optuna.distributions.IntDistribution(2, 4),

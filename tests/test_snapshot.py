@@ -1,4 +1,4 @@
-"""The plain-query reader of ``status``/``report`` (orchestrator/snapshot.py) reads exactly
+"""The plain-query reader of ``status``/``report`` (orchestrator/stores/snapshot.py) reads exactly
 what Optuna's RDB storage reads, and writes nothing."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from typing import Any
 import optuna
 import pytest
 
-from orchestrator.snapshot import StoreReader
+from orchestrator.stores.snapshot import StoreReader
 from tests.studies import fill
 
 

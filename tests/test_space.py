@@ -18,8 +18,8 @@ from orchestrator.backends.base import (
     TrainingRequest,
 )
 from orchestrator.config import BatchSizeParam, FloatParam, IntParam, SpaceSpec
-from orchestrator.errors import SpecError
-from orchestrator.space import resolve_space
+from orchestrator.core.errors import SpecError
+from orchestrator.plan.space import resolve_space
 
 
 class _Stub(Backend):

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.tracking.client import create_aside
+from orchestrator.stores.locks import create_aside
 
 
 def test_an_interrupted_creation_leaves_no_store(tmp_path: Path) -> None:

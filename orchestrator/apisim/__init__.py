@@ -24,7 +24,7 @@ from orchestrator.apisim.clock import SimClock
 from orchestrator.apisim.faults import Faults, load_faults
 from orchestrator.apisim.server import MAX_SPEED, SimServer
 from orchestrator.apisim.simulator import Simulator
-from orchestrator.errors import UsageError
+from orchestrator.core.errors import UsageError
 
 __all__ = ["Faults", "SimClock", "SimServer", "Simulator", "load_faults", "serve", "start"]
 
@@ -40,7 +40,7 @@ def start(
     """A simulator serving in a background thread (``port=0``: a free port).
 
     A bad ``port``, ``speed``, state folder or faults file is a
-    :class:`~orchestrator.errors.UsageError` naming it."""
+    :class:`~orchestrator.core.errors.UsageError` naming it."""
     if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
         raise UsageError(f"port: must be 0 to 65535, got {port}")
     ok = isinstance(speed, int | float) and not isinstance(speed, bool)

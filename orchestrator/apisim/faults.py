@@ -28,7 +28,7 @@ A training file with fewer than 10 examples fails with ``invalid_n_examples`` wi
 fault configured.
 
 Every field is checked (types, ranges, known operation names): a bad configuration is a
-:class:`~orchestrator.errors.UsageError` naming the field (``PUT /_sim/faults:
+:class:`~orchestrator.core.errors.UsageError` naming the field (``PUT /_sim/faults:
 requests.0.status: input should be a valid integer``) and the previous one stays.
 """
 
@@ -40,7 +40,7 @@ from typing import Annotated, Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from orchestrator.errors import UsageError
+from orchestrator.core.errors import UsageError
 
 __all__ = [
     "DEFAULT_MAX_RUNNING",

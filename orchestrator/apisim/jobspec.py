@@ -19,7 +19,7 @@ from orchestrator.apisim.errors import ApiError
 from orchestrator.apisim.faults import JobFault
 from orchestrator.apisim.store import FileRecord, JobRecord
 from orchestrator.apisim.surface import Resolved, resolve
-from orchestrator.errors import OrchestratorError
+from orchestrator.core.errors import OrchestratorError
 
 __all__ = [
     "MAX_STEPS",
@@ -124,7 +124,7 @@ def _hyperparameters(api: str, body: dict[str, Any], version: str = "") -> dict[
 
 
 def _training_type(api: str, body: dict[str, Any], version: str) -> str | None:
-    from orchestrator.backends.remote.azure_models import TIER_NAMES
+    from orchestrator.catalog.azure import TIER_NAMES
 
     if api != "azure":
         return None
@@ -195,21 +195,21 @@ def parse_create(api: str, body: Any, version: str = "") -> CreateSpec:
 
 def analyse(record: FileRecord, path: Path, model: str) -> dict[str, Any]:
     """Examples, billed tokens and the first format error of an uploaded file (cached)."""
-    from orchestrator.backends.remote.azure_models import azure_model
-    from orchestrator.data.checks import check_file
-    from orchestrator.data.tokens import (
-        ModelInfo,
+    from orchestrator.catalog.azure import azure_model
+    from orchestrator.catalog.tokens import (
         OpenAIExampleCounter,
+        TokenModel,
         model_info,
         openai_counter,
     )
+    from orchestrator.data.checks import check_file
 
     counter: Any
     open_weight = azure_model(model)
     if open_weight is not None and open_weight.open_weight:
         counter = OpenAIExampleCounter("gpt-4o")  # o200k_base counts (an estimate)
         counter.max_tokens_per_example = open_weight.context
-        info = ModelInfo(open_weight.name, counter.name, open_weight.context)
+        info = TokenModel(open_weight.name, counter.name, open_weight.context)
     else:
         try:
             info = model_info(model)

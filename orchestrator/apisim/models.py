@@ -22,7 +22,7 @@ import datetime
 import math
 from typing import Any
 
-from orchestrator.errors import UsageError
+from orchestrator.core.errors import UsageError
 
 __all__ = ["APIS", "FIELDS", "azure_model", "default_models", "openai_model", "parse_entry"]
 

@@ -38,7 +38,7 @@ from orchestrator.apisim.body import BodyError, Limits, parse_form, parse_json, 
 from orchestrator.apisim.errors import ApiError
 from orchestrator.apisim.faults import Faults, RequestFault
 from orchestrator.apisim.simulator import Simulator
-from orchestrator.errors import UsageError
+from orchestrator.core.errors import UsageError
 
 __all__ = ["SimServer"]
 

@@ -23,7 +23,7 @@ from orchestrator.apisim.faults import OPERATIONS, Faults
 from orchestrator.apisim.store import FileRecord, JobRecord, Store, record_dict
 from orchestrator.apisim.surface import StepMetrics, SurfaceInputs, curve
 from orchestrator.apisim.timeline import CheckpointView, Event, checkpoints, events, result_csv
-from orchestrator.errors import UsageError
+from orchestrator.core.errors import UsageError
 
 __all__ = ["Simulator"]
 
@@ -418,7 +418,7 @@ class Simulator:
 
     def _refuse_tier(self, model: str, training_type: str | None) -> None:
         """A model Azure does not train in this tier (the wording is a guess)."""
-        from orchestrator.backends.remote.azure_models import TIER_NAMES, TIERS, azure_model
+        from orchestrator.catalog.azure import TIER_NAMES, TIERS, azure_model
 
         known = azure_model(model)
         tier = TIER_NAMES.get(training_type or "Standard", "standard")

@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from orchestrator.errors import UsageError
+from orchestrator.core.errors import UsageError
 
 __all__ = ["FileRecord", "JobRecord", "Store"]
 

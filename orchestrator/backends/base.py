@@ -26,7 +26,7 @@ else the estimate, so a budget always binds).
 **What a backend can list.** :meth:`Backend.list_models` returns the provider's models as
 :class:`ModelInfo` (id, created, shutdown date, fine-tunable), or None (the default) when
 there is no model list; aliases (``gpt-4o-mini@latest``) and sunsets are computed from it by
-:mod:`orchestrator.modelnames`.
+:mod:`orchestrator.catalog.names`.
 
 **Before the first trial.** :meth:`Backend.preflight` (optional; the default does nothing)
 checks that jobs can be started at all: credentials present, and for a remote service one
@@ -48,7 +48,7 @@ trial. It must start nothing and spend nothing.
 * :meth:`Backend.cancel` stops a job; metrics reported before it stay readable. Cancelling a
   finished job is a no-op.
 
-**Errors.** Every method raises only :class:`~orchestrator.errors.OrchestratorError`
+**Errors.** Every method raises only :class:`~orchestrator.core.errors.OrchestratorError`
 subclasses on purpose: ``ProviderBusyError`` from ``submit`` when the provider refuses new
 work for now (the engine submits again later; only this waits); ``UsageError`` (such as
 ``UnsupportedParameterError``) for a request that can never run; ``BackendError`` for anything
@@ -78,7 +78,6 @@ Backends are discovered through the entry-point group ``ftsweep.backends``
 
 from __future__ import annotations
 
-import datetime
 import hashlib
 import json
 import math
@@ -91,12 +90,13 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict
 
-from orchestrator.errors import UnsupportedParameterError
-from orchestrator.params import NAMES, parameter
+from orchestrator.catalog.names import ModelInfo
+from orchestrator.core.errors import UnsupportedParameterError
+from orchestrator.core.params import NAMES, parameter
 
 if TYPE_CHECKING:
+    from orchestrator.catalog.tokens import ExampleCounter
     from orchestrator.data.findings import DatasetStats
-    from orchestrator.data.tokens import ExampleCounter
 
 __all__ = [
     "DEFAULT_CAPABILITIES",
@@ -147,7 +147,7 @@ class JobStatus(StrEnum):
 
 @dataclass(frozen=True)
 class Hyperparameters:
-    """The tuned parameters of one trial (see :mod:`orchestrator.params`). ``batch_size`` is
+    """The tuned parameters of one trial (see :mod:`orchestrator.core.params`). ``batch_size`` is
     the resolved integer; ``prompt_loss_weight`` is None for backends that do not take it."""
 
     n_epochs: int
@@ -340,21 +340,6 @@ class JobUpdate:
 
 
 @dataclass(frozen=True)
-class ModelInfo:
-    """One base model in a provider's list (:meth:`Backend.list_models`).
-
-    ``created``: unix seconds, as the provider says; ``shutdown_date``: the day the provider
-    stops it (for fine-tuning, where the provider distinguishes fine-tuning from inference),
-    None when none is announced; ``fine_tunable``: whether the provider says it can be
-    fine-tuned, None when the list does not say."""
-
-    id: str
-    created: int | None = None
-    shutdown_date: datetime.date | None = None
-    fine_tunable: bool | None = None
-
-
-@dataclass(frozen=True)
 class Range:
     """The values a backend accepts for one hyper-parameter: ``low <= x <= high``, with
     ``low`` excluded when ``low_exclusive``; None is unbounded on that side."""
@@ -483,7 +468,7 @@ class Backend(ABC):
     def token_counter(cls, model: str, options: BackendOptions) -> ExampleCounter | None:
         """Exact token counts for ``model`` as this backend trains it, or None when it cannot
         count (the data checks then report no token figures). Raises
-        :class:`~orchestrator.errors.UnknownModelError` for a model it does not know."""
+        :class:`~orchestrator.core.errors.UnknownModelError` for a model it does not know."""
         return None
 
     # -- costs ------------------------------------------------------------------------------
@@ -513,16 +498,16 @@ class Backend(ABC):
 
     def preflight(self) -> None:
         """Check, before the first trial, that jobs can be started at all (see the module
-        docstring): raise :class:`~orchestrator.errors.ProviderAuthError` for missing or
-        refused credentials, :class:`~orchestrator.errors.ProviderUnreachableError` for an
-        address that does not answer, :class:`~orchestrator.errors.BackendError` otherwise.
+        docstring): raise :class:`~orchestrator.core.errors.ProviderAuthError` for missing or
+        refused credentials, :class:`~orchestrator.core.errors.ProviderUnreachableError` for an
+        address that does not answer, :class:`~orchestrator.core.errors.BackendError` otherwise.
         Starts and spends nothing; the default checks nothing."""
         return None
 
     def list_models(self) -> list[ModelInfo] | None:
         """The provider's base models, or None when the backend has no model list (default).
 
-        Used to resolve aliases (``gpt-4o-mini@latest``, see :mod:`orchestrator.modelnames`)
+        Used to resolve aliases (``gpt-4o-mini@latest``, see :mod:`orchestrator.catalog.names`)
         and to warn of base models that shut down. One call to the provider (retried like the
         others); it raises what the job methods raise (``ProviderAuthError``,
         ``ProviderUnreachableError``, ``BackendError``) and starts nothing."""

@@ -11,7 +11,7 @@ from __future__ import annotations
 from importlib.metadata import EntryPoint, entry_points
 
 from orchestrator.backends.base import Backend
-from orchestrator.errors import UnknownBackendError
+from orchestrator.core.errors import UnknownBackendError
 
 __all__ = ["GROUP", "available", "load"]
 

@@ -26,7 +26,7 @@ def run(argv: list[str] | None = None) -> int:
 
     from orchestrator.cli.app import build
     from orchestrator.cli.output import out
-    from orchestrator.errors import OrchestratorError
+    from orchestrator.core.errors import OrchestratorError
 
     debug = os.environ.get("FTSWEEP_DEBUG") == "1"
     # No network to the Hugging Face hub unless the user allows it (HF_HUB_OFFLINE=0): an
@@ -37,7 +37,7 @@ def run(argv: list[str] | None = None) -> int:
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # its tqdm bars
-    from orchestrator.progress import show_on_stderr
+    from orchestrator.core.progress import show_on_stderr
 
     show_on_stderr()  # a model pull, a tokenizer load: a line each, not minutes of silence
     command = build()

@@ -17,7 +17,7 @@ def _interruptible(fn: Callable[..., Any]) -> Callable[..., Any]:
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        from orchestrator.errors import Interrupted
+        from orchestrator.core.errors import Interrupted
 
         try:
             return fn(*args, **kwargs)

@@ -4,7 +4,7 @@ on stderr)."""
 from __future__ import annotations
 
 from orchestrator.cli.output import Output
-from orchestrator.events import (
+from orchestrator.engine.events import (
     EpochReported,
     Listener,
     Note,
@@ -17,7 +17,7 @@ from orchestrator.events import (
 __all__ = ["ConsoleListener"]
 
 
-def _short(v: object) -> str:
+def short_value(v: object) -> str:
     return f"{v:.4g}" if isinstance(v, float) else str(v)
 
 
@@ -41,7 +41,7 @@ class ConsoleListener(Listener):
         hp = e.trial.request.hyperparameters.as_dict()
         self.out.info(
             f"trial {e.trial.number} started ({self.backend} job {e.job_id}): "
-            + ", ".join(f"{k}={_short(v)}" for k, v in hp.items())
+            + ", ".join(f"{k}={short_value(v)}" for k, v in hp.items())
         )
 
     def epoch_reported(self, e: EpochReported) -> None:

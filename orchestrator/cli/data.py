@@ -21,8 +21,8 @@ def _warn_sunset(model: str) -> None:
     """Warn when OpenAI announced a shutdown of ``model`` (offline knowledge)."""
     import datetime as dt
 
-    from orchestrator.engine.models import WARN_DAYS
-    from orchestrator.modelnames import announced_sunset, sunset_message
+    from orchestrator.catalog.names import announced_sunset, sunset_message
+    from orchestrator.plan.models import WARN_DAYS
 
     found = announced_sunset(model, dt.date.today())
     if found is not None and (found.passed or (found.days_left or 0) <= WARN_DAYS):
@@ -63,8 +63,8 @@ def validate(
 
     Example: ftsweep validate train.jsonl --valid valid.jsonl --model gpt-4o-mini
     """
+    from orchestrator.backends.counters import counter_for_model
     from orchestrator.data.checks import check_dataset
-    from orchestrator.tokenizers import counter_for_model
 
     if model is not None:
         _warn_sunset(model)

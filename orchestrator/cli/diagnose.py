@@ -49,7 +49,7 @@ def diagnose(
     Example: ftsweep diagnose ftjob-abc123 --spec sweeps/openai.yaml
     """
     quiet_libraries()
-    from orchestrator.diagsource import diagnose_run, evidence_line, load, thresholds_of
+    from orchestrator.workflows.diagnose import diagnose_run, evidence_line, load, thresholds_of
 
     run = load(source, spec=spec, tracking_uri=tracking_uri)
     result = diagnose_run(run, thresholds_of(spec))

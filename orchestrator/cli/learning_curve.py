@@ -32,8 +32,8 @@ def learning_curve(
     Example: ftsweep learning-curve sweeps/tiny.yaml --out curve.png
     """
     quiet_libraries()
-    from orchestrator.errors import UsageError
-    from orchestrator.learning_curve import learning_curve as run_curve
+    from orchestrator.core.errors import UsageError
+    from orchestrator.workflows.learning_curve import learning_curve as run_curve
 
     try:
         values = [float(f) for f in fractions.split(",") if f.strip()]

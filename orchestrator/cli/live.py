@@ -28,10 +28,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
-from orchestrator.attrs import TrialAttrs
-from orchestrator.cli.console import ConsoleListener, _short
+from orchestrator.cli.console import ConsoleListener, short_value
 from orchestrator.cli.output import Output
-from orchestrator.events import (
+from orchestrator.core.attrs import TrialAttrs
+from orchestrator.engine.events import (
     EpochReported,
     Event,
     Listener,
@@ -389,7 +389,7 @@ class LiveConsole(ConsoleListener):
         if e.trial.number not in self._reattached:
             self._print(
                 f"trial {e.trial.number} started ({self.backend} job {e.job_id}): "
-                + ", ".join(f"{k}={_short(v)}" for k, v in hp.items())
+                + ", ".join(f"{k}={short_value(v)}" for k, v in hp.items())
             )
 
     def points(self, e: Points) -> None:
@@ -485,7 +485,7 @@ class LiveConsole(ConsoleListener):
             table.add_column("time", justify="right")
             for f in sorted(b.flights.values(), key=lambda f: f.number):
                 params = " ".join(
-                    f"{_abbrev(k)}={_short(v)}" for k, v in f.params.items() if k != "seed"
+                    f"{_abbrev(k)}={short_value(v)}" for k, v in f.params.items() if k != "seed"
                 )
                 frac = f.step / f.steps if f.steps else None
                 cost = f.estimate * min(1.0, frac) if f.estimate is not None and frac else None

@@ -20,8 +20,8 @@ def status(spec: SpecArg) -> None:
     Example: ftsweep status sweeps/quickstart.yaml
     """
     quiet_libraries()
-    from orchestrator.report import render
-    from orchestrator.results import open_results
+    from orchestrator.results.read import open_results
+    from orchestrator.results.table import render
 
     results = open_results(spec)
     counts = results.counts()
@@ -45,14 +45,14 @@ def report(
     Example: ftsweep report sweeps/quickstart.yaml --format json --out trials.json
     """
     quiet_libraries()
-    from orchestrator.errors import UsageError
-    from orchestrator.report import FORMATS, render
-    from orchestrator.results import open_results
+    from orchestrator.core.errors import UsageError
+    from orchestrator.results.read import open_results
+    from orchestrator.results.table import FORMATS, render
 
     if fmt not in FORMATS:
         raise UsageError(f"--format must be one of {', '.join(FORMATS)}, not {fmt!r}")
     if fmt == "html":  # the page with the summary, plots and advice
-        from orchestrator.results import html_report
+        from orchestrator.results.read import html_report
 
         text = html_report(str(spec))
     else:
@@ -82,10 +82,10 @@ def best(
     Example: ftsweep best sweeps/quickstart.yaml --code > call.py
     """
     quiet_libraries()
-    from orchestrator.attrs import StudyAttrs, TrialAttrs
-    from orchestrator.errors import OrchestratorError
-    from orchestrator.recipe import recipe_of_trial
-    from orchestrator.results import open_results
+    from orchestrator.core.attrs import StudyAttrs, TrialAttrs
+    from orchestrator.core.errors import OrchestratorError
+    from orchestrator.results.read import open_results
+    from orchestrator.tracking.recipe import recipe_of_trial
 
     results = open_results(spec, current=True)
     trial = results.best()
@@ -144,7 +144,7 @@ def ui(
     import sys
 
     from orchestrator.config import load_spec
-    from orchestrator.engine.study import resolve_stores
+    from orchestrator.stores.study import resolve_stores
     from orchestrator.tracking import Tracker, runs_link
 
     sweep = load_spec(spec)
@@ -153,7 +153,7 @@ def ui(
         tracker = Tracker(stores.mlflow, sweep.name)
         out.data(runs_link(stores.mlflow, tracker.experiment_id, sweep.objective.direction))
         return
-    from orchestrator.errors import UsageError
+    from orchestrator.core.errors import UsageError
 
     busy = _port_in_use(host, port)
     if busy:
@@ -189,7 +189,7 @@ def ui(
     try:
         if not _wait_until_serving(proc, host, port, timeout_s):
             code = proc.poll()
-            from orchestrator.errors import OrchestratorError
+            from orchestrator.core.errors import OrchestratorError
 
             if code is not None:
                 raise OrchestratorError(f"the MLflow UI exited with status {code} before it served")

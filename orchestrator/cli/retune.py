@@ -47,9 +47,9 @@ def retune(
 
     from orchestrator.cli.live import console_for, stderr_mode
     from orchestrator.config import load_spec
+    from orchestrator.core.errors import OrchestratorError, UsageError
     from orchestrator.engine import Overrides
-    from orchestrator.errors import OrchestratorError, UsageError
-    from orchestrator.retune import retune as run_retune
+    from orchestrator.workflows.retune import retune as run_retune
 
     if budget is not None and not math.isfinite(budget):
         raise UsageError(f"--budget must be a finite number of dollars, not {budget}")
@@ -92,8 +92,8 @@ def history(
 
     from orchestrator.cli.render import table
     from orchestrator.config import load_spec
-    from orchestrator.errors import SweepNotStartedError
-    from orchestrator.results import generations, optuna_url
+    from orchestrator.core.errors import SweepNotStartedError
+    from orchestrator.stores.read import generations, optuna_url
 
     loaded = load_spec(spec)
     found = generations(loaded)

@@ -25,7 +25,7 @@ from orchestrator.cli.common import SpecArg
 from orchestrator.cli.output import out
 
 if TYPE_CHECKING:
-    from orchestrator.schedule import Job
+    from orchestrator.workflows.schedule import Job
 
 __all__ = ["register"]
 
@@ -91,7 +91,7 @@ def _systemd_reachable() -> bool:
 
 def _warn_about_environment(job: Job) -> None:
     """Name (never show) the variables set here that the scheduled run would not get."""
-    from orchestrator.schedule import read_env_file
+    from orchestrator.workflows.schedule import read_env_file
 
     in_file: set[str] = set()
     if job.env_file.is_file():
@@ -113,7 +113,7 @@ def _upcoming(job: Job, n: int = 3) -> str:
 
 
 def _serve(job: Job, max_runs: int | None) -> None:
-    from orchestrator.schedule import RetuneRunner, read_env_file, serve
+    from orchestrator.workflows.schedule import RetuneRunner, read_env_file, serve
 
     env = dict(os.environ)
     if job.env_file_required or job.env_file.is_file():
@@ -148,7 +148,7 @@ def _serve(job: Job, max_runs: int | None) -> None:
 
 
 def _install_systemd(job: Job, unit_dir: Path | None) -> None:
-    from orchestrator.schedule import systemd_units, write_units
+    from orchestrator.workflows.schedule import systemd_units, write_units
 
     default = _unit_dir()
     folder = unit_dir if unit_dir is not None else default
@@ -167,14 +167,14 @@ def _install_systemd(job: Job, unit_dir: Path | None) -> None:
         done = _systemctl(args)
         if done is None or done.returncode != 0:
             why = (done.stderr.strip().splitlines() or [""])[-1] if done is not None else ""
-            from orchestrator.errors import OrchestratorError
+            from orchestrator.core.errors import OrchestratorError
 
             raise OrchestratorError(f"systemctl --user {' '.join(args)} failed: {why}")
     out.info(f"enabled {timer}; see it with: systemctl --user list-timers {timer}")
 
 
 def _uninstall_systemd(job: Job, unit_dir: Path | None) -> None:
-    from orchestrator.schedule import remove_units
+    from orchestrator.workflows.schedule import remove_units
 
     default = _unit_dir()
     folder = unit_dir if unit_dir is not None else default
@@ -272,8 +272,8 @@ def schedule(
     Example: ftsweep schedule sweeps/nightly.yaml --serve --report reports/nightly.json
     """
     from orchestrator.config import load_spec
-    from orchestrator.errors import UsageError
-    from orchestrator.schedule import (
+    from orchestrator.core.errors import UsageError
+    from orchestrator.workflows.schedule import (
         CronError,
         Job,
         cron_block,

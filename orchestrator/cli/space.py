@@ -13,7 +13,7 @@ from orchestrator.cli.output import out
 from orchestrator.cli.render import table
 
 if TYPE_CHECKING:
-    from orchestrator.plan import SweepPlan
+    from orchestrator.plan.sweep import SweepPlan
 
 __all__ = ["register"]
 
@@ -33,7 +33,7 @@ PriceOpt = Annotated[
 def _prices(given: list[str] | None) -> dict[str, float]:
     import math
 
-    from orchestrator.errors import UsageError
+    from orchestrator.core.errors import UsageError
 
     prices: dict[str, float] = {}
     for item in given or []:
@@ -55,7 +55,7 @@ def space(spec: SpecArg, as_json: JsonOpt = False) -> None:
 
     Example: ftsweep space sweeps/quickstart.yaml
     """
-    from orchestrator.plan import plan_sweep
+    from orchestrator.plan.sweep import plan_sweep
 
     plan = plan_sweep(spec)
     if as_json:
@@ -76,7 +76,7 @@ def space(spec: SpecArg, as_json: JsonOpt = False) -> None:
 def _advice(plan: SweepPlan) -> str:
     """The data's advice that applies to this sweep, as lines to print (or nothing)."""
     from orchestrator.data.advice import for_sweep
-    from orchestrator.space import refusal
+    from orchestrator.plan.space import refusal
 
     names = {d.name for d in plan.space.dimensions}
     advice = for_sweep(
@@ -106,7 +106,7 @@ def _time_rows(plan: SweepPlan, est: Any) -> list[list[str]]:
     if plan.spec.backend.name != "local":
         return []
     from orchestrator.backends.local.backend import measured_seconds_per_example
-    from orchestrator.engine.study import resolve_stores
+    from orchestrator.stores.study import resolve_stores
 
     jobs = resolve_stores(plan.spec).workdir / "backends" / "local" / "jobs"
     measured = measured_seconds_per_example(jobs, plan.spec.backend.model)
@@ -141,8 +141,8 @@ def estimate(spec: SpecArg, as_json: JsonOpt = False, given: PriceOpt = None) ->
     """
     from orchestrator.backends.remote.tiers import estimate_tiers
     from orchestrator.config import load_spec
-    from orchestrator.plan import estimate_sweep, plan_spec
-    from orchestrator.space import pinned_epochs
+    from orchestrator.plan.space import pinned_epochs
+    from orchestrator.plan.sweep import estimate_sweep, plan_spec
 
     loaded, extra = load_spec(spec), _prices(given)
     if extra:

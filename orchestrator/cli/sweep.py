@@ -49,14 +49,14 @@ def run(
     quiet_libraries()
     from orchestrator.cli.live import console_for, stderr_mode
     from orchestrator.config import load_spec
-    from orchestrator.engine import Overrides, run_sweep
-    from orchestrator.errors import OrchestratorError, UsageError
+    from orchestrator.core.errors import OrchestratorError, UsageError
+    from orchestrator.workflows.sweep import Overrides, run_sweep
 
     if budget is not None and not math.isfinite(budget):
         raise UsageError(f"--budget must be a finite number of dollars, not {budget}")
     mode = stderr_mode(quiet, json_events)
     if mode == "quiet":
-        from orchestrator.progress import show_on_stderr
+        from orchestrator.core.progress import show_on_stderr
 
         show_on_stderr(False)
     console = console_for(out, load_spec(spec).backend.name, mode)
@@ -96,7 +96,7 @@ def result_record(result: Any) -> dict[str, Any]:
 def show_result(result: Any, spec: Any, *, quiet: bool = False) -> None:
     """The table of trials, the best one and the advice on stdout; the rest on stderr."""
     from orchestrator.cli.common import ui_hint
-    from orchestrator.report import render
+    from orchestrator.results.table import render
 
     if not quiet and not result.changed:
         out.info(f"sweep {result.plan.spec.name} is already complete ({len(result.frame)} trials)")

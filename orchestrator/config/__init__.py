@@ -36,7 +36,7 @@ from orchestrator.config.models import (
     StorageSpec,
     SweepSpec,
 )
-from orchestrator.errors import SpecError
+from orchestrator.core.errors import SpecError
 
 __all__ = [
     "BackendSpec",

@@ -5,7 +5,7 @@ finite, counts have sane upper bounds and ``pruner.options`` are checked per pru
 (:mod:`orchestrator.config.pruners`), so a file that loads is one Optuna, numpy and the
 backends accept. What a particular backend accepts (``learning_rate_multiplier > 0``, batch
 sizes) is checked against its capabilities when the space is resolved
-(:func:`orchestrator.space.resolve_space`).
+(:func:`orchestrator.plan.space.resolve_space`).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from pydantic import (
 )
 
 from orchestrator.config.pruners import check_hyperband_resources, check_pruner_options
-from orchestrator.params import NAMES, parameter
+from orchestrator.core.params import NAMES, parameter
 
 __all__ = [
     "MAX_INT_PARAMETER",
@@ -161,7 +161,7 @@ class BatchSizeParam(_Param):
         return self
 
 
-# The recommended ranges live in the hyper-parameter registry (orchestrator.params).
+# The recommended ranges live in the hyper-parameter registry (orchestrator.core.params).
 def _default_epochs() -> IntParam:
     p = parameter("n_epochs")
     return IntParam(low=int(p.low), high=int(p.high), log=p.log)
@@ -241,7 +241,7 @@ class PrunerSpec(_Model):
 
 
 class DiagnosisSpec(_Model):
-    """Thresholds of the over/under-fitting rules (see :mod:`orchestrator.diagnosis`)."""
+    """Thresholds of the over/under-fitting rules (see :mod:`orchestrator.analysis.diagnosis`)."""
 
     overfit_rise: float = Field(default=0.05, ge=0)
     gap_growth: float = Field(default=0.5, ge=0)

@@ -2,7 +2,7 @@
 check them (and where they do not: hyperband's resources), so that a sweep whose pruner
 Optuna would refuse fails when the file is loaded, before any store exists.
 
-Options are passed to Optuna as given (``orchestrator.engine.study.make_pruner``); the
+Options are passed to Optuna as given (``orchestrator.plan.samplers.make_pruner``); the
 defaults here are Optuna's, shown for the reader, never filled in.
 """
 

@@ -2,7 +2,7 @@
 
 A file of at least :data:`PARALLEL_MIN_BYTES` is cut into ranges (four per worker, each
 1–16 MiB: :func:`range_size`), every boundary at a line start (:func:`~.reader.line_ranges`). Each
-worker checks its ranges as the serial pass would (the same :class:`~.checks._FileCheck`,
+worker checks its ranges as the serial pass would (the same :class:`~.filecheck.FileCheck`,
 streaming, with line numbers counted from the range's start) and sends back what it found:
 findings with their first lines, and compact per-example arrays (8-byte hashes, token counts),
 never the examples. The parent merges the ranges in file order, shifting line numbers by the
@@ -35,16 +35,16 @@ from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import TYPE_CHECKING, Any
 
+from orchestrator.core.errors import OrchestratorError, UsageError
+from orchestrator.core.progress import report
 from orchestrator.data import formats
 from orchestrator.data.conventions import scan_lines
 from orchestrator.data.findings import FindingLog
 from orchestrator.data.reader import JsonlReader, line_ranges
-from orchestrator.errors import OrchestratorError, UsageError
-from orchestrator.progress import report
 
 if TYPE_CHECKING:
-    from orchestrator.data.checks import _FileCheck
-    from orchestrator.data.tokens import ExampleCounter
+    from orchestrator.catalog.tokens import ExampleCounter
+    from orchestrator.data.filecheck import FileCheck
 
 __all__ = [
     "PARALLEL_MIN_BYTES",
@@ -111,10 +111,10 @@ def _check_range(
     hint: tuple[str, int] | None,
     start: int,
     end: int,
-) -> _FileCheck:
-    from orchestrator.data.checks import _FileCheck
+) -> FileCheck:
+    from orchestrator.data.filecheck import FileCheck
 
-    part = _FileCheck(path, _counter, model, max_line_bytes, format_hint=hint)
+    part = FileCheck(path, _counter, model, max_line_bytes, format_hint=hint)
     part.run(JsonlReader(path, max_line_bytes, start=start, end=end, hash_bytes=False))
     return part
 
@@ -155,7 +155,7 @@ def _sha256(path: str, size: int) -> str:
 
 
 def run_check(
-    check: _FileCheck,
+    check: FileCheck,
     counter: ExampleCounter | None,
     model: str | None,
     *,
@@ -186,7 +186,7 @@ def run_check(
         initializer=_init,
         initargs=(counter,),
     ) as pool:
-        futures: list[Future[_FileCheck]] = [
+        futures: list[Future[FileCheck]] = [
             pool.submit(_check_range, *args, start, end) for start, end in ranges
         ]
         try:

@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from orchestrator.core.errors import DataError, UsageError
 from orchestrator.data.conventions import SEPARATORS, STOPS
-from orchestrator.errors import DataError, UsageError
 
 __all__ = ["PrepareOptions", "PrepareResult", "prepare_file"]
 

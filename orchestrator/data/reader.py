@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from orchestrator.errors import DataError
+from orchestrator.core.errors import DataError
 
 __all__ = ["DEFAULT_MAX_LINE_BYTES", "JsonlReader", "Line", "line_ranges"]
 

@@ -23,27 +23,26 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
-from orchestrator import progress
-from orchestrator.attrs import TrialAttrs
-from orchestrator.diagnosis import Advice, Thresholds, TrialCurve, advise
+from orchestrator.analysis.advice import sweep_advice
+from orchestrator.analysis.diagnosis import Advice
+from orchestrator.core import progress
+from orchestrator.core.attrs import StudyAttrs, TrialAttrs
+from orchestrator.core.errors import SweepInterrupted
 from orchestrator.engine.budget import Budget
-from orchestrator.engine.locks import exclusive, launch_lock
+from orchestrator.engine.events import Dispatcher, Listener, Note, SweepFinished, SweepStarted
 from orchestrator.engine.loop import STOP, Limits, SweepLoop
-from orchestrator.engine.models import ResolvedModel, resolve_base_model
-from orchestrator.engine.study import (
+from orchestrator.plan.fingerprint import Fingerprint, changes, fingerprint
+from orchestrator.plan.models import ResolvedModel, resolve_base_model
+from orchestrator.plan.sweep import Generation, SweepPlan, plan_sweep, preflight
+from orchestrator.results.table import best_trial, trials_frame
+from orchestrator.stores.locks import exclusive, launch_lock
+from orchestrator.stores.study import (
     Stores,
     bound_mlflow_retries,
     check_stores,
-    make_pruner,
-    make_sampler,
     open_study,
     resolve_stores,
 )
-from orchestrator.errors import SweepInterrupted
-from orchestrator.events import Dispatcher, Listener, Note, SweepFinished, SweepStarted
-from orchestrator.fingerprint import Fingerprint, changes, fingerprint
-from orchestrator.plan import Generation, SweepPlan, plan_sweep, preflight
-from orchestrator.report import best_trial, trials_frame
 
 if TYPE_CHECKING:
     import optuna
@@ -51,7 +50,6 @@ if TYPE_CHECKING:
 
     from orchestrator.backends.base import ModelInfo
     from orchestrator.config import SweepSpec
-    from orchestrator.tracking import Tracker
 
 __all__ = ["Overrides", "SweepResult", "run_sweep"]
 
@@ -87,12 +85,18 @@ def _spent(study: optuna.Study) -> float:
     return sum(float(t.user_attrs.get(TrialAttrs.COST, 0.0)) for t in trials)
 
 
+#: builds the sweep's tracking listener once the stores are known (the entry point's choice:
+#: :func:`orchestrator.workflows.sweep.run_sweep` passes MLflow's)
+TrackingFactory = Callable[["SweepSpec", Stores], Listener]
+
+
 def run_sweep(
     spec_path: str | os.PathLike[str],
     overrides: Overrides = Overrides(),
     *,
     listeners: Sequence[Listener] = (),
-    tracker: Tracker | None = None,
+    tracking: TrackingFactory | None = None,
+    probe_tracking: bool = False,
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], None] = time.sleep,
     wall: Callable[[], float] = time.time,
@@ -101,24 +105,22 @@ def run_sweep(
 ) -> SweepResult:
     """Run (or resume) the sweep in ``spec_path`` to its limits and conclude it.
 
-    ``tracker`` replaces the MLflow client (tests); ``clock``/``sleep``/``wall`` are the
-    loop's time (monotonic seconds, waiting, and the wall clock of heartbeats). ``plan``
-    (with ``models``, the provider's list it was resolved against) is a plan made already:
-    ``ftsweep retune``'s next generation; otherwise the sweep file is planned here, the head
-    of its lineage resumed and its base model resolved."""
-    from orchestrator.tracking import MlflowListener, Tracker
-
+    ``listeners`` receive every event. ``tracking`` builds the listener that records the
+    sweep (MLflow, at the entry point): built only when something may be recorded (a finished
+    sweep run again is a read), its ``sweep_started`` must succeed before any trial starts
+    (else the run stops, exit 1), and ``probe_tracking`` asks its server's health first.
+    ``clock``/``sleep``/``wall`` are the loop's time (monotonic seconds, waiting, and the
+    wall clock of heartbeats). ``plan`` (with ``models``, the provider's list it was resolved
+    against) is a plan made already: ``ftsweep retune``'s next generation; otherwise the sweep
+    file is planned here, the head of its lineage resumed and its base model resolved."""
     notes: list[str] = []
     given = plan
     if plan is None:
-        plan = plan_sweep(spec_path, count_tokens=True)
+        plan = plan_sweep(spec_path, count_tokens=True)  # the sampler and pruner build
         resolved = None
     else:
         resolved = ResolvedModel(plan, list(models or []), [])
     spec = plan.spec
-    source = str(spec.source or spec.name)
-    make_sampler(spec, plan.space, source)  # a sampler or pruner that cannot be built is a
-    make_pruner(spec, plan.space, source)  # usage error before any store exists
     stores = resolve_stores(spec)
     backend = plan.make_backend(stores.workdir / "backends" / plan.backend.name)
     preflight(backend)  # credentials and the provider's address, before any store or trial
@@ -127,7 +129,7 @@ def run_sweep(
         plan = resolved.plan
     notes += resolved.warnings
     bound_mlflow_retries()
-    check_stores(stores, mlflow=tracker is None)  # they answer (else one line, exit 1)
+    check_stores(stores, mlflow=probe_tracking)  # they answer (else one line, exit 1)
     if given is None:  # the sweep file's: resume the latest generation of its lineage
         plan = replace(plan, generation=head_generation(spec))
     limits = Limits(
@@ -137,18 +139,20 @@ def run_sweep(
         target=spec.target,
     )
     printed = fingerprint(plan)
-    if given is None and tracker is None and not notes:
+    if given is None and not notes:
         done = _finished_already(plan, stores, limits, printed)
         if done is not None:  # nothing to run, nothing to log: MLflow is not even opened
             return _as_it_stands(plan, stores, done, listeners, backend.name, printed)
     # creating a fresh store takes seconds (MLflow's schema): say what the wait is
     progress.report("preparing the stores (MLflow tracking, Optuna study) ...")
-    tracker = tracker or Tracker(stores.mlflow, spec.name, stores.artifacts)
-    study = open_study(spec, plan.space, stores, plan.study_name)
+    recorder = tracking(spec, stores) if tracking is not None else None
+    study = open_study(
+        spec, stores, plan.study_name, sampler=plan.make_sampler, pruner=plan.make_pruner()
+    )
     notes += _record_generation(study, plan, printed, str(spec_path))
-    mlflow = MlflowListener(tracker)
     debug = os.environ.get("FTSWEEP_DEBUG") == "1"
-    emit = Dispatcher([mlflow, *listeners], debug=debug)
+    recorders = [recorder] if recorder is not None else []
+    emit = Dispatcher([*recorders, *listeners], debug=debug)
     if plan.generation is not None:  # a retune's warm start: the best of the one before
         for config, attrs in plan.generation.warm_start:
             study.enqueue_trial(dict(config), dict(attrs), skip_if_exists=True)
@@ -158,8 +162,9 @@ def run_sweep(
     started = SweepStarted(plan, study, backend.name, bool(study.trials), printed)
     # the tracking store must work before any trial starts; under the study's lock, so two
     # workers starting at once (on any machines) make one MLflow parent run, not two
-    with launch_lock(stores.optuna, plan.study_name):
-        mlflow.sweep_started(started)
+    if recorder is not None:
+        with launch_lock(stores.optuna, plan.study_name):
+            recorder.handle(started)  # outside the dispatcher: its failure stops the run
     Dispatcher(list(listeners), debug=debug)(started)
     for text in notes:
         emit(Note(text, "warning"))
@@ -192,7 +197,7 @@ def run_sweep(
         raise
     frame = trials_frame(study, plan.space.fixed())
     best = best_trial(study)
-    advice = _advice(plan, study, frame, best)
+    advice = sweep_advice(plan, study, frame, best)
     if best is not None:
         _conclude(study, best, _spent(study), wall())
     with launch_lock(stores.optuna, plan.study_name):  # workers finishing at once register once
@@ -201,8 +206,9 @@ def run_sweep(
                 plan, study, frame, advice, best, _spent(study), loop.stop_reason, loop.changed
             )
         )
+    experiment = str(study.user_attrs.get(StudyAttrs.MLFLOW_EXPERIMENT, ""))
     return SweepResult(
-        plan, stores, study, frame, advice, tracker.experiment_id, loop.stop_reason, loop.changed
+        plan, stores, study, frame, advice, experiment, loop.stop_reason, loop.changed
     )
 
 
@@ -216,17 +222,17 @@ def _finished_already(
     waiting, the trial limit is reached, the sweep file enqueues nothing and sets no target
     (a reached target is reported as the stop), and what the results depend on has not
     changed (else the full path warns)."""
-    from orchestrator.attrs import StudyAttrs
+    from orchestrator.core.attrs import StudyAttrs
+    from orchestrator.core.errors import OrchestratorError, SweepNotStartedError
     from orchestrator.engine.loop import counted
-    from orchestrator.errors import OrchestratorError, SweepNotStartedError
-    from orchestrator.results import _load_study, _without_password
+    from orchestrator.stores.read import load_study, masked_url
 
     spec = plan.spec
     if spec.enqueue or limits.target is not None:
         return None
-    shown = _without_password(stores.optuna)
+    shown = masked_url(stores.optuna)
     try:
-        study = _load_study(
+        study = load_study(
             plan.study_name, stores.optuna, shown, SweepNotStartedError(spec.name, shown, "")
         )
     except OrchestratorError:
@@ -264,11 +270,11 @@ def _as_it_stands(
 ) -> SweepResult:
     """The result of a finished sweep run again, told to ``listeners`` as a run that
     started and finished nothing."""
-    from orchestrator.attrs import StudyAttrs
+    from orchestrator.core.attrs import StudyAttrs
 
     frame = trials_frame(study, plan.space.fixed())
     best = best_trial(study)
-    advice = _advice(plan, study, frame, best)
+    advice = sweep_advice(plan, study, frame, best)
     emit = Dispatcher(list(listeners), debug=os.environ.get("FTSWEEP_DEBUG") == "1")
     emit(SweepStarted(plan, study, backend, True, printed))
     emit(SweepFinished(plan, study, frame, advice, best, _spent(study), None, False))
@@ -279,7 +285,7 @@ def _as_it_stands(
 def head_generation(spec: SweepSpec) -> Generation | None:
     """The latest generation of the sweep's lineage (``ftsweep retune``), which ``run``
     resumes; None when there is only the sweep's own study (or none yet)."""
-    from orchestrator.results import generations
+    from orchestrator.stores.read import generations
 
     found = generations(spec, details=False)
     if not found or found[-1].number == 1:
@@ -293,7 +299,7 @@ def _record_generation(
 ) -> list[str]:
     """Write the generation's attributes on a new study; on a resumed one, say when what
     the results depend on changed since it started (a retune's job, not a resume's)."""
-    from orchestrator.attrs import StudyAttrs
+    from orchestrator.core.attrs import StudyAttrs
 
     attrs = study.user_attrs
     if StudyAttrs.FINGERPRINT in attrs:
@@ -328,7 +334,7 @@ def _record_generation(
 
 def _conclude(study: optuna.Study, best: Any, spent: float, now: float) -> None:
     """Mark the generation as one that produced a model (a retune compares with it)."""
-    from orchestrator.attrs import StudyAttrs
+    from orchestrator.core.attrs import StudyAttrs
 
     values = _conclusion(study, best, spent)
     if _concluded_as(study.user_attrs.get(StudyAttrs.CONCLUDED), values):
@@ -390,31 +396,4 @@ def _interrupted(loop: SweepLoop, backend: str, spec: str) -> str:
     return (
         f"interrupted with {len(running)} job(s) still running at {backend} ({jobs}); "
         f"`ftsweep run {spec}` re-attaches to them"
-    )
-
-
-def _advice(plan: SweepPlan, study: optuna.Study, frame: pd.DataFrame, best: Any) -> Advice | None:
-    if best is None:
-        return None
-    # a pruned trial stopped early: its curve says nothing about over- or under-fitting
-    rows = frame.to_dict(orient="records") if len(frame) else []
-    labels = [str(r["diagnosis"]) for r in rows if r.get("diagnosis") and r["state"] != "PRUNED"]
-    sign = 1.0 if plan.spec.objective.direction == "minimize" else -1.0
-    done = [t for t in study.get_trials(deepcopy=False) if t.value is not None]
-    top = [t.params for t in sorted(done, key=lambda t: sign * float(t.value or 0.0))[:3]]
-    # completed trials only: a pruned one was already stopped for being worse at an epoch
-    curves = [
-        TrialCurve(t.number, t.params, t.intermediate_values)
-        for t in study.get_trials(deepcopy=False)
-        if t.intermediate_values and t.state.name == "COMPLETE"
-    ]
-    return advise(
-        plan.space,
-        {**plan.space.fixed(), **best.params},
-        labels,
-        top,
-        trials=curves,
-        best_trial=best.number,
-        minimize=sign > 0,
-        thresholds=Thresholds(**plan.spec.diagnosis.model_dump()),
     )

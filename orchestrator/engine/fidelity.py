@@ -31,15 +31,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from orchestrator.attrs import TrialAttrs
 from orchestrator.backends.base import Checkpoint, TrainingRequest
+from orchestrator.core.attrs import TrialAttrs
 from orchestrator.engine.curves import Curves
 from orchestrator.engine.outcome import objective_names
 
 if TYPE_CHECKING:
     import optuna
 
-    from orchestrator.plan import SweepPlan
+    from orchestrator.plan.sweep import SweepPlan
 
 __all__ = ["Derived", "derive", "epoch_end_steps", "tell_derived"]
 

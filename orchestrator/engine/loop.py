@@ -24,17 +24,10 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from orchestrator.attrs import TrialAttrs
+from orchestrator.analysis.diagnosis import Diagnosis, Thresholds
 from orchestrator.backends.base import Backend, JobUpdate, TrainingRequest
-from orchestrator.diagnosis import Diagnosis, Thresholds
-from orchestrator.engine.budget import Budget
-from orchestrator.engine.curves import add_points
-from orchestrator.engine.fidelity import tell_derived
-from orchestrator.engine.ledger import owner_alive, worker_id, write
-from orchestrator.engine.outcome import Outcome, conclude, objective_at
-from orchestrator.engine.repeats import Repeats
-from orchestrator.engine.trial import Phase, TrialRun
-from orchestrator.errors import (
+from orchestrator.core.attrs import TrialAttrs
+from orchestrator.core.errors import (
     BackendError,
     OrchestratorError,
     ProviderAuthError,
@@ -44,7 +37,9 @@ from orchestrator.errors import (
     StoreUnreachableError,
     UsageError,
 )
-from orchestrator.events import (
+from orchestrator.engine.budget import Budget
+from orchestrator.engine.curves import add_points
+from orchestrator.engine.events import (
     EpochReported,
     Event,
     Note,
@@ -53,7 +48,12 @@ from orchestrator.events import (
     TrialStarted,
     TrialSubmitted,
 )
-from orchestrator.plan import SweepPlan
+from orchestrator.engine.fidelity import tell_derived
+from orchestrator.engine.outcome import Outcome, conclude, objective_at
+from orchestrator.engine.repeats import Repeats
+from orchestrator.engine.trial import Phase, TrialRun
+from orchestrator.plan.sweep import SweepPlan
+from orchestrator.stores.ledger import owner_alive, worker_id, write
 
 if TYPE_CHECKING:
     import optuna

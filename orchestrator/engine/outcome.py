@@ -11,9 +11,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from orchestrator.attrs import TrialAttrs
+from orchestrator.analysis.diagnosis import Diagnosis, Thresholds, diagnose
 from orchestrator.backends.base import JobStatus, JobUpdate
-from orchestrator.diagnosis import Diagnosis, Thresholds, diagnose
+from orchestrator.core.attrs import TrialAttrs
 from orchestrator.engine.curves import Curves, at, latest
 
 __all__ = ["Outcome", "conclude", "objective_at", "objective_names", "objective_value"]

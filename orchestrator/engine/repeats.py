@@ -11,8 +11,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from orchestrator.attrs import TrialAttrs
-from orchestrator.events import Event, TrialReused
+from orchestrator.core.attrs import TrialAttrs
+from orchestrator.engine.events import Event, TrialReused
 
 if TYPE_CHECKING:
     import optuna

@@ -8,11 +8,11 @@
        +-- re-attach: a dead owner's trial, found or resubmitted by its key
 
 The ledger is the trial's user attributes in the Optuna study (names in
-:mod:`orchestrator.attrs`): the request is written *before* the job is submitted (re-attaching
+:mod:`orchestrator.core.attrs`): the request is written *before* the job is submitted (re-attaching
 needs only its key), the owner and a heartbeat while it runs, the prune before its cancel, the
 outcome before the study is told. Any process that opens the study can therefore re-attach.
 
-Each trial event is one storage transaction (:func:`~orchestrator.engine.ledger.write`). What
+Each trial event is one storage transaction (:func:`~orchestrator.stores.ledger.write`). What
 re-attaching does not need (the job id, the MLflow run id, the epochs done and the objective
 at each epoch end) is staged and goes with the trial's next write: when the loop is about to
 wait, before a pruner reads the study, or with the outcome. A crash loses at most those
@@ -27,10 +27,10 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
-from orchestrator.attrs import TrialAttrs
 from orchestrator.backends.base import JobHandle, JobUpdate, TrainingRequest
+from orchestrator.core.attrs import TrialAttrs
 from orchestrator.engine.curves import Curves
-from orchestrator.engine.ledger import write
+from orchestrator.stores.ledger import write
 
 if TYPE_CHECKING:
     import optuna

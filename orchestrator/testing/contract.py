@@ -66,7 +66,7 @@ from dataclasses import replace
 import pytest
 
 from orchestrator.backends.base import METRIC_NAMES, Hyperparameters, JobStatus, ModelInfo
-from orchestrator.errors import ProviderBusyError, UnsupportedParameterError
+from orchestrator.core.errors import ProviderBusyError, UnsupportedParameterError
 from orchestrator.testing.helpers import (
     BackendCase,
     Polled,

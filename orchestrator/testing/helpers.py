@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from orchestrator.params import NAMES, parameter
+from orchestrator.core.params import NAMES, parameter
 
 if TYPE_CHECKING:
     from orchestrator.backends.base import (
@@ -61,7 +61,7 @@ class BackendCase:
     * ``env``: environment variables a fresh process needs to reach the same jobs (endpoint,
       credentials, ``PYTHONPATH``); they are laid over ``os.environ``.
     * ``busy``: a context manager factory; while inside it, the provider refuses new jobs
-      (``submit`` must raise :class:`~orchestrator.errors.ProviderBusyError`). None skips that
+      (``submit`` must raise :class:`~orchestrator.core.errors.ProviderBusyError`). None skips that
       test (a backend whose provider is never busy).
     * ``train_stats``: the statistics of ``short_request``'s training file, for
       ``estimate_cost``; None computes them with :func:`orchestrator.data.checks.check_file`
@@ -178,8 +178,8 @@ def train_stats(case: BackendCase, request: TrainingRequest, backend: Backend) -
         return case.train_stats
     import inspect
 
+    from orchestrator.core.errors import TokenizerError
     from orchestrator.data import checks
-    from orchestrator.errors import TokenizerError
 
     check_file: Callable[..., tuple[DatasetStats, Any, Any]] = checks.check_file
     priced = backend.capabilities.priced

@@ -8,7 +8,6 @@ from orchestrator.tracking.client import (
     TrackingError,
     run_link,
     runs_link,
-    sqlite_init_lock,
 )
 from orchestrator.tracking.listener import MlflowListener, run_name
 
@@ -19,5 +18,4 @@ __all__ = [
     "run_link",
     "run_name",
     "runs_link",
-    "sqlite_init_lock",
 ]

@@ -9,12 +9,9 @@ earlier attempt may have made; what still fails is translated to :class:`Trackin
 
 from __future__ import annotations
 
-import contextlib
 import functools
-import hashlib
 import os
 import tempfile
-import threading
 import time
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -23,19 +20,16 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from orchestrator.backends.base import MetricPoint
+from orchestrator.core.errors import OrchestratorError, StoreUnreachableError
 from orchestrator.data.findings import DatasetStats
-from orchestrator.errors import OrchestratorError, StoreUnreachableError
+from orchestrator.stores.locks import create_aside, sqlite_init_lock
 
 __all__ = [
     "TAG",
     "Tracker",
     "TrackingError",
-    "advisory_lock",
-    "create_aside",
-    "file_lock",
     "run_link",
     "runs_link",
-    "sqlite_init_lock",
 ]
 
 _BATCH = 1000
@@ -97,125 +91,6 @@ def _translated(what: str) -> Iterator[None]:
         yield
     except MlflowException as exc:
         raise TrackingError(f"MLflow: {what}: {exc.message.splitlines()[0]}") from exc
-
-
-@contextmanager
-def file_lock(path: Path) -> Iterator[None]:
-    """An exclusive lock on ``path`` (created if missing) among this machine's processes."""
-    import fcntl
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
-
-
-#: seconds a worker waits for an advisory lock before giving up (another worker holds it
-#: for milliseconds, or seconds while it creates a store or the MLflow parent run)
-LOCK_TIMEOUT_S = 120
-_ENGINES: dict[str, Any] = {}
-_ENGINES_LOCK = threading.Lock()
-
-
-def _is_postgres(url: str) -> bool:
-    return url.split(":", 1)[0].split("+", 1)[0] in ("postgresql", "postgres")
-
-
-def advisory_key(name: str) -> int:
-    """A signed 64-bit PostgreSQL advisory-lock key for ``name``, the same on every machine."""
-    digest = hashlib.blake2b(name.encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "big", signed=True)
-
-
-def _engine(url: str) -> Any:
-    import sqlalchemy
-
-    with _ENGINES_LOCK:
-        engine = _ENGINES.get(url)
-        if engine is None:
-            engine = sqlalchemy.create_engine(
-                url,
-                pool_size=1,
-                max_overflow=4,  # a lock taken inside another (other names) gets its own
-                pool_pre_ping=True,
-                connect_args={"connect_timeout": 10},
-            )
-            _ENGINES[url] = engine
-        return engine
-
-
-@contextmanager
-def advisory_lock(url: str, name: str, what: str = "a lock") -> Iterator[None]:
-    """``pg_advisory_xact_lock`` on ``name``'s key, in a transaction of its own on the
-    PostgreSQL database ``url``, held for the block: every process on every machine that
-    asks for the same name waits. Released at the commit, or when the connection drops (a
-    process that dies holding it). A failure is one line without the password."""
-    import sqlalchemy
-    from sqlalchemy.exc import SQLAlchemyError
-
-    conn = None
-    try:
-        conn = _engine(url).connect()
-        tx = conn.begin()
-        conn.execute(sqlalchemy.text(f"SET LOCAL lock_timeout = '{LOCK_TIMEOUT_S}s'"))
-        conn.execute(sqlalchemy.text("SELECT pg_advisory_xact_lock(:k)"), {"k": advisory_key(name)})
-    except SQLAlchemyError as exc:
-        if conn is not None:
-            with contextlib.suppress(Exception):
-                conn.close()
-        parsed = sqlalchemy.engine.make_url(url)
-        cause = getattr(exc, "orig", None) or exc
-        text = (str(cause).strip().splitlines() or [type(cause).__name__])[0]
-        if parsed.password:
-            text = text.replace(str(parsed.password), "***")
-        shown = parsed.render_as_string(hide_password=True)
-        # not chained: the driver's error carries the connection arguments
-        raise StoreUnreachableError(f"cannot take {what} on {shown}: {text[:300]}") from None
-    try:
-        yield
-    finally:
-        try:
-            tx.commit()
-        finally:
-            conn.close()
-
-
-@contextmanager
-def sqlite_init_lock(url: str) -> Iterator[None]:
-    """Hold an exclusive lock while a store may be created or migrated: two workers starting
-    at once would otherwise run the schema creation twice (and one fail). A file lock beside
-    a SQLite database; an advisory lock on a PostgreSQL one, across machines."""
-    if _is_postgres(url):
-        with advisory_lock(url, "ftsweep.store-init", "the store-creation lock"):
-            yield
-        return
-    if not url.startswith("sqlite:///"):
-        yield
-        return
-    with file_lock(Path(f"{url.removeprefix('sqlite:///')}.lock")):
-        yield
-
-
-def create_aside(url: str, make: Callable[[str], object]) -> None:
-    """Create a new SQLite store (``make(url)`` builds its tables) in a temporary file beside
-    it and move it into place, so a run interrupted while creating it (Ctrl-C during MLflow's
-    migrations) leaves no half-made store behind. Does nothing for other URLs or when the
-    file exists. Call it under :func:`sqlite_init_lock`."""
-    if not url.startswith("sqlite:///"):
-        return
-    path = Path(url.removeprefix("sqlite:///"))
-    if path.exists():
-        return
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.new")
-    tmp.unlink(missing_ok=True)
-    try:
-        make(f"sqlite:///{tmp}")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def runs_link(ui_url: str, experiment_id: str, direction: str | None = None) -> str:

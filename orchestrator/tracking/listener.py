@@ -27,9 +27,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from orchestrator.attrs import StudyAttrs, TrialAttrs
 from orchestrator.backends.base import MetricPoint
-from orchestrator.events import (
+from orchestrator.core.attrs import StudyAttrs, TrialAttrs
+from orchestrator.core.params import parameter
+from orchestrator.engine.events import (
     Listener,
     Points,
     SweepFinished,
@@ -38,13 +39,12 @@ from orchestrator.events import (
     TrialStarted,
     TrialSubmitted,
 )
-from orchestrator.params import parameter
 from orchestrator.tracking.client import TAG, Tracker
 
 if TYPE_CHECKING:
     import optuna
 
-    from orchestrator.plan import SweepPlan
+    from orchestrator.plan.sweep import SweepPlan
 
 __all__ = ["CURRENT_ALIAS", "MlflowListener", "run_name"]
 
@@ -194,7 +194,7 @@ class MlflowListener(Listener):
         """Once per sweep, in one pass over the child runs: the ``ftsweep.best`` tag of each
         and the loss-curve PNG of each finished trial that has none yet (this run's, from
         its curves in memory; an interrupted run's, from the metrics MLflow holds)."""
-        from orchestrator.report import LossCurves
+        from orchestrator.results.table import LossCurves
 
         plots = LossCurves()
         try:
@@ -224,7 +224,7 @@ class MlflowListener(Listener):
             plots.close()
 
     def _log_report(self, parent: str, e: SweepFinished) -> None:
-        from orchestrator.report import render
+        from orchestrator.results.table import render
 
         with tempfile.TemporaryDirectory() as tmp:
             folder = Path(tmp)
@@ -239,7 +239,7 @@ class MlflowListener(Listener):
     def _html(self, e: SweepFinished) -> str:
         """The sweep's HTML page (``ftsweep report --format html``): its plots drawn from this
         run's curves in memory (trials of earlier runs: their table row, not their curves)."""
-        from orchestrator.htmlreport import ReportInputs, render_html, steps_per_epoch
+        from orchestrator.results.html import ReportInputs, render_html, steps_per_epoch
 
         plan = e.plan
         gen = plan.generation

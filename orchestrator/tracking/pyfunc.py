@@ -1,7 +1,7 @@
 """The registered model: an MLflow ``pyfunc`` that answers as the fine-tuned model was trained.
 
 ``mlflow.pyfunc.load_model("models:/NAME/latest").predict(["reverse: abc"])`` returns the
-completions. Both flavours apply the :class:`~orchestrator.recipe.Recipe`: the separator is
+completions. Both flavours apply the :class:`~orchestrator.tracking.recipe.Recipe`: the separator is
 appended to prompts (prompt/completion data), a conversation gets the chat template (local) or
 goes as ``messages`` (providers), and a completion ends at the training data's stop sequences.
 
@@ -36,8 +36,8 @@ import mlflow.pyfunc
 from mlflow.exceptions import MlflowException
 from mlflow.pyfunc.model import PythonModel
 
-from orchestrator.recipe import Recipe, recipe_of_trial
 from orchestrator.tracking.client import TrackingError
+from orchestrator.tracking.recipe import Recipe, recipe_of_trial
 
 __all__ = ["LocalModel", "ProviderModel", "log_recipe_model", "save_recipe_model"]
 

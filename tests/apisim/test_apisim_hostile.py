@@ -25,7 +25,7 @@ from orchestrator.apisim.errors import ApiError
 from orchestrator.apisim.faults import Faults
 from orchestrator.apisim.server import SimServer
 from orchestrator.apisim.simulator import Simulator
-from orchestrator.errors import UsageError
+from orchestrator.core.errors import UsageError
 from tests.apisim import openapi
 from tests.apisim.fixtures import AZURE_KEY, AZURE_VERSION, OPENAI_KEY
 from tests.apisim.test_apisim_spec import call

@@ -12,7 +12,7 @@ import yaml
 from orchestrator import apisim
 from orchestrator.backends.base import Hyperparameters, TrainingRequest
 from orchestrator.backends.remote.azure import AzureOpenAIBackend
-from orchestrator.errors import ProviderAuthError
+from orchestrator.core.errors import ProviderAuthError
 from tests.apisim.fixtures import AZURE_KEY, openai_env, request_log
 from tests.azure.conftest import azure_spec
 from tests.helpers import chat_rows, write_jsonl

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.costs import training_price
+from orchestrator.catalog.prices import training_price
 from tests.apisim.fixtures import AZURE_KEY, request_log
 from tests.azure.conftest import azure_spec, study
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 from orchestrator.backends.remote.azure import AzureOpenAIBackend, AzureOptions
-from orchestrator.backends.remote.azure_models import AZURE_MODELS, TIERS, azure_model
-from orchestrator.costs import TRAINING_PRICE_PER_MILLION, price_table, training_price
-from orchestrator.errors import UnknownModelError
+from orchestrator.catalog.azure import AZURE_MODELS, TIERS, azure_model
+from orchestrator.catalog.prices import TRAINING_PRICE_PER_MILLION, price_table, training_price
+from orchestrator.core.errors import UnknownModelError
 
 
 def test_the_shipped_table_keeps_the_documented_tier_ratios() -> None:

@@ -16,7 +16,7 @@ from orchestrator.backends.base import Hyperparameters, JobStatus, TrainingReque
 from orchestrator.backends.local import LocalBackend, LocalOptions
 from orchestrator.backends.local.jobfiles import JobFolder
 from orchestrator.backends.local.tasks import write_task
-from orchestrator.errors import DataError, UnsupportedParameterError
+from orchestrator.core.errors import DataError, UnsupportedParameterError
 from orchestrator.testing import Polled, poll_until
 from tests.backends.conftest import LOCAL_OPTIONS, _kill_leftovers
 

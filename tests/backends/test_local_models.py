@@ -12,7 +12,7 @@ import pytest
 from orchestrator.backends.local import LocalOptions, LoraOptions, models
 from orchestrator.backends.local.options import FULL_LR, LORA_LR, TINY_LR
 from orchestrator.backends.local.tasks import generate, write_task
-from orchestrator.errors import BackendError, UnsupportedParameterError, UsageError
+from orchestrator.core.errors import BackendError, UnsupportedParameterError, UsageError
 
 
 def test_builtin_tiny_resolves_to_its_cached_folder(tiny_model: Path) -> None:
@@ -50,7 +50,7 @@ def test_an_unknown_model_fails_fast_offline(
     import time
 
     from orchestrator.backends.local import LocalBackend
-    from orchestrator.errors import UnknownModelError
+    from orchestrator.core.errors import UnknownModelError
 
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     assert models.hub_offline()

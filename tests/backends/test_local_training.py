@@ -14,7 +14,7 @@ from orchestrator.backends.local import LocalOptions, models
 from orchestrator.backends.local.encoding import encode_chat, encode_file, encode_prompt_completion
 from orchestrator.backends.local.tasks import write_jsonl, write_task
 from orchestrator.backends.local.trainer import TrainingConfig, TrainingResult, run_training
-from orchestrator.errors import DataError
+from orchestrator.core.errors import DataError
 
 
 class Recorder:

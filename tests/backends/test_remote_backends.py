@@ -36,10 +36,10 @@ from orchestrator.backends.remote import (
     ProviderUnreachableError,
     RemoteBackend,
 )
-from orchestrator.costs import training_cost, training_price
+from orchestrator.catalog.prices import training_cost, training_price
+from orchestrator.catalog.tokens import openai_counter
+from orchestrator.core.errors import BackendError, UnsupportedParameterError
 from orchestrator.data.checks import check_file
-from orchestrator.data.tokens import openai_counter
-from orchestrator.errors import BackendError, UnsupportedParameterError
 from orchestrator.testing import BackendCase, points_in_fresh_process
 from tests.apisim.fixtures import (
     AZURE_KEY,

@@ -14,7 +14,7 @@ from orchestrator.backends.base import Backend, ModelInfo
 from orchestrator.backends.local import LocalBackend
 from orchestrator.backends.remote import ProviderAuthError, ProviderUnreachableError
 from orchestrator.backends.remote.models import model_info_of, parse_date
-from orchestrator.errors import UsageError
+from orchestrator.core.errors import UsageError
 from tests.apisim.fixtures import chat_data, request_log
 from tests.backends.test_remote_backends import Remote, _dead_port, make_request, remote, run
 

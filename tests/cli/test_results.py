@@ -12,8 +12,8 @@ from typing import Any
 import optuna
 import pytest
 
-from orchestrator.attrs import TrialAttrs
 from orchestrator.backends.base import Hyperparameters, TrainingRequest
+from orchestrator.core.attrs import TrialAttrs
 from tests.conftest import Result
 from tests.helpers import chat_rows, write_jsonl
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator import schedule as schedule_lib
+from orchestrator.workflows import schedule as schedule_lib
 from tests.conftest import Result
 from tests.test_schedule import (
     SYSTEMD_ANALYZE,

@@ -8,10 +8,10 @@ from typing import Any
 
 import pytest
 
+from orchestrator.catalog.tokens import openai_counter
 from orchestrator.data import advice as rules
 from orchestrator.data.advice import Advice, for_sweep
 from orchestrator.data.checks import check_dataset
-from orchestrator.data.tokens import openai_counter
 
 ROOT = Path(__file__).resolve().parents[2]
 

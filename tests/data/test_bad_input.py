@@ -11,8 +11,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from orchestrator.catalog.tokens import openai_counter
 from orchestrator.data.checks import check_dataset
-from orchestrator.data.tokens import openai_counter
 from tests.helpers import chat_rows, pc_rows, write_jsonl
 
 GOOD = [json.dumps(r) for r in chat_rows(12)]

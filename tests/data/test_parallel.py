@@ -14,11 +14,11 @@ from typing import Any
 
 import pytest
 
+from orchestrator.catalog.tokens import openai_counter
+from orchestrator.core.errors import UsageError
 from orchestrator.data.checks import _FileCheck, check_dataset
 from orchestrator.data.parallel import WORKERS_ENV, data_workers, run_check
 from orchestrator.data.reader import line_ranges
-from orchestrator.data.tokens import openai_counter
-from orchestrator.errors import UsageError
 from tests.helpers import chat_rows, pc_rows
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from orchestrator.catalog.tokens import openai_counter
 from orchestrator.data.checks import check_dataset
-from orchestrator.data.tokens import openai_counter
 
 
 def test_gsm8k_train_is_valid_chat_with_exact_token_counts(cli, public: Path) -> None:

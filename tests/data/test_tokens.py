@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.data.tokens import _EXPECTED_SHA256, counter_for, model_info
-from orchestrator.errors import TokenizerError
+from orchestrator.catalog.tokens import _EXPECTED_SHA256, counter_for, model_info
+from orchestrator.core.errors import TokenizerError
 
 
 def test_encodings_load_offline_from_the_carried_tables(tmp_path: Path) -> None:
@@ -19,7 +19,7 @@ def test_encodings_load_offline_from_the_carried_tables(tmp_path: Path) -> None:
         "import socket\n"
         "def no_net(*a, **k): raise OSError('network disabled in this test')\n"
         "socket.socket.connect = no_net\n"
-        "from orchestrator.data.tokens import counter_for\n"
+        "from orchestrator.catalog.tokens import counter_for\n"
         "import tiktoken\n"
         "print(counter_for('gpt-4o-mini').count('hello world'),"
         " counter_for('gpt-3.5-turbo').count('hello world'),"
@@ -67,9 +67,9 @@ def test_local_models_count_as_the_trainer_encodes(tmp_path: Path, tiny_model: P
     """The tiny model's tokenizer is byte-level: one token per byte, plus BOS and EOS."""
     import json
 
+    from orchestrator.backends.counters import counter_for_model
     from orchestrator.backends.local.tasks import write_task
     from orchestrator.data.checks import check_dataset
-    from orchestrator.tokenizers import counter_for_model
 
     train, _ = write_task("reverse", tmp_path, n_train=40, n_valid=10)
     rows = [json.loads(line) for line in train.read_text().splitlines()]

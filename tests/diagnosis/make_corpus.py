@@ -84,7 +84,7 @@ def make(name: str, run: Run, work: Path) -> Path:
     from orchestrator.backends.base import Hyperparameters, TrainingRequest
     from orchestrator.backends.local import LocalBackend, LocalOptions
     from orchestrator.backends.local.tasks import write_task
-    from orchestrator.curvefile import write_result_csv
+    from orchestrator.backends.remote.resultfile import write_result_csv
     from orchestrator.testing import poll_until
 
     train, valid = write_task(

@@ -1,7 +1,7 @@
 """Score diagnosis rules against the corpus's recorded labels.
 
     python tests/diagnosis/score_rules.py                 # the rules in the working tree
-    python tests/diagnosis/score_rules.py --rev d9f5c9b   # orchestrator/diagnosis.py at a commit
+    python tests/diagnosis/score_rules.py --rev d9f5c9b  # the rules at a commit
 
 Prints each curve whose label differs from the MANIFEST's, then ``N/M agree``. ``n_epochs``
 is the number of full-validation passes, as ``ftsweep diagnose`` reads it from a result CSV.
@@ -23,11 +23,11 @@ ROOT = HERE.parents[1]
 
 def _rules(rev: str | None) -> ModuleType:
     if rev is None:
-        from orchestrator import diagnosis
+        from orchestrator.analysis import diagnosis
 
         return diagnosis
     source = subprocess.run(
-        ["git", "-C", str(ROOT), "show", f"{rev}:orchestrator/diagnosis.py"],
+        ["git", "-C", str(ROOT), "show", f"{rev}:orchestrator/analysis/diagnosis.py"],
         capture_output=True,
         text=True,
         check=True,
@@ -44,10 +44,12 @@ def _rules(rev: str | None) -> ModuleType:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rev", help="a git revision whose orchestrator/diagnosis.py to score")
+    parser.add_argument(
+        "--rev", help="a git revision whose orchestrator/analysis/diagnosis.py to score"
+    )
     args = parser.parse_args(argv)
     sys.path.insert(0, str(ROOT))
-    from orchestrator.curvefile import read_result_csv
+    from orchestrator.backends.remote.resultfile import read_result_csv
 
     rules = _rules(args.rev)
     agree = total = 0

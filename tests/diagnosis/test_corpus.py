@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.curvefile import read_result_csv
+from orchestrator.backends.remote.resultfile import read_result_csv
 from tests.conftest import Result
 
 Cli = Callable[..., Result]

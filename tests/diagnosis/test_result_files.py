@@ -12,8 +12,12 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.curvefile import parse_result_csv, read_result_csv, write_result_csv
-from orchestrator.errors import DataError
+from orchestrator.backends.remote.resultfile import (
+    parse_result_csv,
+    read_result_csv,
+    write_result_csv,
+)
+from orchestrator.core.errors import DataError
 from tests.conftest import SHARED, Result
 
 Cli = Callable[..., Result]

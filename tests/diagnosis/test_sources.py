@@ -15,7 +15,7 @@ import yaml
 from orchestrator import apisim
 from orchestrator.apisim.server import SimServer
 from orchestrator.backends.local.tasks import write_task
-from orchestrator.curvefile import read_result_csv
+from orchestrator.backends.remote.resultfile import read_result_csv
 from tests.apisim.fixtures import AZURE_KEY, AZURE_VERSION, OPENAI_KEY, azure_env, openai_env
 from tests.conftest import Result
 

@@ -30,8 +30,8 @@ from orchestrator.backends.base import (
     Range,
     TrainingRequest,
 )
+from orchestrator.core.errors import BackendError, ProviderBusyError
 from orchestrator.data.findings import DatasetStats
-from orchestrator.errors import BackendError, ProviderBusyError
 
 
 class InstantOptions(BackendOptions):

@@ -9,11 +9,15 @@ from typing import Any
 import optuna
 import pytest
 
-from orchestrator.attrs import TrialAttrs
 from orchestrator.config import SweepSpec
-from orchestrator.engine.samplers import StartThen
-from orchestrator.engine.study import DEFAULT_START_TRIALS, default_sampler, make_sampler
-from orchestrator.space import Dimension, SearchSpace
+from orchestrator.core.attrs import TrialAttrs
+from orchestrator.plan.samplers import (
+    DEFAULT_START_TRIALS,
+    StartThen,
+    default_sampler,
+    make_sampler,
+)
+from orchestrator.plan.space import Dimension, SearchSpace
 from tests.engine import fakes
 from tests.engine.test_loop import _run, _spec, instant  # noqa: F401  (the fixture)
 

@@ -8,10 +8,10 @@ from pathlib import Path
 import optuna
 from mlflow import MlflowClient
 
+from orchestrator.analysis.diagnosis import diagnose
 from orchestrator.backends.base import Hyperparameters, TrainingRequest
 from orchestrator.backends.local import LocalBackend, LocalOptions
 from orchestrator.backends.local.tasks import write_task
-from orchestrator.diagnosis import diagnose
 from orchestrator.testing import poll_until
 from tests.engine.conftest import SweepFactory
 
@@ -112,7 +112,7 @@ def test_diagnose_rereads_a_sweeps_trials_from_mlflow_and_the_backend(
 def test_a_cancelled_local_job_is_stopped_at_its_epoch(
     cli, make_sweep: SweepFactory, runs_dir: Path
 ) -> None:
-    from orchestrator.plan import plan_sweep
+    from orchestrator.plan.sweep import plan_sweep
 
     spec = make_sweep(name="cancel", n_train=400)
     plan = plan_sweep(spec)

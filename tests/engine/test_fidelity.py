@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
-from orchestrator.attrs import TrialAttrs
 from orchestrator.backends.base import Checkpoint, Hyperparameters
+from orchestrator.core.attrs import TrialAttrs
 from orchestrator.engine import Overrides
 from orchestrator.engine.fidelity import derive, epoch_end_steps
 from tests.engine import fakes

@@ -9,7 +9,7 @@ from typing import Any
 import optuna
 import pytest
 
-from orchestrator.engine.ledger import write
+from orchestrator.stores.ledger import write
 
 ATTRS: dict[str, Any] = {
     "ftsweep.request": '{"key": "k"}',

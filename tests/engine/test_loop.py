@@ -12,9 +12,9 @@ import pytest
 import yaml
 from mlflow import MlflowClient
 
-from orchestrator.engine import Overrides, SweepResult, run_sweep
-from orchestrator.errors import SweepInterrupted
-from orchestrator.events import Event, Listener, Note
+from orchestrator.core.errors import SweepInterrupted
+from orchestrator.engine.events import Event, Listener, Note
+from orchestrator.workflows.sweep import Overrides, SweepResult, run_sweep
 from tests.engine import fakes
 from tests.helpers import chat_rows, write_jsonl
 from tests.reliability.stores import seed_mlflow

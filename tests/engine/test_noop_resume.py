@@ -11,9 +11,9 @@ import optuna
 import pytest
 from mlflow import MlflowClient
 
-from orchestrator.attrs import StudyAttrs
+from orchestrator.core.attrs import StudyAttrs
 from orchestrator.engine import Overrides
-from orchestrator.events import SweepFinished, SweepStarted
+from orchestrator.engine.events import SweepFinished, SweepStarted
 from tests.engine.test_loop import _run, _spec, instant  # noqa: F401  (the fixture)
 from tests.helpers import chat_rows, write_jsonl
 

@@ -222,8 +222,8 @@ def test_a_failing_cancel_and_a_failing_mlflow_write_stay_in_their_trial(
     every trial still ends, the failed one FAIL, the others COMPLETE or PRUNED."""
     from mlflow.exceptions import MlflowException
 
-    from orchestrator.engine import run_sweep
     from orchestrator.tracking import Tracker
+    from orchestrator.workflows.sweep import run_sweep
 
     faults = {
         "requests": [{"op": "jobs.cancel", "status": 409, "code": "conflict", "times": 2}],

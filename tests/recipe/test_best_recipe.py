@@ -146,7 +146,7 @@ def test_the_provider_sample_call_sends_its_request_through_the_sdk(
 def test_a_prompt_completion_recipe_for_the_completions_api(tmp_path: Path) -> None:
     """Legacy completion models (babbage-002, davinci-002): the separator goes after the
     prompt and the training data's stop sequence into ``stop``, exactly as in the data."""
-    from orchestrator.recipe import build_recipe
+    from orchestrator.tracking.recipe import build_recipe
     from tests.helpers import write_jsonl
 
     rows = [

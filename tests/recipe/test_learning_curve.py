@@ -14,10 +14,10 @@ import yaml
 from mlflow import MlflowClient
 
 from orchestrator import apisim
-from orchestrator.attrs import TrialAttrs
 from orchestrator.backends.base import Hyperparameters, TrainingRequest
 from orchestrator.backends.local.tasks import write_task
-from orchestrator.learning_curve import fit_power_law
+from orchestrator.core.attrs import TrialAttrs
+from orchestrator.workflows.learning_curve import fit_power_law
 from tests.apisim.fixtures import openai_env, request_log
 from tests.conftest import Result
 from tests.recipe.conftest import Finished

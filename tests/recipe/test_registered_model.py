@@ -65,7 +65,7 @@ def _generate(folder: Path, prompt: str) -> tuple[str, bool]:
 def _job_model(finished: Finished) -> Path:
     import optuna
 
-    from orchestrator.attrs import TrialAttrs
+    from orchestrator.core.attrs import TrialAttrs
 
     storage = f"sqlite:///{finished.runs / 'optuna.db'}"
     study = optuna.load_study(

@@ -13,8 +13,8 @@ from __future__ import annotations
 import os
 import sys
 
-from orchestrator.engine import run_sweep
-from orchestrator.events import Event, Listener
+from orchestrator.engine.events import Event, Listener
+from orchestrator.workflows.sweep import run_sweep
 
 
 class Killer(Listener):

@@ -305,7 +305,7 @@ def test_mlflow_http_retries_are_bounded_unless_the_user_set_them(
         MLFLOW_HTTP_REQUEST_TIMEOUT,
     )
 
-    from orchestrator.engine.study import MLFLOW_HTTP_DEFAULTS, bound_mlflow_retries
+    from orchestrator.stores.study import MLFLOW_HTTP_DEFAULTS, bound_mlflow_retries
 
     names = {
         MLFLOW_HTTP_REQUEST_MAX_RETRIES.name,

@@ -12,12 +12,13 @@ import pytest
 import yaml
 from mlflow import MlflowClient
 
-from orchestrator.attrs import StudyAttrs, TrialAttrs
 from orchestrator.config import load_spec
+from orchestrator.core.attrs import StudyAttrs, TrialAttrs
 from orchestrator.engine import Overrides
-from orchestrator.fingerprint import Fingerprint
-from orchestrator.results import generations, open_results
-from orchestrator.retune import RetuneResult, retune
+from orchestrator.plan.fingerprint import Fingerprint
+from orchestrator.results.read import open_results
+from orchestrator.stores.read import generations
+from orchestrator.workflows.retune import RetuneResult, retune
 from tests.engine import fakes
 from tests.helpers import chat_rows, write_jsonl
 from tests.reliability.stores import seed_mlflow
@@ -141,7 +142,7 @@ def test_new_data_starts_a_linked_warm_started_generation(instant: Path, tmp_pat
 
 
 def _trained_batch(trial: Any) -> int:
-    from orchestrator.report import trial_hyperparameters
+    from orchestrator.results.table import trial_hyperparameters
 
     return int(trial_hyperparameters(trial)["batch_size"])
 

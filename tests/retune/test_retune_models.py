@@ -15,8 +15,8 @@ import yaml
 from orchestrator import apisim
 from orchestrator.apisim.server import SimServer
 from orchestrator.backends.local.tasks import write_task
-from orchestrator.errors import SpecError
-from orchestrator.retune import retune
+from orchestrator.core.errors import SpecError
+from orchestrator.workflows.retune import retune
 from tests.apisim.fixtures import azure_env, openai_env
 from tests.reliability.stores import seed_mlflow
 

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from orchestrator.config import load_spec
-from orchestrator.results import generations
-from orchestrator.retune import RetuneResult
+from orchestrator.stores.read import generations
+from orchestrator.workflows.retune import RetuneResult
 from tests.retune.test_retune import _append, _retune, _spec, instant  # noqa: F401
 
 

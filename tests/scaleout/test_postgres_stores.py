@@ -19,7 +19,7 @@ import pytest
 from sqlalchemy.engine import make_url
 
 from orchestrator.data.findings import DatasetStats
-from orchestrator.engine.locks import advisory_key, launch_lock
+from orchestrator.stores.locks import advisory_key, launch_lock
 from orchestrator.tracking import Tracker
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -44,7 +44,7 @@ def test_the_launch_lock_is_one_holder_across_connections(
     postgres_db: Callable[[str], str],
 ) -> None:
     url = postgres_db("lock")
-    key = advisory_key("study-a")
+    key = advisory_key("ftsweep.launch:study-a")
     with _connect(url) as other:
 
         def free() -> bool:
@@ -110,7 +110,7 @@ def test_a_dataset_row_another_worker_made_first_is_linked(
 _CREATE = """
 import sys, optuna
 from orchestrator.tracking import Tracker
-from orchestrator.tracking.client import sqlite_init_lock
+from orchestrator.stores.locks import sqlite_init_lock
 optuna_url, mlflow_url = sys.argv[1:3]
 with sqlite_init_lock(optuna_url):
     optuna.create_study(study_name="s", storage=optuna_url, load_if_exists=True)
@@ -148,7 +148,7 @@ def test_advisory_keys_are_stable_signed_64_bit(name: str) -> None:
 
 
 def test_status_reader_reads_what_optuna_reads(postgres_db: Callable[[str], str]) -> None:
-    """``status``/``report``'s plain-query reader (orchestrator/snapshot.py) on PostgreSQL:
+    """``status``/``report``'s plain-query reader (orchestrator/stores/snapshot.py) on PostgreSQL:
     the same trials, attributes and lineage as Optuna's ORM."""
     from tests.test_snapshot import same_as_optuna
 
@@ -156,9 +156,9 @@ def test_status_reader_reads_what_optuna_reads(postgres_db: Callable[[str], str]
 
 
 def test_a_ledger_event_reads_back_as_optunas_writes(postgres_db: Callable[[str], str]) -> None:
-    """The ledger's one-statement upsert (orchestrator/engine/ledger.py) on PostgreSQL: new
+    """The ledger's one-statement upsert (orchestrator/stores/ledger.py) on PostgreSQL: new
     and already written attributes, as ``set_user_attr`` leaves them."""
-    from orchestrator.engine.ledger import write
+    from orchestrator.stores.ledger import write
 
     url = postgres_db("ledger")
     study = optuna.create_study(study_name="s", storage=url)

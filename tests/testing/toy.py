@@ -31,8 +31,8 @@ from orchestrator.backends.base import (
     TrainingRequest,
     epoch_ends_of,
 )
+from orchestrator.core.errors import BackendError, ProviderBusyError
 from orchestrator.data.findings import DatasetStats
-from orchestrator.errors import BackendError, ProviderBusyError
 
 
 class ToyOptions(BackendOptions):

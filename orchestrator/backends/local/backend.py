@@ -52,7 +52,7 @@ from orchestrator.backends.base import (
 )
 from orchestrator.backends.local.jobfiles import JobFolder, write_json_atomic
 from orchestrator.backends.local.options import LocalBackendOptions, LocalOptions
-from orchestrator.errors import (
+from orchestrator.core.errors import (
     BackendError,
     DataError,
     OrchestratorError,
@@ -60,7 +60,7 @@ from orchestrator.errors import (
 )
 
 if TYPE_CHECKING:
-    from orchestrator.data.tokens import ExampleCounter
+    from orchestrator.catalog.tokens import ExampleCounter
 
 __all__ = ["LocalBackend"]
 

@@ -21,7 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, cast
 
-from orchestrator.errors import BackendError
+from orchestrator.core.errors import BackendError
 
 __all__ = [
     "CHAT_TEMPLATE",

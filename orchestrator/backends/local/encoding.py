@@ -23,9 +23,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from orchestrator.core.errors import DataError
 from orchestrator.data.formats import CHAT, detect_format
 from orchestrator.data.reader import JsonlReader
-from orchestrator.errors import DataError
 
 __all__ = ["Encoded", "EncodedFile", "encode_chat", "encode_file", "encode_prompt_completion"]
 

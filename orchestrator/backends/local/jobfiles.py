@@ -37,7 +37,7 @@ from orchestrator.backends.base import (
     JobStatus,
     MetricPoint,
 )
-from orchestrator.errors import BackendError
+from orchestrator.core.errors import BackendError
 
 __all__ = ["JobFolder", "MetricsWriter", "ProcessRecord", "write_json_atomic"]
 

@@ -30,8 +30,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from orchestrator.backends.local import builtin
-from orchestrator.errors import BackendError, UsageError
-from orchestrator.modelnames import is_alias
+from orchestrator.catalog.names import is_alias
+from orchestrator.core.errors import BackendError, UsageError
 
 __all__ = [
     "BUILTIN_MODELS",

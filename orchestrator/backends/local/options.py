@@ -30,7 +30,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from orchestrator.backends.base import BackendOptions
-from orchestrator.errors import UnsupportedParameterError
+from orchestrator.core.errors import UnsupportedParameterError
 
 __all__ = [
     "DEFAULT_PROMPT_LOSS_WEIGHT",

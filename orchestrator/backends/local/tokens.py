@@ -11,7 +11,7 @@ from typing import Any
 
 from orchestrator.backends.local import models
 from orchestrator.backends.local.encoding import encode_chat, encode_prompt_completion
-from orchestrator.progress import report
+from orchestrator.core.progress import report
 
 __all__ = ["LocalTokenCounter"]
 

@@ -39,7 +39,7 @@ from orchestrator.backends.local import models
 from orchestrator.backends.local.encoding import Encoded, encode_file
 from orchestrator.backends.local.loss import BatchStats, forward, target_weight
 from orchestrator.backends.local.options import DEFAULT_PROMPT_LOSS_WEIGHT, LocalOptions
-from orchestrator.errors import BackendError, UsageError
+from orchestrator.core.errors import BackendError, UsageError
 
 __all__ = ["MetricSink", "TrainingConfig", "TrainingPlan", "TrainingResult", "run_training"]
 

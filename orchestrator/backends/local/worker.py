@@ -23,7 +23,7 @@ from typing import Any
 from orchestrator.backends.base import Hyperparameters, JobStatus
 from orchestrator.backends.local.jobfiles import JobFolder, MetricsWriter, ProcessRecord
 from orchestrator.backends.local.options import LocalOptions
-from orchestrator.errors import OrchestratorError
+from orchestrator.core.errors import OrchestratorError
 
 __all__ = ["main"]
 

@@ -15,8 +15,8 @@ tiers, the models Azure trains, and Azure's refusals in one line each.
   ``extra_body``; from the reference notes (docs), spellings marked "verify").
 * **Tiers.** ``training_type: standard | global | developer`` (default ``global``) is sent as
   ``Standard`` / ``GlobalStandard`` / ``developerTier`` and sets the price used by estimates,
-  budgets and reconciled costs (:mod:`orchestrator.costs`). A Developer job that the provider
-  pauses is reported as paused (running, ``JobUpdate.paused``), never as a failure.
+  budgets and reconciled costs (:mod:`orchestrator.catalog.prices`). A Developer job that the
+  provider pauses is reported as paused (running, ``JobUpdate.paused``), never as a failure.
 * **Credentials** come from the environment only: ``AZURE_OPENAI_ENDPOINT`` and
   ``AZURE_OPENAI_API_KEY``, or Microsoft Entra ID (``auth: entra``, or no key set) through
   ``azure-identity`` (``pip install 'ftsweep[azure]'``) or an injected ``token_provider``.
@@ -41,7 +41,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from orchestrator.backends.base import BackendOptions, Capabilities, TrainingRequest
-from orchestrator.backends.remote.azure_models import (
+from orchestrator.backends.remote.backend import REMOTE_CAPABILITIES, RemoteBackend, RemoteOptions
+from orchestrator.backends.remote.retry import Provider
+from orchestrator.catalog.azure import (
     AZURE_MODELS,
     DEFAULT_TIER,
     MAX_QUEUED,
@@ -49,10 +51,8 @@ from orchestrator.backends.remote.azure_models import (
     TIERS,
     azure_model,
 )
-from orchestrator.backends.remote.backend import REMOTE_CAPABILITIES, RemoteBackend, RemoteOptions
-from orchestrator.backends.remote.retry import Provider
-from orchestrator.costs import training_price
-from orchestrator.errors import (
+from orchestrator.catalog.prices import training_price
+from orchestrator.core.errors import (
     BackendError,
     ProviderAuthError,
     ProviderBusyError,
@@ -63,7 +63,7 @@ from orchestrator.errors import (
 
 if TYPE_CHECKING:
     from orchestrator.backends.base import JobHandle
-    from orchestrator.data.tokens import ExampleCounter
+    from orchestrator.catalog.tokens import ExampleCounter
 
 __all__ = ["AZURE_API_VERSION", "AzureOpenAIBackend", "AzureOptions", "azure_suffix"]
 
@@ -294,7 +294,7 @@ class AzureOpenAIBackend(RemoteBackend):
     def token_counter(cls, model: str, options: BackendOptions) -> ExampleCounter | None:
         """Exact o200k counts for the OpenAI models; a labelled estimate for the open-weight
         ones (and for a model the table does not know, accepted when it has a price)."""
-        from orchestrator.data.tokens import OpenAIExampleCounter, openai_counter
+        from orchestrator.catalog.tokens import OpenAIExampleCounter, openai_counter
 
         assert isinstance(options, AzureOptions)
         known = azure_model(model)

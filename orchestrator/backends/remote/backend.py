@@ -53,8 +53,9 @@ from orchestrator.backends.remote.events import (
 from orchestrator.backends.remote.files import FileCache
 from orchestrator.backends.remote.models import models_of
 from orchestrator.backends.remote.retry import Caller, Provider, RetryPolicy, describe
-from orchestrator.costs import training_cost, training_price
-from orchestrator.errors import (
+from orchestrator.catalog.names import is_alias, resolve_model, sunset, sunset_message
+from orchestrator.catalog.prices import training_cost, training_price
+from orchestrator.core.errors import (
     BackendError,
     DataError,
     ProviderAuthError,
@@ -63,11 +64,10 @@ from orchestrator.errors import (
     UnsupportedParameterError,
     UsageError,
 )
-from orchestrator.modelnames import is_alias, resolve_model, sunset, sunset_message
 
 if TYPE_CHECKING:
+    from orchestrator.catalog.tokens import ExampleCounter
     from orchestrator.data.findings import DatasetStats
-    from orchestrator.data.tokens import ExampleCounter
 
 __all__ = ["REMOTE_CAPABILITIES", "RemoteBackend", "RemoteOptions"]
 
@@ -198,7 +198,7 @@ class RemoteBackend(Backend):
     @classmethod
     def token_counter(cls, model: str, options: BackendOptions) -> ExampleCounter | None:
         """tiktoken's exact counts for OpenAI models (the cookbook's chat formula)."""
-        from orchestrator.data.tokens import openai_counter
+        from orchestrator.catalog.tokens import openai_counter
 
         return openai_counter(model)
 

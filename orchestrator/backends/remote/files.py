@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.backends.remote.retry import Caller
-from orchestrator.errors import DataError
-from orchestrator.progress import report
+from orchestrator.core.errors import DataError
+from orchestrator.core.progress import report
 
 __all__ = ["FileCache", "normalise_file_status", "sha256_of"]
 

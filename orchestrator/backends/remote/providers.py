@@ -6,7 +6,7 @@ Credentials come from the environment only: ``OPENAI_API_KEY`` (and ``OPENAI_BAS
 ``OPENAI_ORG_ID``, ``OPENAI_PROJECT_ID``) for OpenAI; ``AZURE_OPENAI_API_KEY``,
 ``AZURE_OPENAI_ENDPOINT`` and ``OPENAI_API_VERSION`` for Azure, or Microsoft Entra ID through
 ``azure-identity`` (``DefaultAzureCredential``) when no key is set. A missing one is a
-:class:`~orchestrator.errors.ProviderAuthError` naming the variable to export.
+:class:`~orchestrator.core.errors.ProviderAuthError` naming the variable to export.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from orchestrator.backends.remote.azure import (
 )
 from orchestrator.backends.remote.backend import REMOTE_CAPABILITIES, RemoteBackend, RemoteOptions
 from orchestrator.backends.remote.retry import Provider
-from orchestrator.errors import ProviderAuthError, UnsupportedParameterError
+from orchestrator.core.errors import ProviderAuthError, UnsupportedParameterError
 
 __all__ = [
     "AZURE_API_VERSION",

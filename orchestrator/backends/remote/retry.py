@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from orchestrator.errors import (
+from orchestrator.core.errors import (
     BackendError,
     ProviderAuthError,
     ProviderBusyError,

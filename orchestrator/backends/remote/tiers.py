@@ -3,7 +3,7 @@
 A tier is a dimension of cost, not of quality: the same trials, priced per tier. The backend
 says which tiers its model trains in (:meth:`AzureOpenAIBackend.tiers_for`) and which option
 picks one (``training_type``); each is estimated with that option set, by the caller's
-``estimate`` (``orchestrator.plan.estimate_sweep``: the plan is a layer above backends, so it
+``estimate`` (``orchestrator.plan.sweep.estimate_sweep``: the plan is a layer above backends, so it
 is passed in, not imported).
 """
 
@@ -22,7 +22,7 @@ class TierEstimate:
 
     tier: str
     chosen: bool
-    #: an ``orchestrator.plan.Estimate``
+    #: an ``orchestrator.plan.sweep.Estimate``
     estimate: Any
 
 
