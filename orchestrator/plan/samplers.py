@@ -18,6 +18,7 @@ The measurements behind the choice are in ``docs/search.md``.
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
 import math
 import secrets
@@ -42,6 +43,7 @@ __all__ = [
     "DEFAULT_START_TRIALS",
     "DEFAULT_START_TRIALS_DERIVED",
     "StartThen",
+    "check_sampler_package",
     "default_sampler",
     "make_pruner",
     "make_sampler",
@@ -198,6 +200,28 @@ def default_sampler(
     return StartThen(start, then, n_start, pinned, pin_then=derived)
 
 
+def _importable(package: str) -> bool:
+    """Whether ``package`` imports (found is not enough: a broken install fails in a trial)."""
+    if importlib.util.find_spec(package) is None:
+        return False
+    try:
+        importlib.import_module(package)
+    except ImportError:
+        return False
+    return True
+
+
+def check_sampler_package(spec: SweepSpec, source: str) -> None:
+    """Raise :class:`~orchestrator.core.errors.SpecError` (exit 2, naming ``sampler.name``)
+    when the sweep file's sampler needs a package that does not import."""
+    name = spec.sampler.name
+    needs = {"cmaes": "cmaes", "gp": "torch"}.get(name)
+    if needs and not _importable(needs):
+        raise SpecError(
+            source, "sampler.name", f"{name} needs the {needs!r} package: pip install {needs}"
+        )
+
+
 def make_sampler(
     spec: SweepSpec, space: SearchSpace, source: str, seed: int | None = None
 ) -> optuna.samplers.BaseSampler:
@@ -210,11 +234,7 @@ def make_sampler(
     seed = spec.sampler.seed if seed is None else seed
     if name == "auto":
         return default_sampler(seed, pinned_epochs(space, spec.sampler))
-    needs = {"cmaes": "cmaes", "gp": "torch"}.get(name)
-    if needs and importlib.util.find_spec(needs) is None:
-        raise SpecError(
-            source, "sampler.name", f"{name} needs the {needs!r} package: pip install {needs}"
-        )
+    check_sampler_package(spec, source)
     if name == "tpe":
         return optuna.samplers.TPESampler(seed=seed)
     if name == "random":

@@ -169,6 +169,9 @@ def plan_sweep(path: str | os.PathLike[str], *, count_tokens: bool = False) -> S
 
 def plan_spec(spec: SweepSpec, shown: str, *, count_tokens: bool = False) -> SweepPlan:
     """:func:`plan_sweep` for a loaded (or derived) spec; ``shown`` names it in errors."""
+    from orchestrator.plan.samplers import check_sampler_package
+
+    check_sampler_package(spec, shown)  # before a tokenizer or a model is loaded
     backend = _backend(shown, spec)
     options = _options(shown, spec, backend)
     counter = _counter(shown, spec, backend, options) if count_tokens else None
