@@ -329,3 +329,54 @@ def test_data_does_not_import_backends(module: str) -> None:
         if e.source == module and _within(e.target, "orchestrator.backends")
     ]
     assert not found, "\n".join(found)
+
+
+def test_no_cycles_counting_lazy_imports() -> None:
+    """Imports inside functions run later, but a circle of them is still two modules that
+    cannot be understood (or moved) one without the other."""
+    graph: dict[str, set[str]] = {m: set() for m in FILES}
+    for e in EDGES:
+        if e.when != "typing" and e.target in FILES and e.target != e.source:
+            graph[e.source].add(e.target)
+    found = [" <-> ".join(c) for c in _cycles(graph)]
+    assert not found, "modules that import each other (lazily or not):\n" + "\n".join(found)
+
+
+def test_the_package_root_holds_only_its_entry_modules() -> None:
+    root = sorted(p.name for p in PACKAGE.glob("*.py"))
+    assert root == ["__init__.py", "__main__.py"], root
+
+
+MAX_MODULE_LINES = 600
+
+
+@pytest.mark.parametrize("module", sorted(FILES))
+def test_no_module_is_over_600_lines(module: str) -> None:
+    lines = len(FILES[module].read_text(encoding="utf-8").splitlines())
+    assert lines <= MAX_MODULE_LINES, f"{FILES[module].relative_to(ROOT)}: {lines} lines"
+
+
+def _python_files() -> list[Path]:
+    return sorted(
+        p
+        for folder in ("orchestrator", "tests", "benchmarks")
+        for p in (ROOT / folder).rglob("*.py")
+    )
+
+
+def test_no_private_name_is_imported_from_another_module() -> None:
+    """A private name (``_x``) is its module's own: what another module needs is public API,
+    in its home. Checked in the package, its tests and its benchmarks alike."""
+    found = []
+    for path in _python_files():
+        tree = ast.parse(path.read_text(encoding="utf-8"), str(path))
+        for node in ast.walk(tree):
+            if not isinstance(node, ast.ImportFrom) or node.level:
+                continue
+            if (node.module or "").split(".")[0] != "orchestrator":
+                continue
+            for alias in node.names:
+                if alias.name.startswith("_") and not alias.name.startswith("__"):
+                    where = path.relative_to(ROOT)
+                    found.append(f"{where}:{node.lineno} imports {node.module}.{alias.name}")
+    assert not found, "\n".join(found)

@@ -1,0 +1,1 @@
+"""What a trial's curves say (diagnosis) and what the next sweep should change (advice)."""

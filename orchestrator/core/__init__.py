@@ -1,0 +1,2 @@
+"""The bottom layer: the one exception tree (errors), the hyper-parameter registry (params), the
+names stored on studies and trials (attrs), progress records (progress)."""
