@@ -20,7 +20,7 @@ import random
 from dataclasses import dataclass
 from functools import cached_property
 
-from orchestrator.apisim.surface import Resolved, SurfaceInputs, _Surface
+from orchestrator.apisim.surface import Resolved, SurfaceInputs, Surface
 from orchestrator.backends.registry import load
 from orchestrator.config import SpaceSpec
 from orchestrator.plan.space import SearchSpace, resolve_space
@@ -41,9 +41,9 @@ class Problem:
     n_train: int
     space: SearchSpace
 
-    def _surface(self, batch_size: int, lrm: float) -> _Surface:
+    def _surface(self, batch_size: int, lrm: float) -> Surface:
         hp = Resolved(1, int(batch_size), float(lrm))
-        return _Surface(SurfaceInputs(hp, self.n_train, True, 0, f"bench-{self.n_train}"))
+        return Surface(SurfaceInputs(hp, self.n_train, True, 0, f"bench-{self.n_train}"))
 
     def true_value(self, params: dict[str, float], epochs: int | None = None) -> float:
         """The noise-free validation loss of ``params`` after ``epochs`` (default its own)."""

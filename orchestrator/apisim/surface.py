@@ -34,6 +34,7 @@ from orchestrator.data.checks import default_epochs
 __all__ = [
     "Resolved",
     "StepMetrics",
+    "Surface",
     "SurfaceInputs",
     "auto_batch_size",
     "auto_learning_rate_multiplier",
@@ -152,7 +153,10 @@ def _accuracy(loss: float, rng: random.Random) -> float:
     return min(1.0, max(0.0, math.exp(-0.55 * loss) * (1 + rng.gauss(0, 0.01))))
 
 
-class _Surface:
+class Surface:
+    """One job's loss surface: its rate, floor and noise, from the job's inputs (the
+    benchmarks evaluate it directly, as the simulator does)."""
+
     def __init__(self, inputs: SurfaceInputs) -> None:
         hp, n = inputs.hp, max(1, inputs.n_train)
         multiplier = min(hp.learning_rate_multiplier, MAX_MULTIPLIER)
@@ -178,7 +182,7 @@ class _Surface:
 
 def curve(inputs: SurfaceInputs) -> list[StepMetrics]:
     """Every step's metrics for a job, deterministic for ``inputs`` (including the seed)."""
-    surface = _Surface(inputs)
+    surface = Surface(inputs)
     rng = random.Random(f"{inputs.seed}|{inputs.data_key}|{inputs.hp}|{inputs.n_train}")
     per_epoch, total = inputs.steps_per_epoch, inputs.total_steps
     every = eval_interval(total)
