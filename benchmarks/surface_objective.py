@@ -20,7 +20,7 @@ import random
 from dataclasses import dataclass
 from functools import cached_property
 
-from orchestrator.apisim.surface import Resolved, SurfaceInputs, Surface
+from orchestrator.apisim.surface import Resolved, Surface, SurfaceInputs
 from orchestrator.backends.registry import load
 from orchestrator.config import SpaceSpec
 from orchestrator.plan.space import SearchSpace, resolve_space
