@@ -315,7 +315,7 @@ class AzureOpenAIBackend(RemoteBackend):
     def tiers_for(cls, model: str) -> tuple[str, ...]:
         """The tiers Azure trains ``model`` in (all three for a model the table lacks)."""
         known = azure_model(model)
-        return known.tiers if known is not None else tuple(TIERS)
+        return known.azure_tiers if known is not None else tuple(TIERS)
 
     @classmethod
     def token_counter(cls, model: str, options: BackendOptions) -> ExampleCounter | None:
@@ -334,15 +334,16 @@ class AzureOpenAIBackend(RemoteBackend):
                 f"azure does not fine-tune {model!r}; known: {', '.join(AZURE_MODELS)} "
                 "(or give its price: backend.options.prices)"
             )
-        if options.training_type not in known.tiers:
+        if options.training_type not in known.azure_tiers:
             raise UnknownModelError(
-                f"azure trains {known.name} only in the {' and '.join(known.tiers)} tier(s), "
+                f"azure trains {known.name} only in the {' and '.join(known.azure_tiers)} tier(s), "
                 f"not {options.training_type}: set backend.options.training_type"
             )
         if known.exact_tokens:
             return openai_counter(model if model.startswith(known.name) else known.name)
         counter = OpenAIExampleCounter("gpt-4o")
         counter.name = f"o200k_base (an estimate for {known.name})"
+        assert known.context is not None  # a row Azure trains has one (ModelFacts checks)
         counter.max_tokens_per_example = known.context
         return counter
 
