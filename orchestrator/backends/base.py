@@ -178,6 +178,18 @@ class Hyperparameters:
 assert tuple(f.name for f in fields(Hyperparameters)) == NAMES, "params.PARAMETERS drifted"
 
 
+#: the fields of :meth:`TrainingRequest.to_dict` that :meth:`TrainingRequest.config_hash`
+#: hashes, under the names it has always hashed them as (so hashes, and keys, stay the same)
+_HASHED = {
+    "model": "model",
+    "hyperparameters": "hyperparameters",
+    "train_file": "train",
+    "valid_file": "valid",
+    "seed": "seed",
+    "options": "options",
+}
+
+
 @dataclass(frozen=True)
 class TrainingRequest:
     """Everything a backend needs to start one job.
@@ -198,20 +210,16 @@ class TrainingRequest:
 
     def config_hash(self) -> str:
         """A hash of what determines the trained model (not the key, not metadata)."""
-        payload = {
-            "model": self.model,
-            "hyperparameters": self.hyperparameters.as_dict(),
-            "train": str(self.train_file),
-            "valid": str(self.valid_file) if self.valid_file else None,
-            "seed": self.seed,
-            "options": dict(self.options),
-        }
+        record = self.to_dict()
+        payload = {hashed: record[name] for name, hashed in _HASHED.items()}
         blob = json.dumps(payload, sort_keys=True, default=str).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
 
-    def to_json(self) -> str:
-        """The request as JSON; :meth:`from_json` reads it back."""
-        payload = {
+    def to_dict(self) -> dict[str, Any]:
+        """The request as a JSON-ready mapping (paths as strings): the one shape of a request
+        written anywhere (the ledger, a local job's ``request.json``); :meth:`from_dict`
+        reads it back."""
+        return {
             "key": self.key,
             "model": self.model,
             "hyperparameters": self.hyperparameters.as_dict(),
@@ -221,11 +229,11 @@ class TrainingRequest:
             "options": dict(self.options),
             "metadata": dict(self.metadata),
         }
-        return json.dumps(payload, sort_keys=True, default=str)
 
     @classmethod
-    def from_json(cls, text: str) -> TrainingRequest:
-        d = json.loads(text)
+    def from_dict(cls, d: Mapping[str, Any]) -> TrainingRequest:
+        """A request from :meth:`to_dict`'s mapping (other keys are ignored; a missing
+        required one is a KeyError)."""
         return cls(
             key=str(d["key"]),
             model=str(d["model"]),
@@ -236,6 +244,14 @@ class TrainingRequest:
             options=dict(d.get("options") or {}),
             metadata={str(k): str(v) for k, v in (d.get("metadata") or {}).items()},
         )
+
+    def to_json(self) -> str:
+        """The request as JSON; :meth:`from_json` reads it back."""
+        return json.dumps(self.to_dict(), sort_keys=True, default=str)
+
+    @classmethod
+    def from_json(cls, text: str) -> TrainingRequest:
+        return cls.from_dict(json.loads(text))
 
     @classmethod
     def make(

@@ -26,6 +26,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any, Protocol
 
+from orchestrator.catalog.models import MODELS
 from orchestrator.catalog.names import family
 from orchestrator.core.errors import TokenizerError, UnknownModelError
 
@@ -60,22 +61,14 @@ class TokenModel:
     max_tokens_per_example: int
 
 
-# Training context per example. gpt-3.5-turbo-0613 (4,096) is what the OpenAI cookbook's
-# data-prep notebook assumes, which makes it the default: name your model with --model.
+#: OpenAI's models as the data checks see them: a view of :data:`.models.MODELS`
 _MODELS: dict[str, TokenModel] = {
-    m.name: m
-    for m in (
-        TokenModel("gpt-4o-mini", "o200k_base", 65_536),
-        TokenModel("gpt-4o", "o200k_base", 65_536),
-        TokenModel("gpt-4.1", "o200k_base", 65_536),
-        TokenModel("gpt-4.1-mini", "o200k_base", 65_536),
-        TokenModel("gpt-4.1-nano", "o200k_base", 32_768),
-        TokenModel("gpt-3.5-turbo", "cl100k_base", 16_385),
-        TokenModel("gpt-3.5-turbo-0613", "cl100k_base", 4_096),
-        TokenModel("babbage-002", "cl100k_base", 16_384),
-        TokenModel("davinci-002", "cl100k_base", 16_384),
-    )
+    m.name: TokenModel(m.name, m.encoding, m.context)
+    for m in MODELS.values()
+    if m.openai and m.context is not None
 }
+#: what the OpenAI cookbook's data-prep notebook assumes (4,096 tokens per example): name
+#: your model with --model
 DEFAULT_MODEL = "gpt-3.5-turbo-0613"
 
 

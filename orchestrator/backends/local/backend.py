@@ -33,6 +33,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -246,17 +247,14 @@ class LocalBackend(Backend):
         model = request.model
         if Path(model).expanduser().exists():
             model = str(Path(model).expanduser().resolve())
-        return {
-            "key": request.key,
-            "model": model,
-            "hyperparameters": request.hyperparameters.as_dict(),
-            "train_file": str(Path(request.train_file).resolve()),
-            "valid_file": str(Path(request.valid_file).resolve()) if request.valid_file else None,
-            "seed": request.seed,
-            "options": self.job_options(request).to_dict(),
-            "metadata": dict(request.metadata),
-            "submitted": time.time(),
-        }
+        resolved = replace(
+            request,
+            model=model,
+            train_file=Path(request.train_file).resolve(),
+            valid_file=Path(request.valid_file).resolve() if request.valid_file else None,
+            options=self.job_options(request).to_dict(),
+        )
+        return {**resolved.to_dict(), "submitted": time.time()}
 
     def _start(self, folder: JobFolder) -> None:
         from orchestrator.backends.local.jobfiles import ProcessRecord

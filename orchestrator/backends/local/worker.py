@@ -20,7 +20,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from orchestrator.backends.base import Hyperparameters, JobStatus
+from orchestrator.backends.base import JobStatus, TrainingRequest
 from orchestrator.backends.local.jobfiles import JobFolder, MetricsWriter, ProcessRecord
 from orchestrator.backends.local.options import LocalOptions
 from orchestrator.core.errors import OrchestratorError
@@ -54,17 +54,17 @@ def _log(message: str) -> None:
     sys.stderr.flush()
 
 
-def _config(request: dict[str, Any], folder: JobFolder) -> Any:
+def _config(record: dict[str, Any], folder: JobFolder) -> Any:
     from orchestrator.backends.local.trainer import TrainingConfig
 
-    valid = request.get("valid_file")
+    request = TrainingRequest.from_dict(record)
     return TrainingConfig(
-        model=request["model"],
-        train_file=Path(request["train_file"]),
-        valid_file=Path(valid) if valid else None,
-        hyperparameters=Hyperparameters.from_dict(request["hyperparameters"]),
-        seed=int(request.get("seed", 0)),
-        options=LocalOptions.parse(request.get("options", {})),
+        model=request.model,
+        train_file=request.train_file,
+        valid_file=request.valid_file,
+        hyperparameters=request.hyperparameters,
+        seed=request.seed,
+        options=LocalOptions.parse(request.options),
         output_dir=folder.model_dir,
         checkpoint_dir=folder.checkpoint_dir,
     )
