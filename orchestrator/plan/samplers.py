@@ -244,7 +244,10 @@ def make_sampler(
     if name == "qmc":
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            # scrambled: unscrambled Sobol points are the same for every seed (the seed
+            # would change only the first trial)
             return optuna.samplers.QMCSampler(
+                scramble=True,
                 seed=secrets.randbelow(2**31) if seed is None else seed,
                 warn_independent_sampling=False,
             )
