@@ -224,8 +224,9 @@ def _finished_already(
     changed (else the full path warns)."""
     from orchestrator.core.attrs import StudyAttrs
     from orchestrator.core.errors import OrchestratorError, SweepNotStartedError
+    from orchestrator.core.urls import masked_url
     from orchestrator.engine.loop import counted
-    from orchestrator.stores.read import load_study, masked_url
+    from orchestrator.stores.read import load_study
 
     spec = plan.spec
     if spec.enqueue or limits.target is not None:

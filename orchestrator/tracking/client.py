@@ -195,17 +195,13 @@ class Tracker:
     def _server_down(self, timeout: float = 3.0) -> str | None:
         """Why the tracking server (an ``http(s)://`` URI) does not answer, or None."""
         from urllib.error import HTTPError
-        from urllib.parse import urlsplit, urlunsplit
         from urllib.request import urlopen
 
-        parts = urlsplit(self.tracking_uri)
-        if parts.scheme not in ("http", "https"):
+        from orchestrator.core.urls import bare_url
+
+        if not self.tracking_uri.lower().startswith(("http://", "https://")):
             return None
-        host = parts.hostname or ""
-        netloc = (f"[{host}]" if ":" in host else host) + (
-            f":{parts.port}" if parts.port is not None else ""
-        )
-        shown = urlunsplit((parts.scheme, netloc, parts.path, "", ""))  # no user:password@
+        shown = bare_url(self.tracking_uri)  # no user:password@
         try:
             with urlopen(shown.rstrip("/") + "/health", timeout=timeout):
                 return None

@@ -28,7 +28,6 @@ import html
 import json
 import math
 import os
-import socket
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -49,6 +48,7 @@ from orchestrator.core.errors import OrchestratorError
 from orchestrator.plan.fingerprint import Fingerprint, changes, fingerprint
 from orchestrator.plan.models import refuse_sunset, resolve_base_model
 from orchestrator.plan.sweep import Generation, SweepPlan, plan_sweep, preflight, replan
+from orchestrator.stores.ledger import owner_alive, worker_id
 from orchestrator.stores.read import GenerationInfo, generation_study_name, generations
 from orchestrator.stores.study import bound_mlflow_retries, check_stores, resolve_stores
 from orchestrator.workflows.sweep import Overrides, SweepResult, run_sweep
@@ -283,7 +283,8 @@ def _next_plan(
 
 def _load(info: GenerationInfo, spec: SweepSpec) -> optuna.Study:
     from orchestrator.core.errors import SweepNotStartedError
-    from orchestrator.stores.read import load_study, masked_url, optuna_url
+    from orchestrator.core.urls import masked_url
+    from orchestrator.stores.read import load_study, optuna_url
 
     url = optuna_url(spec)
     shown = masked_url(url)
@@ -432,7 +433,7 @@ class _StorageLock:
 
     def __init__(self, url: str, name: str, stale_s: float = LOCK_STALE_S) -> None:
         self.url, self.name, self.stale_s = url, name, stale_s
-        self.owner = f"{socket.gethostname()}:{os.getpid()}"
+        self.owner = worker_id()
         self._stop = threading.Event()
         self._beat: threading.Thread | None = None
         self._study_id: int | None = None
@@ -486,9 +487,7 @@ class _StorageLock:
             info = {}
         owner = str(info.get("owner", "?"))
         beat = float(info.get("heartbeat", 0) or 0)
-        host, _, pid = owner.rpartition(":")
-        dead = host == socket.gethostname() and pid.isdigit() and not _alive(int(pid))
-        if dead or time.time() - beat > self.stale_s:
+        if owner_alive(owner) is False or time.time() - beat > self.stale_s:
             with suppress(KeyError):
                 storage.delete_study(sid)
             return None
@@ -521,16 +520,6 @@ class _StorageLock:
             return
         with suppress(Exception):  # gone already; a stale lock is broken by the next retune
             self._storage().delete_study(self._study_id)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 # -- the morning report ----------------------------------------------------------------------
