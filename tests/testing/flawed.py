@@ -34,6 +34,29 @@ class EpochNumbersAsSteps(InstantBackend):
         return replace(update, epoch_ends=ends)
 
 
+class EndsAtTheEnd(InstantBackend):
+    """Says every epoch ended at the job's last step, once it has ended."""
+
+    name: ClassVar[str] = "ends-at-the-end"
+
+    def poll(self, handle: JobHandle, cursor: str | None = None) -> JobUpdate:
+        update = super().poll(handle, cursor)
+        last = update.total_steps or 0
+        ends = tuple(EpochEnd(e.epoch, last) for e in update.epoch_ends)
+        return replace(update, epoch_ends=ends)
+
+
+class EndsLostOnReattach(InstantBackend):
+    """Reports no epoch ends to a poll with None of an ended job (a re-attach)."""
+
+    name: ClassVar[str] = "ends-lost-on-reattach"
+
+    def poll(self, handle: JobHandle, cursor: str | None = None) -> JobUpdate:
+        update = super().poll(handle, cursor)
+        lost = cursor is None and update.status.terminal
+        return replace(update, epoch_ends=()) if lost else update
+
+
 class CostOnlyWithACursor(InstantBackend):
     """Reports the job's cost only to a poll with a cursor: a re-attach never sees it."""
 
@@ -58,7 +81,14 @@ class NoCost(InstantBackend):
         return update.cost_usd
 
 
-FLAWED = (NoEpochEnds, EpochNumbersAsSteps, CostOnlyWithACursor, NoCost)
+FLAWED = (
+    NoEpochEnds,
+    EpochNumbersAsSteps,
+    EndsAtTheEnd,
+    EndsLostOnReattach,
+    CostOnlyWithACursor,
+    NoCost,
+)
 
 
 def install(folder: Path) -> None:

@@ -61,6 +61,8 @@ def _case(
     [
         ("no-epoch-ends", r"epoch ends \[\], expected 1 to 3 once each"),
         ("epoch-numbers-as-steps", r"the last epoch ends at step 3, but the job's last step is 9"),
+        ("ends-at-the-end", r"epoch ends at steps \[9, 9, 9\]: not increasing"),
+        ("ends-lost-on-reattach", r"polling with None did not report every epoch end again"),
         ("cost-only-with-a-cursor", r"the terminal updates of one job report costs"),
         ("no-cost", r"a priced backend's finished job has no cost"),
     ],
