@@ -91,9 +91,6 @@ class FindingLog:
             room = MAX_LINES_PER_FINDING - len(entry.lines)
             entry.lines.extend(n + line_offset for n in theirs.lines[:room])
 
-    def has_errors(self) -> bool:
-        return any(e.severity is Severity.ERROR for e in self._entries.values())
-
     def findings(self) -> list[Finding]:
         order = {Severity.ERROR: 0, Severity.WARNING: 1, Severity.INFO: 2}
         items = sorted(

@@ -18,7 +18,7 @@ from orchestrator.plan.samplers import (
     make_sampler,
 )
 from orchestrator.plan.space import Dimension, SearchSpace
-from tests.engine import fakes
+from orchestrator.testing import instant as fakes
 from tests.engine.test_loop import _run, _spec, instant  # noqa: F401  (the fixture)
 
 SPACE = {

@@ -18,8 +18,8 @@ from orchestrator.engine import Overrides
 from orchestrator.plan.fingerprint import Fingerprint
 from orchestrator.results.read import open_results
 from orchestrator.stores.read import generations
+from orchestrator.testing import instant as fakes
 from orchestrator.workflows.retune import RetuneResult, retune
-from tests.engine import fakes
 from tests.helpers import chat_rows, write_jsonl
 from tests.reliability.stores import seed_mlflow
 
