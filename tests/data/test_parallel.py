@@ -16,7 +16,8 @@ import pytest
 
 from orchestrator.catalog.tokens import openai_counter
 from orchestrator.core.errors import UsageError
-from orchestrator.data.checks import _FileCheck, check_dataset
+from orchestrator.data.checks import check_dataset
+from orchestrator.data.filecheck import FileCheck
 from orchestrator.data.parallel import WORKERS_ENV, data_workers, run_check
 from orchestrator.data.reader import line_ranges
 from tests.helpers import chat_rows, pc_rows
@@ -158,7 +159,7 @@ def test_the_pool_really_runs_ranges(tmp_path: Path) -> None:
     counter = openai_counter("gpt-4o-mini")
 
     def ranges(**kw: Any) -> int:
-        check = _FileCheck(str(train), counter, "gpt-4o-mini", 1 << 20)
+        check = FileCheck(str(train), counter, "gpt-4o-mini", 1 << 20)
         return run_check(check, counter, "gpt-4o-mini", **kw)
 
     assert ranges(workers=2, range_bytes=1000, min_parallel_bytes=0) > 1
