@@ -628,7 +628,7 @@ def read_env_file(path: Path) -> dict[str, str]:
 # -- the foreground loop -------------------------------------------------------------------
 
 #: what an exit status of ``ftsweep retune`` means
-MEANINGS = {0: "ok", 1: "failed", 2: "bad input", 130: "interrupted"}
+MEANINGS = {0: "ok", 1: "failed", 2: "bad input", 130: "interrupted", 143: "terminated"}
 
 
 def _duration(seconds: float) -> str:
