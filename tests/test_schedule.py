@@ -42,7 +42,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SYSTEMD_ANALYZE = shutil.which("systemd-analyze")
 needs_systemd_analyze = pytest.mark.skipif(
     SYSTEMD_ANALYZE is None and not os.environ.get("CI"),
-    reason="systemd-analyze is not installed (CI installs it: .ci/run)",
+    reason="systemd-analyze is not installed (apt-get install systemd; CI installs it: .ci/run)",
 )
 
 
@@ -414,7 +414,9 @@ def _run_like_cron(block: str, home: Path) -> subprocess.CompletedProcess[str]:
     )
 
 
-@pytest.mark.skipif(shutil.which("flock") is None, reason="flock(1) is not installed")
+@pytest.mark.skipif(
+    shutil.which("flock") is None, reason="flock(1) is not installed (apt-get install util-linux)"
+)
 def test_the_cron_line_runs_under_sh_with_crons_environment(tmp_path: Path) -> None:
     fake = _fake_ftsweep(
         tmp_path,

@@ -23,7 +23,7 @@ from orchestrator.workflows.schedule.jobs import printable
 __all__ = ["CLOCK", "MEANINGS", "SLEEP", "RetuneRunner", "RunNotStarted", "serve"]
 
 #: what an exit status of ``ftsweep retune`` means
-MEANINGS = {0: "ok", 1: "failed", 2: "bad input", 130: "interrupted"}
+MEANINGS = {0: "ok", 1: "failed", 2: "bad input", 130: "interrupted", 143: "terminated"}
 
 
 def _duration(seconds: float) -> str:
