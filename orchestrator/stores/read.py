@@ -79,7 +79,7 @@ def _read_store(url: str, shown: str, read: Callable[[Any], list[T]]) -> list[T]
     import optuna
     from sqlalchemy.exc import SQLAlchemyError
 
-    from orchestrator.stores.snapshot import StoreReader
+    from orchestrator.stores.snapshot import reader
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:
@@ -95,7 +95,7 @@ def _read_store(url: str, shown: str, read: Callable[[Any], list[T]]) -> list[T]
                 db = sqlite_path(url)
                 if db is None or not db.is_file() or not _sqlite_has_table(db, shown):
                     return []
-            storage = StoreReader(url)  # plain queries: orchestrator/stores/snapshot.py
+            storage = reader(url)  # plain queries: orchestrator/stores/snapshot.py
         return read(storage)
     except (
         SQLAlchemyError,
@@ -140,6 +140,7 @@ def generations(spec: SweepSpec, *, details: bool = True) -> list[GenerationInfo
     retune started after it. Read-only; [] when the sweep never ran. Without ``details``
     the studies' trials are not read (``n_trials`` 0, ``started`` None): one query."""
     from orchestrator.core.attrs import StudyAttrs
+    from orchestrator.stores.optuna_internals import study_id
 
     def read(storage: Any) -> list[GenerationInfo]:
         found = []
@@ -154,7 +155,7 @@ def generations(spec: SweepSpec, *, details: bool = True) -> list[GenerationInfo
                 continue
             n_trials, started = 0, None
             if details:
-                trials = storage.get_all_trials(study._study_id, deepcopy=False)
+                trials = storage.get_all_trials(study_id(study, storage), deepcopy=False)
                 n_trials = len(trials)
                 starts = [t.datetime_start for t in trials if t.datetime_start is not None]
                 started = min(starts).timestamp() if starts else None
@@ -203,7 +204,7 @@ def load_study(name: str, url: str, shown: str, not_started: SweepNotStartedErro
     import optuna
     from sqlalchemy.exc import SQLAlchemyError
 
-    from orchestrator.stores.snapshot import StoreReader
+    from orchestrator.stores.snapshot import read_study
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:
@@ -221,7 +222,7 @@ def load_study(name: str, url: str, shown: str, not_started: SweepNotStartedErro
             db = sqlite_path(url)
             if db is None or not _sqlite_has_study(db, name, shown):
                 raise not_started
-        return StoreReader(url).study(name)  # plain queries: orchestrator/stores/snapshot.py
+        return read_study(url, name)  # plain queries: orchestrator/stores/snapshot.py
     except KeyError:  # optuna: no study of that name in this storage
         raise not_started from None
     except (

@@ -371,7 +371,7 @@ def _mine(
 def _done(trial: optuna.trial.FrozenTrial) -> bool:
     """Whether the trial is the fraction's result: completed, or failed in a way that counts
     (a job that failed; not one the provider or the budget kept from starting)."""
-    from orchestrator.engine.loop import counted
+    from orchestrator.engine.limits import counted
 
     state = trial.state.name
     return state == "COMPLETE" or (state in ("FAIL", "PRUNED") and counted([trial]) == 1)
@@ -439,7 +439,8 @@ class _Runner:
         ``again``: a pass that trains nothing new)."""
         from orchestrator.core.errors import SweepInterrupted
         from orchestrator.engine import Overrides, run_sweep
-        from orchestrator.engine.loop import STOP, counted
+        from orchestrator.engine.finishing import STOP
+        from orchestrator.engine.limits import counted
 
         mine = _mine(part, trials)
         if any(_done(t) for t in mine) and not again:
