@@ -102,6 +102,7 @@ __all__ = [
     "DEFAULT_CAPABILITIES",
     "GENERATION_METRICS",
     "METRIC_NAMES",
+    "THROUGHPUT_METRICS",
     "Backend",
     "BackendOptions",
     "Capabilities",
@@ -131,6 +132,9 @@ METRIC_NAMES = (
 
 #: metrics from greedy generations of the validation completions (backends that can generate)
 GENERATION_METRICS = ("full_valid_exact_match", "full_valid_label_accuracy")
+
+#: speed and memory at each epoch's end (backends that measure them; ``mfu`` where known)
+THROUGHPUT_METRICS = ("tokens_per_second", "mfu", "peak_memory_mb")
 
 
 class JobStatus(StrEnum):
