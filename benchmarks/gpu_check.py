@@ -19,10 +19,12 @@ on where trl is installed. Each line: tokens/s over the measured steps (after wa
 against the device's dense bf16 peak (``--peak-tflops`` overrides the table), peak allocated
 memory.
 
-Size: 2 warm-up + 4 measured steps a configuration, about 4-6 minutes on one H100 (the 8B
-model is built twice: once for ftsweep, once for TRL); ``--budget-s`` (450) skips what would
-start after it. ``--dry`` runs the same code on CPU with tiny shapes (2 layers, hidden 64,
-4 x 32 tokens, 1 + 2 steps) in seconds: CI runs it.
+Size: 2 warm-up + 4 measured steps a configuration, each model built once (random init on the
+device) and shared by its configurations: about 4-6 minutes on one H100 by this arithmetic
+(not yet timed on one); ``--budget-s`` (450) skips what would start after it, and a
+configuration that fails (out of memory, a missing kernel) prints its error and the rest go on.
+``--dry`` runs the same code on CPU with tiny shapes (2 layers, hidden 64, 4 x 32 tokens,
+1 + 2 steps) in seconds: CI runs it.
 
     python benchmarks/gpu_check.py [--dry] [--only 1b|8b] [--json results.json]
 """
@@ -380,6 +382,18 @@ class Check:
 
     # -- all -------------------------------------------------------------------------------
 
+    def _guard(self, shape: Shape, trainer: str, ckpt: bool, fn: Any, *args: Any) -> Any:
+        """``fn(*args)``; a failure becomes a line saying so, and the check goes on."""
+        try:
+            return fn(*args)
+        except Exception as exc:  # one configuration's failure must not end the check
+            first = (str(exc).strip().splitlines() or [""])[0][:160]
+            self._emit(
+                Line(shape.name, trainer, ckpt, note=f"failed: {type(exc).__name__}: {first}")
+            )
+            self._reset()
+            return None
+
     def run(self, shapes: list[Shape]) -> list[Line]:
         import torch
         import transformers
@@ -393,12 +407,12 @@ class Check:
         print(HEADER, flush=True)
         for shape in shapes:
             base = self.build(shape)
-            flops = self.ftsweep(shape, base, False)
-            self.ftsweep(shape, base, True)
+            flops = self._guard(shape, "ftsweep", False, self.ftsweep, shape, base, False)
+            self._guard(shape, "ftsweep", True, self.ftsweep, shape, base, True)
             if shape is not SHAPES["8b"]:
-                self.qlora(shape, base)
-            self.trl(shape, base, False, flops)
-            self.trl(shape, base, True, flops)
+                self._guard(shape, "qlora", False, self.qlora, shape, base)
+            self._guard(shape, "TRL", False, self.trl, shape, base, False, flops)
+            self._guard(shape, "TRL", True, self.trl, shape, base, True, flops)
             del base
             self._reset()
         print(f"{time.monotonic() - self.started:.0f} s", flush=True)

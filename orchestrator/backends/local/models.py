@@ -246,7 +246,8 @@ def load(
             bnb_4bit_use_double_quant=True,
             bnb_4bit_compute_dtype=dtype,
         )
-        extra["device_map"] = {"": device if device is not None else 0}
+        index = getattr(device, "index", None)
+        extra["device_map"] = {"": index if index is not None else torch.cuda.current_device()}
     if source.kind == "gguf":
         model, tokenizer = builtin.load_gguf(Path(source.location), dtype)
         if attn_implementation is not None:
