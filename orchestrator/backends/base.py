@@ -110,6 +110,7 @@ from pydantic import BaseModel, ConfigDict
 from orchestrator.backends.jobs import (
     GENERATION_METRICS,
     METRIC_NAMES,
+    THROUGHPUT_METRICS,
     Checkpoint,
     EpochEnd,
     Hyperparameters,
@@ -132,6 +133,7 @@ __all__ = [
     "DEFAULT_CAPABILITIES",
     "GENERATION_METRICS",
     "METRIC_NAMES",
+    "THROUGHPUT_METRICS",
     "Backend",
     "BackendOptions",
     "Capabilities",

@@ -24,6 +24,7 @@ from orchestrator.core.params import NAMES
 __all__ = [
     "GENERATION_METRICS",
     "METRIC_NAMES",
+    "THROUGHPUT_METRICS",
     "Checkpoint",
     "EpochEnd",
     "Hyperparameters",
@@ -48,6 +49,9 @@ METRIC_NAMES = (
 
 #: metrics from greedy generations of the validation completions (backends that can generate)
 GENERATION_METRICS = ("full_valid_exact_match", "full_valid_label_accuracy")
+
+#: speed and memory at each epoch's end (backends that measure them; ``mfu`` where known)
+THROUGHPUT_METRICS = ("tokens_per_second", "mfu", "peak_memory_mb")
 
 
 class JobStatus(StrEnum):

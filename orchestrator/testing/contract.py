@@ -60,6 +60,7 @@ import pytest
 
 from orchestrator.backends.base import (
     METRIC_NAMES,
+    THROUGHPUT_METRICS,
     Backend,
     Hyperparameters,
     JobStatus,
@@ -98,7 +99,8 @@ def _key(request: pytest.FixtureRequest) -> str:
 def _assert_well_formed(polled: Polled) -> None:
     assert polled.points, "no metric points"
     names = {p.name for p in polled.points}
-    assert names <= set(METRIC_NAMES), f"unknown metric names: {sorted(names - set(METRIC_NAMES))}"
+    known = set(METRIC_NAMES) | set(THROUGHPUT_METRICS)
+    assert names <= known, f"unknown metric names: {sorted(names - known)}"
     assert "train_loss" in names, f"no train_loss among {sorted(names)}"
     repeated = [k for k, n in Counter((p.step, p.name) for p in polled.points).items() if n > 1]
     assert not repeated, f"points delivered twice: {repeated[:5]}"

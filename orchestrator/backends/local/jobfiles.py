@@ -33,6 +33,7 @@ from typing import IO, Any
 from orchestrator.backends.base import (
     GENERATION_METRICS,
     METRIC_NAMES,
+    THROUGHPUT_METRICS,
     Checkpoint,
     JobStatus,
     MetricPoint,
@@ -242,7 +243,7 @@ class JobFolder:
             points.extend(
                 MetricPoint(step, name, float(value))
                 for name, value in event.items()
-                if name in METRIC_NAMES or name in GENERATION_METRICS
+                if name in METRIC_NAMES or name in GENERATION_METRICS or name in THROUGHPUT_METRICS
             )
         return points, offset + end
 

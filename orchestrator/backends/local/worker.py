@@ -110,6 +110,7 @@ def run(folder: JobFolder) -> int:
             progress=_log,
             on_plan=planned,
             on_checkpoints=folder.write_checkpoints,
+            on_throughput=metrics.emit,
         )
     except _Cancelled:
         _finish(metrics)
