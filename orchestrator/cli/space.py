@@ -108,7 +108,7 @@ def _time_rows(plan: SweepPlan, est: Any) -> list[list[str]]:
     from orchestrator.backends.local.backend import measured_seconds_per_example
     from orchestrator.stores.study import resolve_stores
 
-    jobs = resolve_stores(plan.spec).workdir / "backends" / "local" / "jobs"
+    jobs = resolve_stores(plan.spec).backend_dir("local") / "jobs"
     measured = measured_seconds_per_example(jobs, plan.spec.backend.model)
     if measured is None:
         why = f"unknown until a {plan.spec.backend.model} job has run on this machine"

@@ -123,7 +123,7 @@ def run_sweep(
         resolved = ResolvedModel(plan, list(models or []), [])
     spec = plan.spec
     stores = resolve_stores(spec)
-    backend = plan.make_backend(stores.workdir / "backends" / plan.backend.name)
+    backend = plan.make_backend(stores.backend_dir(plan.backend.name))
     preflight(backend)  # credentials and the provider's address, before any store or trial
     if resolved is None:  # the alias, the sunset: the provider's model list
         resolved = resolve_base_model(plan, backend, str(spec_path))

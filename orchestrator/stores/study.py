@@ -64,6 +64,10 @@ class Stores:
     artifacts: Path | None  # None when the MLflow server decides
     workdir: Path  # backend job folders, ledger files
 
+    def backend_dir(self, backend: str) -> Path:
+        """The folder a backend named ``backend`` keeps its own files in (its ``workdir``)."""
+        return self.workdir / "backends" / backend
+
 
 def resolve_stores(spec: SweepSpec) -> Stores:
     root = Path(os.environ.get("FTSWEEP_RUNS_DIR") or "mlruns").resolve()

@@ -213,7 +213,7 @@ def from_job(spec_path: str | Path, job_id: str) -> RunCurves:
     from orchestrator.stores.study import resolve_stores
 
     plan = plan_sweep(spec_path)
-    backend = plan.make_backend(resolve_stores(plan.spec).workdir / "backends" / plan.backend.name)
+    backend = plan.make_backend(resolve_stores(plan.spec).backend_dir(plan.backend.name))
     handle = JobHandle(backend.name, job_id, "")
     points: list[MetricPoint] = []
     cursor: str | None = None

@@ -331,7 +331,7 @@ class _Deriver:
                 "it cannot be trained again as it was"
             )
         request = derived.request(derived.space.hyperparameters({}), trial=0)
-        estimator = derived.make_backend(stores.workdir / "backends" / derived.backend.name)
+        estimator = derived.make_backend(stores.backend_dir(derived.backend.name))
         estimator.check(request)
         return _Fraction(share, derived, estimator.estimate_cost(request, stats))
 

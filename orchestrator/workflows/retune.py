@@ -111,7 +111,7 @@ def retune(
     plan = plan_sweep(spec_path)
     spec = plan.spec
     stores = resolve_stores(spec)
-    backend = plan.make_backend(stores.workdir / "backends" / plan.backend.name)
+    backend = plan.make_backend(stores.backend_dir(plan.backend.name))
     resolved = resolve_base_model(plan, backend, source, today)  # one provider call at most
     refuse_sunset(resolved, source, today)
     for text in resolved.warnings:
