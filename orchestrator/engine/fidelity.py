@@ -31,7 +31,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from orchestrator.backends.base import Checkpoint, TrainingRequest
+from orchestrator.backends.base import Checkpoint, MetricPoint, TrainingRequest, epoch_ends_of
 from orchestrator.core.attrs import TrialAttrs
 from orchestrator.engine.curves import Curves
 from orchestrator.engine.outcome import objective_names
@@ -56,13 +56,11 @@ class Derived:
 
 
 def epoch_end_steps(curves: Curves, checkpoints: tuple[Checkpoint, ...] = ()) -> dict[int, int]:
-    """Epoch -> the step it ended at: from the ``epoch`` metric (a whole number at an epoch's
-    last step), else from the checkpoints; empty when the backend reports neither."""
-    ends: dict[int, int] = {}
-    for step, value in curves.get("epoch", ()):
-        k = round(value)
-        if k >= 1 and abs(value - k) < 1e-6:
-            ends.setdefault(k, step)
+    """Epoch -> the step it ended at: from the ``epoch`` metric by the contract's one rule
+    (:func:`~orchestrator.backends.base.epoch_ends_of`, whole or fractional values), else
+    from the checkpoints; empty when the backend reports neither."""
+    points = [MetricPoint(step, "epoch", value) for step, value in curves.get("epoch", ())]
+    ends = {end.epoch: end.step for end in epoch_ends_of(points)}
     for c in checkpoints:
         ends.setdefault(c.epoch, c.step)
     return ends

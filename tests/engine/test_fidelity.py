@@ -198,3 +198,15 @@ def test_on_apisim_a_derived_trials_model_is_the_parents_checkpoint(
     status = cli("status", spec)
     assert status.code == 0, status.err
     assert status.out.startswith("sweep rehearsal-openai: 1 complete, 2 derived (of 1)\n")
+
+
+def test_epoch_ends_of_a_curve_follow_the_contracts_one_rule() -> None:
+    """Derived epochs find their steps as the backends' updates do (``epoch_ends_of``): also
+    where an epoch's last step has a fractional ``epoch`` (100 steps over 3 epochs)."""
+    from orchestrator.backends.base import MetricPoint, epoch_ends_of
+    from orchestrator.engine.fidelity import epoch_end_steps
+
+    curve = [(s, s / (100 / 3)) for s in range(1, 101)]
+    points = [MetricPoint(s, "epoch", v) for s, v in curve]
+    expected = {e.epoch: e.step for e in epoch_ends_of(points)}
+    assert epoch_end_steps({"epoch": curve}) == expected == {1: 34, 2: 67, 3: 100}
