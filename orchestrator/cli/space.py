@@ -179,6 +179,7 @@ def estimate(spec: SpecArg, as_json: JsonOpt = False, given: PriceOpt = None) ->
         ["cost per trial", usd(est.cost_per_trial)],
         [f"cost of {est.trials} trials", usd(est.cost_sweep)],
         *_time_rows(plan, est),
+        *([label, value] for label, value in est.resources),
     ]
     if est.budget_usd is not None:
         fits = "-" if est.trials_within_budget is None else str(est.trials_within_budget)

@@ -16,6 +16,12 @@ Options come from the sweep file's ``backend.options`` (backend-wide defaults) a
     eval_generations: 0            # at each epoch end, greedily generate the completions of up
                                    # to N validation examples: full_valid_exact_match and
                                    # full_valid_label_accuracy (objectives to maximize)
+    # -- scheduling on GPUs (docs/local-trainer.md, "GPUs") --
+    devices: [0, 1]                # GPUs jobs may lease (default: every CUDA device found)
+    gpus_per_trial: 1              # GPUs per job (default 1 where there are GPUs); > 1: DDP
+    gpu_memory_gb: 24              # memory of each GPU in GiB (default: as CUDA reports it)
+    epoch_handshake_s: 60          # at an epoch's end, wait at most this long for the engine
+                                   # to read it (and prune); 0: never wait
 
 Base learning rates (``lr = base x learning_rate_multiplier``): :data:`TINY_LR` for the
 built-in ``tiny`` model, :data:`LORA_LR` with LoRA, :data:`FULL_LR` for a full fine-tune.
@@ -23,11 +29,11 @@ built-in ``tiny`` model, :data:`LORA_LR` with LoRA, :data:`FULL_LR` for a full f
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, model_validator
 
 from orchestrator.backends.base import BackendOptions
 from orchestrator.core.errors import UnsupportedParameterError
@@ -41,6 +47,7 @@ __all__ = [
     "LocalOptions",
     "LoraOptions",
     "LoraSpec",
+    "device_conflict",
 ]
 
 TINY_LR = 1e-3
@@ -75,6 +82,18 @@ class LocalBackendOptions(BackendOptions):
     save_model: bool = True
     checkpoints: int = Field(default=0, ge=0)
     eval_generations: int = Field(default=0, ge=0)
+    # -- scheduling on GPUs --
+    devices: list[NonNegativeInt] | None = Field(default=None, min_length=1)
+    gpus_per_trial: int | None = Field(default=None, ge=1)
+    gpu_memory_gb: float | None = Field(default=None, gt=0, allow_inf_nan=False)
+    epoch_handshake_s: float = Field(default=60.0, ge=0, allow_inf_nan=False)
+
+    @model_validator(mode="after")
+    def _devices_agree(self) -> LocalBackendOptions:
+        problem = device_conflict(self.device, self.devices, self.gpus_per_trial)
+        if problem is not None:
+            raise ValueError(problem)
+        return self
 
     def local(self) -> LocalOptions:
         """As the trainer's :class:`LocalOptions`."""
@@ -106,6 +125,11 @@ class LocalOptions:
     save_model: bool = True
     checkpoints: int = 0
     eval_generations: int = 0
+    # -- scheduling on GPUs --
+    devices: tuple[int, ...] | None = None
+    gpus_per_trial: int | None = None
+    gpu_memory_gb: float | None = None
+    epoch_handshake_s: float = 60.0
 
     @classmethod
     def parse(cls, raw: Mapping[str, Any], base: LocalOptions | None = None) -> LocalOptions:
@@ -120,11 +144,17 @@ class LocalOptions:
                     f"local backend: unknown option {key!r}; known: {', '.join(sorted(known))}"
                 )
             changes[key] = _parse_field(key, value)
-        return replace(opts, **changes)
+        parsed = replace(opts, **changes)
+        problem = device_conflict(parsed.device, parsed.devices, parsed.gpus_per_trial)
+        if problem is not None:
+            raise UnsupportedParameterError(f"local backend: {problem}")
+        return parsed
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready form that :meth:`parse` reads back."""
         data = asdict(self)
+        if self.devices is not None:
+            data["devices"] = list(self.devices)
         if self.lora is not None:
             data["lora"] = asdict(self.lora)
             if isinstance(self.lora.target_modules, tuple):
@@ -140,6 +170,27 @@ class LocalOptions:
         else:
             base = LORA_LR if self.lora is not None else FULL_LR
         return base * multiplier
+
+
+def device_conflict(
+    device: str, devices: Sequence[int] | None, gpus_per_trial: int | None
+) -> str | None:
+    """Why ``device``, ``devices`` and ``gpus_per_trial`` contradict each other, or None.
+
+    Leased GPUs reach a job as ``CUDA_VISIBLE_DEVICES``, where the job sees them as
+    ``cuda:0``, ``cuda:1``...: so leasing goes with ``device: auto`` or ``cuda``, never with
+    ``cpu``, ``mps`` or one named ``cuda:N``."""
+    leasing = devices is not None or gpus_per_trial is not None
+    if leasing and device not in ("auto", "cuda"):
+        return (
+            f"devices and gpus_per_trial lease GPUs, which device {device!r} does not use "
+            "(use device: auto or cuda, and devices: [N] to pick GPU N)"
+        )
+    if devices is not None and len(set(devices)) != len(devices):
+        return f"devices lists a GPU twice: {list(devices)}"
+    if devices is not None and gpus_per_trial is not None and gpus_per_trial > len(devices):
+        return f"gpus_per_trial {gpus_per_trial} is more than the {len(devices)} devices listed"
+    return None
 
 
 def _bad(key: str, what: str, value: Any) -> UnsupportedParameterError:
@@ -160,9 +211,32 @@ def _parse_field(key: str, value: Any) -> Any:
         "valid_every",
         "max_length",
         "torch_threads",
+        "devices",
+        "gpus_per_trial",
+        "gpu_memory_gb",
     }:
         return None
-    if key in {"max_device_batch", "valid_every", "valid_sample", "max_length", "torch_threads"}:
+    if key == "devices":
+        if not isinstance(value, list | tuple) or not value:
+            raise _bad(key, "a list of GPU numbers (integers >= 0)", value)
+        if any(isinstance(v, bool) or not isinstance(v, int) or v < 0 for v in value):
+            raise _bad(key, "a list of GPU numbers (integers >= 0)", value)
+        return tuple(value)
+    if key in ("gpu_memory_gb", "epoch_handshake_s"):
+        low = "> 0" if key == "gpu_memory_gb" else ">= 0"
+        if isinstance(value, bool) or not isinstance(value, int | float) or value != value:
+            raise _bad(key, f"a number {low}", value)
+        if not (value > 0 if key == "gpu_memory_gb" else value >= 0) or value == float("inf"):
+            raise _bad(key, f"a number {low}", value)
+        return float(value)
+    if key in {
+        "max_device_batch",
+        "valid_every",
+        "valid_sample",
+        "max_length",
+        "torch_threads",
+        "gpus_per_trial",
+    }:
         return _positive_int(key, value)
     if key == "base_learning_rate":
         if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:

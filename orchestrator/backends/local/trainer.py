@@ -36,6 +36,7 @@ from typing import Any, Protocol
 
 from orchestrator.backends.base import Hyperparameters
 from orchestrator.backends.local import models
+from orchestrator.backends.local.distributed import OneProcess, StepShare
 from orchestrator.backends.local.encoding import Encoded, encode_file
 from orchestrator.backends.local.loss import BatchStats, forward, target_weight
 from orchestrator.backends.local.options import DEFAULT_PROMPT_LOSS_WEIGHT, LocalOptions
@@ -131,7 +132,9 @@ def peak_rss_mb() -> float:
 
 
 class _Run:
-    def __init__(self, config: TrainingConfig, progress: Callable[[str], None]) -> None:
+    def __init__(
+        self, config: TrainingConfig, progress: Callable[[str], None], share: StepShare
+    ) -> None:
         source = models.resolve(config.model, progress=progress)
         import torch
 
@@ -191,6 +194,8 @@ class _Run:
         model.config.use_cache = False
         self.model = model.to(self.device)
         self.model.train()
+        self.share = share  # this process's part of each step (data-parallel ranks)
+        self.trained = share.wrap(self.model)
         self.params = [p for p in self.model.parameters() if p.requires_grad]
 
         n = len(self.train.examples)
@@ -227,15 +232,17 @@ class _Run:
         while True:
             stats = BatchStats()
             try:
-                for micro in _chunks(batch, self.micro):
+                for micro, factor, sync in self.share.split(batch, self.micro):
                     if stop():
                         self.optimizer.zero_grad(set_to_none=True)
                         return None
-                    weighted, part = forward(
-                        self.model, micro, self.pad_id, self.device, self.autocast
-                    )
-                    (weighted / total_weight).backward()
-                    stats.add(part)
+                    with sync:
+                        weighted, part = forward(
+                            self.trained, micro, self.pad_id, self.device, self.autocast
+                        )
+                        (weighted * factor / total_weight).backward()
+                    if factor:
+                        stats.add(part)
                 break
             except torch.cuda.OutOfMemoryError as exc:
                 self.optimizer.zero_grad(set_to_none=True)
@@ -248,7 +255,7 @@ class _Run:
         self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
-        return stats
+        return self.share.reduce(stats)
 
     def evaluate(self, examples: Sequence[Encoded]) -> BatchStats:
         import torch
@@ -309,17 +316,19 @@ def run_training(
     progress: Callable[[str], None] = _quiet,
     on_plan: Callable[[TrainingPlan], None] | None = None,
     on_checkpoints: Callable[[list[dict[str, Any]]], None] | None = None,
+    share: StepShare | None = None,
 ) -> TrainingResult:
     """Train as ``config`` says, emitting step metrics to ``sink``.
 
     ``should_stop`` is checked before every forward pass; when it turns true the run ends
     with status ``cancelled`` after the last completed step (nothing is saved).
     ``on_checkpoints`` receives the kept epoch checkpoints (``step``, ``epoch``, ``metrics``,
-    ``model_id``: the folder) each time they change.
+    ``model_id``: the folder) each time they change. ``share`` is this process's part of each
+    step when it is one rank of a data-parallel job (:mod:`.distributed`); alone by default.
     """
     import torch
 
-    run = _Run(config, progress)
+    run = _Run(config, progress, share or OneProcess())
     plan = run.plan
     if on_plan is not None:
         on_plan(plan)
