@@ -116,7 +116,8 @@ def _time_rows(plan: SweepPlan, est: Any) -> list[list[str]]:
     per_example, overhead, jobs_seen = measured
     n = plan.train.n_examples
     low, high = (overhead + e * n * per_example for e in est.epochs)
-    parallel = max(1, plan.spec.parallel)
+    cap = plan.make_backend(jobs.parent).capabilities.max_in_flight  # e.g. GPUs per trial
+    parallel = max(1, min(plan.spec.parallel, cap or plan.spec.parallel))
     waves = -(-est.trials // parallel)  # ceil: trials run `parallel` at a time
     mean = (low + high) / 2
     return [

@@ -259,3 +259,6 @@ def test_a_sweep_on_two_declared_gpus_never_shares_one(
     # how many held a GPU at each moment one was leased: never more than two, and two did
     together = [sum(s <= t < e for s, e, _ in held) for t, _, _ in held]
     assert max(together) == 2, held
+    estimate = cli("estimate", spec)  # the sweep's wall time, two trials at a time
+    assert estimate.code == 0, estimate.err
+    assert "(2 at a time, before pruning)" in estimate.out, estimate.out
