@@ -66,9 +66,23 @@ def _meta_parameters(config: dict[str, Any]) -> int:
 
 
 SMOL = BUILTIN_CONFIGS["smollm2-135m"]
+MISTRAL_2_LAYERS = {
+    "model_type": "mistral",
+    "vocab_size": 32000,
+    "hidden_size": 4096,
+    "intermediate_size": 14336,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 32,
+    "num_key_value_heads": 8,
+    "tie_word_embeddings": False,
+}
 
 
-@pytest.mark.parametrize("config", [LLAMA_8B, QWEN2_05B, SMOL], ids=["llama8b", "qwen2", "smol"])
+@pytest.mark.parametrize(
+    "config",
+    [LLAMA_8B, QWEN2_05B, SMOL, MISTRAL_2_LAYERS],
+    ids=["llama8b", "qwen2", "smol", "mistral"],
+)
 def test_parameter_counts_are_those_of_the_models_transformers_builds(
     config: dict[str, Any],
 ) -> None:
