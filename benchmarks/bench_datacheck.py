@@ -43,11 +43,7 @@ import json
 from collections import defaultdict
 
 import numpy as np
-import tiktoken
-
-from orchestrator.catalog.tokens import ensure_offline_encoding
-
-ensure_offline_encoding("cl100k_base")  # tiktoken's own table, offline (hash-checked)
+from orchestrator.catalog.tokens import encoding as offline_encoding
 
 
 def cookbook(data_path):
@@ -80,7 +76,7 @@ def cookbook(data_path):
         if not any(message.get("role", None) == "assistant" for message in messages):
             format_errors["example_missing_assistant_message"] += 1
 
-    encoding = tiktoken.get_encoding("cl100k_base")
+    encoding = offline_encoding("cl100k_base")  # tiktoken's encoding, offline (hash-checked)
 
     def num_tokens_from_messages(messages, tokens_per_message=3, tokens_per_name=1):
         num_tokens = 0

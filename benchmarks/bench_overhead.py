@@ -1,7 +1,9 @@
 """Per-trial CPU of ``ftsweep run`` against two hand-written Optuna + MLflow loops.
 
-An instant third-party backend (:mod:`instant_backend`, registered by entry point from a
-temporary ``*.dist-info``) reports 100 step metrics per trial; every store is embedded
+ftsweep's instant backend (:mod:`orchestrator.testing.instant`, registered by entry point
+from a temporary ``*.dist-info`` as a third-party one is) reports 100 step metrics per trial
+(:data:`OPTIONS`: no ``epoch`` metric), each job moving on by one epoch a poll; every store
+is embedded
 (SQLite for Optuna and MLflow, artifacts on disk). Each variant runs in its own process, in
 its own folder, and measures the CPU seconds (user + system) of its trial loop only:
 
@@ -41,6 +43,10 @@ for _p in (str(ROOT), str(ROOT / "benchmarks")):
 
 from benchmarks.common import Figure, cpu_seconds, median  # noqa: E402
 
+#: the instant backend's options: 100 ``train_loss`` steps a job whatever its epochs, a
+#: ``full_valid_loss`` at each epoch's end, no ``epoch`` metric, polled without waiting
+OPTIONS: dict[str, Any] = {"total_steps": 100, "epoch_metric": False, "poll_seconds": 0.0}
+
 SPACE = {
     "n_epochs": {"low": 2, "high": 4},
     "batch_size": {"low": 1, "high": 8},
@@ -74,7 +80,7 @@ def write_spec(folder: Path, trials: int, name: str = "overhead") -> Path:
     spec = {
         "name": name,
         "data": {"train": str(train), "valid": str(valid)},
-        "backend": {"name": "bench-instant", "model": "instant"},
+        "backend": {"name": "instant", "model": "instant", "options": OPTIONS},
         "space": SPACE,
         "trials": trials,
         "parallel": 1,
@@ -97,11 +103,13 @@ def _suggest(trial: Any) -> tuple[int, int, float]:
 
 def _job(n: int, bs: int, lr: float) -> tuple[list[Any], float]:
     """The instant job's points, epoch by epoch as a poll would get them, and its value."""
-    from instant_backend import points_of
+    from orchestrator.backends.base import Hyperparameters
+    from orchestrator.testing.instant import InstantOptions, epoch_points
 
+    hp, opts = Hyperparameters(n, bs, lr), InstantOptions.model_validate(OPTIONS)
     pts: list[Any] = []
     for epoch in range(1, n + 1):
-        pts += points_of(n, lr, bs, epoch)[0]
+        pts += epoch_points(hp, epoch, opts)[0]
     return pts, pts[-1].value
 
 
@@ -173,12 +181,11 @@ def careful(folder: Path, trials: int) -> dict[str, float]:
 
 def ftsweep(folder: Path, trials: int) -> dict[str, float]:
     os.environ["FTSWEEP_RUNS_DIR"] = str(folder / "mlruns")
-    import instant_backend
-
     from orchestrator.engine.events import Listener, SweepStarted, TrialFinished
+    from orchestrator.testing import instant
     from orchestrator.workflows.sweep import run_sweep
 
-    instant_backend.install(folder / "site")
+    instant.install(folder / "site")
     marks: dict[str, float] = {}
 
     class Marks(Listener):
@@ -205,9 +212,9 @@ def noop_resume(folder: Path, trials: int) -> dict[str, float]:
     """A finished sweep, then ``ftsweep run`` again as a fresh command: its wall seconds."""
     env = {**os.environ, "FTSWEEP_RUNS_DIR": str(folder / "mlruns")}
     site = folder / "site"
-    import instant_backend
+    from orchestrator.testing import instant
 
-    instant_backend.install(site)
+    instant.install(site)
     env["PYTHONPATH"] = os.pathsep.join([str(site), str(ROOT), env.get("PYTHONPATH", "")])
     spec = write_spec(folder, trials, name="resume")
     exe = [sys.executable, "-m", "orchestrator", "run", str(spec)]

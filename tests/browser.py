@@ -34,7 +34,7 @@ def chromium() -> str:
     if found is None:
         if os.environ.get("CI"):
             pytest.fail("chromium is needed for this test (.ci/run installs it)")
-        pytest.skip("chromium is not installed")
+        pytest.skip("chromium is not installed (apt-get install chromium)")
     return found
 
 

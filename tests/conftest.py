@@ -16,8 +16,10 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED = Path(os.environ.get("FTSWEEP_SHARED", ROOT.parent / "shared"))
-PUBLIC = SHARED / "data" / "public"
+#: third-party data and specifications the tests read, in the repository (their READMEs say
+#: where each came from and under which licence)
+VENDOR = ROOT / "tests" / "vendor"
+PUBLIC = VENDOR / "public-data"
 
 
 @dataclass
@@ -62,6 +64,5 @@ def tiny_model(ftsweep_home: Path) -> Path:
 
 @pytest.fixture
 def public() -> Path:
-    if not PUBLIC.is_dir():
-        pytest.skip(f"shared public datasets not found at {PUBLIC} (set FTSWEEP_SHARED)")
+    """The small public datasets (``tests/vendor/public-data/``)."""
     return PUBLIC

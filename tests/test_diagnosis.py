@@ -203,3 +203,29 @@ def test_many_under_trained_trials_make_one_note() -> None:
         "trials 1, 2, 3 are under-trained relative to trial 0 (more than 20% worse at the same "
         "epoch): its settings were learning_rate_multiplier=2, batch_size=4"
     ]
+
+
+def test_a_validation_plateau_is_converged_not_more_epochs() -> None:
+    # the training loss falls to the end in both; only the validation curve differs
+    train = _curve([3.0 - 0.06 * i for i in range(32)])
+    level = _curve([3.0, 2.5, 2.2, 2.05, 2.0, 1.99, 1.995, 1.99], every=4)
+    falling = _curve([3.0, 2.5, 2.2, 2.05, 1.95, 1.85, 1.78, 1.72], every=4)
+    d = diagnose({"train_loss": train, "full_valid_loss": level}, n_epochs=8)
+    assert d.label == "good", d.summary()
+    assert d.recommendation.startswith(
+        "converged: the validation loss improved less than 1% in the last 3 epochs (1.99 "
+        "against 2 before them), so more epochs would not help; the training loss kept "
+        "falling and the train/valid gap grew by 0.71 over them"
+    )
+    assert d.evidence["plateau_points"] == 3.0 and d.best_epoch == 6
+    more = diagnose({"train_loss": train, "full_valid_loss": falling}, n_epochs=8)
+    assert more.label == "underfit" and "n_epochs > 8" in more.recommendation
+    # the plateau's limit is a threshold: with no improvement required, nothing is a plateau
+    eager = Thresholds(plateau_gain=0.0)
+    d = diagnose({"train_loss": train, "full_valid_loss": level}, n_epochs=8, thresholds=eager)
+    assert d.label == "underfit"
+    # a quarter of a long curve, not 3 points: 3 level epochs at the end of 20 still improving
+    long_valid = _curve([3.0 - 0.05 * i for i in range(17)] + [2.2, 2.2, 2.2], every=2)
+    long_train = _curve([3.2 - 0.05 * i for i in range(40)])
+    d = diagnose({"train_loss": long_train, "full_valid_loss": long_valid}, n_epochs=20)
+    assert d.label == "underfit", d.summary()

@@ -129,7 +129,9 @@ def test_each_module_imports_alone(module: str, imported: dict[str, Imported]) -
     if result.returncode != 0:
         missing = result.missing
         if missing in LOCAL_EXTRA and importlib.util.find_spec(missing) is None:
-            pytest.skip(f"needs the 'local' extra ({missing} is not installed)")
+            pytest.skip(
+                f"needs the 'local' extra ({missing} is not installed: pip install -e '.[local]')"
+            )
         tail = "\n".join(result.stderr.strip().splitlines()[-12:])
         pytest.fail(f"`import {module}` in a fresh interpreter failed:\n{tail}", pytrace=False)
     loaded_from = Path(result.stdout.strip().splitlines()[-1]).resolve()

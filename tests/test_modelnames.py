@@ -181,3 +181,41 @@ def test_azure_spellings_find_their_successor() -> None:
     ]
     s = sunset("gpt-35-turbo-0125", azure, TODAY)
     assert s is not None and s.passed and s.replacement == "gpt-4o-mini-2024-07-18"
+
+
+def test_one_model_table_and_its_views() -> None:
+    """Token tables, Azure's models, shutdowns and successors are views of one table."""
+    from orchestrator.catalog.azure import AZURE_MODELS, TIERS, azure_model
+    from orchestrator.catalog.models import MODELS, ModelFacts
+    from orchestrator.catalog.names import ANNOUNCED_SHUTDOWNS, SUCCESSORS, announced_sunset
+    from orchestrator.catalog.tokens import known_models
+
+    counted = {m.name for m in MODELS.values() if m.openai and m.context is not None}
+    assert set(known_models()) == counted and "o4-mini" not in counted
+    for name in counted:
+        row, info = MODELS[name], model_info(name)
+        assert (info.encoding, info.max_tokens_per_example) == (row.encoding, row.context)
+    assert list(AZURE_MODELS) == [m.name for m in MODELS.values() if m.azure_tiers]
+    for name, row in AZURE_MODELS.items():
+        assert azure_model(name) is row and set(row.azure_tiers) <= set(TIERS)
+        assert row.exact_tokens is not row.open_weight
+    gone = ("gpt-3.5-turbo", "gpt-4.1-nano", "o4-mini")
+    ending = ("gpt-4o", "gpt-4o-mini", "gpt-4.1", "gpt-4.1-mini")
+    shutdowns = {**dict.fromkeys(gone, GONE), **dict.fromkeys(ending, END)}
+    assert shutdowns == ANNOUNCED_SHUTDOWNS
+    assert announced_sunset("o4-mini", TODAY) == Sunset("o4-mini", GONE, True, None, -39)
+    assert SUCCESSORS == {
+        "gpt-3.5-turbo": "gpt-4o-mini",
+        "gpt-3.5-turbo-0613": "gpt-4o-mini",
+        "gpt-4o-mini": "gpt-4.1-mini",
+        "gpt-4.1-nano": "gpt-4.1-mini",
+        "gpt-4o": "gpt-4.1",
+    }
+    assert set(SUCCESSORS.values()) <= set(MODELS)  # every successor is a row too
+    assert MODELS["gpt-4o-mini"].providers == ("openai", "azure")
+    assert MODELS["Qwen-32B"].providers == ("azure",)
+    assert MODELS["davinci-002"].providers == ("openai",)
+    with pytest.raises(ValueError, match="model table: m: Azure trains it, give its context"):
+        ModelFacts("m", "o200k_base", None, azure_tiers=("global",))
+    with pytest.raises(ValueError, match=r"model table: m: unknown Azure tiers \['regional'\]"):
+        ModelFacts("m", "o200k_base", 1, azure_tiers=("regional",))

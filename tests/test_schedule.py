@@ -11,8 +11,9 @@ import shutil
 import subprocess
 import sys
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pytest
 
@@ -35,12 +36,13 @@ from orchestrator.workflows.schedule import (
     uninstall_cron,
     write_units,
 )
+from orchestrator.workflows.schedule.cron import local_zone
 
 ROOT = Path(__file__).resolve().parents[1]
 SYSTEMD_ANALYZE = shutil.which("systemd-analyze")
 needs_systemd_analyze = pytest.mark.skipif(
     SYSTEMD_ANALYZE is None and not os.environ.get("CI"),
-    reason="systemd-analyze is not installed (CI installs it: .ci/run)",
+    reason="systemd-analyze is not installed (apt-get install systemd; CI installs it: .ci/run)",
 )
 
 
@@ -122,6 +124,11 @@ def test_shorthands(shorthand: str, same_as: str) -> None:
          "@weekly, @daily, @midnight, @hourly)"),
         ("0 0 30 2 *", "'0 0 30 2 *' never runs (no date matches its day fields)"),
         ("0 0 ３ * *", "day-of-month field '３' is not a number"),
+        ("0 0 31 2,4 *", "'0 0 31 2,4 *' never runs (no date matches its day fields)"),
+        # what cronsim reads but cron does not
+        ("0 0 L * *", "day-of-month field 'L' is not a number"),
+        ("0 0 * * mon#1", "day-of-week field 'mon#1' is not a number or a day name (sun-sat)"),
+        ("0 0 * * 5L", "day-of-week field '5L' is not a number or a day name (sun-sat)"),
     ],
 )  # fmt: skip
 def test_invalid_expressions_name_the_field(expression: str, message: str) -> None:
@@ -173,6 +180,88 @@ def test_a_day_field_starting_with_a_star_means_both() -> None:
     assert s.days_star and not s.weekdays_star
     for t in s.upcoming(datetime(2026, 1, 1), 20):
         assert t.isoweekday() == 1 and t.day % 2 == 1
+
+
+@pytest.mark.parametrize(
+    "expression",
+    ["0 0 13 * 5", "0 0 1,15 * mon", "0 0 1-7 * sun", "0 0 */2 * 1", "0 0 13 * *", "0 0 * * 5",
+     "0 0 1,31 jan,jun sat,sun", "0 0 29 2 mon", "0 0 */10 */2 */3"],
+)  # fmt: skip
+def test_the_day_rule_day_by_day(expression: str) -> None:
+    """Every run day of two years, against cron's rule spelled out: both day fields
+    restricted (neither starts with ``*``): either matches; otherwise both must."""
+    s = parse_cron(expression)
+    _, _, dom, _, dow = expression.split()
+    either = not dom.startswith("*") and not dow.startswith("*")
+    expected = []
+    day = date(2026, 1, 1)
+    while day < date(2028, 1, 1):
+        matches = (day.day in s.days, day.isoweekday() % 7 in s.weekdays)
+        if day.month in s.months and (any(matches) if either else all(matches)):
+            expected.append(day)
+        day += timedelta(days=1)
+    runs = s.upcoming(datetime(2025, 12, 31, 12), len(expected) + 1)
+    assert [t.date() for t in runs[:-1]] == expected
+    assert runs[-1].year == 2028
+
+
+# -- daylight saving -----------------------------------------------------------------------
+
+BERLIN = ZoneInfo("Europe/Berlin")  # 2026-03-29 02:00 -> 03:00; 2026-10-25 03:00 -> 02:00
+
+
+def _local(times: list[datetime]) -> list[str]:
+    return [t.strftime("%m-%d %H:%M%z") for t in times]
+
+
+def test_a_time_the_spring_forward_skips_runs_at_the_change() -> None:
+    """Debian's cron: a job due at 02:30, which does not exist that night, runs at 03:00."""
+    s = parse_cron("30 2 * * *")
+    assert _local(s.upcoming(datetime(2026, 3, 28, 12, tzinfo=BERLIN), 3)) == [
+        "03-29 03:00+0200",
+        "03-30 02:30+0200",
+        "03-31 02:30+0200",
+    ]
+    frequent = parse_cron("*/30 * * * *")  # scheduled normally: the missing hour has no runs
+    assert _local(frequent.upcoming(datetime(2026, 3, 29, 1, 10, tzinfo=BERLIN), 3)) == [
+        "03-29 01:30+0100",
+        "03-29 03:00+0200",
+        "03-29 03:30+0200",
+    ]
+
+
+def test_a_time_the_fall_back_repeats_runs_once() -> None:
+    s = parse_cron("30 2 * * *")
+    assert _local(s.upcoming(datetime(2026, 10, 24, 12, tzinfo=BERLIN), 2)) == [
+        "10-25 02:30+0200",
+        "10-26 02:30+0100",
+    ]
+    # asked during the repeated hour, after 02:30 passed once: not 02:30 again that night
+    second_pass = datetime(2026, 10, 25, 2, 10, fold=1, tzinfo=BERLIN)
+    assert _local([s.next_after(second_pass)]) == ["10-26 02:30+0100"]
+    frequent = parse_cron("*/30 * * * *")  # scheduled normally: the repeated hour runs twice
+    assert _local(frequent.upcoming(datetime(2026, 10, 25, 1, 50, tzinfo=BERLIN), 5)) == [
+        "10-25 02:00+0200",
+        "10-25 02:30+0200",
+        "10-25 02:00+0100",
+        "10-25 02:30+0100",
+        "10-25 03:00+0100",
+    ]
+
+
+def test_the_local_zone_is_tz_or_etc_localtime(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TZ", "Europe/Berlin")
+    assert local_zone() == BERLIN
+    monkeypatch.setenv("TZ", ":Europe/Berlin")
+    assert local_zone() == BERLIN
+    monkeypatch.setenv("TZ", "Nowhere/Atlantis")
+    assert local_zone() is None  # naive local time, as before
+    monkeypatch.delenv("TZ")
+    if Path("/etc/localtime").exists():
+        zone = local_zone()
+        assert zone is not None
+        moment = datetime(2026, 7, 1, 12, tzinfo=UTC)
+        assert moment.astimezone(zone).utcoffset() == moment.astimezone().utcoffset()
 
 
 # -- OnCalendar ----------------------------------------------------------------------------
@@ -325,7 +414,9 @@ def _run_like_cron(block: str, home: Path) -> subprocess.CompletedProcess[str]:
     )
 
 
-@pytest.mark.skipif(shutil.which("flock") is None, reason="flock(1) is not installed")
+@pytest.mark.skipif(
+    shutil.which("flock") is None, reason="flock(1) is not installed (apt-get install util-linux)"
+)
 def test_the_cron_line_runs_under_sh_with_crons_environment(tmp_path: Path) -> None:
     fake = _fake_ftsweep(
         tmp_path,
@@ -577,8 +668,7 @@ def _serve(
         log=lines.append,
         clock=t.clock,
         sleep=t.sleep,
-        tz=UTC,
-        **kw,  # type: ignore[arg-type]
+        **{"tz": UTC, **kw},  # type: ignore[arg-type]
     )
     return n, lines
 
@@ -643,6 +733,33 @@ def test_a_held_lock_skips_the_run(tmp_path: Path) -> None:
     )
     _serve(t, lambda fd: calls.append(fd) or 0, max_runs=1, lock=lock)
     assert len(calls) == 1 and isinstance(calls[0], int)
+
+
+def test_serve_follows_the_spring_forward() -> None:
+    t = FakeTime(datetime(2026, 3, 29, 1, 0, tzinfo=BERLIN))
+    ran: list[float] = []
+    n, lines = _serve(t, lambda fd: ran.append(t.now) or 0, cron="30 2 * * *", max_runs=1,
+                      tz=BERLIN)  # fmt: skip
+    assert n == 1
+    assert lines[0].endswith("next retune at 2026-03-29 03:00:00+0200 (in 1h00m)")
+    assert ran == [datetime(2026, 3, 29, 1, 0, tzinfo=UTC).timestamp()]
+
+
+def test_serve_runs_a_repeated_time_once(tmp_path: Path) -> None:
+    """A run at 02:30 CEST that ends at 02:20 CET, in the repeated hour: the next is the
+    next night's 02:30, not the same night's second one."""
+    t = FakeTime(datetime(2026, 10, 25, 2, 0, tzinfo=BERLIN))
+    ran: list[str] = []
+
+    def run(fd: int | None) -> int:
+        ran.append(datetime.fromtimestamp(t.now, UTC).strftime("%m-%d %H:%M UTC"))
+        t.now += 50 * 60
+        return 0
+
+    _, lines = _serve(t, run, cron="30 2 * * *", max_runs=2, lock=tmp_path / "lock", tz=BERLIN)
+    assert ran == ["10-25 00:30 UTC", "10-26 01:30 UTC"]
+    assert lines[3].endswith("next retune at 2026-10-26 02:30:00+0100 (in 1d0h10m)")
+    assert not any("missed" in line for line in lines)
 
 
 def test_a_run_that_cannot_start_does_not_stop_the_loop(tmp_path: Path) -> None:

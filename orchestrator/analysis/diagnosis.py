@@ -12,11 +12,19 @@ matches wins (thresholds: :class:`Thresholds`; evidence and corpus: ``docs/diagn
   ``overfit_rise``, or it has stopped improving while the train/valid gap grew by more than
   ``gap_growth``; a validation loss still at its minimum at the end (within ``at_min``) is
   never overfit;
-* ``underfit``: training loss still falling at the end with validation at its lowest; an
-  accuracy that never left its first level (the majority-token rate); or an accuracy below
-  ``low_accuracy``. The accuracy is the training token accuracy, else the validation one;
+* ``underfit``: training loss still falling at the end with validation at its lowest and
+  still improving (not on a plateau, below); an accuracy that never left its first level (the
+  majority-token rate); or an accuracy below ``low_accuracy``. The accuracy is the training
+  token accuracy, else the validation one;
 * ``unknown``: no validation metric (or one point) and no other signal;
-* ``good``: none of these.
+* ``good``: none of these; "converged" when the validation loss is on a plateau: the best of
+  its last ``plateau_part`` (a quarter, at least 3 points) is not ``plateau_gain`` below the
+  best before them, so more epochs would not help, however fast the training loss still
+  falls.
+
+The validation curve decides between those three: still falling is under-fit, level is
+converged, risen again (or level while the train/valid gap grew, above its minimum) is
+over-fit.
 
 Per sweep, :func:`advise` names searched parameters whose best values sit at a range edge and
 the range to try next, and :func:`compare_trials` the trials far worse than the best one at
@@ -34,6 +42,7 @@ from orchestrator.plan.space import SearchSpace
 
 __all__ = [
     "ACCURACY_NAMES",
+    "PLATEAU_MIN_POINTS",
     "Advice",
     "Diagnosis",
     "Thresholds",
@@ -44,6 +53,9 @@ __all__ = [
 ]
 
 Curve = Sequence[tuple[int, float]]  # (step, value), in step order
+
+#: the fewest validation points a plateau is judged over ("the last several epochs")
+PLATEAU_MIN_POINTS = 3
 
 #: accuracy curves in the order they are judged: training's, else validation's
 ACCURACY_NAMES = (
@@ -81,6 +93,11 @@ class Thresholds:
     spike_rise: float = 0.25
     #: a final validation loss within this of its minimum is "still at its minimum"
     at_min: float = 0.01
+    #: a validation plateau: the best of the last ``plateau_part`` of the validation points
+    #: (at least :data:`PLATEAU_MIN_POINTS`) is less than ``plateau_gain`` (relative) below
+    #: the best before them
+    plateau_part: float = 0.25
+    plateau_gain: float = 0.01
 
 
 @dataclass(frozen=True)
@@ -218,7 +235,10 @@ def diagnose(
 
     still = _still_falling(train, thresholds.still_falling)
     valid_at_min = not valid or valid[-1][1] <= min(v for _, v in valid) * (1 + thresholds.at_min)
-    if still is not None and valid_at_min:
+    # a falling training loss says "more epochs" only while validation still improves: on a
+    # plateau the model has converged (or begun to memorise), and more epochs are wrong
+    plateau = _plateau(valid, thresholds)
+    if still is not None and valid_at_min and plateau is None:
         return Diagnosis(
             "underfit",
             {"train_loss_drop_last_segment": round(still, 4)},
@@ -249,12 +269,42 @@ def diagnose(
         return Diagnosis("unknown", {}, "one validation point: too short a curve to judge")
     values = [v for _, v in valid]
     best_i = min(range(len(values)), key=values.__getitem__)
-    return Diagnosis(
-        "good",
-        {"min_valid_loss": values[best_i], "final_valid_loss": values[-1]},
-        "no sign of over- or under-fitting",
-        best_i + 1 if per_epoch else None,
+    evidence = {"min_valid_loss": values[best_i], "final_valid_loss": values[-1]}
+    if plateau is None:
+        return Diagnosis(
+            "good", evidence, "no sign of over- or under-fitting", best_i + 1 if per_epoch else None
+        )
+    window, before, recent = plateau
+    points = "epochs" if per_epoch else "validation points"
+    evidence |= {"plateau_points": float(window), "best_before_plateau": before}
+    advice = (
+        f"converged: the validation loss improved less than {thresholds.plateau_gain:.0%} in "
+        f"the last {window} {points} ({recent:.4g} against {before:.4g} before them), so more "
+        "epochs would not help"
     )
+    gap = _gap_growth(train, valid[-window - 1 :])
+    if still is not None and gap is not None and gap > 0:
+        evidence["plateau_gap_growth"] = round(gap, 4)
+        advice += (
+            f"; the training loss kept falling and the train/valid gap grew by {gap:.2f} over "
+            "them: the model has begun to memorise the training data"
+        )
+    return Diagnosis("good", evidence, advice, best_i + 1 if per_epoch else None)
+
+
+def _plateau(valid: Curve, thresholds: Thresholds) -> tuple[int, float, float] | None:
+    """``(points, best before, best of them)`` when the validation loss has stopped improving:
+    the best of its last ``points`` values (``plateau_part`` of the curve, at least
+    :data:`PLATEAU_MIN_POINTS`) is less than ``plateau_gain`` below the best before them;
+    else None (still improving, or too short a curve to say)."""
+    values = [v for _, v in valid]
+    window = max(PLATEAU_MIN_POINTS, round(len(values) * thresholds.plateau_part))
+    if len(values) <= window:
+        return None
+    before, recent = min(values[:-window]), min(values[-window:])
+    if before > 0 and (before - recent) / before < thresholds.plateau_gain:
+        return window, before, recent
+    return None
 
 
 def _gap_growth(train: Curve, valid: Curve) -> float | None:

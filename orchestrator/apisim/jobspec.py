@@ -209,7 +209,7 @@ def analyse(record: FileRecord, path: Path, model: str) -> dict[str, Any]:
     if open_weight is not None and open_weight.open_weight:
         counter = OpenAIExampleCounter("gpt-4o")  # o200k_base counts (an estimate)
         counter.max_tokens_per_example = open_weight.context
-        info = TokenModel(open_weight.name, counter.name, open_weight.context)
+        info = TokenModel(open_weight.name, counter.name, counter.max_tokens_per_example)
     else:
         try:
             info = model_info(model)

@@ -422,13 +422,13 @@ class Simulator:
 
         known = azure_model(model)
         tier = TIER_NAMES.get(training_type or "Standard", "standard")
-        if known is None or tier in known.tiers:
+        if known is None or tier in known.azure_tiers:
             return
         raise ApiError(
             400,
             f"The base model {model} cannot be fine-tuned with trainingType "
             f"'{TIERS[tier]}' in this region. Supported training types: "
-            + ", ".join(TIERS[t] for t in known.tiers) + ".",
+            + ", ".join(TIERS[t] for t in known.azure_tiers) + ".",
             param="trainingType", azure_code="invalidPayload",
         )  # fmt: skip
 

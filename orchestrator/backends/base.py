@@ -14,7 +14,8 @@ by this contract alone; ``docs/backends.md`` shows one written from scratch, and
   (exit 2) before a study, an upload or a job exists.
 * :attr:`Backend.Options` — a pydantic model of the sweep file's ``backend.options``
   (``extra="forbid"``): a mistyped option reads ``sweeps/x.yaml: backend.options.lr: unknown
-  field``. The validated options reach the backend (``self.options``) and every request
+  field``. The validated options reach the backend (``self.options``, through
+  :meth:`Backend.from_options`, which receives the model, not a mapping) and every request
   (:attr:`TrainingRequest.options`, part of the configuration hash).
 
 **What a backend can check.** :meth:`Backend.check_resources` (optional) refuses a space
@@ -25,7 +26,11 @@ fit a GPU's memory), for ``space``, ``estimate`` and ``run`` alike (exit 2).
 exactly as it trains them (the data checks use it; ``None`` skips token counts);
 :meth:`Backend.estimate_cost` the cost of a job before it runs, from the dataset's statistics;
 :meth:`Backend.job_cost` the cost of a finished job (by default :attr:`JobUpdate.cost_usd`,
-else the estimate, so a budget always binds).
+else the estimate, so a budget always binds). The engine and ``ftsweep estimate`` read
+whatever these return and never :attr:`Capabilities.priced`: an estimate of an unpriced
+backend counts toward the budget and the estimate like any other, so a backend whose jobs
+cost nothing keeps the default ``None``. ``priced`` is a declaration: the contract suite
+then requires an estimate, and a cost of every finished job.
 
 **What a backend can list.** :meth:`Backend.list_models` returns the provider's models as
 :class:`ModelInfo` (id, created, shutdown date, fine-tunable), or None (the default) when
@@ -39,7 +44,7 @@ after building the backend, before a study exists or a trial is asked, and stops
 and its one-line message: a missing key, a refused one or a dead address never costs a
 trial. It must start nothing and spend nothing.
 
-**The job methods.**
+**The job methods** (each method's docstring states its arguments, result and errors).
 
 * :meth:`Backend.submit` is **idempotent on** ``request.key``: submitting a request whose key
   already has a job returns that job's handle and starts nothing.
@@ -48,9 +53,14 @@ trial. It must start nothing and spend nothing.
 * :meth:`Backend.poll` returns what happened since ``cursor`` (an opaque string the previous
   update returned; ``None`` the first time): the status and only the *new* metric points and
   epoch ends, so polling with each returned cursor yields every point exactly once, and
-  polling with ``None`` yields everything again.
+  polling with ``None`` yields everything again. A poll may move the job on (a provider
+  that works only when asked, or a simulated one such as
+  :class:`orchestrator.testing.instant.InstantBackend`); ``poll(handle, None)`` then returns
+  everything up to where that poll took it, and a poll with ``None`` moves the job no
+  further than a poll with a cursor would (the engine polls with ``None`` after a restart).
 * :meth:`Backend.cancel` stops a job; metrics reported before it stay readable. Cancelling a
-  finished job is a no-op.
+  finished job is a no-op. A job may end before its first poll (a backend whose jobs finish
+  at submit): the contract suite has a mode for it (``BackendCase.instant_jobs``).
 
 **Errors.** Every method raises only :class:`~orchestrator.core.errors.OrchestratorError`
 subclasses on purpose: ``ProviderBusyError`` from ``submit`` when the provider refuses new
@@ -66,34 +76,55 @@ wait, naming the URL). The engine stops the sweep on them with exit 1 and charge
 for them: trials in flight stay RUNNING, and the next ``ftsweep run`` re-attaches.
 
 **Epochs.** An epoch ends at the optimizer step where the job has passed once over the
-training data. Backends say so in :attr:`JobUpdate.epoch_ends`; those that report the
-``epoch`` metric (fractional epochs done, an integer at each epoch's last step) can use
-:func:`epoch_ends_of`. The engine reports the objective to the pruner once per epoch end
-(step = epoch number), with the value at or before that step.
+training data. Backends say so in :attr:`JobUpdate.epoch_ends`: over the whole job each
+epoch ``1..n_epochs`` once, in step order, the last at the job's last step
+(:attr:`JobUpdate.total_steps`). When the steps do not divide evenly into epochs (100 steps
+over 3 epochs), epoch ``k`` ends at the first step by which ``k`` passes are done
+(``ceil(k * total_steps / n_epochs)``: 34, 67, 100). Backends that report the ``epoch``
+metric (fractional epochs done, growing by the same amount each step) can use
+:func:`epoch_ends_of`, which finds these steps whether or not ``epoch`` is a whole number
+there. The engine reports the objective to the pruner once per epoch end (step = epoch
+number), with the value at or before that step: a backend without epoch ends is never
+pruned.
 
 **State.** ``self.workdir`` (given by :meth:`Backend.from_options`, under the sweep's stores)
 is where a backend keeps what must outlive the process (job folders, a key -> job index), so
-``find`` works from a fresh process with the same sweep file.
+``find`` works from a fresh process with the same sweep file. It is ``None`` when the
+backend was built directly without one (``Backend()`` in a test or a script; ftsweep itself
+always gives one): a backend that needs it raises
+:class:`~orchestrator.core.errors.BackendError` saying so.
 
-Metric names are OpenAI's (:data:`METRIC_NAMES`), step-indexed, plus ``epoch``.
-Backends are discovered through the entry-point group ``ftsweep.backends``
-(see :mod:`orchestrator.backends.registry`).
+Metric names are OpenAI's (:data:`METRIC_NAMES`), step-indexed, plus ``epoch``. The
+requests, handles and updates are defined in :mod:`orchestrator.backends.jobs` and exported
+from here, where backends import them. Backends are discovered through the entry-point
+group ``ftsweep.backends`` (see :mod:`orchestrator.backends.registry`).
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field, fields
-from enum import StrEnum
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict
 
+from orchestrator.backends.jobs import (
+    GENERATION_METRICS,
+    METRIC_NAMES,
+    THROUGHPUT_METRICS,
+    Checkpoint,
+    EpochEnd,
+    Hyperparameters,
+    JobHandle,
+    JobStatus,
+    JobUpdate,
+    MetricPoint,
+    TrainingRequest,
+    epoch_ends_of,
+)
 from orchestrator.catalog.names import ModelInfo
 from orchestrator.core.errors import UnsupportedParameterError
 from orchestrator.core.params import NAMES, parameter
@@ -106,6 +137,7 @@ __all__ = [
     "DEFAULT_CAPABILITIES",
     "GENERATION_METRICS",
     "METRIC_NAMES",
+    "THROUGHPUT_METRICS",
     "Backend",
     "BackendOptions",
     "Capabilities",
@@ -121,226 +153,6 @@ __all__ = [
     "TrainingRequest",
     "epoch_ends_of",
 ]
-
-METRIC_NAMES = (
-    "train_loss",
-    "train_mean_token_accuracy",
-    "valid_loss",
-    "valid_mean_token_accuracy",
-    "full_valid_loss",
-    "full_valid_mean_token_accuracy",
-    "epoch",
-)
-
-
-#: metrics from greedy generations of the validation completions (backends that can generate)
-GENERATION_METRICS = ("full_valid_exact_match", "full_valid_label_accuracy")
-
-
-class JobStatus(StrEnum):
-    QUEUED = "queued"
-    RUNNING = "running"
-    SUCCEEDED = "succeeded"
-    FAILED = "failed"
-    CANCELLED = "cancelled"
-
-    @property
-    def terminal(self) -> bool:
-        return self in (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED)
-
-
-@dataclass(frozen=True)
-class Hyperparameters:
-    """The tuned parameters of one trial (see :mod:`orchestrator.core.params`). ``batch_size`` is
-    the resolved integer; ``prompt_loss_weight`` is None for backends that do not take it."""
-
-    n_epochs: int
-    batch_size: int
-    learning_rate_multiplier: float
-    prompt_loss_weight: float | None = None
-
-    def as_dict(self) -> dict[str, Any]:
-        values = (self.n_epochs, self.batch_size, self.learning_rate_multiplier)
-        found = dict(zip(NAMES, (*values, self.prompt_loss_weight), strict=True))
-        return {k: v for k, v in found.items() if v is not None}
-
-    @classmethod
-    def from_dict(cls, values: Mapping[str, Any]) -> Hyperparameters:
-        """From a mapping of parameter names (unknown names are a KeyError)."""
-        unknown = sorted(set(values) - set(NAMES))
-        if unknown:
-            raise KeyError(f"unknown hyper-parameters {unknown}")
-        plw = values.get("prompt_loss_weight")
-        return cls(
-            n_epochs=int(values["n_epochs"]),
-            batch_size=int(values["batch_size"]),
-            learning_rate_multiplier=float(values["learning_rate_multiplier"]),
-            prompt_loss_weight=None if plw is None else float(plw),
-        )
-
-
-assert tuple(f.name for f in fields(Hyperparameters)) == NAMES, "params.PARAMETERS drifted"
-
-
-@dataclass(frozen=True)
-class TrainingRequest:
-    """Everything a backend needs to start one job.
-
-    ``key`` is the idempotency key: the same key means the same job. :meth:`make` derives it
-    from the study, the trial and :meth:`config_hash`. ``options`` are the validated backend
-    options (JSON-ready), the same for every trial of a sweep.
-    """
-
-    key: str
-    model: str
-    hyperparameters: Hyperparameters
-    train_file: Path
-    valid_file: Path | None = None
-    seed: int = 0
-    options: Mapping[str, Any] = field(default_factory=dict)
-    metadata: Mapping[str, str] = field(default_factory=dict)
-
-    def config_hash(self) -> str:
-        """A hash of what determines the trained model (not the key, not metadata)."""
-        payload = {
-            "model": self.model,
-            "hyperparameters": self.hyperparameters.as_dict(),
-            "train": str(self.train_file),
-            "valid": str(self.valid_file) if self.valid_file else None,
-            "seed": self.seed,
-            "options": dict(self.options),
-        }
-        blob = json.dumps(payload, sort_keys=True, default=str).encode()
-        return hashlib.sha256(blob).hexdigest()[:16]
-
-    def to_json(self) -> str:
-        """The request as JSON; :meth:`from_json` reads it back."""
-        payload = {
-            "key": self.key,
-            "model": self.model,
-            "hyperparameters": self.hyperparameters.as_dict(),
-            "train_file": str(self.train_file),
-            "valid_file": str(self.valid_file) if self.valid_file else None,
-            "seed": self.seed,
-            "options": dict(self.options),
-            "metadata": dict(self.metadata),
-        }
-        return json.dumps(payload, sort_keys=True, default=str)
-
-    @classmethod
-    def from_json(cls, text: str) -> TrainingRequest:
-        d = json.loads(text)
-        return cls(
-            key=str(d["key"]),
-            model=str(d["model"]),
-            hyperparameters=Hyperparameters.from_dict(d["hyperparameters"]),
-            train_file=Path(d["train_file"]),
-            valid_file=Path(d["valid_file"]) if d.get("valid_file") else None,
-            seed=int(d.get("seed", 0)),
-            options=dict(d.get("options") or {}),
-            metadata={str(k): str(v) for k, v in (d.get("metadata") or {}).items()},
-        )
-
-    @classmethod
-    def make(
-        cls,
-        *,
-        study: str,
-        trial: int,
-        model: str,
-        hyperparameters: Hyperparameters,
-        train_file: Path,
-        valid_file: Path | None = None,
-        seed: int = 0,
-        options: Mapping[str, Any] | None = None,
-        metadata: Mapping[str, str] | None = None,
-    ) -> TrainingRequest:
-        draft = cls("", model, hyperparameters, train_file, valid_file, seed, dict(options or {}))
-        key = f"{study}-t{trial}-{draft.config_hash()}"
-        return cls(
-            key,
-            model,
-            hyperparameters,
-            train_file,
-            valid_file,
-            seed,
-            dict(options or {}),
-            dict(metadata or {}),
-        )
-
-
-@dataclass(frozen=True)
-class JobHandle:
-    """Identifies one job of one backend."""
-
-    backend: str
-    job_id: str
-    key: str
-
-
-@dataclass(frozen=True)
-class MetricPoint:
-    """One value of one metric at one optimizer step (1-based)."""
-
-    step: int
-    name: str
-    value: float
-
-
-@dataclass(frozen=True)
-class EpochEnd:
-    """Epoch ``epoch`` (1-based) ended at optimizer step ``step``."""
-
-    epoch: int
-    step: int
-
-
-def epoch_ends_of(points: Iterable[MetricPoint]) -> tuple[EpochEnd, ...]:
-    """The epoch ends among ``points``: where the ``epoch`` metric is a whole number >= 1."""
-    ends: dict[int, int] = {}
-    for p in points:
-        if p.name != "epoch" or not math.isfinite(p.value):
-            continue
-        k = round(p.value)
-        if k >= 1 and abs(p.value - k) < 1e-6:
-            ends.setdefault(k, p.step)
-    return tuple(EpochEnd(k, s) for k, s in sorted(ends.items()))
-
-
-@dataclass(frozen=True)
-class Checkpoint:
-    """A model saved at the end of an earlier epoch, with the metrics it had there.
-
-    Providers keep checkpoints of the last epochs before the final one, so a job trained for
-    4 epochs also tells what 2 and 3 epochs gave (``metrics`` uses :data:`METRIC_NAMES`).
-    """
-
-    step: int
-    epoch: int
-    metrics: Mapping[str, float]
-    model_id: str
-
-
-@dataclass(frozen=True)
-class JobUpdate:
-    """What :meth:`Backend.poll` saw: status, new points, and the cursor for the next poll."""
-
-    status: JobStatus
-    points: tuple[MetricPoint, ...] = ()
-    cursor: str | None = None
-    total_steps: int | None = None
-    trained_tokens: int | None = None
-    fine_tuned_model: str | None = None
-    error: str | None = None
-    #: every checkpoint known so far (not only new ones), oldest first
-    checkpoints: tuple[Checkpoint, ...] = ()
-    #: epochs that ended among this update's points (new since the cursor), oldest first
-    epoch_ends: tuple[EpochEnd, ...] = ()
-    #: what the job cost, when the backend knows (USD); see :meth:`Backend.job_cost`
-    cost_usd: float | None = None
-    #: the provider paused the job (e.g. Azure's pre-emptible Developer tier): it is still
-    #: running (``status``) and will resume by itself; not a failure
-    paused: bool = False
 
 
 @dataclass(frozen=True)
@@ -460,7 +272,18 @@ class Backend(ABC):
 
     @classmethod
     def from_options(cls, options: BackendOptions, *, workdir: Path) -> Backend:
-        """Build the backend from its validated options and its working folder."""
+        """Build the backend from its validated options and its working folder.
+
+        Args:
+            options: the instance of :attr:`Options` that :meth:`parse_options` returned (a
+                pydantic model, read as attributes: ``options.endpoint``; not the mapping
+                of the earlier contract).
+            workdir: the folder this backend keeps its state in (see the module docstring).
+
+        Returns:
+            The backend. It builds no client that reaches the provider before it is used:
+            ``ftsweep estimate`` builds one in a temporary folder.
+        """
         return cls(workdir=workdir, options=options)
 
     @classmethod
@@ -489,15 +312,53 @@ class Backend(ABC):
 
     # -- costs ------------------------------------------------------------------------------
     def estimate_cost(self, request: TrainingRequest, train: DatasetStats) -> float | None:
-        """Estimated USD cost of the job from the training data's statistics (its billed
-        tokens), or None when it costs nothing or cannot be known."""
+        """The estimated cost of the job for ``request``, before it runs.
+
+        The engine commits it to the budget before each submit (spent + committed + this
+        must stay within ``budget_usd``) and charges it for a finished job whose cost is
+        unknown; ``ftsweep estimate`` prints it for the cheapest and the dearest trial, and
+        prices "per 1M tokens" when it grows with ``train.billed_tokens``, "per job" when
+        not. Whatever it returns counts, whether or not :attr:`Capabilities.priced` says the
+        backend is priced. Nothing is started or reached: no client call.
+
+        Args:
+            request: the job's request (``hyperparameters.n_epochs`` is the epochs it
+                trains).
+            train: the training file's statistics, computed once per run (``n_examples``;
+                ``billed_tokens`` when tokens were counted, else ``tokens`` is None).
+
+        Returns:
+            USD, finite and >= 0; or None when the job costs nothing or the cost cannot be
+            known (the default).
+
+        Raises:
+            BackendError: the cost cannot be computed; the trial fails with this reason
+                and is not started (so does any other exception).
+        """
         return None
 
     def job_cost(
         self, request: TrainingRequest, update: JobUpdate, train: DatasetStats
     ) -> float | None:
-        """What a finished job cost: :attr:`JobUpdate.cost_usd` when the backend reported it,
-        else its estimate (so a budget always binds)."""
+        """What a finished job cost, charged to the budget and recorded on its trial.
+
+        Args:
+            request: the job's request.
+            update: the first update of the job with a terminal status that the engine
+                polled (with the trial's cursor, or with ``None`` after a re-attach). Only
+                when the engine fails a trial before its job ended (an error in a poll of
+                it) is it the last update it saw, which may be a running one.
+            train: the training file's statistics, as for :meth:`estimate_cost`.
+
+        Returns:
+            USD: by default :attr:`JobUpdate.cost_usd` when the update carries it, else
+            :meth:`estimate_cost` (so a budget always binds); None when neither is known
+            (the engine then charges the trial's recorded estimate).
+
+        Raises:
+            BackendError: the cost cannot be computed (the engine notes "cost unknown"
+                and charges the estimate; any other exception is treated the same way).
+        """
         if update.cost_usd is not None:
             return update.cost_usd
         return self.estimate_cost(request, train)
@@ -513,11 +374,22 @@ class Backend(ABC):
                 raise UnsupportedParameterError(f"backend {self.name!r}: {name} {problem}")
 
     def preflight(self) -> None:
-        """Check, before the first trial, that jobs can be started at all (see the module
-        docstring): raise :class:`~orchestrator.core.errors.ProviderAuthError` for missing or
-        refused credentials, :class:`~orchestrator.core.errors.ProviderUnreachableError` for an
-        address that does not answer, :class:`~orchestrator.core.errors.BackendError` otherwise.
-        Starts and spends nothing; the default checks nothing."""
+        """Check, before the first trial, that jobs can be started at all.
+
+        ``ftsweep run`` calls it once, right after building the backend and before a study,
+        a store or a trial exists; an error stops the run with exit 1 and its one line.
+        Credentials present, and for a remote service one cheap authenticated call within
+        a bounded wait. It starts and spends nothing; the default checks nothing.
+
+        Returns:
+            None, when jobs can be started.
+
+        Raises:
+            ProviderAuthError: credentials missing or refused (name the variable to set).
+            ProviderUnreachableError: the provider's address does not answer within the
+                backend's bounded wait (name the address and where it is set).
+            BackendError: anything else that keeps jobs from starting.
+        """
         return None
 
     def list_models(self) -> list[ModelInfo] | None:
@@ -532,16 +404,84 @@ class Backend(ABC):
     # -- jobs -------------------------------------------------------------------------------
     @abstractmethod
     def submit(self, request: TrainingRequest) -> JobHandle:
-        """Start the job for ``request`` (or return the one its key already has)."""
+        """Start the job for ``request``, or return the one its key already has.
+
+        Idempotent on ``request.key``: whatever the process, a second submit of a key
+        starts nothing and returns the first job's handle (the engine submits again after
+        a crash or a busy provider). A refused submit leaves no job behind.
+
+        Args:
+            request: what to train; ``request.key`` identifies the job.
+
+        Returns:
+            The job's handle: ``backend`` is :attr:`name`, ``key`` is ``request.key``.
+
+        Raises:
+            ProviderBusyError: the provider takes no new work for now (a quota, a 429);
+                the engine waits ``retry_after`` seconds and submits again.
+            UnsupportedParameterError: (a ``UsageError``) the request can never run here.
+            ProviderAuthError: credentials missing or refused: the sweep stops.
+            ProviderUnreachableError: no connection within the bounded wait: the sweep stops.
+            BackendError: anything else; the trial fails and the sweep goes on.
+        """
 
     @abstractmethod
     def find(self, key: str) -> JobHandle | None:
-        """The job started for ``key``, from any process, or None."""
+        """The job started for ``key``, from any process (a re-attach after a crash).
+
+        Args:
+            key: a :attr:`TrainingRequest.key` given to :meth:`submit`, maybe by another
+                process with the same sweep file (the same :attr:`workdir`).
+
+        Returns:
+            The handle :meth:`submit` returned for that key, whether the job is running or
+            ended; None when no job was started for it.
+
+        Raises:
+            ProviderAuthError, ProviderUnreachableError: as for :meth:`submit`.
+            BackendError: the provider or the local index cannot be read.
+        """
 
     @abstractmethod
     def poll(self, handle: JobHandle, cursor: str | None = None) -> JobUpdate:
-        """Status and the metric points (and epoch ends) after ``cursor``."""
+        """The job's status and what is new since ``cursor``.
+
+        Polling with each returned cursor yields every metric point and every epoch end
+        exactly once, in step order; polling with ``None`` yields everything so far again
+        (a re-attach). A poll may move the job on (see the module docstring); it never
+        moves it further because the cursor is ``None``. After a terminal status every
+        poll returns that status, no new points with the last cursor, and the same
+        :attr:`JobUpdate.cost_usd`.
+
+        Args:
+            handle: a handle from :meth:`submit` or :meth:`find`, maybe of another process.
+            cursor: the ``cursor`` of the previous update, or None for everything.
+
+        Returns:
+            The update: ``status``, the new ``points`` and ``epoch_ends``, the next
+            ``cursor``; ``total_steps``, ``checkpoints``, ``trained_tokens``,
+            ``fine_tuned_model``, ``error`` (FAILED) and ``paused`` as the job is now;
+            ``cost_usd`` on a terminal update when the backend knows the job's cost.
+
+        Raises:
+            ProviderAuthError, ProviderUnreachableError: as for :meth:`submit`.
+            BackendError: the status cannot be read now; the engine polls again later,
+                backing off.
+        """
 
     @abstractmethod
     def cancel(self, handle: JobHandle) -> None:
-        """Stop the job; its metrics so far stay readable. A finished job: a no-op."""
+        """Stop the job; the engine cancels a pruned trial's job.
+
+        Its metric points so far stay readable (``poll(handle, None)`` still returns them)
+        and its next polls say ``CANCELLED`` within seconds. Cancelling an ended job
+        (succeeded, failed, cancelled) is a no-op: its status stays as it was.
+
+        Args:
+            handle: a handle from :meth:`submit` or :meth:`find`.
+
+        Raises:
+            ProviderAuthError, ProviderUnreachableError: as for :meth:`submit`.
+            BackendError: the cancel did not reach the provider; the engine retries it with
+                back-off and reports it if it never lands.
+        """

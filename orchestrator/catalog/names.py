@@ -25,6 +25,7 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+from orchestrator.catalog.models import MODELS
 from orchestrator.core.errors import UnknownModelError
 
 __all__ = [
@@ -68,35 +69,17 @@ _SNAPSHOT = re.compile(r"^(.+)-(\d{4})-(\d{2})-(\d{2})$")
 #: "Update to OpenAI's self-serve fine-tuning"; see ``reference/updates-2026-12.md``)
 OPENAI_JOBS_END = datetime.date(2027, 1, 6)
 
-#: family -> the family to move to when no snapshot of it remains. Sources:
-#: * gpt-3.5-turbo (and its 0613 spelling) -> gpt-4o-mini: Microsoft's "Azure OpenAI legacy
-#:   models" page (learn.microsoft.com/azure/ai-foundry/openai/concepts/legacy-models) names
-#:   gpt-4o-mini as the replacement of gpt-35-turbo 0301/0613;
-#: * gpt-4o-mini -> gpt-4.1-mini: Azure's model retirement schedule
-#:   (concepts-model-retirement-schedule-content.md, as quoted by a secondary source);
-#: * gpt-4.1-nano -> gpt-4.1-mini and gpt-4o -> gpt-4.1: ftsweep's choice (no provider names a
-#:   fine-tunable successor): the nearest model of the gpt-4.1 generation that still trains.
-#: Chains are followed (gpt-3.5-turbo -> gpt-4o-mini -> gpt-4.1-mini).
-SUCCESSORS: dict[str, str] = {
-    "gpt-3.5-turbo": "gpt-4o-mini",
-    "gpt-3.5-turbo-0613": "gpt-4o-mini",
-    "gpt-4o-mini": "gpt-4.1-mini",
-    "gpt-4.1-nano": "gpt-4.1-mini",
-    "gpt-4o": "gpt-4.1",
-}
+#: family -> the family to move to when no snapshot of it remains (the model table's
+#: successors, with their sources: :mod:`orchestrator.catalog.models`). Chains are followed
+#: (gpt-3.5-turbo -> gpt-4o-mini -> gpt-4.1-mini).
+SUCCESSORS: dict[str, str] = {m.name: m.successor for m in MODELS.values() if m.successor}
 
 
-#: shutdowns OpenAI announced for its fine-tuning base models, by family (its deprecations
-#: page as summarised in ``reference/updates-2026-12.md``; secondary sources for the dates).
-#: Offline knowledge for ``ftsweep validate``; a provider's model list says more.
+#: shutdowns OpenAI announced for its fine-tuning base models, by family (the model table's,
+#: with their sources). Offline knowledge for ``ftsweep validate``; a provider's model list
+#: says more.
 ANNOUNCED_SHUTDOWNS: dict[str, datetime.date] = {
-    "gpt-3.5-turbo": datetime.date(2026, 10, 23),
-    "gpt-4.1-nano": datetime.date(2026, 10, 23),
-    "o4-mini": datetime.date(2026, 10, 23),
-    "gpt-4o": datetime.date(2027, 1, 14),
-    "gpt-4o-mini": datetime.date(2027, 1, 14),
-    "gpt-4.1": datetime.date(2027, 1, 14),
-    "gpt-4.1-mini": datetime.date(2027, 1, 14),
+    m.name: m.shutdown for m in MODELS.values() if m.shutdown
 }
 
 

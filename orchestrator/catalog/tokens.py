@@ -2,9 +2,12 @@
 
 OpenAI models use tiktoken encodings (``cl100k_base``, ``o200k_base``). tiktoken downloads
 their BPE tables on first use; here the tables come from files carried by a package on the
-package index (``quicktok-v1``), converted once into tiktoken's cache and accepted only if
-their SHA-256 equals the hash tiktoken itself pins. So counts are exact, or there is an error:
-never an estimate passed off as a count.
+package index (``quicktok-v1``), converted once into tiktoken's file format
+(``$FTSWEEP_HOME/tiktoken``, default ``~/.cache/ftsweep/tiktoken``) and loaded with tiktoken's
+public ``load_tiktoken_bpe(path, expected_hash)``, which accepts them only if their SHA-256
+equals the hash tiktoken itself pins. :func:`encoding` builds the ``tiktoken.Encoding`` with the
+pattern and special tokens tiktoken gives it (``tiktoken_ext/openai_public.py``). So counts
+are exact, or there is an error: never an estimate passed off as a count.
 
 Chat examples are counted as the OpenAI cookbook counts them (3 tokens per message, the
 encoded length of every value, 1 more per ``name``, 3 at the end); prompt/completion examples
@@ -19,36 +22,78 @@ import importlib.util
 import json
 import os
 import struct
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
+from orchestrator.catalog.models import MODELS
 from orchestrator.catalog.names import family
 from orchestrator.core.errors import TokenizerError, UnknownModelError
 
+if TYPE_CHECKING:
+    import tiktoken
+
 __all__ = [
     "DEFAULT_MODEL",
+    "PINNED_SHA256",
     "ExampleCounter",
     "OpenAIExampleCounter",
     "TiktokenCounter",
     "TokenCounter",
     "TokenModel",
     "counter_for",
+    "encoding",
     "known_models",
     "model_info",
     "openai_counter",
+    "tables_dir",
 ]
 
-_BLOB = "https://openaipublic.blob.core.windows.net/encodings/{name}.tiktoken"
-# The hashes tiktoken pins for these files (tiktoken_ext/openai_public.py).
-_EXPECTED_SHA256 = {
+#: The SHA-256 tiktoken pins for each encoding's BPE table (tiktoken_ext/openai_public.py)
+PINNED_SHA256 = {
     "cl100k_base": "223921b76ee99bde995b7ff738513eef100fb51d18c93597a113bcffe865b2a7",
     "o200k_base": "446a9538cb6c348e3516120d7c08b09f57c36495e2acfffe59a5bf8b0cfb1a2d",
 }
 _CARRIED = {"cl100k_base": "cl100k.vocab", "o200k_base": "o200k.vocab"}
+#: tiktoken_ext/openai_public.py keeps these inside the functions that download the tables:
+#: the split pattern of each encoding, and its special tokens by the names that module exports
+_PATTERNS = {
+    "cl100k_base": "|".join(
+        [
+            r"""'(?i:[sdmt]|ll|ve|re)""",
+            r"""[^\r\n\p{L}\p{N}]?+\p{L}++""",
+            r"""\p{N}{1,3}+""",
+            r""" ?[^\s\p{L}\p{N}]++[\r\n]*+""",
+            r"""\s++$""",
+            r"""\s*[\r\n]""",
+            r"""\s+(?!\S)""",
+            r"""\s""",
+        ]
+    ),
+    "o200k_base": "|".join(
+        [
+            r"""[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}\p{Lo}\p{M}]+(?i:'s|'t|'re|'ve|'m|'ll|'d)?""",
+            r"""[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]+[\p{Ll}\p{Lm}\p{Lo}\p{M}]*(?i:'s|'t|'re|'ve|'m|'ll|'d)?""",
+            r"""\p{N}{1,3}""",
+            r""" ?[^\s\p{L}\p{N}]+[\r\n/]*""",
+            r"""\s*[\r\n]+""",
+            r"""\s+(?!\S)""",
+            r"""\s+""",
+        ]
+    ),
+}
+_SPECIAL_IDS = {
+    "cl100k_base": {
+        "ENDOFTEXT": 100257,
+        "FIM_PREFIX": 100258,
+        "FIM_MIDDLE": 100259,
+        "FIM_SUFFIX": 100260,
+        "ENDOFPROMPT": 100276,
+    },
+    "o200k_base": {"ENDOFTEXT": 199999, "ENDOFPROMPT": 200018},
+}
 
 
 @dataclass(frozen=True)
@@ -60,22 +105,14 @@ class TokenModel:
     max_tokens_per_example: int
 
 
-# Training context per example. gpt-3.5-turbo-0613 (4,096) is what the OpenAI cookbook's
-# data-prep notebook assumes, which makes it the default: name your model with --model.
+#: OpenAI's models as the data checks see them: a view of :data:`.models.MODELS`
 _MODELS: dict[str, TokenModel] = {
-    m.name: m
-    for m in (
-        TokenModel("gpt-4o-mini", "o200k_base", 65_536),
-        TokenModel("gpt-4o", "o200k_base", 65_536),
-        TokenModel("gpt-4.1", "o200k_base", 65_536),
-        TokenModel("gpt-4.1-mini", "o200k_base", 65_536),
-        TokenModel("gpt-4.1-nano", "o200k_base", 32_768),
-        TokenModel("gpt-3.5-turbo", "cl100k_base", 16_385),
-        TokenModel("gpt-3.5-turbo-0613", "cl100k_base", 4_096),
-        TokenModel("babbage-002", "cl100k_base", 16_384),
-        TokenModel("davinci-002", "cl100k_base", 16_384),
-    )
+    m.name: TokenModel(m.name, m.encoding, m.context)
+    for m in MODELS.values()
+    if m.openai and m.context is not None
 }
+#: what the OpenAI cookbook's data-prep notebook assumes (4,096 tokens per example): name
+#: your model with --model
 DEFAULT_MODEL = "gpt-3.5-turbo-0613"
 
 
@@ -111,12 +148,12 @@ class TokenCounter(Protocol):
     def count_many(self, texts: Sequence[str]) -> list[int]: ...
 
 
-def _cache_dir() -> Path:
-    # The same directory tiktoken reads, so tiktoken.get_encoding() works offline afterwards.
-    for var in ("TIKTOKEN_CACHE_DIR", "DATA_GYM_CACHE_DIR"):
-        if os.environ.get(var):
-            return Path(os.environ[var])
-    return Path(tempfile.gettempdir()) / "data-gym-cache"
+def tables_dir() -> Path:
+    """Where the converted BPE tables are kept: ``$FTSWEEP_HOME/tiktoken``, by default
+    ``~/.cache/ftsweep/tiktoken``."""
+    root = os.environ.get("FTSWEEP_HOME")
+    base = Path(root).expanduser() if root else Path.home() / ".cache" / "ftsweep"
+    return base / "tiktoken"
 
 
 def _carried_table(encoding: str) -> bytes:
@@ -138,35 +175,63 @@ def _carried_table(encoding: str) -> bytes:
     return b"".join(base64.b64encode(t) + b" " + str(r).encode() + b"\n" for r, t in ranked)
 
 
-def ensure_offline_encoding(encoding: str) -> None:
-    """Put ``encoding``'s BPE table into tiktoken's cache unless it is there already."""
-    if encoding not in _EXPECTED_SHA256:
-        return
-    url = _BLOB.format(name=encoding)
-    target = _cache_dir() / hashlib.sha1(url.encode()).hexdigest()
-    if target.exists():
-        return
-    data = _carried_table(encoding)
-    if hashlib.sha256(data).hexdigest() != _EXPECTED_SHA256[encoding]:
-        raise TokenizerError(f"the carried {encoding} table does not match tiktoken's hash")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_suffix(f".{os.getpid()}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, target)
+def _table_file(name: str, fresh: bool = False) -> Path:
+    """The converted table of ``name`` in tiktoken's file format, written once (atomically)
+    from the carried one after checking its hash; ``fresh`` writes it again."""
+    path = tables_dir() / f"{name}.tiktoken"
+    if path.is_file() and not fresh:
+        return path
+    data = _carried_table(name)
+    if hashlib.sha256(data).hexdigest() != PINNED_SHA256[name]:
+        raise TokenizerError(f"the carried {name} table does not match tiktoken's hash")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+    except OSError as exc:
+        raise TokenizerError(
+            f"{path.parent}: cannot write the {name} table: {exc.strerror or exc} "
+            "(set FTSWEEP_HOME to a writable folder)"
+        ) from None
+    return path
+
+
+@cache
+def encoding(name: str) -> tiktoken.Encoding:
+    """tiktoken's ``name`` encoding (``cl100k_base``, ``o200k_base``), built offline from the
+    carried table: tiktoken's ``load_tiktoken_bpe`` checks it against the hash it pins, and
+    the pattern and special tokens are those tiktoken gives the encoding."""
+    if name not in PINNED_SHA256:
+        known = ", ".join(PINNED_SHA256)
+        raise TokenizerError(f"no offline table for the encoding {name!r} (known: {known})")
+    import tiktoken
+    from tiktoken.load import load_tiktoken_bpe
+    from tiktoken_ext import openai_public
+
+    path = _table_file(name)
+    try:
+        try:
+            ranks = load_tiktoken_bpe(str(path), expected_hash=PINNED_SHA256[name])
+        except ValueError:  # the kept file changed since it was written: write it again
+            ranks = load_tiktoken_bpe(
+                str(_table_file(name, fresh=True)), expected_hash=PINNED_SHA256[name]
+            )
+    except (ValueError, OSError) as exc:
+        why = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+        raise TokenizerError(f"cannot load the {name} table {path}: {why}") from None
+    special = {getattr(openai_public, key): rank for key, rank in _SPECIAL_IDS[name].items()}
+    return tiktoken.Encoding(
+        name, pat_str=_PATTERNS[name], mergeable_ranks=ranks, special_tokens=special
+    )
 
 
 class TiktokenCounter:
     """Exact counts with a tiktoken encoding (special-token text is counted as plain text)."""
 
-    def __init__(self, encoding: str) -> None:
-        import tiktoken
-
-        ensure_offline_encoding(encoding)
-        try:
-            self._enc = tiktoken.get_encoding(encoding)
-        except Exception as exc:  # tiktoken raises plain exceptions when it cannot download
-            raise TokenizerError(f"cannot load the {encoding} tokenizer: {exc}") from exc
-        self.name = encoding
+    def __init__(self, encoding_name: str) -> None:
+        self._enc = encoding(encoding_name)
+        self.name = encoding_name
         self.special_tokens: frozenset[str] = frozenset(self._enc.special_tokens_set)
 
     def count(self, text: str) -> int:

@@ -1,17 +1,31 @@
 """The ``ftsweep`` command: a thin Typer layer over the library.
 
 Only this package prints or exits. Exit codes: 0 ok, 1 failure, 2 bad usage or an invalid
-file, 130 interrupted. Known errors print one ``error: ...`` line (set ``FTSWEEP_DEBUG=1`` for
-tracebacks); heavy libraries are imported inside commands so ``--help`` stays fast. The
-Hugging Face hub is offline (``HF_HUB_OFFLINE=1``) unless the environment says otherwise.
+file, 130 interrupted (Ctrl-C), 143 terminated (SIGTERM: ``kill``, systemd, Kubernetes, compose
+stop). SIGTERM takes Ctrl-C's path: the command stops the same way and prints the same line
+(``ftsweep run`` names the jobs still running, which the next run re-attaches to); only the
+exit status says which signal came. Known errors print one ``error: ...`` line (set
+``FTSWEEP_DEBUG=1`` for tracebacks); heavy libraries are imported inside commands so
+``--help`` stays fast. The Hugging Face hub is offline (``HF_HUB_OFFLINE=1``) unless the
+environment says otherwise.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import sys
+import threading
+from collections.abc import Iterator
+from types import FrameType
 
-__all__ = ["main"]
+__all__ = ["INTERRUPTED", "TERMINATED", "main"]
+
+#: exit status after Ctrl-C (128 + SIGINT)
+INTERRUPTED = 128 + signal.SIGINT
+#: exit status after SIGTERM (128 + SIGTERM), as a shell reports a process the signal ended
+TERMINATED = 128 + signal.SIGTERM
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -19,8 +33,55 @@ def main(argv: list[str] | None = None) -> None:
     raise SystemExit(run(argv))
 
 
+class _Termination:
+    """While armed, the first SIGTERM raises :class:`KeyboardInterrupt` (Ctrl-C's path);
+    later ones are ignored, so the stop it started runs to its end."""
+
+    def __init__(self) -> None:
+        self.received = False
+        self.armed = True
+
+    def __call__(self, signum: int, frame: FrameType | None) -> None:
+        if self.received or not self.armed:
+            return
+        self.received = True
+        raise KeyboardInterrupt
+
+
+@contextlib.contextmanager
+def _sigterm_interrupts() -> Iterator[_Termination]:
+    """SIGTERM as Ctrl-C for the command's duration (main thread only: Python delivers
+    signals there), the previous handler restored after. A command that handles SIGTERM
+    itself (``schedule --serve``, ``ui``) installs its own over this one."""
+    termination = _Termination()
+    if threading.current_thread() is not threading.main_thread():
+        yield termination
+        return
+    previous = signal.signal(signal.SIGTERM, termination)
+    try:
+        yield termination
+    finally:
+        termination.armed = False
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
 def run(argv: list[str] | None = None) -> int:
-    """Run the CLI and return the exit status (used by tests and :func:`main`)."""
+    """Run the CLI and return the exit status (used by tests and :func:`main`): an
+    interrupted command's status is :data:`TERMINATED` when SIGTERM interrupted it."""
+    with _sigterm_interrupts() as termination:
+        try:
+            code = _run(argv)
+        except KeyboardInterrupt:  # it came while the command was already ending
+            from orchestrator.cli.output import out
+
+            out.error("interrupted")
+            code = INTERRUPTED
+        termination.armed = False
+    return TERMINATED if code == INTERRUPTED and termination.received else code
+
+
+def _run(argv: list[str] | None) -> int:
     import typer
     from typer.exceptions import TyperException
 
@@ -47,7 +108,7 @@ def run(argv: list[str] | None = None) -> int:
         return int(exc.exit_code)
     except typer.Abort:
         out.error("interrupted")
-        return 130
+        return INTERRUPTED
     except TyperException as exc:  # click's usage errors, as typer carries them
         show = getattr(exc, "show", None)
         if show is not None:
@@ -55,7 +116,7 @@ def run(argv: list[str] | None = None) -> int:
         return int(getattr(exc, "exit_code", 2))
     except KeyboardInterrupt:
         out.error("interrupted")
-        return 130
+        return INTERRUPTED
     except OrchestratorError as exc:
         if debug:
             raise

@@ -12,8 +12,9 @@ __all__ = ["build"]
 
 
 def _interruptible(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Ctrl-C inside a command becomes a known error (exit 130, one ``error:`` line): Typer
-    would otherwise turn it into a silent exit 130."""
+    """Ctrl-C (and SIGTERM, which the entry point turns into Ctrl-C) inside a command becomes
+    a known error (exit 130, or 143 after SIGTERM; one ``error:`` line): Typer would otherwise
+    turn it into a silent exit 130."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:

@@ -29,6 +29,9 @@ def learning_curve(
     the validation loss against examples, fit a power law and say whether more data is worth
     it (tracked in the sweep's MLflow experiment).
 
+    The jobs run one after another, as trials of the curve's own study. Interrupted or
+    killed, run it again: it re-attaches to the jobs still running and trains nothing twice.
+
     Example: ftsweep learning-curve sweeps/tiny.yaml --out curve.png
     """
     quiet_libraries()

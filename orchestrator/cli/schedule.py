@@ -108,7 +108,9 @@ def _warn_about_environment(job: Job) -> None:
 
 
 def _upcoming(job: Job, n: int = 3) -> str:
-    times = job.schedule.upcoming(datetime.now(), n)
+    from orchestrator.workflows.schedule.cron import local_zone
+
+    times = job.schedule.upcoming(datetime.now(local_zone()), n)
     return ", ".join(t.strftime("%a %Y-%m-%d %H:%M") for t in times)
 
 

@@ -13,7 +13,7 @@ from orchestrator.cli.output import out
 from orchestrator.cli.render import table
 
 if TYPE_CHECKING:
-    from orchestrator.plan.sweep import SweepPlan
+    from orchestrator.plan.sweep import Estimate, SweepPlan
 
 __all__ = ["register"]
 
@@ -170,7 +170,7 @@ def estimate(spec: SpecArg, as_json: JsonOpt = False, given: PriceOpt = None) ->
         return "-" if r is None else f"${r[0]:,.2f} – ${r[1]:,.2f}"
 
     tokens = "-" if est.tokens_per_epoch is None else f"{est.tokens_per_epoch:,}"
-    price = "-" if est.price_per_million is None else f"${est.price_per_million:.2f} per 1M tokens"
+    price = _price(est)
     rows = [
         ["model", est.model],
         ["price", price],
@@ -205,6 +205,18 @@ def estimate(spec: SpecArg, as_json: JsonOpt = False, given: PriceOpt = None) ->
 def register(app: typer.Typer) -> None:
     app.command()(space)
     app.command()(estimate)
+
+
+def _price(est: Estimate) -> str:
+    """The backend's price as it charges: per 1M tokens, or per job when its estimate does
+    not grow with the tokens (the cost of one trial: one job)."""
+    if est.price_basis == "tokens" and est.price_per_million is not None:
+        return f"${est.price_per_million:.2f} per 1M tokens"
+    if est.price_basis == "job" and est.cost_per_trial is not None:
+        low, high = est.cost_per_trial
+        each = f"${low:,.2f}" if low == high else f"${low:,.2f} – ${high:,.2f}"
+        return f"{each} per job"
+    return "-"
 
 
 def _epochs(epochs: tuple[int, int], pinned: int | None) -> str:

@@ -254,6 +254,8 @@ class DiagnosisSpec(_Model):
     far_worse: float = Field(default=0.2, ge=0)
     spike_rise: float = Field(default=0.25, ge=0)
     at_min: float = Field(default=0.01, ge=0)
+    plateau_part: float = Field(default=0.25, gt=0, lt=1)
+    plateau_gain: float = Field(default=0.01, ge=0)
 
 
 #: an SQLAlchemy URL (``dialect[+driver]://...``) or ``journal:PATH``

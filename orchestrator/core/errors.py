@@ -20,7 +20,7 @@ third-party exceptions are translated where they are caught and chained (``from 
     │   └── UnknownBackendError       no backend registered under that name (also a UsageError)
     ├── TokenizerError                token counting impossible (no tokenizer files)
     │   └── UnknownModelError         no model by that name, OpenAI or local (also a UsageError)
-    └── Interrupted                   Ctrl-C: exit 130
+    └── Interrupted                   Ctrl-C (or SIGTERM, exit 143 at the CLI): exit 130
         └── SweepInterrupted          during a sweep: says which jobs still run
 
 The CLI maps :attr:`OrchestratorError.exit_code` to the process exit status and prints
@@ -153,7 +153,8 @@ class UnknownModelError(TokenizerError, UsageError):
 
 
 class Interrupted(OrchestratorError):
-    """The user pressed Ctrl-C (exit 130)."""
+    """The user pressed Ctrl-C (exit 130), or SIGTERM came (the CLI raises Ctrl-C's
+    :class:`KeyboardInterrupt` for it and exits 143)."""
 
     exit_code = 130
 

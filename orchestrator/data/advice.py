@@ -62,12 +62,6 @@ class Advice:
     value: float | None = None
 
 
-def _median(values: Sequence[int]) -> float:
-    import numpy as np
-
-    return float(np.median(np.asarray(values, dtype=np.float64)))
-
-
 def advise(
     *,
     n_examples: int,

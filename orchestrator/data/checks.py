@@ -102,7 +102,13 @@ def _conclude(check: FileCheck, stats: DatasetStats) -> None:
         )
     if stats.format == formats.PROMPT_COMPLETION and len(check.hashes):
         check_conventions(
-            log, stats, check.prompts, check.completions, check.max_line_bytes, check.scan
+            log,
+            stats,
+            check.prompts,
+            check.completions,
+            check.max_line_bytes,
+            check.scan,
+            check.counter,
         )
     if stats.labels:
         counts = sorted(stats.labels.values())
@@ -138,9 +144,12 @@ def _duplicates(check: FileCheck) -> None:
         pairs.append((max(a, b), first))
     pairs.sort()
     first_line, of = pairs[0]
-    message = f"exact duplicate of an earlier example (line {first_line} repeats line {of})"
+    message = (
+        f"exact duplicate of an earlier example (line {first_line} repeats line {of}): it "
+        "counts twice in training; `ftsweep prepare` removes exact duplicates"
+    )
     for line, _ in pairs:
-        check.log.warning("duplicate", message, line)
+        check.log.warning("duplicate", message, line, noun="duplicated examples")
 
 
 def check_dataset(
@@ -245,8 +254,13 @@ def _overlap(train: FileCheck, valid: FileCheck, log: FindingLog) -> None:
     train_line = train.hash_lines[int(np.nonzero(th == vh[first])[0][0])]
     valid_line = valid.hash_lines[first]
     message = (
-        f"validation example also in the training file "
-        f"(line {valid_line} = training line {train_line})"
+        f"validation example also in the training file (line {valid_line} = training line "
+        f"{train_line}): the validation loss looks better than it is; remove it from one file"
     )
     for i in hits:
-        log.warning("train_valid_overlap", message, valid.hash_lines[int(i)])
+        log.warning(
+            "train_valid_overlap",
+            message,
+            valid.hash_lines[int(i)],
+            noun="overlapping examples",
+        )

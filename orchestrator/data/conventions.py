@@ -1,5 +1,6 @@
 """Prompt/completion conventions: a separator ending every prompt, a stop sequence ending
-every completion, no shared prefix to learn, and the lines that break them.
+every completion, no shared prefix or suffix to pay for in every example (each noted with the
+tokens it costs per epoch), and the lines that break them.
 
 The legacy ``prepare_data`` rules: the separator and stop sequence are what all (or most)
 texts end with; the first pass of :mod:`.checks` gathers that evidence in a
@@ -12,6 +13,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from orchestrator.catalog.tokens import ExampleCounter
 from orchestrator.data.findings import DatasetStats, FindingLog
 from orchestrator.data.reader import JsonlReader
 
@@ -123,6 +125,82 @@ def scan_lines(
     return log
 
 
+def _cost(text: str, field_name: str, n: int, counter: ExampleCounter | None) -> str:
+    """What ``text`` in every ``field_name`` of ``n`` examples costs: tokens by ``counter``
+    (the example with it, less the example without it), else characters."""
+    if counter is None:
+        each, unit = len(text), "characters"
+    else:
+        empty = {"prompt": "", "completion": ""}
+        base = counter.example("prompt_completion", empty)[0]
+        each = counter.example("prompt_completion", {**empty, field_name: text})[0] - base
+        unit = "tokens"
+    each = max(each, 0)
+    return f"{each:,} {unit} each, {each * n:,} per epoch over {n:,} examples"
+
+
+#: a separator or stop sequence of its own is needed; a shared ending longer than these is
+#: noted as repeated text (the prompt prefix rule's length, and the longest stop sequence)
+_LONG_SUFFIX = {"prompt": 12, "completion": max(len(s) for s in STOPS)}
+_ENDING = {
+    "prompt": "a separator needs only a few characters (such as ' ->' or '\\n\\n###\\n\\n')",
+    "completion": "a stop sequence needs only a few characters (such as '\\n' or ' END')",
+}
+
+
+def _whole_words(text: str, *, start: bool) -> str:
+    """A shared prefix (``start``) or suffix cut back to whole words: texts that share
+    ``'Answer: a'`` because their answers start alike share ``'Answer: '``."""
+    if not text or not text[-1 if start else 0].isalnum():
+        return text
+    cut = max(text.rfind(c) for c in " \n\t") if start else _first_space(text)
+    if cut < 0:
+        return text
+    return text[: cut + 1] if start else text[cut:]
+
+
+def _first_space(text: str) -> int:
+    found = [i for i in (text.find(c) for c in " \n\t") if i >= 0]
+    return min(found) if found else -1
+
+
+def _affixes(
+    log: FindingLog,
+    n: int,
+    prompts: TextColumn,
+    completions: TextColumn,
+    counter: ExampleCounter | None,
+) -> None:
+    # the lengths are the shared text's, as the legacy tool measured them; the message shows
+    # it cut back to whole words
+    prefix = _whole_words(prompts.prefix or "", start=True)
+    if len(prompts.prefix or "") > 12:
+        log.warning(
+            "common_prompt_prefix",
+            f"every prompt starts with {_shown(prefix[:60])} "
+            f"({_cost(prefix, 'prompt', n, counter)}): fine-tuning needs no repeated "
+            "instruction; removing it saves those tokens",
+        )
+    prefix = _whole_words(completions.prefix or "", start=True)
+    if len(completions.prefix or "") >= 5:
+        log.warning(
+            "common_completion_prefix",
+            f"every completion starts with {_shown(prefix[:60])} "
+            f"({_cost(prefix, 'completion', n, counter)}, all trained on): the model "
+            "must learn nothing from it; consider removing it",
+        )
+    for name, column in (("prompt", prompts), ("completion", completions)):
+        suffix = _whole_words(column.suffix or "", start=False)
+        if len(suffix) <= _LONG_SUFFIX[name] or suffix == column.first:
+            continue
+        log.info(
+            f"common_{name}_suffix",
+            f"every {name} ends with {_shown(suffix[-60:])} "
+            f"({_cost(suffix, name, n, counter)}): {_ENDING[name]}; the rest is repeated in "
+            "every example",
+        )
+
+
 def check_conventions(
     log: FindingLog,
     stats: DatasetStats,
@@ -130,10 +208,12 @@ def check_conventions(
     completions: TextColumn,
     max_line_bytes: int,
     scan: ConventionScan | None = None,
+    counter: ExampleCounter | None = None,
 ) -> None:
-    """Separator, stop-sequence and prefix findings of a prompt/completion file; when a
-    convention exists, a second pass over the file names the lines that break it (``scan``:
-    default :func:`scan_lines` over the whole file, here)."""
+    """Separator, stop-sequence, prefix and suffix findings of a prompt/completion file; when
+    a convention exists, a second pass over the file names the lines that break it (``scan``:
+    default :func:`scan_lines` over the whole file, here). ``counter`` prices a shared prefix
+    or suffix in tokens (None: in characters)."""
     n = stats.n_examples
     if stats.task == "open-ended generation":
         return
@@ -141,18 +221,8 @@ def check_conventions(
         log.error("identical_prompts", "all prompts are identical")
     if n > 1 and completions.all_same and stats.task != "classification":
         log.error("identical_completions", "all completions are identical")
-    if prompts.prefix and len(prompts.prefix) > 12:
-        log.warning(
-            "common_prompt_prefix",
-            f"every prompt starts with {_shown(prompts.prefix[:60])}: fine-tuning needs no "
-            "repeated instruction; removing it saves tokens",
-        )
-    if completions.prefix and len(completions.prefix) >= 5:
-        log.warning(
-            "common_completion_prefix",
-            f"every completion starts with {_shown(completions.prefix[:60])}: the model must "
-            "learn nothing from it; consider removing it",
-        )
+    if n > 1 and not prompts.all_same:  # identical texts are the errors above, not affixes
+        _affixes(log, n, prompts, TextColumn() if completions.all_same else completions, counter)
     if stats.separator is None:
         log.warning(
             "no_separator",
@@ -180,19 +250,25 @@ def _convention_line(
     if not token:
         return
     label = what.replace("_", " ")
+    missing, inside = f"{field_name}s without the {label}", f"{field_name}s with it inside"
     if not text.endswith(token):
         log.warning(
             f"{what}_missing",
             f"{field_name} does not end with the {label} {_shown(token)} that the others end with",
             number,
+            noun=missing,
         )
         if token in text:
             log.warning(
                 f"{what}_inside",
                 f"the {label} {_shown(token)} occurs inside the {field_name}",
                 number,
+                noun=inside,
             )
     elif token in text[: -len(token)]:
         log.warning(
-            f"{what}_inside", f"the {label} {_shown(token)} occurs inside the {field_name}", number
+            f"{what}_inside",
+            f"the {label} {_shown(token)} occurs inside the {field_name}",
+            number,
+            noun=inside,
         )

@@ -20,11 +20,16 @@ class Severity(StrEnum):
     INFO = "info"
 
 
+#: line numbers a finding's one line shows
+SHOWN_LINES = 6
+
+
 @dataclass(frozen=True)
 class Finding:
     """One kind of problem in one file, with the first lines where it occurs.
 
-    ``count`` is how many examples (or lines) have it; ``lines`` holds at most 20 of them.
+    ``count`` is how many examples (or lines) have it; ``lines`` holds at most 20 of them;
+    ``noun`` names what is counted (``"duplicated examples"``), for the total in words.
     """
 
     code: str
@@ -33,17 +38,23 @@ class Finding:
     file: str
     lines: tuple[int, ...] = ()
     count: int = 1
+    noun: str = "lines"
+
+    def total(self) -> str:
+        """The count in words: ``"60 duplicated examples"``."""
+        return f"{self.count:,} {self.noun}"
 
     def one_line(self) -> str:
-        """``file:line: message (and N more: ...)``, for messages and errors."""
+        """``file:line: message``, for messages and errors; a finding of several lines ends
+        with its total and its first lines: ``file:34: message (60 duplicated examples in
+        all: lines 34, 35, ...)``."""
         where = f"{self.file}:{self.lines[0]}" if self.lines else self.file
-        more = ""
-        if self.count > 1 and self.lines:
-            shown = ", ".join(str(n) for n in self.lines[1:6])
-            extra = self.count - 1
-            more = f" (and {extra} more: line{'s' if extra > 1 else ''} {shown}"
-            more += ", ...)" if extra > 5 else ")"
-        return f"{where}: {self.message}{more}"
+        if self.count <= 1:
+            return f"{where}: {self.message}"
+        shown = ", ".join(str(n) for n in self.lines[:SHOWN_LINES])
+        more = ", ..." if self.count > min(len(self.lines), SHOWN_LINES) else ""
+        at = f": line{'s' if len(self.lines) > 1 else ''} {shown}{more}" if self.lines else ""
+        return f"{where}: {self.message} ({self.total()} in all{at})"
 
 
 @dataclass
@@ -52,6 +63,7 @@ class _Entry:
     message: str
     lines: list[int] = field(default_factory=list)
     count: int = 0
+    noun: str = "lines"
 
 
 class FindingLog:
@@ -62,19 +74,33 @@ class FindingLog:
         self.file = file
         self._entries: dict[str, _Entry] = {}
 
-    def add(self, code: str, severity: Severity, message: str, line: int | None = None) -> None:
+    def add(
+        self,
+        code: str,
+        severity: Severity,
+        message: str,
+        line: int | None = None,
+        *,
+        noun: str = "lines",
+    ) -> None:
+        """Count one occurrence of ``code`` (at ``line``); the first ``message`` and ``noun``
+        (what is counted, in the plural) of a code are kept."""
         entry = self._entries.get(code)
         if entry is None:
-            entry = self._entries[code] = _Entry(severity, message)
+            entry = self._entries[code] = _Entry(severity, message, noun=noun)
         entry.count += 1
         if line is not None and len(entry.lines) < MAX_LINES_PER_FINDING:
             entry.lines.append(line)
 
-    def error(self, code: str, message: str, line: int | None = None) -> None:
-        self.add(code, Severity.ERROR, message, line)
+    def error(
+        self, code: str, message: str, line: int | None = None, *, noun: str = "lines"
+    ) -> None:
+        self.add(code, Severity.ERROR, message, line, noun=noun)
 
-    def warning(self, code: str, message: str, line: int | None = None) -> None:
-        self.add(code, Severity.WARNING, message, line)
+    def warning(
+        self, code: str, message: str, line: int | None = None, *, noun: str = "lines"
+    ) -> None:
+        self.add(code, Severity.WARNING, message, line, noun=noun)
 
     def info(self, code: str, message: str) -> None:
         self.add(code, Severity.INFO, message)
@@ -86,13 +112,12 @@ class FindingLog:
         for code, theirs in other._entries.items():
             entry = self._entries.get(code)
             if entry is None:
-                entry = self._entries[code] = _Entry(theirs.severity, theirs.message)
+                entry = self._entries[code] = _Entry(
+                    theirs.severity, theirs.message, noun=theirs.noun
+                )
             entry.count += theirs.count
             room = MAX_LINES_PER_FINDING - len(entry.lines)
             entry.lines.extend(n + line_offset for n in theirs.lines[:room])
-
-    def has_errors(self) -> bool:
-        return any(e.severity is Severity.ERROR for e in self._entries.values())
 
     def findings(self) -> list[Finding]:
         order = {Severity.ERROR: 0, Severity.WARNING: 1, Severity.INFO: 2}
@@ -101,7 +126,7 @@ class FindingLog:
             key=lambda kv: (order[kv[1].severity], kv[1].lines[0] if kv[1].lines else 0),
         )
         return [
-            Finding(code, e.severity, e.message, self.file, tuple(e.lines), e.count)
+            Finding(code, e.severity, e.message, self.file, tuple(e.lines), e.count, e.noun)
             for code, e in items
         ]
 

@@ -30,7 +30,8 @@ from orchestrator.core.attrs import StudyAttrs, TrialAttrs
 from orchestrator.core.errors import SweepInterrupted
 from orchestrator.engine.budget import Budget
 from orchestrator.engine.events import Dispatcher, Listener, Note, SweepFinished, SweepStarted
-from orchestrator.engine.loop import STOP, Limits, SweepLoop
+from orchestrator.engine.limits import Limits, counted
+from orchestrator.engine.loop import STOP, SweepLoop
 from orchestrator.plan.fingerprint import Fingerprint, changes, fingerprint
 from orchestrator.plan.models import ResolvedModel, resolve_base_model
 from orchestrator.plan.sweep import Generation, SweepPlan, plan_sweep, preflight
@@ -224,8 +225,8 @@ def _finished_already(
     changed (else the full path warns)."""
     from orchestrator.core.attrs import StudyAttrs
     from orchestrator.core.errors import OrchestratorError, SweepNotStartedError
-    from orchestrator.engine.loop import counted
-    from orchestrator.stores.read import load_study, masked_url
+    from orchestrator.core.urls import masked_url
+    from orchestrator.stores.read import load_study
 
     spec = plan.spec
     if spec.enqueue or limits.target is not None:
@@ -362,19 +363,11 @@ def _conclusion(study: optuna.Study, best: Any, spent: float | None = None) -> d
 def _retry_environment_failures(study: optuna.Study, limit: int) -> None:
     """Enqueue again, once and while the limit leaves room, each trial that failed for reasons
     of the provider or the machine (a refused submit, an unreachable endpoint): such trials do
-    not count, and their configuration is tried again first."""
+    not count (:func:`~.limits.counted`), and their configuration is tried again first."""
     trials = study.get_trials(deepcopy=False)
     retried = {t.user_attrs.get(TrialAttrs.RETRY_OF) for t in trials}
-    counted = sum(
-        1
-        for t in trials
-        if t.state.name != "WAITING"
-        and TrialAttrs.ENVIRONMENT_FAILURE not in t.user_attrs
-        and TrialAttrs.NOT_STARTED not in t.user_attrs
-        and TrialAttrs.DERIVED_FROM not in t.user_attrs
-    )
     waiting = sum(1 for t in trials if t.state.name == "WAITING")
-    room = limit - counted - waiting
+    room = limit - counted(trials) - waiting
     for t in trials:
         if room <= 0:
             return

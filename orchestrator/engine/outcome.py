@@ -14,9 +14,18 @@ from typing import Any, Literal
 from orchestrator.analysis.diagnosis import Diagnosis, Thresholds, diagnose
 from orchestrator.backends.base import JobStatus, JobUpdate
 from orchestrator.core.attrs import TrialAttrs
+from orchestrator.core.errors import BackendError, OrchestratorError, UsageError
 from orchestrator.engine.curves import Curves, at, latest
 
-__all__ = ["Outcome", "conclude", "objective_at", "objective_names", "objective_value"]
+__all__ = [
+    "Outcome",
+    "conclude",
+    "environmental",
+    "failure_reason",
+    "objective_at",
+    "objective_names",
+    "objective_value",
+]
 
 State = Literal["COMPLETE", "PRUNED", "FAIL"]
 
@@ -128,3 +137,16 @@ def _checkpoints(update: JobUpdate, diag: Diagnosis) -> dict[str, Any]:
     if diag.best_epoch is not None and str(diag.best_epoch) in by_epoch:
         out[TrialAttrs.BEST_CHECKPOINT] = by_epoch[str(diag.best_epoch)]["model"]
     return out
+
+
+def environmental(exc: BaseException) -> bool:
+    """A provider or machine failure (worth another try), not a bad configuration."""
+    return isinstance(exc, BackendError) and not isinstance(exc, UsageError)
+
+
+def failure_reason(exc: BaseException) -> str:
+    """A one-line reason: a known error's message, else ``internal error: Type: message``."""
+    text = str(exc).splitlines()[0] if str(exc) else ""
+    if isinstance(exc, OrchestratorError):
+        return text or type(exc).__name__
+    return f"internal error: {type(exc).__name__}: {text}"

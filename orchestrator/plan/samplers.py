@@ -31,6 +31,7 @@ from optuna.samplers import BaseSampler
 
 from orchestrator.core.errors import SpecError
 from orchestrator.plan.space import SearchSpace, pinned_epochs
+from orchestrator.stores.optuna_internals import trial_id
 
 if TYPE_CHECKING:
     from optuna.distributions import BaseDistribution
@@ -88,7 +89,7 @@ class StartThen(BaseSampler):
         return self.pinned if chosen is self.start or self.pin_then else {}
 
     def _for(self, trial: FrozenTrial) -> BaseSampler:
-        return self._chosen.get(trial._trial_id, self.then)
+        return self._chosen.get(trial_id(trial), self.then)
 
     def reseed_rng(self) -> None:
         self.start.reseed_rng()
@@ -96,7 +97,7 @@ class StartThen(BaseSampler):
 
     def before_trial(self, study: optuna.Study, trial: FrozenTrial) -> None:
         chosen = self.start if started_trials(study) < self.n_start else self.then
-        self._chosen[trial._trial_id] = chosen
+        self._chosen[trial_id(trial)] = chosen
         chosen.before_trial(study, trial)
 
     def infer_relative_search_space(
@@ -136,7 +137,7 @@ class StartThen(BaseSampler):
         state: TrialState,
         values: Sequence[float] | None,
     ) -> None:
-        chosen = self._chosen.pop(trial._trial_id, self.then)
+        chosen = self._chosen.pop(trial_id(trial), self.then)
         chosen.after_trial(study, trial, state, values)
 
 
@@ -244,7 +245,10 @@ def make_sampler(
     if name == "qmc":
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            # scrambled: unscrambled Sobol points are the same for every seed (the seed
+            # would change only the first trial)
             return optuna.samplers.QMCSampler(
+                scramble=True,
                 seed=secrets.randbelow(2**31) if seed is None else seed,
                 warn_independent_sampling=False,
             )

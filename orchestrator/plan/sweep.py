@@ -138,8 +138,11 @@ class SweepPlan:
         return make_pruner(self.spec, self.space, str(self.spec.source or self.spec.name))
 
     def make_backend(self, workdir: Path) -> Backend:
-        """The backend instance, built from the validated options."""
-        return self.backend.from_options(self.options, workdir=workdir)
+        """The backend instance, built from the validated options (a backend written for
+        the earlier contract is a one-line ``BackendError``: :func:`registry.build`)."""
+        from orchestrator.backends import registry
+
+        return registry.build(self.backend, self.options, workdir=workdir)
 
     def request(
         self,
@@ -336,7 +339,10 @@ def _enqueued(shown: str, spec: SweepSpec, backend: type[Backend], space: Search
 class Estimate:
     """Projected size and cost of a sweep, by the backend's own estimates. Costs are None
     where the backend is free or cannot say; token counts are None where none were counted.
-    ``price_per_million`` is what the backend estimates for one epoch over 1M billed tokens."""
+    ``price_basis`` says what the backend's estimate grows with: ``"tokens"`` (then
+    ``price_per_million`` is its estimate for one epoch over 1M billed tokens), ``"job"``
+    (its estimate does not grow with the tokens: ``cost_per_trial`` is its price per job and
+    ``price_per_million`` is None), or None (no estimate)."""
 
     model: str
     trials: int
@@ -348,6 +354,7 @@ class Estimate:
     cost_sweep: tuple[float, float] | None
     budget_usd: float | None
     trials_within_budget: int | None
+    price_basis: str | None = None
     #: what the backend found about one job's resources (e.g. its GPU memory), as rows
     resources: tuple[tuple[str, str], ...] = ()
 
@@ -369,9 +376,13 @@ def estimate_sweep(plan: SweepPlan) -> Estimate:
         high = backend.estimate_cost(dearest, plan.train)
         one_epoch = replace(cheapest, hyperparameters=replace(cheapest.hyperparameters, n_epochs=1))
         price = backend.estimate_cost(one_epoch, replace(plan.train, billed_tokens=1_000_000))
+        # what the estimate grows with, at token counts large enough to dwarf its rounding
+        probes = [replace(plan.train, billed_tokens=n) for n in (100_000_000, 200_000_000)]
+        scaled = [backend.estimate_cost(one_epoch, probe) for probe in probes]
     per_trial = sweep = None
-    within = None
+    within = basis = None
     if low is not None and high is not None:
+        basis = "tokens" if _per_token(*scaled) else "job"
         per_trial = (min(low, high), max(low, high))
         sweep = (round(per_trial[0] * spec.trials, 4), round(per_trial[1] * spec.trials, 4))
         if spec.budget_usd is not None and per_trial[1] > 0:
@@ -380,12 +391,20 @@ def estimate_sweep(plan: SweepPlan) -> Estimate:
         model=spec.backend.model,
         trials=spec.trials,
         tokens_per_epoch=tokens,
-        price_per_million=price if per_trial is not None else None,
+        price_per_million=price if basis == "tokens" else None,
         epochs=(e_lo, e_hi),
         steps_per_trial=steps,
         cost_per_trial=per_trial,
         cost_sweep=sweep,
         budget_usd=spec.budget_usd,
         trials_within_budget=within,
+        price_basis=basis,
         resources=plan.resources,
     )
+
+
+def _per_token(once: float | None, twice: float | None) -> bool:
+    """Whether an estimate is a price per token: twice the tokens cost twice as much."""
+    if once is None or twice is None:
+        return False
+    return math.isclose(twice, 2 * once, rel_tol=1e-3, abs_tol=1e-9)

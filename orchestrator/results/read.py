@@ -15,15 +15,15 @@ import os
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from orchestrator.config import SweepSpec, load_spec
 from orchestrator.core.attrs import StudyAttrs, TrialAttrs
 from orchestrator.core.errors import OrchestratorError, SweepNotStartedError
 from orchestrator.core.params import NAMES
+from orchestrator.core.urls import masked_url, sqlite_path
 from orchestrator.results.table import best_trial, trial_hyperparameters, trials_frame
-from orchestrator.stores.read import generations, load_study, masked_url, optuna_url
+from orchestrator.stores.read import generations, load_study, optuna_url
 
 if TYPE_CHECKING:
     import optuna
@@ -108,10 +108,9 @@ def _curves(
     """Each trial's logged curves, read from MLflow; ({}, why) when they cannot be read.
     An embedded store that is not there is not created."""
 
-    if tracking_uri.startswith("sqlite:///"):
-        path = Path(tracking_uri.removeprefix("sqlite:///"))
-        if not path.is_file():
-            return {}, f"no MLflow store at {path}: the curves are not shown"
+    path = sqlite_path(tracking_uri)
+    if path is not None and not path.is_file():
+        return {}, f"no MLflow store at {path}: the curves are not shown"
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 

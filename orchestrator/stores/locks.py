@@ -1,19 +1,31 @@
-"""A lock around a study's launch decision, shared by every worker of the study.
+"""Every lock of ftsweep, in one module.
 
-Counting the finished and running trials, the committed and spent dollars and the running
-jobs, then asking for the next trial, are several storage calls; two workers between them
-would both start a trial when one place (or one dollar, or one job slot) is left. The lock
-makes the decision atomic among all workers of one study:
+- :func:`launch_lock` -- around a study's launch decision, shared by every worker of the study.
+  Counting the finished and running trials, the committed and spent dollars and the running
+  jobs, then asking for the next trial, are several storage calls; two workers between them
+  would both start a trial when one place (or one dollar, or one job slot) is left. The lock
+  makes the decision atomic among all workers of one study:
 
-- PostgreSQL (``postgresql[+driver]://``): a transaction-level advisory lock
-  (``pg_advisory_xact_lock``) on a key derived from the study name, taken through
-  SQLAlchemy on the Optuna URL, so workers on any number of machines queue for it;
-- SQLite and journal files: a file lock beside the storage (one machine);
-- other databases: none; a trial asked past the limit is then told FAIL at once
-  (``not started: the study reached its limit``) and never runs.
+  - PostgreSQL (``postgresql[+driver]://``): a transaction-level advisory lock
+    (``pg_advisory_xact_lock``) on a key derived from the study name, taken through
+    SQLAlchemy on the Optuna URL, so workers on any number of machines queue for it;
+  - SQLite and journal files: a file lock beside the storage (one machine);
+  - other databases: none; a trial asked past the limit is then told FAIL at once
+    (``not started: the study reached its limit``) and never runs.
 
-The same lock keeps two workers that start at once from each making the study's MLflow
-parent run.
+  The same lock keeps two workers that start at once from each making the study's MLflow
+  parent run.
+- :func:`sqlite_init_lock` -- while a store is created or migrated (a file lock beside a
+  SQLite database, an advisory lock on PostgreSQL).
+- :func:`file_lock` -- the file lock both use: ``filelock.FileLock`` (``flock`` underneath),
+  given up after :data:`LOCK_TIMEOUT_S` with one line naming the file, like the advisory lock.
+- :func:`try_flock` -- the non-blocking ``flock`` of ``ftsweep schedule`` (the lock the
+  crontab line's ``flock -n`` takes), whose descriptor a child process inherits.
+- :func:`advisory_lock` -- a PostgreSQL advisory lock by name.
+
+A lock that lives in the study storage itself (``ftsweep retune``'s) decides whether its
+holder is alive by :func:`orchestrator.stores.ledger.owner_alive`, as the sweep loop does for
+a trial's owner.
 """
 
 from __future__ import annotations
@@ -28,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.core.errors import StoreUnreachableError
+from orchestrator.core.urls import mask_secret, masked_url, sqlite_path
 
 __all__ = [
     "LOCK_TIMEOUT_S",
@@ -38,50 +51,84 @@ __all__ = [
     "file_lock",
     "launch_lock",
     "sqlite_init_lock",
+    "try_flock",
 ]
+
+#: seconds a worker waits for a lock before giving up (another worker holds it for
+#: milliseconds, or seconds while it creates a store or the MLflow parent run)
+LOCK_TIMEOUT_S = 120
+
+
+def _storage_file(optuna_url: str) -> Path | None:
+    """The file of a SQLite or journal storage, beside which its file locks live."""
+    if optuna_url.startswith("journal:"):
+        return Path(optuna_url.removeprefix("journal:"))
+    return sqlite_path(optuna_url)
 
 
 def exclusive(optuna_url: str) -> bool:
     """Whether :func:`launch_lock` on this storage excludes every other worker of the study
     (then a trial asked under it is within the limit, and needs no second look)."""
-    return optuna_url.startswith(("sqlite:///", "journal:")) or _is_postgres(optuna_url)
+    return _storage_file(optuna_url) is not None or _is_postgres(optuna_url)
 
 
 @contextlib.contextmanager
 def launch_lock(optuna_url: str, study: str = "") -> Iterator[None]:
     """Exclusive while held, for the workers of study ``study`` on storage ``optuna_url``."""
-    if optuna_url.startswith("sqlite:///"):
-        path: Path | None = Path(optuna_url.removeprefix("sqlite:///"))
-    elif optuna_url.startswith("journal:"):
-        path = Path(optuna_url.removeprefix("journal:"))
-    elif _is_postgres(optuna_url):
+    path = _storage_file(optuna_url)
+    if path is None and _is_postgres(optuna_url):
         with advisory_lock(optuna_url, f"ftsweep.launch:{study}", "the study's launch lock"):
             yield
         return
-    else:
+    if path is None:
         yield
         return
-    with file_lock(Path(f"{path}.launch.lock")):
+    with file_lock(Path(f"{path}.launch.lock"), "the study's launch lock"):
         yield
 
 
 @contextmanager
-def file_lock(path: Path) -> Iterator[None]:
-    """An exclusive lock on ``path`` (created if missing) among this machine's processes."""
+def file_lock(path: Path, what: str = "a lock", timeout: float = LOCK_TIMEOUT_S) -> Iterator[None]:
+    """An exclusive lock on ``path`` (created if missing, left in place) among this machine's
+    processes (and threads). A lock still held by another after ``timeout`` seconds raises
+    :class:`StoreUnreachableError`, one line naming ``what`` and the file."""
+    from filelock import FileLock, Timeout
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(path, timeout=timeout)
+    try:
+        lock.acquire()
+    except Timeout:
+        raise StoreUnreachableError(
+            f"cannot take {what} ({path}): another process has held it for {timeout:g} s"
+        ) from None
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+@contextmanager
+def try_flock(path: Path) -> Iterator[int | None]:
+    """An exclusive non-blocking ``flock`` on ``path`` (created if missing): yields its
+    descriptor when taken, None when another process holds it. It is the lock ``flock -n
+    PATH CMD`` takes (a crontab line of ``ftsweep schedule``), and the descriptor may be
+    passed to a child process (``pass_fds``), which then holds it as long as it runs."""
     import fcntl
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
         try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield None
+            return
+        yield fd
+    finally:
+        os.close(fd)
 
 
-#: seconds a worker waits for an advisory lock before giving up (another worker holds it
-#: for milliseconds, or seconds while it creates a store or the MLflow parent run)
-LOCK_TIMEOUT_S = 120
 _ENGINES: dict[str, Any] = {}
 _ENGINES_LOCK = threading.Lock()
 
@@ -132,12 +179,9 @@ def advisory_lock(url: str, name: str, what: str = "a lock") -> Iterator[None]:
         if conn is not None:
             with contextlib.suppress(Exception):
                 conn.close()
-        parsed = sqlalchemy.engine.make_url(url)
         cause = getattr(exc, "orig", None) or exc
-        text = (str(cause).strip().splitlines() or [type(cause).__name__])[0]
-        if parsed.password:
-            text = text.replace(str(parsed.password), "***")
-        shown = parsed.render_as_string(hide_password=True)
+        text = mask_secret((str(cause).strip().splitlines() or [type(cause).__name__])[0], url)
+        shown = masked_url(url)
         # not chained: the driver's error carries the connection arguments
         raise StoreUnreachableError(f"cannot take {what} on {shown}: {text[:300]}") from None
     try:
@@ -158,10 +202,11 @@ def sqlite_init_lock(url: str) -> Iterator[None]:
         with advisory_lock(url, "ftsweep.store-init", "the store-creation lock"):
             yield
         return
-    if not url.startswith("sqlite:///"):
+    path = sqlite_path(url)
+    if path is None:
         yield
         return
-    with file_lock(Path(f"{url.removeprefix('sqlite:///')}.lock")):
+    with file_lock(Path(f"{path}.lock"), "the store-creation lock"):
         yield
 
 
@@ -170,10 +215,8 @@ def create_aside(url: str, make: Callable[[str], object]) -> None:
     it and move it into place, so a run interrupted while creating it (Ctrl-C during MLflow's
     migrations) leaves no half-made store behind. Does nothing for other URLs or when the
     file exists. Call it under :func:`sqlite_init_lock`."""
-    if not url.startswith("sqlite:///"):
-        return
-    path = Path(url.removeprefix("sqlite:///"))
-    if path.exists():
+    path = sqlite_path(url)
+    if path is None or path.exists():
         return
     tmp = path.with_name(f".{path.name}.{os.getpid()}.new")
     tmp.unlink(missing_ok=True)

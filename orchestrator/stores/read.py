@@ -1,5 +1,4 @@
-"""Reading a sweep's Optuna store without writing to it: the lineage's studies, one study,
-the store's URL as shown to users.
+"""Reading a sweep's Optuna store without writing to it: the lineage's studies, one study.
 
 ``status``, ``report``, ``best``, the no-op check of ``run`` and ``retune`` read through these.
 A store that is not there is not created (SQLite is opened read-only, a journal file that does
@@ -11,17 +10,17 @@ not exist is not made), and a sweep that never ran raises
 from __future__ import annotations
 
 import os
-import re
 import sqlite3
 from collections.abc import Callable
 from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
-from urllib.parse import quote, urlsplit, urlunsplit
+from urllib.parse import quote
 
 from orchestrator.config import SweepSpec
 from orchestrator.core.errors import OrchestratorError, SweepNotStartedError
+from orchestrator.core.urls import mask_secret, masked_url, sqlite_path
 
 if TYPE_CHECKING:
     import optuna
@@ -31,9 +30,7 @@ __all__ = [
     "generation_study_name",
     "generations",
     "load_study",
-    "masked_url",
     "optuna_url",
-    "sqlite_path",
 ]
 
 
@@ -82,7 +79,7 @@ def _read_store(url: str, shown: str, read: Callable[[Any], list[T]]) -> list[T]
     import optuna
     from sqlalchemy.exc import SQLAlchemyError
 
-    from orchestrator.stores.snapshot import StoreReader
+    from orchestrator.stores.snapshot import reader
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:
@@ -98,7 +95,7 @@ def _read_store(url: str, shown: str, read: Callable[[Any], list[T]]) -> list[T]
                 db = sqlite_path(url)
                 if db is None or not db.is_file() or not _sqlite_has_table(db, shown):
                     return []
-            storage = StoreReader(url)  # plain queries: orchestrator/stores/snapshot.py
+            storage = reader(url)  # plain queries: orchestrator/stores/snapshot.py
         return read(storage)
     except (
         SQLAlchemyError,
@@ -114,10 +111,7 @@ def _read_store(url: str, shown: str, read: Callable[[Any], list[T]]) -> list[T]
         text = str(getattr(cause, "orig", None) or cause).strip()
         if _no_tables(text):
             return []  # a database with no Optuna store in it yet
-        why = text.splitlines()[0] if text else type(cause).__name__
-        password = urlsplit(url).password
-        if password:
-            why = re.sub(rf"(?<![\w]){re.escape(password)}(?![\w])", "***", why)
+        why = mask_secret(text.splitlines()[0] if text else type(cause).__name__, url)
         raise OrchestratorError(f"cannot read the Optuna store {shown}: {why}") from exc
 
 
@@ -146,6 +140,7 @@ def generations(spec: SweepSpec, *, details: bool = True) -> list[GenerationInfo
     retune started after it. Read-only; [] when the sweep never ran. Without ``details``
     the studies' trials are not read (``n_trials`` 0, ``started`` None): one query."""
     from orchestrator.core.attrs import StudyAttrs
+    from orchestrator.stores.optuna_internals import study_id
 
     def read(storage: Any) -> list[GenerationInfo]:
         found = []
@@ -160,7 +155,7 @@ def generations(spec: SweepSpec, *, details: bool = True) -> list[GenerationInfo
                 continue
             n_trials, started = 0, None
             if details:
-                trials = storage.get_all_trials(study._study_id, deepcopy=False)
+                trials = storage.get_all_trials(study_id(study, storage), deepcopy=False)
                 n_trials = len(trials)
                 starts = [t.datetime_start for t in trials if t.datetime_start is not None]
                 started = min(starts).timestamp() if starts else None
@@ -182,22 +177,6 @@ def generations(spec: SweepSpec, *, details: bool = True) -> list[GenerationInfo
 
     url = optuna_url(spec)
     return _read_store(url, masked_url(url), read)
-
-
-def masked_url(url: str) -> str:
-    """``url`` with its password, if any, shown as ``***``."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    host = parts.netloc.rpartition("@")[2]
-    return urlunsplit(parts._replace(netloc=f"{parts.username}:***@{host}"))
-
-
-def sqlite_path(url: str) -> Path | None:
-    """The database file of a ``sqlite:`` URL (None for an in-memory database)."""
-    _, sep, rest = url.partition(":///")
-    path = rest.split("?", 1)[0] if sep else ""
-    return Path(path) if path and path != ":memory:" else None
 
 
 def _sqlite_has_study(path: Path, name: str, shown: str) -> bool:
@@ -225,7 +204,7 @@ def load_study(name: str, url: str, shown: str, not_started: SweepNotStartedErro
     import optuna
     from sqlalchemy.exc import SQLAlchemyError
 
-    from orchestrator.stores.snapshot import StoreReader
+    from orchestrator.stores.snapshot import read_study
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:
@@ -243,7 +222,7 @@ def load_study(name: str, url: str, shown: str, not_started: SweepNotStartedErro
             db = sqlite_path(url)
             if db is None or not _sqlite_has_study(db, name, shown):
                 raise not_started
-        return StoreReader(url).study(name)  # plain queries: orchestrator/stores/snapshot.py
+        return read_study(url, name)  # plain queries: orchestrator/stores/snapshot.py
     except KeyError:  # optuna: no study of that name in this storage
         raise not_started from None
     except (
@@ -258,7 +237,5 @@ def load_study(name: str, url: str, shown: str, not_started: SweepNotStartedErro
         if isinstance(exc, SQLAlchemyError):
             cause = exc
         why = str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__
-        password = urlsplit(url).password
-        if password:  # drivers do not echo it; in case one does
-            why = re.sub(rf"(?<![\w]){re.escape(password)}(?![\w])", "***", why)
+        why = mask_secret(why, url)  # drivers do not echo it; in case one does
         raise OrchestratorError(f"cannot read the Optuna store {shown}: {why}") from exc

@@ -23,11 +23,13 @@ from optuna.storages import BaseStorage
 from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
+from orchestrator.stores import optuna_internals
+from orchestrator.stores.optuna_internals import frozen_study, rdb_schema
+
 if TYPE_CHECKING:
     from optuna.distributions import BaseDistribution
-    from optuna.study._frozen import FrozenStudy
 
-__all__ = ["SnapshotStorage", "StoreReader"]
+__all__ = ["SnapshotStorage", "StoreReader", "read_study", "reader"]
 
 
 class SnapshotStorage(BaseStorage):
@@ -45,7 +47,7 @@ class SnapshotStorage(BaseStorage):
         self._id, self._name, self._directions = study_id, name, directions
         self._user_attrs, self._system_attrs = user_attrs, system_attrs
         self._trials = trials
-        self._by_id = {t._trial_id: t for t in trials}
+        self._by_id = {optuna_internals.trial_id(t): t for t in trials}
 
     def _read_only(self, *_: Any, **__: Any) -> Any:
         raise RuntimeError(f"the study {self._name!r} was opened read-only")
@@ -79,17 +81,15 @@ class SnapshotStorage(BaseStorage):
         self._study(study_id)
         return dict(self._system_attrs)
 
-    def get_all_studies(self) -> list[FrozenStudy]:
-        from optuna.study._frozen import FrozenStudy
-
+    def get_all_studies(self) -> list[Any]:
+        """The one study, as Optuna's ``FrozenStudy`` (:func:`.optuna_internals.frozen_study`)."""
         return [
-            FrozenStudy(
+            frozen_study(
                 self._name,
-                None,
-                user_attrs=dict(self._user_attrs),
-                system_attrs=dict(self._system_attrs),
-                study_id=self._id,
-                directions=list(self._directions),
+                dict(self._user_attrs),
+                dict(self._system_attrs),
+                self._id,
+                self._directions,
             )
         ]
 
@@ -97,7 +97,7 @@ class SnapshotStorage(BaseStorage):
         self._study(study_id)
         for t in self._trials:
             if t.number == trial_number:
-                return t._trial_id
+                return optuna_internals.trial_id(t)
         raise KeyError(f"no trial {trial_number}")
 
     def get_trial(self, trial_id: int) -> FrozenTrial:
@@ -122,12 +122,16 @@ class SnapshotStorage(BaseStorage):
 class StoreReader:
     """Plain queries on an Optuna RDB store (no ORM, no schema migration machinery): the
     part of :class:`optuna.storages.RDBStorage` that ``status``, ``report`` and the lineage
-    read, much faster on large studies. Nothing is written."""
+    read, much faster on large studies. Nothing is written. Needs this Optuna's tables as
+    :func:`~.optuna_internals.rdb_schema` knows them (:func:`reader` falls back to Optuna's
+    ``RDBStorage`` without)."""
 
     def __init__(self, url: str) -> None:
         import sqlalchemy as sa
-        from optuna.storages._rdb import models as m
 
+        m = rdb_schema()
+        if m is None:
+            raise RuntimeError("this Optuna's RDB tables are not known to the plain reader")
         kwargs: dict[str, Any] = {} if url.startswith("sqlite") else {"pool_pre_ping": True}
         self.engine = sa.create_engine(url, **kwargs)
         self._m = m
@@ -140,10 +144,9 @@ class StoreReader:
                 "(`optuna storage upgrade --storage URL` upgrades an older store)"
             )
 
-    def get_all_studies(self) -> list[FrozenStudy]:
+    def get_all_studies(self) -> list[Any]:
         """Every study, with its attributes and directions (as RDBStorage's)."""
         import sqlalchemy as sa
-        from optuna.study._frozen import FrozenStudy
 
         m = self._m
         s, d = m.StudyModel.__table__.c, m.StudyDirectionModel.__table__.c
@@ -156,13 +159,12 @@ class StoreReader:
             user = self._study_attrs(conn, m.StudyUserAttributeModel.__table__, None)
             system = self._study_attrs(conn, m.StudySystemAttributeModel.__table__, None)
         return [
-            FrozenStudy(
+            frozen_study(
                 row.study_name,
-                None,
-                user_attrs=user.get(row.study_id, {}),
-                system_attrs=system.get(row.study_id, {}),
-                study_id=row.study_id,
-                directions=directions.get(row.study_id, [StudyDirection.MINIMIZE]),
+                user.get(row.study_id, {}),
+                system.get(row.study_id, {}),
+                row.study_id,
+                directions.get(row.study_id, [StudyDirection.MINIMIZE]),
             )
             for row in names
         ]
@@ -314,6 +316,28 @@ class StoreReader:
                 )
             )
         return trials
+
+
+def reader(url: str) -> Any:
+    """A reader of the RDB store at ``url`` (``get_all_studies``, ``get_all_trials``):
+    :class:`StoreReader`'s plain queries, or, where this Optuna's tables are not known to
+    them (:func:`~.optuna_internals.rdb_schema`), Optuna's own ``RDBStorage`` (its ORM,
+    slower; it creates no table)."""
+    if rdb_schema() is None:
+        return optuna.storages.RDBStorage(url, skip_table_creation=True)
+    return StoreReader(url)
+
+
+def read_study(url: str, name: str) -> optuna.Study:
+    """The study ``name`` of the RDB store at ``url``, read whole: read-only through
+    :class:`StoreReader`, or loaded through Optuna's ``RDBStorage`` where :func:`reader`
+    falls back to it. Raises ``KeyError`` when there is no such study."""
+    found = reader(url)
+    if isinstance(found, StoreReader):
+        return found.study(name)
+    return optuna.load_study(
+        study_name=name, storage=found, sampler=optuna.samplers.RandomSampler()
+    )
 
 
 def _name(kind: Any) -> str:

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 from orchestrator.config import SweepSpec
 from orchestrator.core.attrs import StudyAttrs
 from orchestrator.core.errors import StoreUnreachableError
+from orchestrator.core.urls import bare_url, mask_secret, masked_url, sqlite_path
 from orchestrator.stores.ledger import worker_id
 
 if TYPE_CHECKING:
@@ -79,8 +80,8 @@ def resolve_stores(spec: SweepSpec) -> Stores:
     embedded = mlflow_uri.startswith(("sqlite:", "postgresql", "mysql"))
     artifacts = root / "artifacts" if embedded else None
     for url in (optuna_url, mlflow_uri):
-        if url.startswith("sqlite:///"):
-            Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        if (path := sqlite_path(url)) is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
     return Stores(optuna_url, mlflow_uri, artifacts, root)
 
 
@@ -132,17 +133,11 @@ def _probe_tracking_server(
 ) -> None:
     import ssl
     from urllib.error import HTTPError
-    from urllib.parse import urlsplit, urlunsplit
     from urllib.request import Request, urlopen
 
-    parts = urlsplit(uri)
-    host = parts.hostname or ""
-    netloc = f"[{host}]" if ":" in host else host
-    if parts.port is not None:
-        netloc += f":{parts.port}"
-    shown = urlunsplit((parts.scheme, netloc, parts.path, "", ""))  # no user:password@
+    shown = bare_url(uri)  # no user:password@: what is asked for, and shown
     context = None
-    if parts.scheme == "https":
+    if shown.startswith("https:"):
         if os.environ.get("MLFLOW_TRACKING_INSECURE_TLS", "").lower() == "true":
             context = ssl._create_unverified_context()
         elif os.environ.get("MLFLOW_TRACKING_SERVER_CERT_PATH"):
@@ -180,8 +175,7 @@ def _probe_database(what: str, url: str, timeout: float) -> None:
         parsed = make_url(url)
     except ArgumentError:
         return  # the store itself reports a malformed URL
-    shown = parsed.render_as_string(hide_password=True)
-    secret = parsed.password
+    shown = masked_url(url)
     host = parsed.host
     port = parsed.port or _DEFAULT_PORTS.get(parsed.get_backend_name())
     if host and not host.startswith("/") and port:
@@ -204,9 +198,7 @@ def _probe_database(what: str, url: str, timeout: float) -> None:
             pass
     except SQLAlchemyError as exc:
         cause = getattr(exc, "orig", None) or exc
-        text = (str(cause).strip().splitlines() or [type(cause).__name__])[0]
-        if secret:
-            text = text.replace(str(secret), "***")
+        text = mask_secret((str(cause).strip().splitlines() or [type(cause).__name__])[0], url)
         # not chained: the driver's error carries the connection arguments, password included
         raise StoreUnreachableError(f"cannot open the {what} at {shown}: {text[:300]}") from None
     finally:

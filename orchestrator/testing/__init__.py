@@ -9,6 +9,10 @@ any heavy library, so other test code may use it too:
 * :func:`poll_until` and :class:`Polled` — poll a job with each returned cursor;
 * :func:`points_in_fresh_process` — re-attach to a job from a new Python process;
 * :func:`build_backend` — build a backend the way a sweep file does.
+
+:mod:`orchestrator.testing.instant` is an instant backend to test with (as httpx ships
+``MockTransport``): each poll moves a job on by one epoch, faults are options, and it passes
+the contract suite; ftsweep's engine tests and overhead benchmark run on it.
 """
 
 from orchestrator.testing.helpers import (

@@ -6,58 +6,51 @@ Run it against your backend with one import. Register the backend under the entr
 tests into your test module::
 
     # tests/test_mybackend_contract.py
-    import json
-    from pathlib import Path
-
     import pytest
 
-    from orchestrator.backends.base import Hyperparameters, TrainingRequest
     from orchestrator.testing import BackendCase
-    from orchestrator.testing.contract import *  # noqa
+    from orchestrator.testing.contract import *  # noqa: F403
 
 
     @pytest.fixture
-    def backend_case(tmp_path: Path) -> BackendCase:
-        train = tmp_path / "train.jsonl"
-        rows = [
-            {"messages": [{"role": "user", "content": f"q{i}"},
-                          {"role": "assistant", "content": f"a{i}"}]}
-            for i in range(20)
-        ]
-        train.write_text("".join(json.dumps(row) + "\\n" for row in rows))
-
-        def request(key: str, n_epochs: int) -> TrainingRequest:
-            hp = Hyperparameters(n_epochs=n_epochs, batch_size=4, learning_rate_multiplier=0.1)
-            return TrainingRequest(key=key, model="my-model", hyperparameters=hp, train_file=train)
-
+    def backend_case(tmp_path) -> BackendCase:
         return BackendCase(
-            name="mybackend",                   # its name in ftsweep.backends
+            name="mybackend",                    # its name in ftsweep.backends
             options={"endpoint": "http://127.0.0.1:8080"},  # its backend.options
-            workdir=tmp_path / "work",
-            short_request=lambda key: request(key, 1),    # ends within seconds
-            long_request=lambda key: request(key, 500),   # runs until cancelled
+            workdir=tmp_path / "work",           # the same in a fresh process
+            short_request=...,                   # key -> a TrainingRequest that ends in seconds
+            long_request=...,                    # key -> one that runs until cancelled
+            env={},                              # what a fresh process needs (PYTHONPATH, keys)
+            timeout_s=120.0,                     # the most a short job takes
+            busy=None,                           # () -> a context in which submit is refused
+            instant_jobs=False,                  # True: jobs have ended when submit returns
         )
 
-``pytest tests/test_mybackend_contract.py`` then runs every test below against it. To test
-several backends, parametrize the fixture (``tests/backends/test_contract.py`` of ftsweep
-runs ``local``, ``openai`` and ``azure`` this way). Optional fields of the case: ``busy`` (a
-context manager factory during which the provider refuses new jobs; without it that test is
-skipped), ``train_stats`` (the training file's statistics, when ftsweep's data checks cannot
-count tokens for your models), ``env`` (what a fresh process needs to reach the same jobs)
-and ``timeout_s``. For pytest's detailed assertion messages inside these tests, add
+``docs/backends.md`` ("Testing it") has the complete, runnable module (ftsweep's tests run it
+as it is written there). ``pytest tests/test_mybackend_contract.py`` then runs every test
+below against it. To test several backends, parametrize the fixture
+(``tests/backends/test_contract.py`` of ftsweep runs ``local``, ``openai`` and ``azure`` this
+way). The fields are described on :class:`~orchestrator.testing.BackendCase`; without
+``busy`` the busy-provider test is skipped, and ``train_stats`` gives the training file's
+statistics when ftsweep's data checks cannot count tokens for your models. For pytest's
+detailed assertion messages inside these tests, add
 ``pytest.register_assert_rewrite("orchestrator.testing.contract")`` to your ``conftest.py``.
 
-The tests: submit and poll to completion (each point once, in step order; polling again after
-the end yields nothing new with the cursor and everything with ``None``; cancelling the
-finished job is a no-op); resubmitting a key returns its job; ``find`` of an unknown key is
-None; cancel stops a running job and keeps its metrics; re-attach from a fresh process;
-``check`` accepts the case's requests and refuses values outside ``capabilities``;
-``estimate_cost`` is None or a finite amount >= 0 (not None when ``capabilities.priced``);
-while the provider is busy, ``submit`` raises ``ProviderBusyError`` and starts nothing.
+The tests: submit and poll to completion (each point once, in step order; each epoch ended
+once, in step order, the last at the job's last step; polling again after the end yields
+nothing new with the cursor and everything with ``None``; cancelling the finished job is a
+no-op; every terminal update reports the same ``cost_usd``, and a priced backend's finished
+job has a cost); resubmitting a key returns its job; ``find`` of an unknown key is None;
+cancel stops a running job and keeps its metrics (with ``instant_jobs``: cancelling an ended
+job keeps it and its metrics); re-attach from a fresh process; ``check`` accepts the case's
+requests and refuses values outside ``capabilities``; ``estimate_cost`` is None or a finite
+amount >= 0 (not None when ``capabilities.priced``); while the provider is busy, ``submit``
+raises ``ProviderBusyError`` and starts nothing.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 import time
 from collections import Counter
@@ -65,7 +58,16 @@ from dataclasses import replace
 
 import pytest
 
-from orchestrator.backends.base import METRIC_NAMES, Hyperparameters, JobStatus, ModelInfo
+from orchestrator.backends.base import (
+    METRIC_NAMES,
+    THROUGHPUT_METRICS,
+    Backend,
+    Hyperparameters,
+    JobStatus,
+    JobUpdate,
+    ModelInfo,
+    TrainingRequest,
+)
 from orchestrator.core.errors import ProviderBusyError, UnsupportedParameterError
 from orchestrator.testing.helpers import (
     BackendCase,
@@ -97,18 +99,68 @@ def _key(request: pytest.FixtureRequest) -> str:
 def _assert_well_formed(polled: Polled) -> None:
     assert polled.points, "no metric points"
     names = {p.name for p in polled.points}
-    assert names <= set(METRIC_NAMES), f"unknown metric names: {sorted(names - set(METRIC_NAMES))}"
+    known = set(METRIC_NAMES) | set(THROUGHPUT_METRICS)
+    assert names <= known, f"unknown metric names: {sorted(names - known)}"
     assert "train_loss" in names, f"no train_loss among {sorted(names)}"
     repeated = [k for k, n in Counter((p.step, p.name) for p in polled.points).items() if n > 1]
     assert not repeated, f"points delivered twice: {repeated[:5]}"
     assert all(p.step >= 1 for p in polled.points), "steps are 1-based"
 
 
+def _assert_epoch_ends(polled: Polled, everything: JobUpdate, n_epochs: int) -> None:
+    """Each epoch 1..n_epochs ended once, in step order, the last at the job's last step;
+    polling with None reports them all again."""
+    ends = [e for u in polled.updates for e in u.epoch_ends]
+    epochs = [e.epoch for e in ends]
+    assert epochs == list(range(1, n_epochs + 1)), (
+        f"epoch ends {epochs}, expected 1 to {n_epochs} once each, in order: say where "
+        "epochs end in JobUpdate.epoch_ends (epoch_ends_of(points) from the epoch metric); "
+        "the engine prunes only at epoch ends"
+    )
+    steps = [e.step for e in ends]
+    assert all(a < b for a, b in itertools.pairwise(steps)), (
+        f"epoch ends at steps {steps}: not increasing"
+    )
+    total = polled.last.total_steps or max(p.step for p in polled.points)
+    assert steps[-1] == total, (
+        f"the last epoch ends at step {steps[-1]}, but the job's last step is {total}"
+    )
+    assert everything.epoch_ends == tuple(ends), (
+        "polling with None did not report every epoch end again"
+    )
+
+
+def _assert_costs(
+    backend: Backend, case: BackendCase, request: TrainingRequest, terminal: list[JobUpdate]
+) -> None:
+    """The same ``cost_usd`` (None or a finite amount >= 0) on every terminal update; for
+    a priced backend, a cost of the finished job (``job_cost`` of its terminal update)."""
+    reported = [u.cost_usd for u in terminal]
+    assert len(set(reported)) == 1, (
+        f"the terminal updates of one job report costs {reported}: cost_usd belongs on "
+        "every terminal update, the same on each (the engine charges the first it polls, "
+        "with whatever cursor)"
+    )
+    cost = reported[0]
+    if cost is not None:
+        assert isinstance(cost, int | float) and not isinstance(cost, bool), repr(cost)
+        assert math.isfinite(cost) and cost >= 0, f"cost_usd {cost!r}"
+    if not backend.capabilities.priced:
+        return
+    charged = backend.job_cost(request, terminal[0], train_stats(case, request, backend))
+    assert charged is not None, (
+        "a priced backend's finished job has no cost: report JobUpdate.cost_usd on its "
+        "terminal updates, or compute it in job_cost"
+    )
+    assert math.isfinite(charged) and charged >= 0, f"job_cost {charged!r}"
+
+
 def test_submit_and_poll_to_completion(
     backend_case: BackendCase, request: pytest.FixtureRequest
 ) -> None:
     backend = backend_case.backend()
-    handle = backend.submit(backend_case.short_request(_key(request)))
+    short = backend_case.short_request(_key(request))
+    handle = backend.submit(short)
     assert handle.backend == backend.name
     polled = poll_until(backend, handle, timeout_s=backend_case.timeout_s)
     final = polled.last
@@ -120,11 +172,15 @@ def test_submit_and_poll_to_completion(
         assert steps[-1] == final.total_steps
     again = backend.poll(handle, polled.cursor)
     assert again.points == (), "polling with the last cursor after the end yielded new points"
-    everything = list(backend.poll(handle, None).points)
-    assert everything == polled.points, "polling with None did not yield every point again"
+    everything = backend.poll(handle, None)
+    assert list(everything.points) == polled.points, (
+        "polling with None did not yield every point again"
+    )
+    _assert_epoch_ends(polled, everything, short.hyperparameters.n_epochs)
     backend.cancel(handle)
     after = backend.poll(handle, polled.cursor)
     assert after.status is JobStatus.SUCCEEDED, "cancelling a finished job changed its status"
+    _assert_costs(backend, backend_case, short, [final, again, everything, after])
 
 
 def test_resubmit_with_the_same_key_returns_the_same_job(
@@ -168,7 +224,20 @@ def test_cancel_stops_the_job_and_keeps_its_metrics(
         lambda p: bool(p.points) or p.last.status.terminal,
         timeout_s=backend_case.timeout_s,
     )
-    assert before.last.status is JobStatus.RUNNING, "the long request ended before cancel"
+    if backend_case.instant_jobs:
+        assert before.last.status is JobStatus.SUCCEEDED, (
+            f"the case declares instant_jobs, but the job's first poll says {before.last.status}"
+        )
+        backend.cancel(handle)  # an ended job: a no-op
+        kept = backend.poll(handle, None)
+        assert kept.status is JobStatus.SUCCEEDED, "cancelling an ended job changed its status"
+        assert list(kept.points) == before.points, "cancelling an ended job lost its metrics"
+        return
+    assert before.last.status is JobStatus.RUNNING, (
+        f"the long request's job was {before.last.status} at its first points, not running: "
+        "make long_request run longer, or declare BackendCase(instant_jobs=True) when the "
+        "backend's jobs have ended when submit returns"
+    )
     backend.cancel(handle)
     started = time.monotonic()
     after = poll_until(backend, handle, timeout_s=5.0, polled=before)

@@ -42,11 +42,12 @@ __all__ = [
 
 def build_backend(name: str, options: Mapping[str, Any], workdir: Path) -> Backend:
     """The backend registered as ``name``, built the way a sweep file builds it:
-    ``registry.load(name)`` -> ``cls.parse_options(options)`` -> ``cls.from_options``."""
+    ``registry.load(name)`` -> ``cls.parse_options(options)`` -> ``cls.from_options``
+    (through :func:`orchestrator.backends.registry.build`)."""
     from orchestrator.backends import registry
 
     cls = registry.load(name)
-    return cls.from_options(cls.parse_options(options), workdir=workdir)
+    return registry.build(cls, cls.parse_options(options), workdir=workdir)
 
 
 @dataclass(frozen=True)
@@ -63,9 +64,14 @@ class BackendCase:
     * ``busy``: a context manager factory; while inside it, the provider refuses new jobs
       (``submit`` must raise :class:`~orchestrator.core.errors.ProviderBusyError`). None skips that
       test (a backend whose provider is never busy).
+    * ``timeout_s``: the most seconds a job of ``short_request`` takes to end (and a fresh
+      process gets to re-attach to it).
     * ``train_stats``: the statistics of ``short_request``'s training file, for
-      ``estimate_cost``; None computes them with :func:`orchestrator.data.checks.check_file`
-      (see :func:`train_stats`).
+      ``estimate_cost`` and ``job_cost``; None computes them with
+      :func:`orchestrator.data.checks.check_file` (see :func:`train_stats`).
+    * ``instant_jobs``: the backend's jobs have ended when ``submit`` returns (its first
+      poll of a job says it ended). The cancel test then checks that cancelling an ended
+      job is a no-op that keeps its metrics, instead of stopping a running one.
     """
 
     name: str
@@ -77,6 +83,7 @@ class BackendCase:
     timeout_s: float = 120.0
     busy: Callable[[], contextlib.AbstractContextManager[None]] | None = None
     train_stats: DatasetStats | None = None
+    instant_jobs: bool = False
 
     def backend(self) -> Backend:
         """A new instance of the backend (each call builds another, as a new process would)."""

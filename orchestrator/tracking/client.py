@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import functools
 import os
-import tempfile
 import time
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -195,17 +194,13 @@ class Tracker:
     def _server_down(self, timeout: float = 3.0) -> str | None:
         """Why the tracking server (an ``http(s)://`` URI) does not answer, or None."""
         from urllib.error import HTTPError
-        from urllib.parse import urlsplit, urlunsplit
         from urllib.request import urlopen
 
-        parts = urlsplit(self.tracking_uri)
-        if parts.scheme not in ("http", "https"):
+        from orchestrator.core.urls import bare_url
+
+        if not self.tracking_uri.lower().startswith(("http://", "https://")):
             return None
-        host = parts.hostname or ""
-        netloc = (f"[{host}]" if ":" in host else host) + (
-            f":{parts.port}" if parts.port is not None else ""
-        )
-        shown = urlunsplit((parts.scheme, netloc, parts.path, "", ""))  # no user:password@
+        shown = bare_url(self.tracking_uri)  # no user:password@
         try:
             with urlopen(shown.rstrip("/") + "/health", timeout=timeout):
                 return None
@@ -426,53 +421,12 @@ class Tracker:
             f"artifact {artifact_file}", lambda: self.client.log_text(run_id, text, artifact_file)
         )
 
-    def log_curve_png(
-        self, run_id: str, curves: Mapping[str, Sequence[tuple[int, float]]], title: str
-    ) -> None:
-        """A loss-curve figure (train/valid loss by step) as ``loss_curve.png``."""
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
-        fig, ax = plt.subplots(figsize=(7, 4))
-        for name in ("train_loss", "valid_loss", "full_valid_loss"):
-            points = curves.get(name) or []
-            if points:
-                style = "o-" if name == "full_valid_loss" else "-"
-                ax.plot(
-                    [s for s, _ in points],
-                    [v for _, v in points],
-                    style,
-                    label=name,
-                    alpha=0.6 if name == "train_loss" else 1.0,
-                )
-        ax.set_xlabel("step")
-        ax.set_ylabel("loss")
-        ax.set_title(title)
-        ax.legend()
-        ax.grid(alpha=0.3)
-        with tempfile.TemporaryDirectory() as tmp:
-            path = Path(tmp) / "loss_curve.png"
-            fig.savefig(path, dpi=100, bbox_inches="tight")
-            plt.close(fig)
-            self.log_file(run_id, path)
-
     def set_model_alias(self, name: str, alias: str, version: str) -> None:
         """Point alias ``alias`` of registered model ``name`` at ``version``."""
         self._call(
             f"alias {alias!r} of model {name!r}",
             lambda: self.client.set_registered_model_alias(name, alias, version),
         )
-
-    def model_alias(self, name: str, alias: str) -> str | None:
-        """The version alias ``alias`` of registered model ``name`` points at, if any."""
-        from mlflow.exceptions import MlflowException
-
-        try:
-            return str(self.client.get_model_version_by_alias(name, alias).version)
-        except MlflowException:
-            return None
 
     def register_model(
         self, run_id: str, artifact_path: str, name: str, tags: Mapping[str, str] | None = None

@@ -32,6 +32,7 @@ from orchestrator.core.errors import (
     StoreUnreachableError,
     UsageError,
 )
+from orchestrator.core.urls import mask_secret, masked_url, sqlite_path
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -147,7 +148,7 @@ def from_mlflow_run(run_id: str, tracking_uri: str | None = None) -> RunCurves:
             f"{run_id}: not a file, and not an MLflow run id (32 hex characters); "
             "a job id needs --spec SWEEP.yaml"
         )
-    if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_file():
+    if (db := sqlite_path(uri)) is not None and not db.is_file():
         raise UsageError(f"no MLflow store at {uri} (set --tracking-uri)")
     from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
@@ -169,8 +170,10 @@ def from_mlflow_run(run_id: str, tracking_uri: str | None = None) -> RunCurves:
             curves[name] = curve
     except MlflowException as exc:
         if getattr(exc, "error_code", "") == "RESOURCE_DOES_NOT_EXIST":
-            raise UsageError(f"no MLflow run {run_id} in {_shown(uri)}") from None
-        raise StoreUnreachableError(f"MLflow at {_shown(uri)}: {str(exc).splitlines()[0]}") from exc
+            raise UsageError(f"no MLflow run {run_id} in {masked_url(uri)}") from None
+        why = mask_secret(str(exc).splitlines()[0], uri)
+        # not chained: MLflow's error names the URI, password included
+        raise StoreUnreachableError(f"MLflow at {masked_url(uri)}: {why}") from None
     if not any(curves.get(n) for n in ("train_loss", "valid_loss", "full_valid_loss")):
         raise UsageError(
             f"MLflow run {run_id} has no loss curves (a sweep's parent run? pass a trial's run)"
@@ -201,11 +204,6 @@ def from_mlflow_run(run_id: str, tracking_uri: str | None = None) -> RunCurves:
         stop_reason=reason,
         status=state or run.info.status,
     )
-
-
-def _shown(uri: str) -> str:
-    """A tracking URI without a password."""
-    return re.sub(r"//([^/@:]+):[^/@]*@", r"//\1:***@", uri)
 
 
 def from_job(spec_path: str | Path, job_id: str) -> RunCurves:

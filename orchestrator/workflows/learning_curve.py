@@ -6,37 +6,78 @@ has no completed trial, is an error telling to run it first), writes nested rand
 the training file (12.5, 25, 50 and 100 % by default; the batch size keeps its share of the
 examples, at least 1; the validation file is the sweep's), estimates what the jobs cost and
 refuses, before anything is uploaded, when that is over the sweep's budget, then trains them
-on the sweep's backend (``parallel`` at a time) and tracks them in the sweep's MLflow
-experiment: one parent run tagged ``ftsweep.kind = learning-curve`` with the plot and the fit,
-one child run per fraction with its step metrics.
+and tracks them in the sweep's MLflow experiment: one parent run tagged ``ftsweep.kind =
+learning-curve`` with the plot and the fit, one child run per fraction with its step metrics
+(:mod:`.curve_tracking`). The fit and the answer: :mod:`.power_law`.
 
-The fit (:func:`fit_power_law`): ``loss(n) = a * n**-b + c`` by least squares on
-``log(loss - c)`` against ``log n`` for a grid of floors ``0 <= c < min(loss)``, keeping the
-floor whose curve is closest to the points; the answer (:meth:`Fit.verdict`) says whether a
-doubling of the data is predicted to lower the validation loss by at least
-:data:`WORTH_PCT` per cent.
+**The jobs run through the sweep engine** (:func:`orchestrator.engine.run_sweep`), as trials
+of the curve's own study ``STUDY.curve.tN`` (the sweep's study, its best trial ``N``), so a
+learning curve has what a sweep has: one trial's error stays in that trial (its job is
+cancelled), the ledger, re-attaching to the jobs of a killed run (``ftsweep learning-curve``
+again: nothing is trained or paid twice), the budget, the MLflow listener. A curve whose
+fractions all trained, run again, trains nothing and logs nothing new.
+
+**One derived plan per fraction.** A plan owns its training file and that file's statistics
+(:meth:`~orchestrator.plan.sweep.SweepPlan.request` puts ``spec.data.train`` into every
+request; the engine prices each trial on ``plan.train``, and resolves the space against its
+examples). A request override per trial would train the right file but price it, and budget
+it, on the whole file's statistics. So each fraction gets a plan of its own: the sweep's plan
+with the subset as its training file and statistics, its space fixed at the fraction's
+configuration (:func:`~orchestrator.plan.sweep.replan`), the loss as its objective, no
+pruner; and the engine runs each plan in turn against the one study (one study, so one
+parent run with a child run per fraction: the MLflow listener knows a trial by its number
+in the study). Each run is allowed one trial more than the study counts for the other
+fractions (:func:`orchestrator.engine.loop.counted`, the engine's own count), so a fraction
+whose job is still running is re-attached, not trained again. The largest fraction runs
+first (the parent run then describes the whole data); the cost of this choice is that the
+fractions train one after another, not ``parallel`` at a time.
 """
 
 from __future__ import annotations
 
 import json
-import math
 import random
 import shutil
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from orchestrator.core.attrs import TrialAttrs
 from orchestrator.core.errors import OrchestratorError
+from orchestrator.engine.events import (
+    Listener,
+    Note,
+    TrialFinished,
+    TrialStarted,
+    TrialSubmitted,
+    TrialView,
+)
+from orchestrator.tracking.client import TAG
+from orchestrator.workflows.curve_tracking import KIND, CurveEnd, CurveListener, FractionLabel
+from orchestrator.workflows.power_law import Fit, fit_power_law, plot_curve
 
-__all__ = ["Fit", "LearningCurve", "Point", "fit_power_law", "learning_curve"]
+if TYPE_CHECKING:
+    import optuna
+
+    from orchestrator.backends.base import Hyperparameters
+    from orchestrator.config import SweepSpec
+    from orchestrator.engine import SweepResult
+    from orchestrator.plan.sweep import SweepPlan
+    from orchestrator.stores.study import Stores
+
+__all__ = [
+    "FRACTIONS",
+    "BudgetExceededError",
+    "Fit",
+    "LearningCurve",
+    "Point",
+    "fit_power_law",
+    "learning_curve",
+]
 
 FRACTIONS = (0.125, 0.25, 0.5, 1.0)
-#: a doubling must lower the validation loss by this much (per cent) to be worth it
-WORTH_PCT = 2.0
-KIND = "learning-curve"
 
 
 class BudgetExceededError(OrchestratorError):
@@ -59,39 +100,6 @@ class Point:
 
 
 @dataclass(frozen=True)
-class Fit:
-    """``loss(n) = a * n**-b + c`` (``c`` the floor)."""
-
-    a: float
-    b: float
-    c: float
-    n_max: int
-    rmse: float
-
-    def predict(self, n: float) -> float:
-        return float(self.a * n**-self.b + self.c)
-
-    @property
-    def doubling_gain(self) -> float:
-        """How much lower the loss is predicted at twice the largest size."""
-        return self.predict(self.n_max) - self.predict(2 * self.n_max)
-
-    def verdict(self, metric: str) -> str:
-        now = self.predict(self.n_max)
-        gain = self.doubling_gain
-        pct = 100 * gain / now if now > 0 else 0.0
-        n2 = 2 * self.n_max
-        law = f"{metric} ~ {self.a:.3g}*n^-{self.b:.3g} + {self.c:.3g}"
-        if self.b <= 0 or gain <= 0:
-            return f"more data: not worth it: {metric} does not fall with more examples ({law})"
-        worth = "worth it" if pct >= WORTH_PCT else "not worth it"
-        return (
-            f"more data: {worth}: doubling to {n2} examples would lower {metric} by about "
-            f"{gain:.3g} ({pct:.1f} %), from {now:.4g} to {now - gain:.4g} ({law})"
-        )
-
-
-@dataclass(frozen=True)
 class LearningCurve:
     """The result of :func:`learning_curve`."""
 
@@ -107,73 +115,38 @@ class LearningCurve:
     notes: tuple[str, ...] = field(default=())
 
     def as_dict(self) -> dict[str, Any]:
+        """The curve as JSON-ready values (``ftsweep learning-curve --json``)."""
         return {
             "sweep": self.sweep,
             "trial": self.trial,
             "metric": self.metric,
-            "points": [p.__dict__ for p in self.points],
-            "fit": None if self.fit is None else self.fit.__dict__,
+            "points": [asdict(p) for p in self.points],
+            "fit": None if self.fit is None else asdict(self.fit),
             "answer": self.answer,
             "plot": str(self.plot),
             "mlflow_run_id": self.parent_run_id,
         }
 
 
-def fit_power_law(points: Sequence[tuple[float, float]]) -> Fit | None:
-    """The power law with a floor closest to ``(n, loss)`` points (None for fewer than 2
-    usable points). With 2 points the floor is 0."""
-    usable = sorted((n, y) for n, y in points if n > 0 and y is not None and math.isfinite(y))
-    if len(usable) < 2 or len({n for n, _ in usable}) < 2:
-        return None
-    low = min(y for _, y in usable)
-    floors = [0.0] if len(usable) < 3 or low <= 0 else [low * i / 50 for i in range(50)]
-    best: Fit | None = None
-    xs = [math.log(n) for n, _ in usable]
-    for c in floors:
-        if any(y - c <= 0 for _, y in usable):
-            continue
-        ys = [math.log(y - c) for _, y in usable]
-        mx, my = sum(xs) / len(xs), sum(ys) / len(ys)
-        sxx = sum((x - mx) ** 2 for x in xs)
-        slope = sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / sxx
-        a = math.exp(my - slope * mx)
-        fit = Fit(a, -slope, c, int(max(n for n, _ in usable)), 0.0)
-        rmse = math.sqrt(sum((fit.predict(n) - y) ** 2 for n, y in usable) / len(usable))
-        fit = replace(fit, rmse=rmse)
-        if best is None or rmse < best.rmse - 1e-12:
-            best = fit
-    return best
+@dataclass(frozen=True)
+class _Fraction:
+    """One fraction of the training data and the plan that trains it."""
 
+    share: float
+    plan: SweepPlan
+    estimate: float | None
 
-def _subsets(train: Path, fractions: Sequence[float], seed: int, folder: Path) -> list[Path]:
-    """Nested random subsets of the training file's examples (its non-blank lines)."""
-    lines = [line for line in train.read_text(encoding="utf-8").splitlines() if line.strip()]
-    order = list(range(len(lines)))
-    random.Random(seed).shuffle(order)
-    folder.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for f in fractions:
-        n = max(1, round(len(lines) * f))
-        chosen = sorted(order[:n])  # file order, as the sweep saw it
-        path = folder / f"{train.stem}.{f * 100:g}pct.jsonl"
-        path.write_text("".join(lines[i] + "\n" for i in chosen), encoding="utf-8")
-        paths.append(path)
-    return paths
+    @property
+    def path(self) -> Path:
+        return Path(self.plan.spec.data.train)
 
+    @property
+    def label(self) -> FractionLabel:
+        return FractionLabel(self.share, self.plan.train.n_examples)
 
-def _final(points: Sequence[Any], names: Sequence[str]) -> float | None:
-    for name in names:
-        values = [(p.step, p.value) for p in points if p.name == name and math.isfinite(p.value)]
-        if values:
-            return float(max(values)[1])
-    return None
-
-
-def _metric_names(objective: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    loss: tuple[str, ...] = ("full_valid_loss", "valid_loss")
-    if objective in loss:
-        loss = (objective, *(n for n in loss if n != objective))
-    return loss, ("full_valid_mean_token_accuracy", "valid_mean_token_accuracy")
+    @property
+    def batch_size(self) -> int:
+        return int(self.plan.space["batch_size"].value)
 
 
 def learning_curve(
@@ -186,18 +159,17 @@ def learning_curve(
     sleep: Callable[[float], None] = time.sleep,
 ) -> LearningCurve:
     """Train the best configuration of the sweep in ``spec_path`` on ``fractions`` of its
-    training data, fit, plot (to ``out``, by default beside the job folders) and track it."""
-    from orchestrator.backends.base import Hyperparameters, JobStatus, TrainingRequest
-    from orchestrator.data.checks import check_file
-    from orchestrator.plan.sweep import plan_sweep, preflight
+    training data, fit, plot (to ``out``, by default beside the subsets) and track it.
+
+    ``progress`` gets a line per job submitted and finished (and each note about one);
+    ``sleep`` is the engine's wait between polls."""
+    from orchestrator.backends.base import Hyperparameters
+    from orchestrator.core.errors import UsageError
+    from orchestrator.plan.sweep import plan_sweep
     from orchestrator.results.read import open_results
     from orchestrator.stores.study import resolve_stores
-    from orchestrator.tracking import Tracker
-    from orchestrator.tracking.client import TAG
 
     if not fractions or any(not 0 < f <= 1 for f in fractions):
-        from orchestrator.core.errors import UsageError
-
         raise UsageError("--fractions: each must be > 0 and <= 1")
     results = open_results(spec_path, current=True)
     best = results.best()
@@ -211,71 +183,35 @@ def learning_curve(
     hp = Hyperparameters.from_dict(results.hyperparameters(best))
     stores = resolve_stores(spec)
     folder = stores.workdir / KIND / spec.name
-    fractions = sorted(set(fractions))
-    subsets = _subsets(Path(spec.data.train), fractions, spec.seed, folder / "data")
-    study = f"{results.study.study_name}.{KIND}"
-    requests, estimates = [], []
-    estimator = plan.make_backend(stores.workdir / "backends" / plan.backend.name)
-    for i, (f, path) in enumerate(zip(fractions, subsets, strict=True)):
-        stats, _, _ = check_file(path, plan.counter)
-        share = max(1, round(hp.batch_size * stats.n_examples / plan.train.n_examples))
-        base = plan.request(replace(hp, batch_size=share), trial=i)
-        request = TrainingRequest.make(
-            study=study,
-            trial=i,
-            model=base.model,
-            hyperparameters=base.hyperparameters,
-            train_file=path,
-            valid_file=base.valid_file,
-            seed=base.seed,
-            options=base.options,
-            metadata={"ftsweep_study": study, "ftsweep_trial": str(i)},
-        )
-        estimator.check(request)
-        estimates.append(estimator.estimate_cost(request, stats))
-        requests.append((f, stats.n_examples, request))
+    shares = sorted(set(fractions))
+    study_name = f"{results.study.study_name}.curve.t{best.number}"
     cap = budget_usd if budget_usd is not None else spec.budget_usd
-    priced = [e for e in estimates if e is not None]
-    total = round(sum(priced), 4) if priced else None
-    if cap is not None and total is not None and total > cap:
-        raise BudgetExceededError(
-            f"the learning curve would cost about ${total:.2f} ({len(requests)} jobs), over "
-            f"the budget of ${cap:.2f}: nothing was started (raise --budget, or fewer "
-            "--fractions)"
-        )
-    if total is not None:
-        progress(f"estimated cost: ${total:.2f} for {len(requests)} jobs")
-    backend = plan.make_backend(stores.workdir / "backends" / plan.backend.name)
-    preflight(backend)
-    tracker = Tracker(stores.mlflow, spec.name, stores.artifacts)
     loss_names, acc_names = _metric_names(spec.objective.metric)
-    parent = tracker.new_run(
-        f"{results.study.study_name}-{KIND}",
-        {
-            f"{TAG}kind": KIND,
-            f"{TAG}learning_curve": "true",
-            f"{TAG}study": study,
+    subsets = _subsets(Path(spec.data.train), shares, spec.seed, folder / "data")
+    derive = _Deriver(plan, study_name, hp, loss_names[0], cap, len(shares), str(spec_path))
+    parts = [derive(f, path, stores) for f, path in zip(shares, subsets, strict=True)]
+    trials = _trials(stores, study_name)
+    _check_budget(parts, trials, cap, progress)
+    labels = {str(p.path): p.label for p in parts}
+    recorder = _Recorder(
+        spec.name,
+        labels,
+        tags={
+            f"{TAG}source_study": results.study.study_name,
             f"{TAG}source_trial": str(best.number),
-            f"{TAG}backend": plan.backend.name,
+            f"{TAG}fractions": ",".join(f"{f:g}" for f in shares),
         },
+        params=hp.as_dict(),
     )
-    tracker.log(
-        parent,
-        params={**hp.as_dict(), "fractions": ",".join(f"{f:g}" for f in fractions)},
-        tags={f"{TAG}state": "RUNNING"},
-    )
-    points = _train_all(
-        backend,
-        tracker,
-        parent,
-        requests,
-        spec.parallel,
-        getattr(plan.options, "poll_interval", (1.0, 30.0)),
-        (loss_names, acc_names, estimates),
-        progress,
-        sleep,
-        JobStatus,
-    )
+    runner = _Runner(str(spec_path), recorder, [_Progress(progress, labels)], progress, sleep)
+    for part in sorted(parts, key=lambda p: -p.share):  # the whole data first
+        trials = runner.run(part, trials)
+    if runner.last is None:  # every fraction trained already: one pass mends what a crash left
+        trials = runner.run(max(parts, key=lambda p: p.share), trials, again=True)
+    listener = recorder.listener
+    assert listener is not None, "the engine built the tracking listener"
+    accuracy = listener.finals(acc_names)
+    points = [_point(p, trials, accuracy) for p in parts]
     metric = loss_names[0]
     fit = fit_power_law([(p.n_examples, p.loss) for p in points if p.loss is not None])
     answer = (
@@ -284,7 +220,7 @@ def learning_curve(
         else "more data: cannot say: fewer than two fractions finished with a validation loss"
     )
     logged = folder / "learning_curve.png"
-    _plot(points, fit, metric, logged, f"{spec.name}: trial {best.number} on more data")
+    plot_curve(points, fit, metric, logged, f"{spec.name}: trial {best.number} on more data")
     plot = logged
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -298,175 +234,311 @@ def learning_curve(
         fit,
         answer,
         plot,
-        parent,
-        tracker.experiment_id,
+        listener.parent or "",
+        listener.tracker.experiment_id,
     )
-    tracker.log_file(parent, logged)
-    tracker.log_text(parent, json.dumps(curve.as_dict(), indent=2), "learning_curve.json")
     metrics: dict[str, float] = {}
     if fit is not None:
         metrics = {"power_law_a": fit.a, "power_law_b": fit.b, "power_law_floor": fit.c}
         metrics["doubling_gain"] = fit.doubling_gain
-    tracker.log(parent, metrics=metrics, tags={f"{TAG}state": "FINISHED", f"{TAG}answer": answer})
+    summary = json.dumps(curve.as_dict(), indent=2)
     ok = any(p.status == "succeeded" for p in points)
-    tracker.finish(parent, "FINISHED" if ok else "FAILED")
+    listener.conclude(CurveEnd(logged, summary, metrics, answer, ok))
     return curve
 
 
-def _train_all(
-    backend: Any,
-    tracker: Any,
-    parent: str,
-    requests: list[tuple[float, int, Any]],
-    parallel: int,
-    poll_interval: tuple[float, float],
-    names: tuple[tuple[str, ...], tuple[str, ...], list[float | None]],
-    progress: Callable[[str], None],
-    sleep: Callable[[float], None],
-    status_enum: Any,
-) -> list[Point]:
-    """Submit the jobs (``parallel`` at a time), poll them to the end, log each as a child
-    run; the points in fraction order. Ctrl-C cancels the jobs in flight."""
-    running: dict[int, dict[str, Any]] = {}
+def _metric_names(objective: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The validation loss (the objective's when it is one) and token accuracy, each with
+    what stands in for it."""
+    loss: tuple[str, ...] = ("full_valid_loss", "valid_loss")
+    if objective in loss:
+        loss = (objective, *(n for n in loss if n != objective))
+    return loss, ("full_valid_mean_token_accuracy", "valid_mean_token_accuracy")
+
+
+def _subsets(train: Path, fractions: Sequence[float], seed: int, folder: Path) -> list[Path]:
+    """Nested random subsets of the training file's examples (its non-blank lines)."""
+    lines = [line for line in train.read_text(encoding="utf-8").splitlines() if line.strip()]
+    order = list(range(len(lines)))
+    random.Random(seed).shuffle(order)
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for f in fractions:
+        n = max(1, round(len(lines) * f))
+        chosen = sorted(order[:n])  # file order, as the sweep saw it
+        path = (folder / f"{train.stem}.{f * 100:g}pct.jsonl").resolve()
+        path.write_text("".join(lines[i] + "\n" for i in chosen), encoding="utf-8")
+        paths.append(path)
+    return paths
+
+
+@dataclass(frozen=True)
+class _Deriver:
+    """Builds each fraction's plan from the sweep's (see the module docstring)."""
+
+    plan: SweepPlan
+    study: str
+    hp: Hyperparameters
+    metric: str
+    cap: float | None
+    n_fractions: int
+    shown: str
+
+    def __call__(self, share: float, path: Path, stores: Stores) -> _Fraction:
+        from orchestrator.config import (
+            BatchSizeParam,
+            FloatParam,
+            IntParam,
+            ObjectiveSpec,
+            PrunerSpec,
+            SamplerSpec,
+            SpaceSpec,
+        )
+        from orchestrator.data.checks import check_file
+        from orchestrator.plan.sweep import replan
+
+        plan, hp = self.plan, self.hp
+        stats, _, _ = check_file(path, plan.counter)
+        batch = max(1, round(hp.batch_size * stats.n_examples / plan.train.n_examples))
+        plw = hp.prompt_loss_weight
+        space = SpaceSpec(
+            n_epochs=IntParam(value=hp.n_epochs),
+            batch_size=BatchSizeParam(value=batch),
+            learning_rate_multiplier=FloatParam(value=float(hp.learning_rate_multiplier)),
+            prompt_loss_weight=None if plw is None else FloatParam(value=float(plw)),
+        )
+        spec = plan.spec.model_copy(
+            update={
+                # the study's own name: its lineage is not the sweep's (no generation of it)
+                "name": self.study,
+                "data": plan.spec.data.model_copy(update={"train": path}),
+                "space": space,
+                "objective": ObjectiveSpec(metric=self.metric, direction="minimize"),
+                "trials": self.n_fractions,
+                "timeout_s": None,
+                "target": None,
+                "budget_usd": self.cap,
+                "sampler": SamplerSpec(name="random", seed=plan.spec.sampler.seed),
+                "pruner": PrunerSpec(),
+                "enqueue": [],
+            }
+        )
+        derived = replan(replace(plan, train=stats, generation=None), spec, self.shown)
+        searched = [d.name for d in derived.space.dimensions if d.kind != "fixed"]
+        if searched:  # the configuration is the sweep's best, whole: nothing is searched
+            raise OrchestratorError(
+                f"the best trial's hyper-parameters leave {', '.join(searched)} unset: "
+                "it cannot be trained again as it was"
+            )
+        request = derived.request(derived.space.hyperparameters({}), trial=0)
+        estimator = derived.make_backend(stores.workdir / "backends" / derived.backend.name)
+        estimator.check(request)
+        return _Fraction(share, derived, estimator.estimate_cost(request, stats))
+
+
+def _trials(stores: Stores, name: str) -> list[optuna.trial.FrozenTrial]:
+    """The trials of the curve's study, read-only ([] before its first run)."""
+    from orchestrator.core.errors import SweepNotStartedError
+    from orchestrator.core.urls import masked_url
+    from orchestrator.stores.read import load_study
+
+    shown = masked_url(stores.optuna)
     try:
-        return _loop(
-            backend,
-            tracker,
-            parent,
-            requests,
-            parallel,
-            poll_interval,
-            names,
-            progress,
-            sleep,
-            status_enum,
-            running,
-        )
-    except KeyboardInterrupt:  # cancel what runs (paid jobs cost), then let it go up
-        for job in running.values():
-            backend.cancel(job["handle"])
-            tracker.finish(job["run"], "KILLED")
-        tracker.finish(parent, "KILLED")
-        raise
+        study = load_study(name, stores.optuna, shown, SweepNotStartedError(name, shown, ""))
+    except SweepNotStartedError:
+        return []
+    return list(study.get_trials(deepcopy=False))
 
 
-def _loop(
-    backend: Any,
-    tracker: Any,
-    parent: str,
-    requests: list[tuple[float, int, Any]],
-    parallel: int,
-    poll_interval: tuple[float, float],
-    names: tuple[tuple[str, ...], tuple[str, ...], list[float | None]],
+def _train_file(trial: optuna.trial.FrozenTrial) -> str | None:
+    """The training file of the trial's request (None: no request in its ledger)."""
+    raw = trial.user_attrs.get(TrialAttrs.REQUEST)
+    if raw is None:
+        return None
+    try:
+        return str(json.loads(str(raw))["train_file"])
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
+def _mine(
+    part: _Fraction, trials: Sequence[optuna.trial.FrozenTrial]
+) -> list[optuna.trial.FrozenTrial]:
+    """The trials that train ``part``'s file."""
+    return [t for t in trials if _train_file(t) == str(part.path)]
+
+
+def _done(trial: optuna.trial.FrozenTrial) -> bool:
+    """Whether the trial is the fraction's result: completed, or failed in a way that counts
+    (a job that failed; not one the provider or the budget kept from starting)."""
+    from orchestrator.engine.limits import counted
+
+    state = trial.state.name
+    return state == "COMPLETE" or (state in ("FAIL", "PRUNED") and counted([trial]) == 1)
+
+
+def _check_budget(
+    parts: Sequence[_Fraction],
+    trials: Sequence[optuna.trial.FrozenTrial],
+    cap: float | None,
     progress: Callable[[str], None],
-    sleep: Callable[[float], None],
-    status_enum: Any,
-    running: dict[int, dict[str, Any]],
-) -> list[Point]:
-    from orchestrator.tracking.client import TAG
-
-    loss_names, acc_names, estimates = names
-    pending = list(enumerate(requests))
-    done: dict[int, Point] = {}
-    delay = poll_interval[0]
-    while pending or running:
-        while pending and len(running) < parallel:
-            i, (f, n, request) = pending.pop(0)
-            hp = request.hyperparameters
-            run_id = tracker.new_run(
-                f"{f * 100:g}% ({n} examples)",
-                {
-                    "mlflow.parentRunId": parent,
-                    f"{TAG}kind": KIND,
-                    f"{TAG}learning_curve": "true",
-                    f"{TAG}fraction": f"{f:g}",
-                    f"{TAG}trial": str(i),
-                },
-            )
-            tracker.log(run_id, params={**hp.as_dict(), "fraction": f, "n_examples": n})
-            handle = backend.submit(request)
-            tracker.log(run_id, tags={f"{TAG}job_id": handle.job_id})
-            progress(f"{f * 100:g}% of the data ({n} examples): job {handle.job_id}")
-            running[i] = {
-                "f": f,
-                "n": n,
-                "hp": hp,
-                "handle": handle,
-                "run": run_id,
-                "cursor": None,
-                "points": [],
-            }
-        sleep(delay)
-        delay = min(poll_interval[1], delay * 1.5)  # backs off while nothing moves
-        for i, job in list(running.items()):
-            update = backend.poll(job["handle"], job["cursor"])
-            job["cursor"] = update.cursor
-            if update.points or update.status.terminal:
-                delay = poll_interval[0]
-            if update.points:
-                job["points"].extend(update.points)
-                tracker.log_points(job["run"], update.points)
-            if not update.status.terminal:
-                continue
-            del running[i]
-            ok = update.status == status_enum.SUCCEEDED
-            loss = _final(job["points"], loss_names) if ok else None
-            acc = _final(job["points"], acc_names) if ok else None
-            point = Point(
-                job["f"],
-                job["n"],
-                job["hp"].batch_size,
-                loss,
-                acc,
-                str(update.status),
-                job["handle"].job_id,
-                job["run"],
-                update.cost_usd or estimates[i],
-            )
-            done[i] = point
-            final = {
-                k: v
-                for k, v in (("valid_loss_final", loss), ("accuracy_final", acc))
-                if v is not None
-            }
-            tracker.log(job["run"], metrics=final, tags={f"{TAG}state": str(update.status)})
-            tracker.finish(job["run"], "FINISHED" if ok else "FAILED")
-            shown = f"{loss:.4f}" if loss is not None else (update.error or str(update.status))
-            progress(f"{job['f'] * 100:g}% of the data: {shown}")
-    return [done[i] for i in sorted(done)]
-
-
-def _plot(points: Sequence[Point], fit: Fit | None, metric: str, path: Path, title: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    done = [p for p in points if p.loss is not None]
-    fig, ax = plt.subplots(figsize=(7, 4))
-    ax.plot([p.n_examples for p in done], [p.loss or 0.0 for p in done], "o-", label=metric)
-    if fit is not None:
-        lo = min(p.n_examples for p in done)
-        xs = [lo * (2 * fit.n_max / lo) ** (i / 60) for i in range(61)]
-        ax.plot(xs, [fit.predict(x) for x in xs], "--", label="power law (to 2x the data)")
-    ax.set_xscale("log")
-    ax.set_xlabel("training examples")
-    ax.set_ylabel(metric)
-    ax.set_title(title)
-    ax.grid(alpha=0.3)
-    accuracy = [p for p in done if p.accuracy is not None]
-    if accuracy:
-        ax2 = ax.twinx()
-        ax2.plot(
-            [p.n_examples for p in accuracy],
-            [p.accuracy or 0.0 for p in accuracy],
-            "s:",
-            color="tab:green",
-            label="token accuracy",
+) -> None:
+    """Refuse, before anything is uploaded, a curve whose cost (what its study spent, and the
+    estimate of every fraction still to train) is over ``cap``."""
+    todo = [p for p in parts if not any(_done(t) for t in _mine(p, trials))]
+    priced = [p.estimate for p in todo if p.estimate is not None]
+    if not priced:
+        return
+    spent = sum(float(t.user_attrs.get(TrialAttrs.COST, 0.0)) for t in trials)
+    total = round(spent + sum(priced), 4)
+    if cap is not None and total > cap:
+        raise BudgetExceededError(
+            f"the learning curve would cost about ${total:.2f} ({len(todo)} jobs), over "
+            f"the budget of ${cap:.2f}: nothing was started (raise --budget, or fewer "
+            "--fractions)"
         )
-        ax2.set_ylabel("token accuracy")
-        ax2.legend(loc="upper right")
-    ax.legend(loc="upper left" if accuracy else "best")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100, bbox_inches="tight")
-    plt.close(fig)
+    progress(f"estimated cost: ${total:.2f} for {len(todo)} jobs")
+
+
+@dataclass
+class _Recorder:
+    """The tracking factory handed to the engine: one :class:`CurveListener` for every run
+    of this process, in the sweep's experiment."""
+
+    experiment: str
+    labels: dict[str, FractionLabel]
+    tags: dict[str, str]
+    params: dict[str, Any]
+    listener: CurveListener | None = None
+
+    def __call__(self, spec: SweepSpec, stores: Stores) -> Listener:
+        from orchestrator.tracking import Tracker
+
+        if self.listener is None:
+            tracker = Tracker(stores.mlflow, self.experiment, stores.artifacts)
+            self.listener = CurveListener(tracker, self.labels, tags=self.tags, params=self.params)
+        return self.listener
+
+
+@dataclass
+class _Runner:
+    """Runs one fraction's plan through the engine, allowed one trial more than the study
+    counts for the other fractions."""
+
+    spec_path: str
+    recorder: _Recorder
+    listeners: list[Listener]
+    say: Callable[[str], None]
+    sleep: Callable[[float], None]
+    last: SweepResult | None = None
+
+    def run(
+        self, part: _Fraction, trials: list[optuna.trial.FrozenTrial], *, again: bool = False
+    ) -> list[optuna.trial.FrozenTrial]:
+        """The study's trials after ``part``'s run (none when it is done already, unless
+        ``again``: a pass that trains nothing new)."""
+        from orchestrator.core.errors import SweepInterrupted
+        from orchestrator.engine import Overrides, run_sweep
+        from orchestrator.engine.finishing import STOP
+        from orchestrator.engine.limits import counted
+
+        mine = _mine(part, trials)
+        if any(_done(t) for t in mine) and not again:
+            return trials
+        # a trial asked but never claimed (a kill in between) is started with this plan
+        mine += [t for t in trials if t.state.name == "RUNNING" and _train_file(t) is None]
+        limit = counted(trials) if again else counted(trials) - counted(mine) + 1
+        try:
+            result = run_sweep(
+                self.spec_path,
+                Overrides(trials=max(1, limit)),
+                listeners=self.listeners,
+                tracking=self.recorder,
+                probe_tracking=True,
+                sleep=self.sleep,
+                plan=part.plan,
+            )
+        except (SweepInterrupted, *STOP) as exc:  # the command that re-attaches is this one
+            exc.args = tuple(_this_command(str(a), self.spec_path) for a in exc.args)
+            raise
+        self.last = result
+        trials = list(result.study.get_trials(deepcopy=False))
+        if not again and result.stop_reason and not any(_done(t) for t in _mine(part, trials)):
+            self.say(f"{part.share * 100:g}% of the data: not trained: {result.stop_reason}")
+        return trials
+
+
+def _this_command(text: str, spec_path: str) -> str:
+    """The engine's message, naming ``ftsweep learning-curve`` where it says ``ftsweep run``
+    re-attaches or resumes."""
+    return text.replace(f"`ftsweep run {spec_path}`", f"`ftsweep learning-curve {spec_path}`")
+
+
+def _point(
+    part: _Fraction, trials: Sequence[optuna.trial.FrozenTrial], accuracy: dict[int, float]
+) -> Point:
+    """The fraction's result, from its trial in the study (the last that is its result, else
+    its last) and its child run's token accuracy."""
+    mine = _mine(part, trials)
+    done = [t for t in mine if _done(t)]
+    complete = [t for t in done if t.state.name == "COMPLETE"]
+    chosen = complete or done or mine
+    if not chosen:
+        return Point(part.share, part.label.n_examples, part.batch_size, None, None, "not started")
+    trial = chosen[-1]
+    attrs = trial.user_attrs
+    status = str(attrs.get(TrialAttrs.JOB_STATUS) or "")
+    if not status:
+        status = "not started" if TrialAttrs.NOT_STARTED in attrs else trial.state.name.lower()
+    ok = status == "succeeded"
+    cost = attrs.get(TrialAttrs.COST, attrs.get(TrialAttrs.ESTIMATE, part.estimate))
+    return Point(
+        part.share,
+        part.label.n_examples,
+        part.batch_size,
+        trial.value if trial.state.name == "COMPLETE" else None,
+        accuracy.get(trial.number) if ok else None,
+        status,
+        attrs.get(TrialAttrs.JOB_ID),
+        attrs.get(TrialAttrs.MLFLOW_RUN),
+        None if cost is None else float(cost),
+    )
+
+
+class _Progress(Listener):
+    """The engine's events as ``progress`` lines, by fraction."""
+
+    name = "progress"
+
+    def __init__(self, say: Callable[[str], None], labels: dict[str, FractionLabel]) -> None:
+        self.say = say
+        self.labels = labels
+        self.by_trial: dict[int, FractionLabel] = {}
+
+    def _of(self, trial: TrialView) -> FractionLabel | None:
+        label = self.labels.get(str(trial.request.train_file))
+        if label is not None:
+            self.by_trial[trial.number] = label
+        return label
+
+    def trial_started(self, e: TrialStarted) -> None:
+        self._of(e.trial)
+
+    def trial_submitted(self, e: TrialSubmitted) -> None:
+        label = self._of(e.trial)
+        if label is not None:
+            self.say(f"{label.fraction * 100:g}% of the data ({label.n_examples} examples): "
+                     f"job {e.job_id}")  # fmt: skip
+
+    def trial_finished(self, e: TrialFinished) -> None:
+        label = self._of(e.trial)
+        if label is not None:
+            shown = f"{e.value:.4f}" if e.value is not None else (e.error or e.state)
+            self.say(f"{label.fraction * 100:g}% of the data: {shown}")
+
+    def note(self, e: Note) -> None:
+        label = self.by_trial.get(e.trial) if e.trial is not None else None
+        if label is None:
+            return  # the sweep-level notes of each fraction's run are the engine's business
+        prefix = "warning: " if e.level == "warning" else ""
+        self.say(f"{prefix}{label.fraction * 100:g}% of the data: {e.text}")

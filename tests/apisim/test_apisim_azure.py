@@ -162,10 +162,10 @@ def test_queue_and_total_quotas_answer_in_azures_error_shape(tmp_path: Path) -> 
 
 
 def test_expired_key_and_token_are_refused_in_azures_words(server: SimServer) -> None:
-    from orchestrator.backends.remote.azure import _key_client
+    from orchestrator.backends.remote.azure import key_client
 
     # the backend's v1 client sends the key as ``api-key``: the key's refusal, not a token's
-    keyed = _key_client(f"{server.url}/openai/v1/", "expired-key", 5.0)
+    keyed = key_client(f"{server.url}/openai/v1/", "expired-key", 5.0)
     with pytest.raises(openai.AuthenticationError, match="invalid subscription key"):
         keyed.fine_tuning.jobs.list()
     with pytest.raises(openai.AuthenticationError, match="have expired"):

@@ -35,12 +35,12 @@ def test_overrides_win_tier_first_then_model_then_the_table() -> None:
 def test_every_model_of_the_issue_is_in_the_table_with_its_tiers() -> None:
     for name in ("gpt-4o-mini", "gpt-4o", "gpt-4.1", "gpt-4.1-mini", "gpt-4.1-nano"):
         model = AZURE_MODELS[name]
-        assert model.tiers == tuple(TIERS) and model.exact_tokens
+        assert model.azure_tiers == tuple(TIERS) and model.exact_tokens
     for name in ("gpt-oss-20b", "Llama-3.3-70B", "Qwen-32B", "Ministral-3B"):
         model = azure_model(name)
-        assert model is not None and model.open_weight and "standard" not in model.tiers
+        assert model is not None and model.open_weight and "standard" not in model.azure_tiers
         assert not model.exact_tokens and "estimate" in model.tokens_note
-        for tier in model.tiers:  # every allowed tier has a price
+        for tier in model.azure_tiers:  # every allowed tier has a price
             assert training_price(model.name, provider="azure", tier=tier) is not None
     assert azure_model("gpt-4o-mini-2024-07-18") is AZURE_MODELS["gpt-4o-mini"]
     assert AZURE_MODELS["gpt-4.1-nano"].context == 32_768

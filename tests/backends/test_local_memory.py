@@ -7,6 +7,7 @@ import json
 import shutil
 import warnings
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -220,7 +221,9 @@ def test_the_estimate_by_hand() -> None:
     full = estimate_memory(shape, LocalOptions(), 8, 100)
     assert (full.weights, full.gradients, full.optimizer) == (6 * p, 4 * p, 8 * p)
     assert full.activations == ((26 * 576 + 11 * 1536) * 30 + 13 * 576) * n
-    assert full.logits == 10 * 49152 * n
+    assert full.logits == 10 * 49152 * 8 * 99  # target positions only: one chunk of them
+    chunked = estimate_memory(shape, LocalOptions(loss_chunk=128), 8, 100)
+    assert chunked.logits == 10 * 49152 * 128  # one chunk's logits at a time
     parts = 18 * p + full.activations + full.logits
     assert full.total == int(parts * FRAGMENTATION) + CUDA_OVERHEAD
     lora = estimate_memory(shape, LocalOptions(lora=LoraOptions()), 8, 100, gpus=2)
@@ -300,3 +303,23 @@ def test_a_space_that_cannot_fit_the_gpu_is_refused_by_space_estimate_and_run(
     assert "of the 24 GiB of each GPU, at batch_size 64: " in row
     assert f"{fix} examples of up to " in row and "8,030,261,248 parameters" in row
     assert float(row.split("about ")[1].split(" GiB")[0]) <= 24
+
+
+def test_the_trainer_s_memory_options_count() -> None:
+    """``gradient_checkpointing: true`` (not ``auto``, off until an out-of-memory error),
+    ``attn_implementation: eager``, ``load_in_4bit`` and ``loss_chunk``, parsed as a sweep
+    file gives them."""
+    shape = model_shape("smollm2-135m")
+    assert shape is not None
+
+    def estimate(**raw: Any) -> Any:
+        return estimate_memory(shape, LocalOptions.parse({"lora": True, **raw}), 8, 512)
+
+    base = estimate()
+    assert estimate(gradient_checkpointing="auto") == base
+    assert estimate(gradient_checkpointing=True).activations < base.activations / 4
+    assert estimate(attn_implementation="eager").activations > base.activations
+    assert estimate(attn_implementation="sdpa") == base
+    assert estimate(loss_chunk=64).logits == 10 * shape.vocab * 64 < base.logits
+    quantized = replace(LocalOptions.parse({"lora": True}), load_in_4bit=True)  # CUDA-only
+    assert estimate_memory(shape, quantized, 8, 512).weights < base.weights / 2

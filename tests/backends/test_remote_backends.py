@@ -671,3 +671,22 @@ def test_metrics_from_messages_and_result_files() -> None:
     expected = [MetricPoint(1, "train_loss", 3.6), MetricPoint(1, "train_mean_token_accuracy", 0.5)]
     assert parse_result_csv(base64.b64encode(openai_csv)) == expected
     assert parse_result_csv(azure_csv) == expected
+
+
+def test_a_polled_result_file_and_a_read_one_give_the_same_curves() -> None:
+    """The backend's lenient reader (:mod:`.events`) and ``ftsweep diagnose``'s strict one
+    (:mod:`.resultfile`) share one table of columns: every spelling, the legacy API's
+    included, gives the same curves through both."""
+    from orchestrator.backends.remote import events, resultfile
+
+    header = ["step", *resultfile.COLUMNS]
+    rows = [[str(step), *(f"{step}.{i}" for i in range(len(header) - 1))] for step in (1, 2)]
+    rows[1][1] = "N/A"  # a missing cell, in either reader
+    csv = "\n".join(",".join(r) for r in [header, *rows]).encode()
+    strict = resultfile.parse_result_csv(csv)
+    lenient: dict[str, list[tuple[int, float]]] = {}
+    for point in events.parse_result_csv(csv):
+        lenient.setdefault(point.name, []).append((point.step, point.value))
+    assert lenient == strict
+    assert set(strict) == set(resultfile.COLUMNS.values())
+    assert strict["train_loss"][0] == (1, 1.0)

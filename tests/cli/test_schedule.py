@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.workflows import schedule as schedule_lib
+from orchestrator.workflows.schedule import loop as schedule_loop
 from tests.conftest import Result
 from tests.test_schedule import (
     SYSTEMD_ANALYZE,
@@ -321,8 +321,8 @@ def test_serve_runs_the_retune_at_each_time_and_logs(
     monkeypatch.setenv("FTSWEEP_SCHEDULE_COMMAND", f"{shlex.quote(sys.executable)} {script}")
     (project / "run.env").write_text("MY_TOKEN='from the env file'\n")
     t = FakeTime(datetime(2026, 3, 1, 12, 0, 30, tzinfo=UTC))
-    monkeypatch.setattr(schedule_lib, "CLOCK", t.clock)
-    monkeypatch.setattr(schedule_lib, "SLEEP", t.sleep)
+    monkeypatch.setattr(schedule_loop, "CLOCK", t.clock)
+    monkeypatch.setattr(schedule_loop, "SLEEP", t.sleep)
     r = cli("schedule", "sweeps/nightly.yaml", "--serve", "--cron", "* * * * *",
             "--report", "r.json", "--env-file", "run.env", "--max-runs", "2")  # fmt: skip
     assert r.code == 0, r.err

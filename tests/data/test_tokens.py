@@ -3,38 +3,97 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from orchestrator.catalog.tokens import _EXPECTED_SHA256, counter_for, model_info
+from orchestrator.catalog.tokens import PINNED_SHA256, counter_for, model_info
 from orchestrator.core.errors import TokenizerError
+
+ROOT = Path(__file__).resolve().parents[2]
+NO_NETWORK = (
+    "import socket\n"
+    "def no_net(*a, **k): raise OSError('network disabled in this test')\n"
+    "socket.socket.connect = no_net\n"
+)
+
+
+def _offline(code: str, env: dict[str, str]) -> str:
+    """Run ``code`` in a fresh interpreter with no network; its stdout."""
+    proc = subprocess.run(
+        [sys.executable, "-c", NO_NETWORK + code],
+        capture_output=True,
+        text=True,
+        env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT), **env},
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout.strip()
 
 
 def test_encodings_load_offline_from_the_carried_tables(tmp_path: Path) -> None:
     # A fresh, empty tiktoken cache and no network: the tables must come from the package.
+    cache, home = tmp_path / "cache", tmp_path / "home"
     code = (
-        "import socket\n"
-        "def no_net(*a, **k): raise OSError('network disabled in this test')\n"
-        "socket.socket.connect = no_net\n"
-        "from orchestrator.catalog.tokens import counter_for\n"
-        "import tiktoken\n"
+        "from orchestrator.catalog.tokens import counter_for, encoding\n"
         "print(counter_for('gpt-4o-mini').count('hello world'),"
         " counter_for('gpt-3.5-turbo').count('hello world'),"
-        " tiktoken.get_encoding('cl100k_base').encode('tiktoken is great!'))\n"
+        " encoding('cl100k_base').encode('tiktoken is great!'))\n"
     )
-    env = {"TIKTOKEN_CACHE_DIR": str(tmp_path), "PATH": "/usr/bin:/bin"}
-    proc = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, env=env, check=False
+    env = {"TIKTOKEN_CACHE_DIR": str(cache), "FTSWEEP_HOME": str(home)}
+    assert _offline(code, env) == "2 2 [83, 1609, 5963, 374, 2294, 0]"
+    # the converted tables, and the copy tiktoken's load_tiktoken_bpe caches of each
+    for folder in (home / "tiktoken", cache):
+        kept = [p for p in folder.iterdir() if p.is_file()]
+        assert {hashlib.sha256(p.read_bytes()).hexdigest() for p in kept} == set(
+            PINNED_SHA256.values()
+        )
+    # a table changed on disk is refused by tiktoken's hash check, and written again
+    table = home / "tiktoken" / "cl100k_base.tiktoken"
+    table.write_bytes(table.read_bytes().replace(b" 0\n", b" 1\n", 1))
+    for cached in cache.iterdir():
+        cached.unlink()
+    assert _offline(code, env) == "2 2 [83, 1609, 5963, 374, 2294, 0]"
+    assert hashlib.sha256(table.read_bytes()).hexdigest() == PINNED_SHA256["cl100k_base"]
+
+
+@pytest.mark.parametrize("name", sorted(PINNED_SHA256))
+def test_the_encodings_are_tiktokens_own(tmp_path: Path, name: str) -> None:
+    """tiktoken's own constructor (``tiktoken_ext.openai_public``), fed the same table through
+    its cache, builds the same pattern, special tokens and token ids."""
+    texts = [
+        "hello world",
+        "naïve café — Zürich, 12345678 tokens!",
+        "def f(x):\n    return x**2\n\n\n",
+        "I'LL  say   it's   DONE's\r\n\tend  ",
+        "数据检查 and émojis 🎉🎉",
+        "<|endoftext|> is special; <|fim_prefix|> may be",
+    ]
+    # tiktoken's cache keeps a download under the SHA-1 of its URL: only this test relies on it
+    url = f"https://openaipublic.blob.core.windows.net/encodings/{name}.tiktoken"
+    cache = tmp_path / "cache"
+    code = (
+        "import hashlib, json, os, shutil\n"
+        "from orchestrator.catalog.tokens import encoding, tables_dir\n"
+        f"ours = encoding({name!r})\n"
+        "os.makedirs(os.environ['TIKTOKEN_CACHE_DIR'], exist_ok=True)\n"
+        f"shutil.copy(tables_dir() / '{name}.tiktoken', os.path.join("
+        f"os.environ['TIKTOKEN_CACHE_DIR'], hashlib.sha1({url!r}.encode()).hexdigest()))\n"
+        "import tiktoken\n"
+        "from tiktoken_ext import openai_public\n"
+        f"theirs = tiktoken.Encoding(**getattr(openai_public, {name!r})())\n"
+        f"texts = {texts!r}\n"
+        "same = [ours.encode(t, allowed_special='all') == theirs.encode(t, allowed_special='all')"
+        " and ours.encode_ordinary(t) == theirs.encode_ordinary(t) for t in texts]\n"
+        "print(json.dumps([same, ours.n_vocab == theirs.n_vocab,"
+        " ours.special_tokens_set == theirs.special_tokens_set,"
+        " ours._pat_str == theirs._pat_str, ours._special_tokens == theirs._special_tokens]))\n"
     )
-    assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.strip() == "2 2 [83, 1609, 5963, 374, 2294, 0]"
-    cached = sorted(p for p in tmp_path.iterdir() if p.is_file())
-    assert {hashlib.sha256(p.read_bytes()).hexdigest() for p in cached} == set(
-        _EXPECTED_SHA256.values()
-    )
+    env = {"TIKTOKEN_CACHE_DIR": str(cache), "FTSWEEP_HOME": str(tmp_path / "home")}
+    assert _offline(code, env) == json.dumps([[True] * len(texts), True, True, True, True])
 
 
 @pytest.mark.parametrize(

@@ -77,6 +77,32 @@ RUNS: dict[str, Run] = {
     "holdout-tickets-lr0.5-e4-b8-s1": Run("tickets", 160, 4, 8, 0.5, seed=1),
     "holdout-reverse-lr100-e3-b8-s1": Run("reverse", 160, 3, 8, 100.0, seed=1),
     "holdout-tickets-lr5-e20-b8-s1": Run("tickets", 160, 20, 8, 5.0, seed=1),
+    # plateaus: few examples, so validation loss levels off while training loss keeps
+    # falling; the same settings at several epoch counts, the longest one the reference
+    # for whether more epochs help (docs/diagnosis.md, "Plateaus")
+    "reverse-n40-lr3-e6-b8": Run("reverse", 40, 6, 8, 3.0),
+    "reverse-n40-lr3-e10-b8": Run("reverse", 40, 10, 8, 3.0),
+    "reverse-n40-lr3-e14-b8": Run("reverse", 40, 14, 8, 3.0),
+    "reverse-n40-lr3-e20-b8": Run("reverse", 40, 20, 8, 3.0),
+    "reverse-n40-lr3-e30-b8": Run("reverse", 40, 30, 8, 3.0),
+    "reverse-n80-lr2-e10-b8": Run("reverse", 80, 10, 8, 2.0),
+    "reverse-n80-lr2-e16-b8": Run("reverse", 80, 16, 8, 2.0),
+    "reverse-n80-lr2-e24-b8": Run("reverse", 80, 24, 8, 2.0),
+    "reverse-n80-lr2-e40-b8": Run("reverse", 80, 40, 8, 2.0),
+    "reverse-n80-lr5-e12-b8": Run("reverse", 80, 12, 8, 5.0),
+    "reverse-n80-lr5-e24-b8": Run("reverse", 80, 24, 8, 5.0),
+    # held out: made and labelled after the plateau rule was fixed
+    "holdout-reverse-n40-lr2-e12-b4-s1": Run("reverse", 40, 12, 4, 2.0, seed=1),
+    "holdout-reverse-n40-lr2-e24-b4-s1": Run("reverse", 40, 24, 4, 2.0, seed=1),
+    "holdout-reverse-n60-lr4-e10-b8-s2": Run("reverse", 60, 10, 8, 4.0, seed=2),
+    "holdout-reverse-n60-lr4-e20-b8-s2": Run("reverse", 60, 20, 8, 4.0, seed=2),
+    "holdout-reverse-n60-lr4-e30-b8-s2": Run("reverse", 60, 30, 8, 4.0, seed=2),
+    "holdout-reverse-n120-lr3-e12-b8-s1": Run("reverse", 120, 12, 8, 3.0, seed=1),
+    "holdout-reverse-n120-lr3-e24-b8-s1": Run("reverse", 120, 24, 8, 3.0, seed=1),
+    "holdout-reverse-n40-lr3-e14-b8-s1": Run("reverse", 40, 14, 8, 3.0, seed=1),
+    "holdout-reverse-n40-lr3-e28-b8-s1": Run("reverse", 40, 28, 8, 3.0, seed=1),
+    "holdout-reverse-n50-lr2-e16-b4-s2": Run("reverse", 50, 16, 4, 2.0, seed=2),
+    "holdout-reverse-n50-lr2-e32-b4-s2": Run("reverse", 50, 32, 4, 2.0, seed=2),
 }
 
 

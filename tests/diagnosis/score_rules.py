@@ -3,7 +3,9 @@
     python tests/diagnosis/score_rules.py                 # the rules in the working tree
     python tests/diagnosis/score_rules.py --rev d9f5c9b  # the rules at a commit
 
-Prints each curve whose label differs from the MANIFEST's, then ``N/M agree``. ``n_epochs``
+Prints each curve whose label differs from the MANIFEST's, then ``N/M agree`` for all curves,
+for the held-out ones (``holdout-*``) and for the rest, and how often the rules and the
+MANIFEST agree on the question a user acts on: more epochs (``underfit``) or not. ``n_epochs``
 is the number of full-validation passes, as ``ftsweep diagnose`` reads it from a result CSV.
 """
 
@@ -52,7 +54,8 @@ def main(argv: list[str] | None = None) -> int:
     from orchestrator.backends.remote.resultfile import read_result_csv
 
     rules = _rules(args.rev)
-    agree = total = 0
+    # set -> [label agreements, "more epochs or not" agreements, curves]
+    scores = {"all": [0, 0, 0], "held out": [0, 0, 0], "the rest": [0, 0, 0]}
     for line in (HERE / "corpus" / "MANIFEST").read_text().splitlines():
         if not line or line.startswith("#") or line.startswith("name\t"):
             continue
@@ -60,12 +63,16 @@ def main(argv: list[str] | None = None) -> int:
         curves = read_result_csv(HERE / "corpus" / f"{name}.csv")
         n_epochs = len(curves.get("full_valid_loss", [])) or None
         d = rules.diagnose(curves, n_epochs)
-        total += 1
-        agree += d.label == label
+        group = "held out" if name.startswith("holdout-") else "the rest"
+        for key in ("all", group):
+            scores[key][0] += d.label == label
+            scores[key][1] += (d.label == "underfit") == (label == "underfit")
+            scores[key][2] += 1
         if d.label != label:
             print(f"{name}: recorded {label}, rules say {d.label}: {d.recommendation}")
-    print(f"{agree}/{total} agree")
-    return 0 if agree == total else 1
+    for key, (agree, epochs, total) in scores.items():
+        print(f"{key}: {agree}/{total} agree, {epochs}/{total} on more epochs or not")
+    return 0 if scores["all"][0] == scores["all"][2] else 1
 
 
 if __name__ == "__main__":

@@ -27,8 +27,8 @@ from orchestrator.backends.base import (
     TrainingRequest,
 )
 from orchestrator.data.findings import DatasetStats
+from orchestrator.testing.instant import FakeClock
 from orchestrator.workflows.sweep import Overrides, SweepResult, run_sweep
-from tests.engine.fakes import FakeClock
 from tests.helpers import chat_rows, write_jsonl
 from tests.reliability.stores import seed_mlflow
 

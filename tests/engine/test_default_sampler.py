@@ -18,7 +18,7 @@ from orchestrator.plan.samplers import (
     make_sampler,
 )
 from orchestrator.plan.space import Dimension, SearchSpace
-from tests.engine import fakes
+from orchestrator.testing import instant as fakes
 from tests.engine.test_loop import _run, _spec, instant  # noqa: F401  (the fixture)
 
 SPACE = {
@@ -132,3 +132,14 @@ def test_the_start_trains_the_most_epochs_only_when_earlier_epochs_are_told() ->
     assert isinstance(untold, StartThen) and untold.pinned == {}
     fixed = SearchSpace((Dimension("n_epochs", "fixed", value=3),), 100)
     assert make_sampler(_spec_of(), fixed, "s.yaml").pinned == {}  # type: ignore[attr-defined]
+
+
+def test_sampler_qmc_is_scrambled_so_its_seed_changes_the_sequence() -> None:
+    """``sampler: qmc`` with two seeds proposes two different sequences (unscrambled Sobol
+    points differ only in the first trial, whatever the seed)."""
+    spec = _spec_of(name="qmc", seed=1)
+    other = _spec_of(name="qmc", seed=2)
+    one = _proposals(make_sampler(spec, SEARCH, "s.yaml"), 6)
+    two = _proposals(make_sampler(other, SEARCH, "s.yaml"), 6)
+    assert one[1:] != two[1:]
+    assert one == _proposals(make_sampler(_spec_of(name="qmc", seed=1), SEARCH, "s.yaml"), 6)

@@ -13,7 +13,7 @@ from orchestrator.backends.base import Checkpoint, Hyperparameters
 from orchestrator.core.attrs import TrialAttrs
 from orchestrator.engine import Overrides
 from orchestrator.engine.fidelity import derive, epoch_end_steps
-from tests.engine import fakes
+from orchestrator.testing import instant as fakes
 from tests.engine.test_loop import _run, _spec, instant  # noqa: F401  (the fixture)
 from tests.engine.test_remote_sweeps import remote_runs, sim  # noqa: F401  (fixtures)
 

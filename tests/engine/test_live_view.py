@@ -70,7 +70,8 @@ def test_json_events_and_quiet(cli, make_sweep: SweepFactory) -> None:
 
 
 @pytest.mark.skipif(
-    shutil.which("tmux") is None and not os.environ.get("CI"), reason="tmux is not installed"
+    shutil.which("tmux") is None and not os.environ.get("CI"),
+    reason="tmux is not installed (apt-get install tmux)",
 )
 def test_a_terminal_shows_the_live_panel(make_sweep: SweepFactory, runs_dir: Path) -> None:
     """Drives `ftsweep run` in a tmux pane (a real pseudo-terminal) and reads the screen."""

@@ -14,8 +14,8 @@ from mlflow import MlflowClient
 
 from orchestrator.core.errors import SweepInterrupted
 from orchestrator.engine.events import Event, Listener, Note
+from orchestrator.testing import instant as fakes
 from orchestrator.workflows.sweep import Overrides, SweepResult, run_sweep
-from tests.engine import fakes
 from tests.helpers import chat_rows, write_jsonl
 from tests.reliability.stores import seed_mlflow
 

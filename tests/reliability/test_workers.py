@@ -16,7 +16,7 @@ import pytest
 import yaml
 from optuna.storages.journal import JournalFileBackend
 
-from tests.engine import fakes
+from orchestrator.testing import instant as fakes
 from tests.helpers import chat_rows, write_jsonl
 from tests.reliability.stores import check, seed_mlflow
 

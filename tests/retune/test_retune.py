@@ -18,8 +18,8 @@ from orchestrator.engine import Overrides
 from orchestrator.plan.fingerprint import Fingerprint
 from orchestrator.results.read import open_results
 from orchestrator.stores.read import generations
+from orchestrator.testing import instant as fakes
 from orchestrator.workflows.retune import RetuneResult, retune
-from tests.engine import fakes
 from tests.helpers import chat_rows, write_jsonl
 from tests.reliability.stores import seed_mlflow
 
@@ -136,6 +136,9 @@ def test_new_data_starts_a_linked_warm_started_generation(instant: Path, tmp_pat
     assert "40 -&gt; 80 examples" in html and "nightly.g2" in html and "<table" in html
     artifacts = [a.path for a in client.list_artifacts(g2.info.run_id, "report")]
     assert "report/retune.html" in artifacts
+    # one page, logged by the generation's MLflow listener: the file is the same text
+    logged = Path(client.download_artifacts(g2.info.run_id, "report/retune.html", str(tmp_path)))
+    assert logged.read_text() == html
     # and nothing changed after that
     assert _retune(spec).action == "unchanged"
     assert [g.number for g in generations(load_spec(spec))] == [1, 2]

@@ -1,42 +1,35 @@
-"""The shipped contract suite, run the way a third-party backend author runs it: the ``toy``
-backend (:mod:`tests.testing.toy`) is registered through an installed distribution's entry
-point, and this module is the docstring example of :mod:`orchestrator.testing.contract`."""
+"""The shipped contract suite, run the way a third-party backend author runs it, against the
+shipped instant backend (:mod:`orchestrator.testing.instant`) registered through an installed
+distribution's entry point: once with jobs that move on as they are polled, once with jobs
+that have ended at submit (the suite's declared ``instant_jobs`` mode)."""
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from orchestrator.backends.base import Hyperparameters, TrainingRequest
-from orchestrator.testing import BackendCase
+from orchestrator.testing import BackendCase, instant
 from orchestrator.testing.contract import *  # noqa: F403
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="session")
-def toy_site(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A site folder holding the dist-info of a package that registers ``toy``."""
-    site = tmp_path_factory.mktemp("toy-site")
-    info = site / "ftsweep_toy-0.1.dist-info"
-    info.mkdir()
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: ftsweep-toy\nVersion: 0.1\n")
-    (info / "entry_points.txt").write_text(
-        "[ftsweep.backends]\ntoy = tests.testing.toy:ToyBackend\n"
-    )
+def instant_site(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A site folder holding the dist-info of a package that registers ``instant``."""
+    site = tmp_path_factory.mktemp("instant-site")
+    instant.install(site)
     return site
 
 
-@pytest.fixture
-def backend_case(tmp_path: Path, toy_site: Path, monkeypatch: pytest.MonkeyPatch) -> BackendCase:
-    monkeypatch.syspath_prepend(str(toy_site))
+@pytest.fixture(params=["polled", "instant_jobs"])
+def backend_case(request: pytest.FixtureRequest, tmp_path: Path, instant_site: Path) -> BackendCase:
     train = tmp_path / "train.jsonl"
     rows = [
         {"messages": [{"role": "user", "content": f"q{i}"}, {"role": "assistant", "content": "a"}]}
@@ -45,30 +38,27 @@ def backend_case(tmp_path: Path, toy_site: Path, monkeypatch: pytest.MonkeyPatch
     train.write_text("".join(json.dumps(row) + "\n" for row in rows))
     workdir = tmp_path / "work"
 
-    def request(key: str, n_epochs: int) -> TrainingRequest:
+    def make(key: str, n_epochs: int) -> TrainingRequest:
         hp = Hyperparameters(n_epochs=n_epochs, batch_size=4, learning_rate_multiplier=0.1)
         return TrainingRequest(key=key, model="toy-model", hyperparameters=hp, train_file=train)
 
-    @contextlib.contextmanager
-    def busy() -> Iterator[None]:
-        flag = workdir / "busy"
-        flag.parent.mkdir(parents=True, exist_ok=True)
-        flag.touch()
-        try:
-            yield
-        finally:
-            flag.unlink()
-
-    path = os.pathsep.join(filter(None, [str(toy_site), str(ROOT), os.environ.get("PYTHONPATH")]))
+    ends_at_submit = request.param == "instant_jobs"
+    path = [str(instant_site), str(ROOT), os.environ.get("PYTHONPATH")]
     return BackendCase(
-        name="toy",
-        options={"steps_per_second": 50.0},
+        name="instant",
+        options={
+            "persist": True,
+            "price_per_epoch": 0.25,
+            "total_steps": 10,  # 2 epochs of 10 steps: 5 each; 20 epochs: 1 each
+            "finish_at_submit": ends_at_submit,
+        },
         workdir=workdir,
-        short_request=lambda key: request(key, 2),
-        long_request=lambda key: request(key, 1000),
-        env={"PYTHONPATH": path},
+        short_request=lambda key: make(key, 2),
+        long_request=lambda key: make(key, 20),
+        env={"PYTHONPATH": os.pathsep.join(filter(None, path))},
         timeout_s=20.0,
-        busy=busy,
+        busy=lambda: instant.provider_busy(workdir),
+        instant_jobs=ends_at_submit,
     )
 
 

@@ -304,17 +304,14 @@ class LocalBackend(Backend):
         model = request.model
         if Path(model).expanduser().exists():
             model = str(Path(model).expanduser().resolve())
-        return {
-            "key": request.key,
-            "model": model,
-            "hyperparameters": request.hyperparameters.as_dict(),
-            "train_file": str(Path(request.train_file).resolve()),
-            "valid_file": str(Path(request.valid_file).resolve()) if request.valid_file else None,
-            "seed": request.seed,
-            "options": self.job_options(request).to_dict(),
-            "metadata": dict(request.metadata),
-            "submitted": time.time(),
-        }
+        resolved = replace(
+            request,
+            model=model,
+            train_file=Path(request.train_file).resolve(),
+            valid_file=Path(request.valid_file).resolve() if request.valid_file else None,
+            options=self.job_options(request).to_dict(),
+        )
+        return {**resolved.to_dict(), "submitted": time.time()}
 
     def _lease(self, folder: JobFolder) -> tuple[str, ...]:
         """Lease the job's GPUs (:func:`.devices.lease_job`); none without a pool."""

@@ -4,8 +4,11 @@ A job with ``gpus_per_trial`` > 1 is started by ``torchrun`` (:func:`.devices.wo
 one worker per GPU; each reads its rank from the environment (:class:`Ranks`). The training
 loop asks its :class:`StepShare` three things, and nothing else changes:
 
-* ``wrap(model)``: the model the optimizer steps go through (``DistributedDataParallel``
-  over NCCL on CUDA, gloo on CPU; the model itself when alone);
+* ``wrap(model)``: what the training passes go through, called as ``run(fn, **inputs)`` for
+  ``fn`` the model or a part of it (its decoder: :mod:`.loss` applies the LM head itself).
+  Alone it calls ``fn``; a rank calls it inside ``DistributedDataParallel`` over a module
+  holding the model (NCCL on CUDA, gloo on CPU), so DDP sees every pass whichever part it
+  runs and its gradient hooks fire in the backward;
 * ``split(batch, micro)``: this rank's micro-batches of an optimizer step, each with the
   factor its weighted loss is multiplied by and the context its backward runs in. Rank ``r``
   of ``w`` takes examples ``r, r + w, ...`` of the step's batch. Every loss is divided by the
@@ -14,7 +17,9 @@ loop asks its :class:`StepShare` three things, and nothing else changes:
   (``no_sync`` before it), so ranks may hold different numbers of micro-batches; a rank left
   without an example runs one pass with factor 0, because every rank must join each
   synchronisation;
-* ``reduce(stats)``: the step's metrics summed over the ranks.
+* ``reduce(stats)``: the step's metrics summed over the ranks;
+
+and ``world``, the ranks in the job (MFU counts the peak of every GPU).
 
 Evaluation, generation and saving use the unwrapped model on each rank (no collective calls
 there); only rank 0 writes the job's files. On CPU (gloo) this is tested to give the
@@ -27,10 +32,10 @@ from __future__ import annotations
 import contextlib
 import os
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from orchestrator.backends.local.encoding import Encoded
 from orchestrator.backends.local.loss import BatchStats
@@ -69,7 +74,10 @@ class Ranks:
 class StepShare(Protocol):
     """What the training loop asks about its share of each step (module docstring)."""
 
-    def wrap(self, model: Any) -> Any: ...
+    @property
+    def world(self) -> int: ...
+
+    def wrap(self, model: Any) -> Callable[..., Any]: ...
 
     def split(self, batch: Sequence[Encoded], micro: int) -> list[Part]: ...
 
@@ -80,11 +88,19 @@ def _chunks(items: Sequence[Encoded], size: int) -> list[Sequence[Encoded]]:
     return [items[i : i + size] for i in range(0, len(items), size)]
 
 
+def _direct(fn: Callable[..., Any], /, **inputs: Any) -> Any:
+    return fn(**inputs)
+
+
 class OneProcess:
     """The whole step in this process."""
 
-    def wrap(self, model: Any) -> Any:
-        return model
+    @property
+    def world(self) -> int:
+        return 1
+
+    def wrap(self, model: Any) -> Callable[..., Any]:
+        return _direct
 
     def split(self, batch: Sequence[Encoded], micro: int) -> list[Part]:
         return [(chunk, 1.0, contextlib.nullcontext()) for chunk in _chunks(batch, micro)]
@@ -109,16 +125,33 @@ class DataParallel:
         if not dist.is_initialized():
             dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
 
-    def wrap(self, model: Any) -> Any:
+    @property
+    def world(self) -> int:
+        return self.ranks.world
+
+    def wrap(self, model: Any) -> Callable[..., Any]:
+        import torch
         from torch.nn.parallel import DistributedDataParallel
+
+        class Passes(torch.nn.Module):
+            """The model, and a forward that runs any part of it (module docstring)."""
+
+            def __init__(self, model: Any) -> None:
+                super().__init__()
+                self.model = model
+
+            def forward(self, fn: Callable[..., Any], /, **inputs: Any) -> Any:
+                return fn(**inputs)
 
         cuda = self.device is not None and self.device.type == "cuda"
         with warnings.catch_warnings():  # torch 2.13 renames it; older ones know only this
             warnings.simplefilter("ignore", FutureWarning)
             self.model = DistributedDataParallel(
-                model, device_ids=[self.device.index] if cuda else None, broadcast_buffers=False
+                Passes(model),
+                device_ids=[self.device.index] if cuda else None,
+                broadcast_buffers=False,
             )
-        return self.model
+        return cast(Callable[..., Any], self.model)
 
     def split(self, batch: Sequence[Encoded], micro: int) -> list[Part]:
         world = float(self.ranks.world)

@@ -37,6 +37,7 @@ from typing import IO, Any
 from orchestrator.backends.base import (
     GENERATION_METRICS,
     METRIC_NAMES,
+    THROUGHPUT_METRICS,
     Checkpoint,
     JobStatus,
     MetricPoint,
@@ -287,7 +288,7 @@ class JobFolder:
             points.extend(
                 MetricPoint(step, name, float(value))
                 for name, value in event.items()
-                if name in METRIC_NAMES or name in GENERATION_METRICS
+                if name in METRIC_NAMES or name in GENERATION_METRICS or name in THROUGHPUT_METRICS
             )
         return points, offset + end
 

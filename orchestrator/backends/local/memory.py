@@ -24,15 +24,19 @@ on one GPU needs, in bytes (bf16 autocast on CUDA, as the trainer runs; AdamW):
   ``attn_implementation: eager`` adds the paper's scores term, as ``6·a·s`` (fp32 softmax
   and its bf16 copy). With ``gradient_checkpointing``: ``4·h`` per layer (each layer's fp32
   input, measured) and the head, plus one layer's activations, recomputed in the backward;
-* **logits**: ``10·V`` bytes per token (the loss keeps the fp32 log-softmax, and its backward
-  holds an fp32 and a bf16 gradient at once);
+* **logits**: ``10·V`` bytes per loss position of one loss chunk (a bf16 and an fp32 copy
+  and the fp32 log-softmax, or in the backward the log-softmax and an fp32 and a bf16
+  gradient). The loss computes logits only at target positions (:mod:`.loss`), at most
+  ``s - 1`` per example, in chunks of ``loss_chunk`` positions (default: as many as keep one
+  chunk's fp32 logits under 1 GiB) that are recomputed in the backward when there are
+  several: so ``10·V·min(b·(s - 1), chunk)``;
 * **overhead**: the sum times 1.1 (the allocator's fragmentation) plus 0.75 GiB (the CUDA
   context and the kernels' workspaces).
 
 ``b`` is the examples of one forward pass on one GPU: ``max_device_batch`` (else the whole
 batch), at most ``ceil(batch_size / gpus_per_trial)``; ``s`` the longest training example in
-tokens, at most ``max_length``. Options ``gradient_checkpointing``, ``load_in_4bit`` and
-``attn_implementation`` count when the trainer has them.
+tokens, at most ``max_length``. ``gradient_checkpointing: auto`` counts as off (it is, until
+a CUDA out-of-memory error at one example per pass switches it on).
 """
 
 from __future__ import annotations
@@ -41,9 +45,10 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from orchestrator.backends.local.devices import Gpu, placement
+from orchestrator.backends.local.loss import LOSS_CHUNK_BYTES
 from orchestrator.backends.local.modelshape import ModelShape, model_shape
 from orchestrator.backends.local.options import LocalOptions, LoraOptions
 from orchestrator.core.errors import UsageError
@@ -69,11 +74,6 @@ FRAGMENTATION = 1.1
 LOGIT_BYTES = 10
 NF4_BYTES = 0.5625  # 4 bits plus an fp32 absmax per block of 64
 _LINEAR = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
-
-
-def _option(opts: LocalOptions, name: str) -> Any:
-    """An option the trainer may have (``gradient_checkpointing``...), None when it has not."""
-    return getattr(opts, name, None)
 
 
 def _linear_shapes(shape: ModelShape) -> dict[str, tuple[int, int]]:
@@ -153,7 +153,7 @@ def estimate_memory(
         weights = 4 * p + 2 * p
     else:
         trained = lora_parameters(shape, opts.lora)
-        if _option(opts, "load_in_4bit"):
+        if opts.load_in_4bit:
             linear = shape.layers * sum(i * o for i, o in _linear_shapes(shape).values())
             base = int(NF4_BYTES * linear) + 2 * (p - linear)
         else:
@@ -165,19 +165,21 @@ def estimate_memory(
         per_layer, head = 26 * h + 11 * inter, 13 * h
     else:
         per_layer, head = 12 * h + 12 * inter, 10 * h
-    if _option(opts, "attn_implementation") == "eager":
+    if opts.attn_implementation == "eager":
         per_layer += 6 * shape.heads * tokens
-    if _option(opts, "gradient_checkpointing"):
+    if opts.gradient_checkpointing is True:
         per_token = 4 * h * shape.layers + per_layer + head
     else:
         per_token = per_layer * shape.layers + head
     n = micro * tokens
+    chunk = opts.loss_chunk or max(1, LOSS_CHUNK_BYTES // (4 * shape.vocab))
+    positions = min(micro * max(tokens - 1, 0), chunk)
     return MemoryEstimate(
         weights=weights,
         gradients=gradients,
         optimizer=8 * trained,
         activations=per_token * n,
-        logits=LOGIT_BYTES * shape.vocab * n,
+        logits=LOGIT_BYTES * shape.vocab * positions,
         micro_batch=micro,
         tokens=tokens,
     )
@@ -197,25 +199,19 @@ def fixes(
     smaller = next((m for m in range(micro - 1, 0, -1) if fits(opts, m)), None)
     if smaller is not None:
         found.append(f"max_device_batch: {smaller}")
-    known = LocalOptions.__dataclass_fields__
-    checkpointed = "gradient_checkpointing" in known and not _option(opts, "gradient_checkpointing")
-    if checkpointed and fits(_with(opts, gradient_checkpointing=True)):
+    checkpointed = replace(opts, gradient_checkpointing=True)
+    if opts.gradient_checkpointing is not True and fits(checkpointed):
         found.append("gradient_checkpointing: true")
     if opts.lora is None and fits(replace(opts, lora=LoraOptions())):
         found.append("lora: true")
-    if "load_in_4bit" in known and not _option(opts, "load_in_4bit"):
+    if not opts.load_in_4bit:
         lora = opts.lora or LoraOptions()
-        if fits(_with(opts, lora=lora, load_in_4bit=True)):
+        if fits(replace(opts, lora=lora, load_in_4bit=True)):
             found.append("load_in_4bit: true" + ("" if opts.lora else " (with lora)"))
     shorter = next((t for t in _halvings(tokens) if fits(opts, t=t)), None)
     if shorter is not None:
         found.append(f"max_length: {shorter} (truncates longer examples)")
     return found
-
-
-def _with(opts: LocalOptions, **changes: Any) -> LocalOptions:
-    """``opts`` with options the trainer may have (``load_in_4bit``...) changed."""
-    return replace(opts, **changes)
 
 
 def _halvings(tokens: int) -> list[int]:

@@ -27,7 +27,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from orchestrator.backends.local import builtin
 from orchestrator.catalog.names import is_alias
@@ -210,26 +210,56 @@ def _where(source: ModelSource) -> str:
     return "the Hugging Face hub"
 
 
-def load(source: ModelSource, *, dtype: Any = None) -> LoadedModel:
+def load(
+    source: ModelSource,
+    *,
+    dtype: Any = None,
+    attn_implementation: str | None = None,
+    load_in_4bit: bool = False,
+    device: Any = None,
+) -> LoadedModel:
     """Load the model (float32 unless ``dtype``) and tokenizer of ``source``.
 
-    The tokenizer always has a pad token (its EOS when it had none) and a chat template
-    (:data:`builtin.CHAT_TEMPLATE` when it had none).
+    ``attn_implementation`` is transformers' (None: its default, sdpa where the model has it).
+    ``load_in_4bit`` loads the weights as 4-bit NF4 with double quantization and ``dtype``
+    compute (bitsandbytes, QLoRA) straight onto the CUDA ``device``. The tokenizer always has
+    a pad token (its EOS when it had none) and a chat template (:data:`builtin.CHAT_TEMPLATE`
+    when it had none).
     """
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     dtype = dtype or torch.float32
+    extra: dict[str, Any] = {}
+    if attn_implementation is not None:
+        extra["attn_implementation"] = attn_implementation
+    if load_in_4bit:
+        from transformers import BitsAndBytesConfig
+
+        if source.kind == "gguf":
+            raise UsageError(
+                "option 'load_in_4bit' needs a model folder or hub id, not a .gguf file"
+            )
+        extra["quantization_config"] = cast(Any, BitsAndBytesConfig)(
+            load_in_4bit=True,
+            bnb_4bit_quant_type="nf4",
+            bnb_4bit_use_double_quant=True,
+            bnb_4bit_compute_dtype=dtype,
+        )
+        index = getattr(device, "index", None)
+        extra["device_map"] = {"": index if index is not None else torch.cuda.current_device()}
     if source.kind == "gguf":
         model, tokenizer = builtin.load_gguf(Path(source.location), dtype)
+        if attn_implementation is not None:
+            model.set_attn_implementation(attn_implementation)
     else:
         local = _local_only(source)
         try:
             tokenizer = AutoTokenizer.from_pretrained(source.location, local_files_only=local)
             model = AutoModelForCausalLM.from_pretrained(
-                source.location, local_files_only=local, dtype=dtype
+                source.location, local_files_only=local, dtype=dtype, **extra
             )
-        except (OSError, ValueError) as exc:
+        except (OSError, ValueError, ImportError) as exc:
             raise BackendError(
                 f"cannot load model {source.name!r} from {_where(source)}: {exc}"
             ) from exc

@@ -16,6 +16,23 @@ Options come from the sweep file's ``backend.options`` (backend-wide defaults) a
     eval_generations: 0            # at each epoch end, greedily generate the completions of up
                                    # to N validation examples: full_valid_exact_match and
                                    # full_valid_label_accuracy (objectives to maximize)
+    # -- speed and memory (the libraries underneath; defaults right for the device) --
+    precision: auto                # auto (bf16 autocast on CUDA with bf16, fp16 with loss
+                                   # scaling on older CUDA, fp32 elsewhere), fp32, bf16, fp16
+    attn_implementation: null      # transformers' attn_implementation (default: sdpa where the
+                                   # model has it), e.g. eager, sdpa, flash_attention_2
+    gradient_checkpointing: auto   # true, false, or auto: off, switched on by a CUDA
+                                   # out-of-memory error at one example per pass
+    packing: auto                  # pack each pass's examples into rows with position ids
+                                   # instead of padding them (auto: for model types known to
+                                   # honour packed position ids)
+    compile: false                 # torch.compile the decoder (opt-in): true (inductor) or a
+                                   # torch.compile backend name, e.g. aot_eager, cudagraphs
+    load_in_4bit: false            # QLoRA: the frozen base in 4-bit NF4 (bitsandbytes, CUDA,
+                                   # needs lora)
+    loss_chunk: null               # positions per checkpointed chunk of the LM head and loss
+                                   # (default: one pass unless its fp32 logits exceed 1 GiB)
+    peak_tflops: null              # the device's dense bf16 peak for mfu (default: known GPUs)
     # -- scheduling on GPUs (docs/local-trainer.md, "GPUs") --
     devices: [0, 1]                # GPUs jobs may lease (default: every CUDA device found)
     gpus_per_trial: 1              # GPUs per job (default 1 where there are GPUs); > 1: DDP
@@ -29,13 +46,23 @@ built-in ``tiny`` model, :data:`LORA_LR` with LoRA, :data:`FULL_LR` for a full f
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    NonNegativeInt,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from orchestrator.backends.base import BackendOptions
+from orchestrator.backends.local.precision import PRECISIONS, qlora_problem
 from orchestrator.core.errors import UnsupportedParameterError
 
 __all__ = [
@@ -82,11 +109,29 @@ class LocalBackendOptions(BackendOptions):
     save_model: bool = True
     checkpoints: int = Field(default=0, ge=0)
     eval_generations: int = Field(default=0, ge=0)
+    # -- speed and memory --
+    precision: str = Field(default="auto", pattern=r"^(auto|fp32|bf16|fp16)$")
+    attn_implementation: str | None = Field(default=None, min_length=1)
+    gradient_checkpointing: bool | Literal["auto"] = "auto"
+    packing: bool | Literal["auto"] = "auto"
+    compile: bool | str = False
+    load_in_4bit: bool = False
+    loss_chunk: int | None = Field(default=None, ge=1)
+    peak_tflops: float | None = Field(default=None, gt=0, allow_inf_nan=False)
     # -- scheduling on GPUs --
     devices: list[NonNegativeInt] | None = Field(default=None, min_length=1)
     gpus_per_trial: int | None = Field(default=None, ge=1)
     gpu_memory_gb: float | None = Field(default=None, gt=0, allow_inf_nan=False)
     epoch_handshake_s: float = Field(default=60.0, ge=0, allow_inf_nan=False)
+
+    @field_validator("load_in_4bit")
+    @classmethod
+    def _qlora_can_run(cls, value: bool, info: ValidationInfo) -> bool:
+        if value:
+            problem = qlora_problem(bool(info.data.get("lora")), info.data.get("device", "auto"))
+            if problem:
+                raise ValueError(problem)
+        return value
 
     @model_validator(mode="after")
     def _devices_agree(self) -> LocalBackendOptions:
@@ -125,6 +170,15 @@ class LocalOptions:
     save_model: bool = True
     checkpoints: int = 0
     eval_generations: int = 0
+    # -- speed and memory --
+    precision: str = "auto"
+    attn_implementation: str | None = None
+    gradient_checkpointing: bool | str = "auto"
+    packing: bool | str = "auto"
+    compile: bool | str = False
+    load_in_4bit: bool = False
+    loss_chunk: int | None = None
+    peak_tflops: float | None = None
     # -- scheduling on GPUs --
     devices: tuple[int, ...] | None = None
     gpus_per_trial: int | None = None
@@ -144,11 +198,15 @@ class LocalOptions:
                     f"local backend: unknown option {key!r}; known: {', '.join(sorted(known))}"
                 )
             changes[key] = _parse_field(key, value)
-        parsed = replace(opts, **changes)
-        problem = device_conflict(parsed.device, parsed.devices, parsed.gpus_per_trial)
+        opts = replace(opts, **changes)
+        if opts.load_in_4bit and ("load_in_4bit" in changes or "lora" in changes):
+            problem = qlora_problem(opts.lora is not None, opts.device)
+            if problem:
+                raise UnsupportedParameterError(f"local backend: option 'load_in_4bit' {problem}")
+        problem = device_conflict(opts.device, opts.devices, opts.gpus_per_trial)
         if problem is not None:
             raise UnsupportedParameterError(f"local backend: {problem}")
-        return parsed
+        return opts
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready form that :meth:`parse` reads back."""
@@ -211,32 +269,19 @@ def _parse_field(key: str, value: Any) -> Any:
         "valid_every",
         "max_length",
         "torch_threads",
+        "attn_implementation",
+        "loss_chunk",
+        "peak_tflops",
         "devices",
         "gpus_per_trial",
         "gpu_memory_gb",
     }:
         return None
-    if key == "devices":
-        if not isinstance(value, list | tuple) or not value:
-            raise _bad(key, "a list of GPU numbers (integers >= 0)", value)
-        if any(isinstance(v, bool) or not isinstance(v, int) or v < 0 for v in value):
-            raise _bad(key, "a list of GPU numbers (integers >= 0)", value)
-        return tuple(value)
-    if key in ("gpu_memory_gb", "epoch_handshake_s"):
-        low = "> 0" if key == "gpu_memory_gb" else ">= 0"
-        if isinstance(value, bool) or not isinstance(value, int | float) or value != value:
-            raise _bad(key, f"a number {low}", value)
-        if not (value > 0 if key == "gpu_memory_gb" else value >= 0) or value == float("inf"):
-            raise _bad(key, f"a number {low}", value)
-        return float(value)
-    if key in {
-        "max_device_batch",
-        "valid_every",
-        "valid_sample",
-        "max_length",
-        "torch_threads",
-        "gpus_per_trial",
-    }:
+    if key in _SPEED_FIELDS:
+        return _parse_speed_field(key, value)
+    if key in _GPU_FIELDS:
+        return _parse_gpu_field(key, value)
+    if key in {"max_device_batch", "valid_every", "valid_sample", "max_length", "torch_threads"}:
         return _positive_int(key, value)
     if key == "base_learning_rate":
         if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
@@ -255,6 +300,70 @@ def _parse_field(key: str, value: Any) -> Any:
             raise _bad(key, "true or false", value)
         return value
     return _parse_lora(value)
+
+
+_SPEED_FIELDS = frozenset(
+    {
+        "precision",
+        "attn_implementation",
+        "gradient_checkpointing",
+        "packing",
+        "compile",
+        "load_in_4bit",
+        "loss_chunk",
+        "peak_tflops",
+    }
+)
+
+
+def _parse_speed_field(key: str, value: Any) -> Any:
+    """The speed and memory options (one block, see the module docstring)."""
+    if key == "precision":
+        if value not in PRECISIONS:
+            raise _bad(key, " or ".join(PRECISIONS), value)
+        return value
+    if key == "attn_implementation":
+        if not isinstance(value, str) or not value:
+            raise _bad(key, "an attention implementation name, e.g. sdpa", value)
+        return value
+    if key in ("gradient_checkpointing", "packing"):
+        if not isinstance(value, bool) and value != "auto":
+            raise _bad(key, "true, false or auto", value)
+        return value
+    if key == "compile":
+        if not isinstance(value, bool) and not (isinstance(value, str) and value):
+            raise _bad(key, "true, false or a torch.compile backend name", value)
+        return value
+    if key == "load_in_4bit":
+        if not isinstance(value, bool):
+            raise _bad(key, "true or false", value)
+        return value
+    if key == "loss_chunk":
+        return _positive_int(key, value)
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < math.inf:
+        raise _bad(key, "a number > 0 (TFLOP/s)", value)
+    return float(value)
+
+
+_GPU_FIELDS = frozenset({"devices", "gpus_per_trial", "gpu_memory_gb", "epoch_handshake_s"})
+
+
+def _parse_gpu_field(key: str, value: Any) -> Any:
+    """The scheduling-on-GPUs options (one block, see the module docstring)."""
+    if key == "devices":
+        if not isinstance(value, list | tuple) or not value:
+            raise _bad(key, "a list of GPU numbers (integers >= 0)", value)
+        if any(isinstance(v, bool) or not isinstance(v, int) or v < 0 for v in value):
+            raise _bad(key, "a list of GPU numbers (integers >= 0)", value)
+        return tuple(value)
+    if key == "gpus_per_trial":
+        return _positive_int(key, value)
+    low = "> 0" if key == "gpu_memory_gb" else ">= 0"
+    if isinstance(value, bool) or not isinstance(value, int | float) or value != value:
+        raise _bad(key, f"a number {low}", value)
+    if not (value > 0 if key == "gpu_memory_gb" else value >= 0) or value == float("inf"):
+        raise _bad(key, f"a number {low}", value)
+    return float(value)
 
 
 def _parse_lora(value: Any) -> LoraOptions | None:

@@ -12,11 +12,20 @@ within a step, and the metrics must be written as OpenAI names them. See
 * AdamW (no weight decay), gradient clipping at 1.0, learning rate decaying linearly to 0.
 * Each step emits ``train_loss``, ``train_mean_token_accuracy`` and ``epoch``; every
   ``valid_every`` steps (and at the last) ``valid_loss``/``valid_mean_token_accuracy`` on a
-  fixed sample of the validation file (by default about 20 times per run, and at most as many
-  validation examples as training examples in between); at each epoch's end ``full_valid_loss`` and
-  ``full_valid_mean_token_accuracy`` on all of it (and, with option ``eval_generations``,
-  ``full_valid_exact_match`` and ``full_valid_label_accuracy`` from greedy generations).
-* CPU by default; CUDA when present (bf16 autocast where supported, fp32 master weights).
+  fixed sample of the validation file (by default at most about 20 times per run, and at
+  least :data:`TRAIN_PER_VALID_EXAMPLE` training examples per sample example in between, so
+  the sample costs about a tenth of the training); at each epoch's end ``full_valid_loss``
+  and ``full_valid_mean_token_accuracy`` on all of it (and, with option ``eval_generations``,
+  ``full_valid_exact_match`` and ``full_valid_label_accuracy`` from greedy generations). A
+  sample point that falls on an epoch's end is read from that epoch's full pass.
+* At each epoch's end, ``tokens_per_second``, ``mfu`` (where the GPU's peak is known) and
+  ``peak_memory_mb`` go to ``on_throughput`` (:mod:`.throughput`).
+* CPU by default; CUDA when present (bf16 autocast where supported, fp16 with loss scaling
+  where not, fp32 master weights; :mod:`.precision`). Passes are packed without padding
+  where the model allows (:mod:`.batches`), the loss is computed at target positions only
+  (:mod:`.loss`), and the model is prepared by :mod:`.prepare`.
+* One rank of a data-parallel job (``share``, :mod:`.distributed`) runs its share of each
+  step's passes through DDP and reports the whole step's statistics.
 """
 
 from __future__ import annotations
@@ -24,12 +33,9 @@ from __future__ import annotations
 import contextlib
 import math
 import random
-import resource
 import shutil
-import sys
 import time
-import warnings
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -38,13 +44,36 @@ from orchestrator.backends.base import Hyperparameters
 from orchestrator.backends.local import models
 from orchestrator.backends.local.distributed import OneProcess, StepShare
 from orchestrator.backends.local.encoding import Encoded, encode_file
-from orchestrator.backends.local.loss import BatchStats, forward, target_weight
+from orchestrator.backends.local.loss import BatchStats, Forward
 from orchestrator.backends.local.options import DEFAULT_PROMPT_LOSS_WEIGHT, LocalOptions
-from orchestrator.core.errors import BackendError, UsageError
+from orchestrator.backends.local.precision import resolve_precision
+from orchestrator.backends.local.prepare import packs, prepare_model
+from orchestrator.backends.local.steps import Stepper, chunks
+from orchestrator.backends.local.throughput import (
+    ModelFlops,
+    flops_per_token,
+    mfu,
+    peak_memory_mb,
+    peak_rss_mb,
+    peak_tflops,
+)
+from orchestrator.core.errors import UsageError
 
-__all__ = ["MetricSink", "TrainingConfig", "TrainingPlan", "TrainingResult", "run_training"]
+__all__ = [
+    "MetricSink",
+    "TrainingConfig",
+    "TrainingPlan",
+    "TrainingResult",
+    "default_valid_every",
+    "peak_rss_mb",
+    "run_training",
+]
 
 MAX_PERIODIC_VALIDATIONS = 20
+#: training examples per validation-sample example between two ``valid_loss`` points by
+#: default: a forward pass costs about half a LoRA training step and a third of a full one,
+#: so the sample costs at most about 10 % of the training between points
+TRAIN_PER_VALID_EXAMPLE = 5
 
 
 class MetricSink(Protocol):
@@ -82,7 +111,7 @@ class TrainingPlan:
 
 @dataclass(frozen=True)
 class TrainingResult:
-    """How the run ended (``succeeded`` or ``cancelled``)."""
+    """How the run ended (``succeeded`` or ``cancelled``), and where its time went."""
 
     status: str
     steps: int
@@ -90,6 +119,19 @@ class TrainingResult:
     model_dir: Path | None
     seconds_per_step: float | None
     peak_rss_mb: float
+    #: seconds in optimizer steps, in ``valid_loss`` points, in epoch-end full validations
+    train_seconds: float = 0.0
+    valid_seconds: float = 0.0
+    full_valid_seconds: float = 0.0
+    #: trained tokens per training second; MFU where the device's peak is known
+    tokens_per_second: float | None = None
+    mfu: float | None = None
+    #: CUDA peak allocated memory on a GPU, else peak RSS
+    peak_memory_mb: float = 0.0
+    #: token slots the model computed in training passes (tokens + padding)
+    train_slots: int = 0
+    #: CPU seconds of this process (all threads) in optimizer steps
+    train_cpu_seconds: float = 0.0
 
 
 def _quiet(_: str) -> None:
@@ -121,14 +163,22 @@ def _last_completion(example: Encoded) -> tuple[list[int], tuple[int, ...]]:
     return list(example.input_ids[:start]), example.input_ids[start:end]
 
 
-def _chunks(items: Sequence[Encoded], size: int) -> list[Sequence[Encoded]]:
-    return [items[i : i + size] for i in range(0, len(items), size)]
+def _sum(stats: Sequence[BatchStats]) -> BatchStats:
+    total = BatchStats()
+    for one in stats:
+        total.add(one)
+    return total
 
 
-def peak_rss_mb() -> float:
-    """This process's peak resident memory in MB."""
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return rss / (1024 * 1024) if sys.platform == "darwin" else rss / 1024
+def default_valid_every(total_steps: int, sample: int, batch_size: int) -> int:
+    """Steps between ``valid_loss`` points without option ``valid_every``: at most about
+    :data:`MAX_PERIODIC_VALIDATIONS` points, and :data:`TRAIN_PER_VALID_EXAMPLE` training
+    examples per sample example between two of them."""
+    return max(
+        math.ceil(total_steps / MAX_PERIODIC_VALIDATIONS),
+        math.ceil(TRAIN_PER_VALID_EXAMPLE * sample / batch_size),
+        1,
+    )
 
 
 class _Run:
@@ -139,18 +189,21 @@ class _Run:
         import torch
 
         opts, hp = config.options, config.hyperparameters
+        self.opts = opts
         if opts.torch_threads:
             torch.set_num_threads(opts.torch_threads)
         random.seed(config.seed)
         torch.manual_seed(config.seed)
         self.device = _device(opts.device)
-        bf16 = self.device.type == "cuda" and torch.cuda.is_bf16_supported()
-        self.autocast: Any = (
-            torch.autocast("cuda", dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
-        )
+        self.precision = resolve_precision(opts.precision, self.device)
         progress(f"loading {source.name} ({source.kind}: {source.location})")
-        frozen_bf16 = bf16 and opts.lora is not None
-        loaded = models.load(source, dtype=torch.bfloat16 if frozen_bf16 else torch.float32)
+        loaded = models.load(
+            source,
+            dtype=self.precision.frozen_dtype(opts.lora is not None or opts.load_in_4bit),
+            attn_implementation=opts.attn_implementation,
+            load_in_4bit=opts.load_in_4bit,
+            device=self.device,
+        )
         self.tokenizer = loaded.tokenizer
         self.pad_id = int(self.tokenizer.pad_token_id)
         max_length = opts.max_length or getattr(
@@ -168,35 +221,28 @@ class _Run:
             if n:
                 progress(f"{n} {name} examples longer than {max_length} tokens were truncated")
         sample_rng = random.Random(config.seed)
-        sample = sorted(
+        self.sample_index = sorted(
             sample_rng.sample(range(len(self.valid)), min(len(self.valid), opts.valid_sample))
         )
-        self.valid_sample = [self.valid[i] for i in sample]
+        self.valid_sample = [self.valid[i] for i in self.sample_index]
 
-        model = loaded.model
-        if opts.lora is not None:
-            from peft import LoraConfig, get_peft_model
-
-            lora = opts.lora
-            targets = lora.target_modules
-            with warnings.catch_warnings():  # peft calls a transformers API deprecated in v5
-                warnings.simplefilter("ignore", FutureWarning)
-                model = get_peft_model(
-                    model,
-                    LoraConfig(
-                        r=lora.r,
-                        lora_alpha=lora.alpha,
-                        lora_dropout=lora.dropout,
-                        target_modules=targets if isinstance(targets, str) else list(targets),
-                        task_type="CAUSAL_LM",
-                    ),
-                )
-        model.config.use_cache = False
-        self.model = model.to(self.device)
+        model = prepare_model(loaded.model, opts)
+        self.model = model if opts.load_in_4bit else model.to(self.device)
         self.model.train()
-        self.share = share  # this process's part of each step (data-parallel ranks)
-        self.trained = share.wrap(self.model)
         self.params = [p for p in self.model.parameters() if p.requires_grad]
+        self.forward = Forward(
+            self.model,
+            pad_id=self.pad_id,
+            device=self.device,
+            precision=self.precision,
+            packed=packs(self.model, opts.packing),
+            loss_chunk=opts.loss_chunk,
+            through=share.wrap(self.model),  # a data-parallel rank's passes go through DDP
+        )
+        self.flops = ModelFlops.of(self.model)
+        gpu = torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else None
+        peak = peak_tflops(gpu, opts.peak_tflops)
+        self.peak_tflops = peak * share.world if peak is not None else None  # every rank's GPU
 
         n = len(self.train.examples)
         self.steps_per_epoch = math.ceil(n / hp.batch_size)
@@ -206,13 +252,18 @@ class _Run:
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda step: max(0.0, 1.0 - step / total)
         )
-        self.micro = opts.max_device_batch or hp.batch_size
+        self.stepper = Stepper(
+            self.forward,
+            self.optimizer,
+            self.scheduler,
+            micro=opts.max_device_batch or hp.batch_size,
+            scaler=self.precision.scaler(),
+            checkpointing=opts.gradient_checkpointing,
+            share=share,
+        )
         self.eval_batch = opts.max_device_batch or max(hp.batch_size, 8)
-        # ~20 points per run, but never more validation examples than training ones in between
-        self.valid_every = opts.valid_every or max(
-            math.ceil(total / MAX_PERIODIC_VALIDATIONS),
-            math.ceil(len(self.valid_sample) / hp.batch_size),
-            1,
+        self.valid_every = opts.valid_every or default_valid_every(
+            total, len(self.valid_sample), hp.batch_size
         )
         self.plan = TrainingPlan(
             total_steps=total,
@@ -224,49 +275,30 @@ class _Run:
             trained_tokens=self.train.n_tokens * hp.n_epochs,
         )
 
-    def step(self, batch: Sequence[Encoded], stop: Callable[[], bool]) -> BatchStats | None:
-        """One optimizer step; None when ``stop`` turned true before it finished."""
+    def evaluate(self, examples: Sequence[Encoded]) -> list[BatchStats]:
+        """Each example's statistics, in the order given."""
         import torch
 
-        total_weight = max(target_weight(batch), 1e-12)
-        while True:
-            stats = BatchStats()
-            try:
-                for micro, factor, sync in self.share.split(batch, self.micro):
-                    if stop():
-                        self.optimizer.zero_grad(set_to_none=True)
-                        return None
-                    with sync:
-                        weighted, part = forward(
-                            self.trained, micro, self.pad_id, self.device, self.autocast
-                        )
-                        (weighted * factor / total_weight).backward()
-                    if factor:
-                        stats.add(part)
-                break
-            except torch.cuda.OutOfMemoryError as exc:
-                self.optimizer.zero_grad(set_to_none=True)
-                torch.cuda.empty_cache()
-                if self.micro == 1:
-                    raise BackendError("out of GPU memory even with one example per pass") from exc
-                self.micro = max(1, self.micro // 2)
-                self.eval_batch = min(self.eval_batch, self.micro)
-        torch.nn.utils.clip_grad_norm_(self.params, 1.0)
-        self.optimizer.step()
-        self.scheduler.step()
-        self.optimizer.zero_grad(set_to_none=True)
-        return self.share.reduce(stats)
-
-    def evaluate(self, examples: Sequence[Encoded]) -> BatchStats:
-        import torch
-
-        stats = BatchStats()
+        order = sorted(range(len(examples)), key=lambda i: len(examples[i]))
+        out: list[BatchStats] = [BatchStats() for _ in examples]
         self.model.eval()
         with torch.no_grad():
-            for micro in _chunks(sorted(examples, key=len), self.eval_batch):
-                stats.add(forward(self.model, micro, self.pad_id, self.device, self.autocast)[1])
+            for chunk in chunks(order, min(self.eval_batch, self.stepper.micro)):
+                got = self.forward.per_example([examples[i] for i in chunk])
+                for i, stats in zip(chunk, got, strict=True):
+                    out[i] = stats
         self.model.train()
-        return stats
+        return out
+
+    def throughput(self, tokens: int, seconds: float) -> dict[str, float]:
+        """``tokens_per_second``, ``mfu`` (where a peak is known) and ``peak_memory_mb``."""
+        rate = tokens / seconds if seconds > 0 else 0.0
+        values = {"tokens_per_second": rate, "peak_memory_mb": peak_memory_mb(self.device)}
+        context = self.stepper.context_sum / tokens if tokens else 0.0
+        used = mfu(rate, flops_per_token(self.flops, context), self.peak_tflops)
+        if used is not None:
+            values["mfu"] = used
+        return values
 
     def generate_eval(self, examples: Sequence[Encoded]) -> tuple[float, float]:
         """Greedy generations of each example's last completion: (exact match, label accuracy).
@@ -282,7 +314,7 @@ class _Run:
             for example in examples:
                 prompt, reference = _last_completion(example)
                 ids = torch.tensor([prompt], device=self.device)
-                with self.autocast:
+                with self.precision.autocast():
                     out = self.model.generate(
                         input_ids=ids,
                         attention_mask=torch.ones_like(ids),
@@ -316,6 +348,7 @@ def run_training(
     progress: Callable[[str], None] = _quiet,
     on_plan: Callable[[TrainingPlan], None] | None = None,
     on_checkpoints: Callable[[list[dict[str, Any]]], None] | None = None,
+    on_throughput: Callable[[int, Mapping[str, float]], None] | None = None,
     share: StepShare | None = None,
 ) -> TrainingResult:
     """Train as ``config`` says, emitting step metrics to ``sink``.
@@ -323,8 +356,11 @@ def run_training(
     ``should_stop`` is checked before every forward pass; when it turns true the run ends
     with status ``cancelled`` after the last completed step (nothing is saved).
     ``on_checkpoints`` receives the kept epoch checkpoints (``step``, ``epoch``, ``metrics``,
-    ``model_id``: the folder) each time they change. ``share`` is this process's part of each
-    step when it is one rank of a data-parallel job (:mod:`.distributed`); alone by default.
+    ``model_id``: the folder) each time they change. ``on_throughput`` receives, at each
+    epoch's last step, the run's ``tokens_per_second``, ``mfu`` (where known) and
+    ``peak_memory_mb`` so far (timings, so apart from the deterministic ``sink``). ``share``
+    is this process's part of each step when it is one rank of a data-parallel job
+    (:mod:`.distributed`); alone by default.
     """
     import torch
 
@@ -334,11 +370,14 @@ def run_training(
         on_plan(plan)
     progress(
         f"training: {plan.n_train} examples, {plan.total_steps} steps, lr {plan.learning_rate:g}, "
-        f"device {plan.device}, {sum(p.numel() for p in run.params):,} trainable parameters"
+        f"device {plan.device} ({run.precision.name}"
+        f"{', packed' if run.forward.packed else ''}), "
+        f"{sum(p.numel() for p in run.params):,} trainable parameters"
     )
     hp = config.hyperparameters
     order = torch.Generator().manual_seed(config.seed)
-    step, tokens, started = 0, 0, time.monotonic()
+    clock = _Clock()
+    step, tokens = 0, 0
     report_every = max(1, plan.total_steps // 10)
     kept: list[dict[str, Any]] = []
     for epoch in range(hp.n_epochs):
@@ -347,9 +386,10 @@ def run_training(
             batch = [
                 run.train.examples[j] for j in perm[i * hp.batch_size : (i + 1) * hp.batch_size]
             ]
-            stats = run.step(batch, should_stop)
+            with clock.timing("train"):
+                stats = run.stepper.step(batch, should_stop)
             if stats is None:
-                return _ended("cancelled", step, tokens, None, started)
+                return _ended("cancelled", step, tokens, None, run, clock)
             step += 1
             tokens += sum(len(e) for e in batch)
             values = {
@@ -357,24 +397,36 @@ def run_training(
                 "train_mean_token_accuracy": stats.accuracy,
                 "epoch": epoch + (i + 1) / plan.steps_per_epoch,
             }
-            if run.valid and (step % run.valid_every == 0 or step == plan.total_steps):
-                sample = run.evaluate(run.valid_sample)
-                values["valid_loss"] = sample.loss
-                values["valid_mean_token_accuracy"] = sample.accuracy
-            if run.valid and i == plan.steps_per_epoch - 1:
-                full = run.evaluate(run.valid)
+            epoch_end = i == plan.steps_per_epoch - 1
+            sample_point = step % run.valid_every == 0 or step == plan.total_steps
+            if run.valid and epoch_end:
+                with clock.timing("full_valid"):
+                    each = run.evaluate(run.valid)
+                full = _sum(each)
                 values["full_valid_loss"] = full.loss
                 values["full_valid_mean_token_accuracy"] = full.accuracy
+                if sample_point:  # the sample is part of the full pass
+                    sample = _sum([each[j] for j in run.sample_index])
+                    values["valid_loss"] = sample.loss
+                    values["valid_mean_token_accuracy"] = sample.accuracy
                 if config.options.eval_generations:
                     chosen = run.valid[: config.options.eval_generations]
-                    exact, label = run.generate_eval(chosen)
+                    with clock.timing("full_valid"):
+                        exact, label = run.generate_eval(chosen)
                     values["full_valid_exact_match"] = exact
                     values["full_valid_label_accuracy"] = label
+            elif run.valid and sample_point:
+                with clock.timing("valid"):
+                    sample = _sum(run.evaluate(run.valid_sample))
+                values["valid_loss"] = sample.loss
+                values["valid_mean_token_accuracy"] = sample.accuracy
+            if epoch_end and on_throughput is not None:  # before the line a sink may wait at
+                on_throughput(step, run.throughput(tokens, clock.seconds["train"]))
             sink.emit(step, {k: v for k, v in values.items() if not math.isnan(v) or "loss" in k})
-            if i == plan.steps_per_epoch - 1 and epoch < hp.n_epochs - 1:
+            if epoch_end and epoch < hp.n_epochs - 1:
                 _checkpoint(run, config, kept, step, epoch + 1, values, on_checkpoints)
             if step % report_every == 0:
-                rate = (time.monotonic() - started) / step
+                rate = clock.elapsed() / step
                 progress(
                     f"step {step}/{plan.total_steps}: train_loss {stats.loss:.4f} "
                     f"({rate:.3f} s/step)"
@@ -385,7 +437,28 @@ def run_training(
         run.save(out)
     else:
         out = None
-    return _ended("succeeded", step, tokens, out, started)
+    return _ended("succeeded", step, tokens, out, run, clock)
+
+
+class _Clock:
+    """Wall seconds by phase since the first step."""
+
+    def __init__(self) -> None:
+        self.started = time.monotonic()
+        self.seconds = {"train": 0.0, "valid": 0.0, "full_valid": 0.0}
+        self.cpu = {"train": 0.0, "valid": 0.0, "full_valid": 0.0}
+
+    def elapsed(self) -> float:
+        return time.monotonic() - self.started
+
+    @contextlib.contextmanager
+    def timing(self, phase: str) -> Iterator[None]:
+        t0, c0 = time.monotonic(), time.process_time()
+        try:
+            yield
+        finally:
+            self.seconds[phase] += time.monotonic() - t0
+            self.cpu[phase] += time.process_time() - c0
 
 
 def _checkpoint(
@@ -413,7 +486,23 @@ def _checkpoint(
 
 
 def _ended(
-    status: str, steps: int, tokens: int, out: Path | None, started: float
+    status: str, steps: int, tokens: int, out: Path | None, run: _Run, clock: _Clock
 ) -> TrainingResult:
-    per_step = (time.monotonic() - started) / steps if steps else None
-    return TrainingResult(status, steps, tokens, out, per_step, peak_rss_mb())
+    per_step = clock.elapsed() / steps if steps else None
+    speed = run.throughput(tokens, clock.seconds["train"]) if steps else {}
+    return TrainingResult(
+        status,
+        steps,
+        tokens,
+        out,
+        per_step,
+        peak_rss_mb(),
+        train_seconds=clock.seconds["train"],
+        valid_seconds=clock.seconds["valid"],
+        full_valid_seconds=clock.seconds["full_valid"],
+        tokens_per_second=speed.get("tokens_per_second"),
+        mfu=speed.get("mfu"),
+        peak_memory_mb=speed.get("peak_memory_mb", peak_memory_mb(run.device)),
+        train_slots=run.forward.train_slots,
+        train_cpu_seconds=clock.cpu["train"],
+    )

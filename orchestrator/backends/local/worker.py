@@ -30,7 +30,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from orchestrator.backends.base import Hyperparameters, JobStatus
+from orchestrator.backends.base import JobStatus, TrainingRequest
 from orchestrator.backends.local.devices import release_job
 from orchestrator.backends.local.distributed import DataParallel, Ranks
 from orchestrator.backends.local.handshake import EpochGate
@@ -67,22 +67,24 @@ def _log(message: str) -> None:
     sys.stderr.flush()
 
 
-def _config(request: dict[str, Any], folder: JobFolder, ranks: Ranks) -> Any:
+def _config(record: dict[str, Any], folder: JobFolder, ranks: Ranks) -> Any:
+    """The training config of ``request.json`` (:meth:`TrainingRequest.from_dict`), with a
+    data-parallel rank's device and the output folders on rank 0 only."""
     from orchestrator.backends.local.trainer import TrainingConfig
 
-    valid = request.get("valid_file")
-    options = LocalOptions.parse(request.get("options", {}))
+    request = TrainingRequest.from_dict(record)
+    options = LocalOptions.parse(request.options)
     if ranks.world > 1:
         import torch
 
         cuda = torch.cuda.is_available()
         options = replace(options, device=f"cuda:{ranks.local_rank}" if cuda else "cpu")
     return TrainingConfig(
-        model=request["model"],
-        train_file=Path(request["train_file"]),
-        valid_file=Path(valid) if valid else None,
-        hyperparameters=Hyperparameters.from_dict(request["hyperparameters"]),
-        seed=int(request.get("seed", 0)),
+        model=request.model,
+        train_file=request.train_file,
+        valid_file=request.valid_file,
+        hyperparameters=request.hyperparameters,
+        seed=request.seed,
         options=options,
         output_dir=folder.model_dir if ranks.main else None,
         checkpoint_dir=folder.checkpoint_dir if ranks.main else None,
@@ -143,6 +145,7 @@ def run(folder: JobFolder) -> int:
             progress=_log,
             on_plan=planned,
             on_checkpoints=folder.write_checkpoints,
+            on_throughput=metrics.emit,
             share=share,
         )
     except _Cancelled:

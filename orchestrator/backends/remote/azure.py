@@ -2,7 +2,8 @@
 tiers, the models Azure trains, and Azure's refusals in one line each.
 
 * **Surfaces.** ``v1`` (default): ``https://RESOURCE.openai.azure.com/openai/v1/`` with the
-  ``OpenAI`` client and the ``api-key`` header (from the reference notes (docs)). ``dated``:
+  ``OpenAI`` client and the ``api-key`` header (from the reference notes (docs); set through
+  the SDK's public ``default_headers``, see :func:`key_client`). ``dated``:
   ``AzureOpenAI(api_version=...)`` (default version 2024-10-21). Chosen by
   ``backend.options.surface``, else ``AZURE_OPENAI_SURFACE``, else ``dated`` when
   ``backend.options.api_version`` is given, else ``v1``. Both behave the same: idempotent
@@ -39,6 +40,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
+from urllib.parse import urlsplit
 
 from orchestrator.backends.base import BackendOptions, Capabilities, TrainingRequest
 from orchestrator.backends.remote.backend import REMOTE_CAPABILITIES, RemoteBackend, RemoteOptions
@@ -65,7 +67,13 @@ if TYPE_CHECKING:
     from orchestrator.backends.base import JobHandle
     from orchestrator.catalog.tokens import ExampleCounter
 
-__all__ = ["AZURE_API_VERSION", "AzureOpenAIBackend", "AzureOptions", "azure_suffix"]
+__all__ = [
+    "AZURE_API_VERSION",
+    "AzureOpenAIBackend",
+    "AzureOptions",
+    "azure_suffix",
+    "key_client",
+]
 
 AZURE_API_VERSION = "2024-10-21"
 SURFACE_ENV = "AZURE_OPENAI_SURFACE"
@@ -102,18 +110,37 @@ def _hyperparameters(request: TrainingRequest) -> dict[str, Any]:
     }
 
 
-def _key_client(base_url: str, key: str, timeout: float) -> Any:
-    """``OpenAI`` on Azure's v1 surface sending the key as ``api-key`` (not as a bearer)."""
+def key_client(base_url: str, key: str, timeout: float) -> Any:
+    """An ``OpenAI`` client for Azure's v1 surface (``base_url``) that sends ``key`` in the
+    ``api-key`` header, through the SDK's public options only: ``default_headers``, and an
+    HTTP client that drops the header when a redirect leaves the endpoint's origin (as
+    ``AzureOpenAI`` does for its own ``api-key``). The SDK sends its ``api_key`` as a bearer
+    as well and has no public option to leave that out; Azure's v1 surface takes a key either
+    way (Microsoft's v1 samples pass it as ``api_key``), and httpx drops ``Authorization``
+    on a redirect to another origin itself."""
     import openai
 
-    class _KeyClient(openai.OpenAI):
-        def _auth_headers(self, security: Any) -> dict[str, str]:
-            return {"api-key": str(self.api_key)} if self.api_key else {}
+    origin = _origin(base_url)
 
-        def _validate_headers(self, headers: Any, custom_headers: Any) -> None:
-            return None
+    def strip_key_off_origin(request: Any) -> None:
+        if _origin(str(request.url)) != origin:
+            request.headers.pop("api-key", None)
 
-    return _KeyClient(api_key=key, base_url=base_url, max_retries=0, timeout=timeout)
+    http = openai.DefaultHttpxClient(event_hooks={"request": [strip_key_off_origin]})
+    return openai.OpenAI(
+        api_key=key,
+        base_url=base_url,
+        default_headers={"api-key": key},
+        http_client=http,
+        max_retries=0,
+        timeout=timeout,
+    )
+
+
+def _origin(url: str) -> tuple[str, str, int | None]:
+    parts = urlsplit(url)
+    default = {"http": 80, "https": 443}.get(parts.scheme)
+    return parts.scheme, (parts.hostname or "").lower(), parts.port or default
 
 
 class AzureOpenAIBackend(RemoteBackend):
@@ -228,7 +255,7 @@ class AzureOpenAIBackend(RemoteBackend):
                     api_key=token, base_url=base_url, max_retries=0, timeout=self.timeout
                 )
             assert key is not None
-            return _key_client(base_url, key, self.timeout)
+            return key_client(base_url, key, self.timeout)
         common: dict[str, Any] = {
             "azure_endpoint": endpoint,
             "api_version": self.version,
@@ -288,7 +315,7 @@ class AzureOpenAIBackend(RemoteBackend):
     def tiers_for(cls, model: str) -> tuple[str, ...]:
         """The tiers Azure trains ``model`` in (all three for a model the table lacks)."""
         known = azure_model(model)
-        return known.tiers if known is not None else tuple(TIERS)
+        return known.azure_tiers if known is not None else tuple(TIERS)
 
     @classmethod
     def token_counter(cls, model: str, options: BackendOptions) -> ExampleCounter | None:
@@ -307,15 +334,16 @@ class AzureOpenAIBackend(RemoteBackend):
                 f"azure does not fine-tune {model!r}; known: {', '.join(AZURE_MODELS)} "
                 "(or give its price: backend.options.prices)"
             )
-        if options.training_type not in known.tiers:
+        if options.training_type not in known.azure_tiers:
             raise UnknownModelError(
-                f"azure trains {known.name} only in the {' and '.join(known.tiers)} tier(s), "
+                f"azure trains {known.name} only in the {' and '.join(known.azure_tiers)} tier(s), "
                 f"not {options.training_type}: set backend.options.training_type"
             )
         if known.exact_tokens:
             return openai_counter(model if model.startswith(known.name) else known.name)
         counter = OpenAIExampleCounter("gpt-4o")
         counter.name = f"o200k_base (an estimate for {known.name})"
+        assert known.context is not None  # a row Azure trains has one (ModelFacts checks)
         counter.max_tokens_per_example = known.context
         return counter
 

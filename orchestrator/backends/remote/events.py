@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from orchestrator.backends.base import METRIC_NAMES, Checkpoint, JobStatus, MetricPoint
+from orchestrator.backends.remote.resultfile import COLUMNS, MISSING
 
 __all__ = [
     "checkpoint_of",
@@ -39,17 +40,6 @@ _MESSAGE_METRICS = (
     ("valid_loss", re.compile(r"(?<!full )validation loss=([-\d.eE+naif]+)")),
     ("full_valid_loss", re.compile(r"full validation loss=([-\d.eE+naif]+)")),
 )
-#: result-file columns (OpenAI's and Azure's spellings) -> metric names
-_COLUMNS = {
-    "train_loss": "train_loss",
-    "train_accuracy": "train_mean_token_accuracy",
-    "train_mean_token_accuracy": "train_mean_token_accuracy",
-    "valid_loss": "valid_loss",
-    "valid_mean_token_accuracy": "valid_mean_token_accuracy",
-    "validation_mean_token_accuracy": "valid_mean_token_accuracy",
-    "full_valid_loss": "full_valid_loss",
-    "full_valid_mean_token_accuracy": "full_valid_mean_token_accuracy",
-}
 
 
 def job_status(raw: str | None) -> JobStatus:
@@ -114,8 +104,9 @@ def checkpoint_of(raw: Any, per_epoch: float | None) -> Checkpoint:
 
 
 def parse_result_csv(content: bytes) -> list[MetricPoint]:
-    """Points of a result file: OpenAI's base64 CSV or Azure's raw one; empty cells, ``N/A``
-    and ``-1`` are missing values."""
+    """Points of a result file: OpenAI's base64 CSV or Azure's raw one (the columns and
+    missing values of :mod:`.resultfile`); unlike :func:`.resultfile.parse_result_csv` it
+    never raises: what it cannot read gives no points."""
     text = content.lstrip()
     if not text.startswith(b"step"):
         try:
@@ -128,9 +119,9 @@ def parse_result_csv(content: bytes) -> list[MetricPoint]:
         step = _number(row.get("step"))
         if step is None:
             continue
-        for column, name in _COLUMNS.items():
+        for column, name in COLUMNS.items():
             cell = (row.get(column) or "").strip()
-            if cell in ("", "N/A", "-1", "-1.0"):
+            if cell.lower() in MISSING:
                 continue
             value = _number(cell)
             if value is not None:

@@ -27,12 +27,20 @@ from pathlib import Path
 
 from orchestrator.core.errors import DataError
 
-__all__ = ["COLUMNS", "OPENAI_COLUMNS", "Curves", "parse_result_csv", "read_result_csv"]
-__all__ += ["write_result_csv"]
+__all__ = [
+    "COLUMNS",
+    "MISSING",
+    "OPENAI_COLUMNS",
+    "Curves",
+    "parse_result_csv",
+    "read_result_csv",
+    "write_result_csv",
+]
 
 Curves = dict[str, list[tuple[int, float]]]
 
-#: result-file columns (OpenAI's, Azure's and the legacy API's spellings) -> metric names
+#: result-file columns (OpenAI's, Azure's and the legacy API's spellings) -> metric names:
+#: the one definition, read by this module and by :func:`.events.parse_result_csv`
 COLUMNS = {
     "train_loss": "train_loss",
     "train_accuracy": "train_mean_token_accuracy",
@@ -50,16 +58,20 @@ COLUMNS = {
 }
 
 #: the layout :func:`write_result_csv` writes: OpenAI's, with its full-validation columns
-OPENAI_COLUMNS = (
-    ("train_loss", "train_loss"),
-    ("train_accuracy", "train_mean_token_accuracy"),
-    ("valid_loss", "valid_loss"),
-    ("valid_mean_token_accuracy", "valid_mean_token_accuracy"),
-    ("full_valid_loss", "full_valid_loss"),
-    ("full_valid_mean_token_accuracy", "full_valid_mean_token_accuracy"),
+OPENAI_COLUMNS = tuple(
+    (column, COLUMNS[column])
+    for column in (
+        "train_loss",
+        "train_accuracy",
+        "valid_loss",
+        "valid_mean_token_accuracy",
+        "full_valid_loss",
+        "full_valid_mean_token_accuracy",
+    )
 )
 
-_MISSING = ("", "n/a", "na", "-1", "-1.0", "none", "null")
+#: cells (lower-cased) that mean "no value"
+MISSING = ("", "n/a", "na", "-1", "-1.0", "none", "null")
 
 
 def read_result_csv(path: str | Path) -> Curves:
@@ -110,7 +122,7 @@ def parse_result_csv(content: bytes, shown: str = "<result file>") -> Curves:
         last_step = step
         for i, name in known.items():
             cell = row[i].strip() if i < len(row) else ""
-            if cell.lower() in _MISSING:
+            if cell.lower() in MISSING:
                 continue
             try:
                 value = float(cell)
