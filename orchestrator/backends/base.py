@@ -18,6 +18,10 @@ by this contract alone; ``docs/backends.md`` shows one written from scratch, and
   :meth:`Backend.from_options`, which receives the model, not a mapping) and every request
   (:attr:`TrainingRequest.options`, part of the configuration hash).
 
+**What a backend can check.** :meth:`Backend.check_resources` (optional) refuses a space
+whose most demanding configuration its jobs cannot run (the local trainer: one that cannot
+fit a GPU's memory), for ``space``, ``estimate`` and ``run`` alike (exit 2).
+
 **What a backend can supply.** :meth:`Backend.token_counter` counts tokens for its models
 exactly as it trains them (the data checks use it; ``None`` skips token counts);
 :meth:`Backend.estimate_cost` the cost of a job before it runs, from the dataset's statistics;
@@ -293,6 +297,18 @@ class Backend(ABC):
         count (the data checks then report no token figures). Raises
         :class:`~orchestrator.core.errors.UnknownModelError` for a model it does not know."""
         return None
+
+    @classmethod
+    def check_resources(
+        cls, model: str, options: BackendOptions, dearest: Hyperparameters, train: DatasetStats
+    ) -> tuple[tuple[str, str], ...]:
+        """Check the search space's most demanding configuration (``dearest``: every
+        parameter at its high end) against what this backend's jobs run on, before anything
+        starts. Raise :class:`~orchestrator.core.errors.UsageError` naming the configuration
+        and the option that would make it run when it cannot (one line); otherwise return
+        what was found as ``(label, value)`` rows for ``ftsweep estimate``. ``train`` has
+        token counts when they were counted. The default checks nothing, finds nothing."""
+        return ()
 
     # -- costs ------------------------------------------------------------------------------
     def estimate_cost(self, request: TrainingRequest, train: DatasetStats) -> float | None:

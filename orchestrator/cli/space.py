@@ -116,7 +116,8 @@ def _time_rows(plan: SweepPlan, est: Any) -> list[list[str]]:
     per_example, overhead, jobs_seen = measured
     n = plan.train.n_examples
     low, high = (overhead + e * n * per_example for e in est.epochs)
-    parallel = max(1, plan.spec.parallel)
+    cap = plan.make_backend(jobs.parent).capabilities.max_in_flight  # e.g. GPUs per trial
+    parallel = max(1, min(plan.spec.parallel, cap or plan.spec.parallel))
     waves = -(-est.trials // parallel)  # ceil: trials run `parallel` at a time
     mean = (low + high) / 2
     return [
@@ -179,6 +180,7 @@ def estimate(spec: SpecArg, as_json: JsonOpt = False, given: PriceOpt = None) ->
         ["cost per trial", usd(est.cost_per_trial)],
         [f"cost of {est.trials} trials", usd(est.cost_sweep)],
         *_time_rows(plan, est),
+        *([label, value] for label, value in est.resources),
     ]
     if est.budget_usd is not None:
         fits = "-" if est.trials_within_budget is None else str(est.trials_within_budget)

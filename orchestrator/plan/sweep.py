@@ -13,7 +13,10 @@ study, an upload or a job exists. In order:
    10 training examples, one format for both files);
 5. the objective metric, against what the backend's jobs report;
 6. the space: every end of every range against the backend's
-   :class:`~orchestrator.backends.base.Capabilities`, then each ``enqueue`` entry.
+   :class:`~orchestrator.backends.base.Capabilities`, then each ``enqueue`` entry;
+7. the resources: the space's most demanding configuration against what the backend's jobs
+   run on (:meth:`~orchestrator.backends.base.Backend.check_resources`: for ``local``, the
+   GPU memory it needs).
 
 ``ftsweep run`` adds one step once the backend is built (:func:`preflight`): the backend's
 own pre-flight check (credentials present and accepted, its address answering), a run-time
@@ -106,6 +109,8 @@ class SweepPlan:
     generation: Generation | None = None
     #: the model as the sweep file names it, when that was an alias resolved for this run
     requested_model: str | None = None
+    #: what the backend found checking the resources, as (label, value) rows
+    resources: tuple[tuple[str, str], ...] = ()
 
     @property
     def study_name(self) -> str:
@@ -183,7 +188,8 @@ def plan_spec(spec: SweepSpec, shown: str, *, count_tokens: bool = False) -> Swe
     space = resolve_space(spec.space, train.n_examples, backend, shown)
     _enqueued(shown, spec, backend, space)
     _search(shown, spec, space)
-    return SweepPlan(spec, backend, options, train, valid, space, counter)
+    resources = _resources(shown, spec, backend, options, space, train)
+    return SweepPlan(spec, backend, options, train, valid, space, counter, resources=resources)
 
 
 def replan(plan: SweepPlan, spec: SweepSpec, shown: str) -> SweepPlan:
@@ -192,7 +198,24 @@ def replan(plan: SweepPlan, spec: SweepSpec, shown: str) -> SweepPlan:
     space = resolve_space(spec.space, plan.train.n_examples, plan.backend, shown)
     _enqueued(shown, spec, plan.backend, space)
     _search(shown, spec, space)
-    return replace(plan, spec=spec, space=space)
+    resources = _resources(shown, spec, plan.backend, plan.options, space, plan.train)
+    return replace(plan, spec=spec, space=space, resources=resources)
+
+
+def _resources(
+    shown: str,
+    spec: SweepSpec,
+    backend: type[Backend],
+    options: BackendOptions,
+    space: SearchSpace,
+    train: DatasetStats,
+) -> tuple[tuple[str, str], ...]:
+    """The backend's check of the space's most demanding configuration (exit 2 naming the
+    file when it refuses), and the rows it found."""
+    try:
+        return backend.check_resources(spec.backend.model, options, space.dearest(), train)
+    except UsageError as exc:
+        raise SpecError(shown, "", str(exc).splitlines()[0]) from None
 
 
 def _search(shown: str, spec: SweepSpec, space: SearchSpace) -> None:
@@ -332,6 +355,8 @@ class Estimate:
     budget_usd: float | None
     trials_within_budget: int | None
     price_basis: str | None = None
+    #: what the backend found about one job's resources (e.g. its GPU memory), as rows
+    resources: tuple[tuple[str, str], ...] = ()
 
 
 def estimate_sweep(plan: SweepPlan) -> Estimate:
@@ -374,6 +399,7 @@ def estimate_sweep(plan: SweepPlan) -> Estimate:
         budget_usd=spec.budget_usd,
         trials_within_budget=within,
         price_basis=basis,
+        resources=plan.resources,
     )
 
 

@@ -5,13 +5,17 @@ Layout under the backend's working folder::
     keys/<sha256 of the key>.json   {"key", "job_id"}: created atomically, once per key
     jobs/<job_id>/                  the job folder (see :mod:`.jobfiles`)
 
-* **submit** writes the job folder, then claims the key by hard-linking a complete index file
-  into ``keys/`` (atomic, fails if the key is taken: the loser removes its folder and returns
-  the winner's job), then starts ``python -m orchestrator.backends.local.worker JOB_DIR`` in
-  a new session, so the job outlives the launching process and ignores its Ctrl-C.
+* **submit** writes the job folder, leases the job's GPUs when there are any
+  (:mod:`.devices`; none free: :class:`ProviderBusyError`, and the engine submits again
+  later), then claims the key by hard-linking a complete index file into ``keys/`` (atomic,
+  fails if the key is taken: the loser frees its GPUs, removes its folder and returns the
+  winner's job), then starts ``python -m orchestrator.backends.local.worker JOB_DIR`` (with
+  several GPUs, under ``torchrun``) in a new session with ``CUDA_VISIBLE_DEVICES`` set to
+  its GPUs, so the job outlives the launching process and ignores its Ctrl-C.
 * **poll** reads the status first and the metrics second (the worker writes them in the
   opposite order), so a terminal status always comes with every point. A worker that is gone
-  without a terminal status is reported ``failed``, with the end of its log.
+  without a terminal status is reported ``failed``, with the end of its log. A poll whose
+  cursor is past an epoch's end acknowledges it (:mod:`.handshake`).
 * **cancel** leaves a ``cancel`` file and sends SIGTERM to the worker's process group; the
   worker stops before its next forward pass and writes ``cancelled``. A worker that has not
   stopped ``cancel_grace_s`` seconds later is killed.
@@ -32,7 +36,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -44,6 +48,7 @@ from orchestrator.backends.base import (
     Backend,
     BackendOptions,
     Capabilities,
+    Hyperparameters,
     JobHandle,
     JobStatus,
     JobUpdate,
@@ -51,6 +56,17 @@ from orchestrator.backends.base import (
     TrainingRequest,
     epoch_ends_of,
 )
+from orchestrator.backends.local.devices import (
+    Gpu,
+    Leases,
+    Placement,
+    discover_gpus,
+    lease_job,
+    lease_root,
+    placement,
+    worker_command,
+)
+from orchestrator.backends.local.handshake import acknowledge
 from orchestrator.backends.local.jobfiles import JobFolder, write_json_atomic
 from orchestrator.backends.local.options import LocalBackendOptions, LocalOptions
 from orchestrator.core.errors import (
@@ -58,14 +74,17 @@ from orchestrator.core.errors import (
     DataError,
     OrchestratorError,
     UnknownModelError,
+    UsageError,
 )
 
 if TYPE_CHECKING:
     from orchestrator.catalog.tokens import ExampleCounter
+    from orchestrator.data.findings import DatasetStats
 
 __all__ = ["LocalBackend"]
 
-WORKER_MODULE = "orchestrator.backends.local.worker"
+#: how long ``submit`` waits for a GPU whose job has ended but whose worker is still exiting
+LEASE_WAIT_S = 10.0
 
 
 class LocalBackend(Backend):
@@ -73,7 +92,10 @@ class LocalBackend(Backend):
 
     ``options`` are the defaults of every job (the sweep file's ``backend.options``); a
     request's own ``options`` override them. ``python`` and ``env`` set the worker's
-    interpreter and extra environment variables.
+    interpreter and extra environment variables. ``discover`` finds the GPUs (default
+    :func:`.devices.discover_gpus`) and ``leases`` is the folder of the GPU leases (default
+    :func:`.devices.lease_root`). With a GPU pool, :attr:`capabilities` caps the jobs that
+    run at once at ``GPUs // gpus_per_trial``.
     """
 
     name: ClassVar[str] = "local"
@@ -93,11 +115,13 @@ class LocalBackend(Backend):
         env: Mapping[str, str] | None = None,
         cancel_grace_s: float = 30.0,
         start_grace_s: float = 120.0,
+        discover: Callable[[], Sequence[Gpu]] = discover_gpus,
+        leases: Path | None = None,
     ) -> None:
         if isinstance(options, LocalOptions):
             options = LocalBackendOptions.model_validate(options.to_dict(), strict=False)
         super().__init__(workdir=workdir, options=options or LocalBackendOptions())
-        self.workdir: Path = Path(workdir)
+        self.workdir: Path = Path(workdir).absolute()  # workers run in their job folder
         self.local_options = LocalOptions.parse(self.options.model_dump(mode="json"))
         self.python = python or sys.executable
         self.env = dict(env or {})
@@ -105,6 +129,12 @@ class LocalBackend(Backend):
         self.start_grace_s = start_grace_s
         self._procs: dict[str, subprocess.Popen[bytes]] = {}
         self._exit_codes: dict[str, int] = {}
+        self.placement: Placement = placement(self.local_options, discover)
+        self.leases = Leases(leases or lease_root(), start_grace_s=start_grace_s)
+        if self.placement.max_jobs is not None:
+            # per instance: the engine reads the job cap from the backend it was given
+            capped = replace(self.capabilities, max_concurrent_jobs=self.placement.max_jobs)
+            vars(self)["capabilities"] = capped
 
     @classmethod
     def metric_names(cls, options: BackendOptions) -> frozenset[str]:
@@ -133,6 +163,22 @@ class LocalBackend(Backend):
             return LocalTokenCounter(model)
         except OrchestratorError as exc:
             raise UnknownModelError(str(exc).splitlines()[0]) from exc
+
+    @classmethod
+    def check_resources(
+        cls, model: str, options: BackendOptions, dearest: Hyperparameters, train: DatasetStats
+    ) -> tuple[tuple[str, str], ...]:
+        """The GPU memory of the space's largest batch against each GPU's (declared with
+        ``gpu_memory_gb``, or found): refused when it cannot fit (:mod:`.memory`)."""
+        from orchestrator.backends.local.memory import plan_memory
+
+        assert isinstance(options, LocalBackendOptions)
+        return plan_memory(model, options.local(), dearest.batch_size, train, discover_gpus)
+
+    def preflight(self) -> None:
+        """A machine with fewer GPUs than ``gpus_per_trial`` can start no job."""
+        if self.placement.problem is not None:
+            raise UsageError(self.placement.problem)
 
     @property
     def jobs_dir(self) -> Path:
@@ -172,13 +218,23 @@ class LocalBackend(Backend):
         folder.path.mkdir(parents=True)
         write_json_atomic(folder.request_file, self._request_record(request))
         folder.write_status(JobStatus.QUEUED)
-        if not self._claim(request.key, job_id):
+        try:
+            devices = self._lease(folder)
+        except BaseException:
             shutil.rmtree(folder.path, ignore_errors=True)
-            winner = self.find(request.key)
-            if winner is None:
-                raise BackendError(f"could not claim key {request.key!r} for a local job")
-            return winner
-        self._start(folder)
+            raise
+        try:
+            if not self._claim(request.key, job_id):
+                self.leases.release(devices, folder.path)
+                shutil.rmtree(folder.path, ignore_errors=True)
+                winner = self.find(request.key)
+                if winner is None:
+                    raise BackendError(f"could not claim key {request.key!r} for a local job")
+                return winner
+            self._start(folder, devices)
+        except BaseException:
+            self.leases.release(devices, folder.path)
+            raise
         return JobHandle(self.name, job_id, request.key)
 
     def find(self, key: str) -> JobHandle | None:
@@ -199,6 +255,7 @@ class LocalBackend(Backend):
         except ValueError as exc:
             raise BackendError(f"bad cursor {cursor!r} for job {handle.job_id}") from exc
         self._reap()
+        acknowledge(folder, offset)  # the caller has dealt with what lies before its cursor
         status = folder.read_status()
         if not JobStatus(status["status"]).terminal:
             status = self._reconcile(folder, status)
@@ -256,7 +313,13 @@ class LocalBackend(Backend):
         )
         return {**resolved.to_dict(), "submitted": time.time()}
 
-    def _start(self, folder: JobFolder) -> None:
+    def _lease(self, folder: JobFolder) -> tuple[str, ...]:
+        """Lease the job's GPUs (:func:`.devices.lease_job`); none without a pool."""
+        if self.placement.problem is not None:
+            raise UsageError(self.placement.problem)
+        return lease_job(self.leases, self.placement, folder, wait_s=LEASE_WAIT_S)
+
+    def _start(self, folder: JobFolder, devices: Sequence[str] = ()) -> None:
         from orchestrator.backends.local.jobfiles import ProcessRecord
 
         package_root = str(Path(orchestrator.__file__).resolve().parents[1])
@@ -264,10 +327,12 @@ class LocalBackend(Backend):
         # steps up to 8x slower (see docs/local-trainer.md).
         env = {"OMP_WAIT_POLICY": "PASSIVE", **os.environ, **self.env, "PYTHONUNBUFFERED": "1"}
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [package_root, env.get("PYTHONPATH")]))
+        if devices:
+            env["CUDA_VISIBLE_DEVICES"] = ",".join(devices)
         with folder.log_file.open("ab") as log:
             try:
                 proc = subprocess.Popen(
-                    [self.python, "-m", WORKER_MODULE, str(folder.path)],
+                    worker_command(self.python, folder.path, len(devices)),
                     stdin=subprocess.DEVNULL,
                     stdout=log,
                     stderr=subprocess.STDOUT,

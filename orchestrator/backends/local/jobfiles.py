@@ -7,6 +7,10 @@
       status.json     {"status", "error", "total_steps", "trained_tokens", "fine_tuned_model"}
       pid             the worker's pid and start time (its process group has the same id)
       cancel          present once a cancel was requested
+      devices.json    the GPUs the job leased: {"devices", "lease_root", "leased", "released"}
+      epoch_end.json  the last epoch end the worker wrote: {"epoch", "offset"} (the byte
+                      offset just after its line in metrics.jsonl)
+      epoch_ack.json  {"epoch"}: the engine has read that far (see :mod:`.handshake`)
       metrics.jsonl   one JSON object per event: {"step": 3, "train_loss": 2.1, ...}
       worker.log      the worker's stdout and stderr
       model/          the final model, or the LoRA adapter
@@ -121,6 +125,11 @@ class MetricsWriter:
         self._file.write(line)
         self._file.flush()
 
+    @property
+    def offset(self) -> int:
+        """The file's size in bytes: the offset just after the last line written."""
+        return os.fstat(self._file.fileno()).st_size
+
     def close(self) -> None:
         self._file.close()
 
@@ -150,6 +159,18 @@ class JobFolder:
     @property
     def cancel_file(self) -> Path:
         return self.path / "cancel"
+
+    @property
+    def devices_file(self) -> Path:
+        return self.path / "devices.json"
+
+    @property
+    def epoch_end_file(self) -> Path:
+        return self.path / "epoch_end.json"
+
+    @property
+    def epoch_ack_file(self) -> Path:
+        return self.path / "epoch_ack.json"
 
     @property
     def metrics_file(self) -> Path:
@@ -217,6 +238,30 @@ class JobFolder:
         if data is None:
             return None
         return ProcessRecord(int(data["pid"]), data.get("start_time"))
+
+    def read_devices(self) -> dict[str, Any] | None:
+        """The job's GPU leases (None: it leased none)."""
+        return _read_json(self.devices_file)
+
+    def write_devices(self, data: Mapping[str, Any]) -> None:
+        write_json_atomic(self.devices_file, data)
+
+    def write_epoch_end(self, epoch: int, offset: int) -> None:
+        """Epoch ``epoch`` ended; its line in ``metrics.jsonl`` ends at byte ``offset``."""
+        write_json_atomic(self.epoch_end_file, {"epoch": epoch, "offset": offset})
+
+    def read_epoch_end(self) -> tuple[int, int] | None:
+        """The last epoch end the worker wrote, as (epoch, offset); None before the first."""
+        data = _read_json(self.epoch_end_file)
+        return None if data is None else (int(data["epoch"]), int(data["offset"]))
+
+    def write_epoch_ack(self, epoch: int) -> None:
+        write_json_atomic(self.epoch_ack_file, {"epoch": epoch})
+
+    def read_epoch_ack(self) -> int:
+        """The last epoch end the engine has read (0: none)."""
+        data = _read_json(self.epoch_ack_file)
+        return 0 if data is None else int(data["epoch"])
 
     def cancel_requested(self) -> bool:
         return self.cancel_file.exists()

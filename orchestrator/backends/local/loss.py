@@ -17,7 +17,7 @@ logits are gathered the same way.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -92,12 +92,17 @@ def split_head(model: Any) -> tuple[Any, Any] | None:
     return decoder, head
 
 
+def _direct(fn: Callable[..., Any], /, **inputs: Any) -> Any:
+    return fn(**inputs)
+
+
 class Forward:
     """The forward pass and loss of one model over lists of encoded examples.
 
     ``precision`` is a :class:`~.precision.Precision`; ``packed`` chooses the layout of
     :func:`.batches.lay_out`; ``loss_chunk`` the positions per chunk (None: see
-    :data:`LOSS_CHUNK_BYTES`).
+    :data:`LOSS_CHUNK_BYTES`); ``through`` what the training passes go through
+    (:meth:`.distributed.StepShare.wrap`; evaluation calls the model directly).
     """
 
     def __init__(
@@ -109,8 +114,11 @@ class Forward:
         precision: Any,
         packed: bool,
         loss_chunk: int | None = None,
+        through: Callable[..., Any] | None = None,
     ) -> None:
         self.model = model
+        #: runs the training passes, ``through(fn, **inputs)`` (a data-parallel rank's DDP)
+        self.through = through or _direct
         self.pad_id = pad_id
         self.device = device
         self.precision = precision
@@ -172,11 +180,12 @@ class Forward:
         positions = torch.tensor(layout.positions, dtype=torch.long).to(dev)
         targets = torch.tensor(layout.targets, dtype=torch.long).to(dev)
         weights = torch.tensor(layout.weights, dtype=torch.float32).to(dev)
+        run = self.through if torch.is_grad_enabled() else _direct
         with self.precision.autocast():
             if self.split is not None:
-                rows = self.split[0](**inputs).last_hidden_state
+                rows = run(self.split[0], **inputs).last_hidden_state
             else:
-                rows = self.model(**inputs).logits
+                rows = run(self.model, **inputs).logits
         rows = rows.reshape(-1, rows.size(-1)).index_select(0, positions)
         weighted, ce, argmax = self._loss(rows, targets, weights)
         return weighted, ce, argmax == targets, layout

@@ -33,6 +33,12 @@ Options come from the sweep file's ``backend.options`` (backend-wide defaults) a
     loss_chunk: null               # positions per checkpointed chunk of the LM head and loss
                                    # (default: one pass unless its fp32 logits exceed 1 GiB)
     peak_tflops: null              # the device's dense bf16 peak for mfu (default: known GPUs)
+    # -- scheduling on GPUs (docs/local-trainer.md, "GPUs") --
+    devices: [0, 1]                # GPUs jobs may lease (default: every CUDA device found)
+    gpus_per_trial: 1              # GPUs per job (default 1 where there are GPUs); > 1: DDP
+    gpu_memory_gb: 24              # memory of each GPU in GiB (default: as CUDA reports it)
+    epoch_handshake_s: 60          # at an epoch's end, wait at most this long for the engine
+                                   # to read it (and prune); 0: never wait
 
 Base learning rates (``lr = base x learning_rate_multiplier``): :data:`TINY_LR` for the
 built-in ``tiny`` model, :data:`LORA_LR` with LoRA, :data:`FULL_LR` for a full fine-tune.
@@ -41,11 +47,19 @@ built-in ``tiny`` model, :data:`LORA_LR` with LoRA, :data:`FULL_LR` for a full f
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    NonNegativeInt,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from orchestrator.backends.base import BackendOptions
 from orchestrator.backends.local.precision import PRECISIONS, qlora_problem
@@ -60,6 +74,7 @@ __all__ = [
     "LocalOptions",
     "LoraOptions",
     "LoraSpec",
+    "device_conflict",
 ]
 
 TINY_LR = 1e-3
@@ -103,6 +118,11 @@ class LocalBackendOptions(BackendOptions):
     load_in_4bit: bool = False
     loss_chunk: int | None = Field(default=None, ge=1)
     peak_tflops: float | None = Field(default=None, gt=0, allow_inf_nan=False)
+    # -- scheduling on GPUs --
+    devices: list[NonNegativeInt] | None = Field(default=None, min_length=1)
+    gpus_per_trial: int | None = Field(default=None, ge=1)
+    gpu_memory_gb: float | None = Field(default=None, gt=0, allow_inf_nan=False)
+    epoch_handshake_s: float = Field(default=60.0, ge=0, allow_inf_nan=False)
 
     @field_validator("load_in_4bit")
     @classmethod
@@ -112,6 +132,13 @@ class LocalBackendOptions(BackendOptions):
             if problem:
                 raise ValueError(problem)
         return value
+
+    @model_validator(mode="after")
+    def _devices_agree(self) -> LocalBackendOptions:
+        problem = device_conflict(self.device, self.devices, self.gpus_per_trial)
+        if problem is not None:
+            raise ValueError(problem)
+        return self
 
     def local(self) -> LocalOptions:
         """As the trainer's :class:`LocalOptions`."""
@@ -143,6 +170,7 @@ class LocalOptions:
     save_model: bool = True
     checkpoints: int = 0
     eval_generations: int = 0
+    # -- speed and memory --
     precision: str = "auto"
     attn_implementation: str | None = None
     gradient_checkpointing: bool | str = "auto"
@@ -151,6 +179,11 @@ class LocalOptions:
     load_in_4bit: bool = False
     loss_chunk: int | None = None
     peak_tflops: float | None = None
+    # -- scheduling on GPUs --
+    devices: tuple[int, ...] | None = None
+    gpus_per_trial: int | None = None
+    gpu_memory_gb: float | None = None
+    epoch_handshake_s: float = 60.0
 
     @classmethod
     def parse(cls, raw: Mapping[str, Any], base: LocalOptions | None = None) -> LocalOptions:
@@ -170,11 +203,16 @@ class LocalOptions:
             problem = qlora_problem(opts.lora is not None, opts.device)
             if problem:
                 raise UnsupportedParameterError(f"local backend: option 'load_in_4bit' {problem}")
+        problem = device_conflict(opts.device, opts.devices, opts.gpus_per_trial)
+        if problem is not None:
+            raise UnsupportedParameterError(f"local backend: {problem}")
         return opts
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready form that :meth:`parse` reads back."""
         data = asdict(self)
+        if self.devices is not None:
+            data["devices"] = list(self.devices)
         if self.lora is not None:
             data["lora"] = asdict(self.lora)
             if isinstance(self.lora.target_modules, tuple):
@@ -190,6 +228,27 @@ class LocalOptions:
         else:
             base = LORA_LR if self.lora is not None else FULL_LR
         return base * multiplier
+
+
+def device_conflict(
+    device: str, devices: Sequence[int] | None, gpus_per_trial: int | None
+) -> str | None:
+    """Why ``device``, ``devices`` and ``gpus_per_trial`` contradict each other, or None.
+
+    Leased GPUs reach a job as ``CUDA_VISIBLE_DEVICES``, where the job sees them as
+    ``cuda:0``, ``cuda:1``...: so leasing goes with ``device: auto`` or ``cuda``, never with
+    ``cpu``, ``mps`` or one named ``cuda:N``."""
+    leasing = devices is not None or gpus_per_trial is not None
+    if leasing and device not in ("auto", "cuda"):
+        return (
+            f"devices and gpus_per_trial lease GPUs, which device {device!r} does not use "
+            "(use device: auto or cuda, and devices: [N] to pick GPU N)"
+        )
+    if devices is not None and len(set(devices)) != len(devices):
+        return f"devices lists a GPU twice: {list(devices)}"
+    if devices is not None and gpus_per_trial is not None and gpus_per_trial > len(devices):
+        return f"gpus_per_trial {gpus_per_trial} is more than the {len(devices)} devices listed"
+    return None
 
 
 def _bad(key: str, what: str, value: Any) -> UnsupportedParameterError:
@@ -213,10 +272,15 @@ def _parse_field(key: str, value: Any) -> Any:
         "attn_implementation",
         "loss_chunk",
         "peak_tflops",
+        "devices",
+        "gpus_per_trial",
+        "gpu_memory_gb",
     }:
         return None
     if key in _SPEED_FIELDS:
         return _parse_speed_field(key, value)
+    if key in _GPU_FIELDS:
+        return _parse_gpu_field(key, value)
     if key in {"max_device_batch", "valid_every", "valid_sample", "max_length", "torch_threads"}:
         return _positive_int(key, value)
     if key == "base_learning_rate":
@@ -278,6 +342,27 @@ def _parse_speed_field(key: str, value: Any) -> Any:
         return _positive_int(key, value)
     if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < math.inf:
         raise _bad(key, "a number > 0 (TFLOP/s)", value)
+    return float(value)
+
+
+_GPU_FIELDS = frozenset({"devices", "gpus_per_trial", "gpu_memory_gb", "epoch_handshake_s"})
+
+
+def _parse_gpu_field(key: str, value: Any) -> Any:
+    """The scheduling-on-GPUs options (one block, see the module docstring)."""
+    if key == "devices":
+        if not isinstance(value, list | tuple) or not value:
+            raise _bad(key, "a list of GPU numbers (integers >= 0)", value)
+        if any(isinstance(v, bool) or not isinstance(v, int) or v < 0 for v in value):
+            raise _bad(key, "a list of GPU numbers (integers >= 0)", value)
+        return tuple(value)
+    if key == "gpus_per_trial":
+        return _positive_int(key, value)
+    low = "> 0" if key == "gpu_memory_gb" else ">= 0"
+    if isinstance(value, bool) or not isinstance(value, int | float) or value != value:
+        raise _bad(key, f"a number {low}", value)
+    if not (value > 0 if key == "gpu_memory_gb" else value >= 0) or value == float("inf"):
+        raise _bad(key, f"a number {low}", value)
     return float(value)
 
 

@@ -8,9 +8,11 @@ does not care, and similar lengths pad or pack less). With fp16 the loss is scal
 
 On a CUDA out-of-memory error the micro-batch is halved and the step retried; at one example
 per pass, with ``gradient_checkpointing: auto``, checkpointing is switched on and the step
-retried once more before giving up. Imports only torch (and this package's pure modules), so
-``benchmarks/gpu_check.py`` runs the same step on a machine without ftsweep's other
-dependencies.
+retried once more before giving up. A data-parallel rank runs only its share of the batch
+(:meth:`.distributed.StepShare.split`) and returns the statistics of the whole step.
+
+Imports only torch (and this package's pure modules), so ``benchmarks/gpu_check.py`` runs the
+same step on a machine without ftsweep's other dependencies.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
+from orchestrator.backends.local.distributed import OneProcess, StepShare
 from orchestrator.backends.local.encoding import Encoded
 from orchestrator.backends.local.loss import BatchStats, Forward, target_weight
 from orchestrator.backends.local.prepare import enable_checkpointing
@@ -41,7 +44,9 @@ class Stepper:
     """Optimizer steps of ``forward.model`` (see the module docstring).
 
     ``micro`` is the examples per pass; ``checkpointing`` the ``gradient_checkpointing``
-    option (``True``, ``False`` or ``"auto"``).
+    option (``True``, ``False`` or ``"auto"``); ``share`` this process's part of each step
+    (:mod:`.distributed`: a data-parallel rank's micro-batches, their loss factors and sync
+    contexts, and the statistics summed over the ranks; the whole step by default).
     """
 
     def __init__(
@@ -53,12 +58,14 @@ class Stepper:
         micro: int,
         scaler: Any = None,
         checkpointing: bool | str = "auto",
+        share: StepShare | None = None,
     ) -> None:
         self.forward = forward
         self.optimizer = optimizer
         self.scheduler = scheduler
         self.micro = micro
         self.scaler = scaler
+        self.share = share or OneProcess()
         self.auto_checkpointing = checkpointing == "auto"
         self.checkpointing = checkpointing is True
         self.params = [p for g in optimizer.param_groups for p in g["params"]]
@@ -76,14 +83,16 @@ class Stepper:
         while True:
             stats = BatchStats()
             try:
-                for micro in chunks(ordered, self.micro):
+                for micro, factor, sync in self.share.split(ordered, self.micro):
                     if stop():
                         self.optimizer.zero_grad(set_to_none=True)
                         return None
-                    weighted, part = self.forward(micro)
-                    loss = weighted / total_weight
-                    (self.scaler.scale(loss) if self.scaler else loss).backward()
-                    stats.add(part)
+                    with sync:
+                        weighted, part = self.forward(micro)
+                        loss = weighted * factor / total_weight
+                        (self.scaler.scale(loss) if self.scaler else loss).backward()
+                    if factor:
+                        stats.add(part)
                 break
             except torch.cuda.OutOfMemoryError as exc:
                 self.optimizer.zero_grad(set_to_none=True)
@@ -106,4 +115,4 @@ class Stepper:
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.context_sum += sum(len(e) ** 2 for e in batch)
-        return stats
+        return self.share.reduce(stats)

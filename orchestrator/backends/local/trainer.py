@@ -24,6 +24,8 @@ within a step, and the metrics must be written as OpenAI names them. See
   where not, fp32 master weights; :mod:`.precision`). Passes are packed without padding
   where the model allows (:mod:`.batches`), the loss is computed at target positions only
   (:mod:`.loss`), and the model is prepared by :mod:`.prepare`.
+* One rank of a data-parallel job (``share``, :mod:`.distributed`) runs its share of each
+  step's passes through DDP and reports the whole step's statistics.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ from typing import Any, Protocol
 
 from orchestrator.backends.base import Hyperparameters
 from orchestrator.backends.local import models
+from orchestrator.backends.local.distributed import OneProcess, StepShare
 from orchestrator.backends.local.encoding import Encoded, encode_file
 from orchestrator.backends.local.loss import BatchStats, Forward
 from orchestrator.backends.local.options import DEFAULT_PROMPT_LOSS_WEIGHT, LocalOptions
@@ -179,7 +182,9 @@ def default_valid_every(total_steps: int, sample: int, batch_size: int) -> int:
 
 
 class _Run:
-    def __init__(self, config: TrainingConfig, progress: Callable[[str], None]) -> None:
+    def __init__(
+        self, config: TrainingConfig, progress: Callable[[str], None], share: StepShare
+    ) -> None:
         source = models.resolve(config.model, progress=progress)
         import torch
 
@@ -232,10 +237,12 @@ class _Run:
             precision=self.precision,
             packed=packs(self.model, opts.packing),
             loss_chunk=opts.loss_chunk,
+            through=share.wrap(self.model),  # a data-parallel rank's passes go through DDP
         )
         self.flops = ModelFlops.of(self.model)
         gpu = torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else None
-        self.peak_tflops = peak_tflops(gpu, opts.peak_tflops)
+        peak = peak_tflops(gpu, opts.peak_tflops)
+        self.peak_tflops = peak * share.world if peak is not None else None  # every rank's GPU
 
         n = len(self.train.examples)
         self.steps_per_epoch = math.ceil(n / hp.batch_size)
@@ -252,6 +259,7 @@ class _Run:
             micro=opts.max_device_batch or hp.batch_size,
             scaler=self.precision.scaler(),
             checkpointing=opts.gradient_checkpointing,
+            share=share,
         )
         self.eval_batch = opts.max_device_batch or max(hp.batch_size, 8)
         self.valid_every = opts.valid_every or default_valid_every(
@@ -341,6 +349,7 @@ def run_training(
     on_plan: Callable[[TrainingPlan], None] | None = None,
     on_checkpoints: Callable[[list[dict[str, Any]]], None] | None = None,
     on_throughput: Callable[[int, Mapping[str, float]], None] | None = None,
+    share: StepShare | None = None,
 ) -> TrainingResult:
     """Train as ``config`` says, emitting step metrics to ``sink``.
 
@@ -349,11 +358,13 @@ def run_training(
     ``on_checkpoints`` receives the kept epoch checkpoints (``step``, ``epoch``, ``metrics``,
     ``model_id``: the folder) each time they change. ``on_throughput`` receives, at each
     epoch's last step, the run's ``tokens_per_second``, ``mfu`` (where known) and
-    ``peak_memory_mb`` so far (timings, so apart from the deterministic ``sink``).
+    ``peak_memory_mb`` so far (timings, so apart from the deterministic ``sink``). ``share``
+    is this process's part of each step when it is one rank of a data-parallel job
+    (:mod:`.distributed`); alone by default.
     """
     import torch
 
-    run = _Run(config, progress)
+    run = _Run(config, progress, share or OneProcess())
     plan = run.plan
     if on_plan is not None:
         on_plan(plan)
@@ -409,9 +420,9 @@ def run_training(
                     sample = _sum(run.evaluate(run.valid_sample))
                 values["valid_loss"] = sample.loss
                 values["valid_mean_token_accuracy"] = sample.accuracy
-            sink.emit(step, {k: v for k, v in values.items() if not math.isnan(v) or "loss" in k})
-            if epoch_end and on_throughput is not None:
+            if epoch_end and on_throughput is not None:  # before the line a sink may wait at
                 on_throughput(step, run.throughput(tokens, clock.seconds["train"]))
+            sink.emit(step, {k: v for k, v in values.items() if not math.isnan(v) or "loss" in k})
             if epoch_end and epoch < hp.n_epochs - 1:
                 _checkpoint(run, config, kept, step, epoch + 1, values, on_checkpoints)
             if step % report_every == 0:
