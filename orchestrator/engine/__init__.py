@@ -19,7 +19,7 @@ from __future__ import annotations
 import functools
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
@@ -165,8 +165,9 @@ def run_sweep(
     # workers starting at once (on any machines) make one MLflow parent run, not two
     if recorder is not None:
         with launch_lock(stores.optuna, plan.study_name):
-            recorder.handle(started)  # outside the dispatcher: its failure stops the run
-    Dispatcher(list(listeners), debug=debug)(started)
+            # outside the dispatcher: its failure stops the run
+            _record(study, recorder.handle(started))
+    _record(study, Dispatcher(list(listeners), debug=debug)(started))
     for text in notes:
         emit(Note(text, "warning"))
     budget_limit = overrides.budget_usd if overrides.budget_usd is not None else spec.budget_usd
@@ -202,15 +203,21 @@ def run_sweep(
     if best is not None:
         _conclude(study, best, _spent(study), wall())
     with launch_lock(stores.optuna, plan.study_name):  # workers finishing at once register once
-        emit(
-            SweepFinished(
-                plan, study, frame, advice, best, _spent(study), loop.stop_reason, loop.changed
-            )
+        finished = SweepFinished(
+            plan, study, frame, advice, best, _spent(study), loop.stop_reason, loop.changed
         )
+        _record(study, emit(finished))
     experiment = str(study.user_attrs.get(StudyAttrs.MLFLOW_EXPERIMENT, ""))
     return SweepResult(
         plan, stores, study, frame, advice, experiment, loop.stop_reason, loop.changed
     )
+
+
+def _record(study: optuna.Study, records: Mapping[str, Any] | None) -> None:
+    """Write on the study what its listeners asked to record (they only read it)."""
+    for key, value in (records or {}).items():
+        if study.user_attrs.get(key) != value:
+            study.set_user_attr(key, value)
 
 
 def _finished_already(

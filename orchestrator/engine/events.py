@@ -45,6 +45,7 @@ __all__ = [
     "Listener",
     "Note",
     "Points",
+    "Records",
     "SweepFinished",
     "SweepStarted",
     "TrialFinished",
@@ -57,10 +58,9 @@ __all__ = [
 
 class TrialView(Protocol):
     """What listeners see of a trial in flight: its number, request, job and attributes (as
-    they were when this process took the trial on).
-
-    ``set_attr`` writes a user attribute on the trial (the MLflow listener records its run id
-    there); it is only valid until the trial is finished.
+    they were when this process took the trial on). Read-only: what a listener wants kept on
+    the trial (the MLflow listener's run id) it returns from its hook as :data:`Records`, and
+    the engine writes it with the trial's next ledger write.
     """
 
     @property
@@ -74,8 +74,6 @@ class TrialView(Protocol):
 
     @property
     def attrs(self) -> Mapping[str, Any]: ...
-
-    def set_attr(self, key: str, value: Any) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -192,16 +190,25 @@ class Note(Event):
     trial: int | None = None
 
 
+#: what a listener asks the engine to record (attribute name -> JSON-ready value): on the
+#: trial's ledger for a trial's event, on the study for the sweep's. Listeners read the study
+#: and the trial in their events; only the engine writes them.
+Records = dict[str, Any]
+
+
 class Listener:
-    """Receives engine events; override the hooks you need (each gets its event)."""
+    """Receives engine events; override the hooks you need (each gets its event). A hook
+    may return :data:`Records` (the MLflow run it made, say) for the engine to record."""
 
     #: shown when this listener fails
     name: str = "listener"
 
-    def handle(self, event: Event) -> None:
+    def handle(self, event: Event) -> Records | None:
         method = getattr(self, event.hook, None)
-        if method is not None:
-            method(event)
+        if method is None:
+            return None
+        found: Records | None = method(event)
+        return found
 
 
 @dataclass
@@ -211,10 +218,14 @@ class Dispatcher:
     listeners: list[Listener] = field(default_factory=list)
     debug: bool = False
 
-    def __call__(self, event: Event) -> None:
+    def __call__(self, event: Event) -> Records:
+        """Send ``event`` to every listener; what they ask to record, merged."""
+        records: Records = {}
         for listener in self.listeners:
             try:
-                listener.handle(event)
+                found = listener.handle(event)
+                if found:
+                    records.update(found)
             except (KeyboardInterrupt, StoreUnreachableError):
                 raise  # a store that no longer answers stops the sweep (trials stay RUNNING)
             except Exception as exc:  # one listener's failure must not end the sweep
@@ -225,6 +236,7 @@ class Dispatcher:
                 why = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
                 text = f"{listener.name}: {why}"
                 self._others(listener, Note(text, "warning", _number(event)))
+        return records
 
     def _others(self, failed: Listener, note: Note) -> None:
         for listener in self.listeners:

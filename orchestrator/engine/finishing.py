@@ -31,7 +31,7 @@ from orchestrator.core.errors import (
     StoreUnreachableError,
 )
 from orchestrator.engine.budget import Budget
-from orchestrator.engine.events import Event, Note, TrialFinished
+from orchestrator.engine.events import Event, Note, Records, TrialFinished
 from orchestrator.engine.fidelity import tell_derived
 from orchestrator.engine.limits import Limits
 from orchestrator.engine.outcome import Outcome, conclude, failure_reason
@@ -62,7 +62,7 @@ class Concluding:
     study: optuna.Study
     limits: Limits
     budget: Budget
-    emit: Callable[[Event], None]
+    emit: Callable[[Event], Records | None]
     worker: str = field(default_factory=worker_id)
     clock: Callable[[], float] = time.monotonic
     sleep: Callable[[float], None] = time.sleep

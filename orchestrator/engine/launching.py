@@ -194,7 +194,7 @@ class Launching(Polling):
         if start.estimate is not None:
             self.budget.commit(trial.number, start.estimate)
         self.runs[trial.number] = run
-        self.emit(TrialStarted(run, batch_size_pct=start.pct))
+        run.stage(self.emit(TrialStarted(run, batch_size_pct=start.pct)) or {})
         self._submit(run)
         return True
 

@@ -135,9 +135,8 @@ class SweepLoop(Launching):
         if TrialAttrs.ESTIMATE in attrs:
             self.budget.commit(frozen.number, float(attrs[TrialAttrs.ESTIMATE]))
         self.runs[frozen.number] = run
-        self.emit(
-            TrialStarted(run, reattached=True, batch_size_pct=attrs.get(TrialAttrs.BATCH_PCT))
-        )
+        pct = attrs.get(TrialAttrs.BATCH_PCT)
+        run.stage(self.emit(TrialStarted(run, reattached=True, batch_size_pct=pct)) or {})
         try:
             handle = self.backend.find(run.request.key)
         except STOP:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from orchestrator.core.attrs import TrialAttrs
-from orchestrator.engine.events import Event, TrialReused
+from orchestrator.engine.events import Event, Records, TrialReused
 
 if TYPE_CHECKING:
     import optuna
@@ -37,7 +37,7 @@ class Repeats:
     def __init__(
         self,
         study: optuna.Study,
-        emit: Callable[[Event], None],
+        emit: Callable[[Event], Records | None],
         worker: str,
         clock: Callable[[], float],
         wall: Callable[[], float],

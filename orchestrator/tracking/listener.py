@@ -33,6 +33,7 @@ from orchestrator.core.params import parameter
 from orchestrator.engine.events import (
     Listener,
     Points,
+    Records,
     SweepFinished,
     SweepStarted,
     TrialFinished,
@@ -95,18 +96,24 @@ class MlflowListener(Listener):
         self.curves: dict[int, tuple[str, Mapping[str, Sequence[tuple[int, float]]], str]] = {}
 
     # -- the sweep ---------------------------------------------------------------------------
-    def sweep_started(self, e: SweepStarted) -> None:
+    def sweep_started(self, e: SweepStarted) -> Records | None:
+        """The study's parent run, found or made; a new one is recorded on the study (by
+        the engine, from what this returns)."""
         self.study = e.study
         known = e.study.user_attrs.get(StudyAttrs.MLFLOW_PARENT_RUN)
         name = e.plan.study_name
         tags = {f"{TAG}study": name, f"{TAG}backend": e.backend, **_lineage_tags(e)}
         parent = self.tracker.parent_run(known, name, tags)
         self.parent = parent
+        records: Records | None = None
         if known != parent:
-            e.study.set_user_attr(StudyAttrs.MLFLOW_PARENT_RUN, parent)
-            e.study.set_user_attr(StudyAttrs.MLFLOW_EXPERIMENT, self.tracker.experiment_id)
+            records = {
+                StudyAttrs.MLFLOW_PARENT_RUN: parent,
+                StudyAttrs.MLFLOW_EXPERIMENT: self.tracker.experiment_id,
+            }
             self._log_parent_start(parent, e)
         self._reconcile(e.study, parent)
+        return records
 
     def _log_parent_start(self, parent: str, e: SweepStarted) -> None:
         plan, backend = e.plan, e.backend
@@ -158,13 +165,15 @@ class MlflowListener(Listener):
             self.tracker.log(run.info.run_id, tags=tags, metrics=metrics)
             self.tracker.finish(run.info.run_id, _STATUS[trial.state.name])
 
-    def sweep_finished(self, e: SweepFinished) -> None:
+    def sweep_finished(self, e: SweepFinished) -> Records | None:
+        """The parent run's end (best tags, the registered model, the report, plots); what
+        it records: that MLflow holds the conclusion in full, the registered version."""
         parent = self.parent
         if parent is None:
-            return
+            return None
         if not e.changed and self.tracker.status(parent) == "FINISHED":
-            self._mark_logged(e.study)  # a finished sweep run again: all is logged already
-            return
+            return self._logged(e.study)  # a finished sweep run again: all is logged already
+        records: Records = {}
         metrics: dict[str, float] = {"spent_usd": round(e.spent_usd, 4), "n_trials": len(e.frame)}
         tags: dict[str, Any] = {}
         best_number = None
@@ -174,21 +183,23 @@ class MlflowListener(Listener):
             best_number = str(e.best.number)
         self._close_children(parent, best_number)
         if e.best is not None and e.best.value is not None:
-            self._register_best(e.plan, e.study, e.best)
+            records.update(self._register_best(e.plan, e.study, e.best))
         self.tracker.log(parent, metrics=metrics, tags=tags)
         self._log_report(parent, e)
         self.tracker.finish(parent)
-        self._mark_logged(e.study)
+        records.update(self._logged(e.study))
+        return records
 
     @staticmethod
-    def _mark_logged(study: optuna.Study) -> None:
-        """Record that MLflow holds the study's conclusion in full (``run_sweep``'s no-op
-        path then skips MLflow); a crash before this leaves the conclusion unmarked, and the
-        next run logs it again."""
+    def _logged(study: optuna.Study) -> Records:
+        """That MLflow holds the study's conclusion in full (``run_sweep``'s no-op path then
+        skips MLflow), to record once the parent run ended; a crash before the engine records
+        it leaves the conclusion unmarked, and the next run logs it again."""
         concluded = study.user_attrs.get(StudyAttrs.CONCLUDED)
         at = concluded.get("at") if isinstance(concluded, dict) else None
         if at is not None and study.user_attrs.get(StudyAttrs.LOGGED) != at:
-            study.set_user_attr(StudyAttrs.LOGGED, at)
+            return {StudyAttrs.LOGGED: at}
+        return {}
 
     def _close_children(self, parent: str, best: str | None) -> None:
         """Once per sweep, in one pass over the child runs: the ``ftsweep.best`` tag of each
@@ -269,27 +280,29 @@ class MlflowListener(Listener):
 
     def _register_best(
         self, plan: SweepPlan, study: optuna.Study, best: optuna.trial.FrozenTrial
-    ) -> None:
-        """Register the best trial's model (once per best trial) in the Model Registry."""
+    ) -> Records:
+        """Register the best trial's model (once per best trial) in the Model Registry;
+        the trial and version to record on the study."""
         if study.user_attrs.get(StudyAttrs.REGISTERED_TRIAL) == best.number:
-            return
+            return {}
         run_id = best.user_attrs.get(TrialAttrs.MLFLOW_RUN)
         model = best.user_attrs.get(TrialAttrs.FINE_TUNED_MODEL)
         if not run_id or not model:
-            return
+            return {}
         from orchestrator.tracking.pyfunc import log_recipe_model
 
         if not log_recipe_model(self.tracker, run_id, "model", plan.spec.backend.name, best):
-            return
+            return {}
         tags = {f"{TAG}trial": str(best.number), f"{TAG}study": plan.study_name}
         version = self.tracker.register_model(run_id, "model", plan.spec.name, tags)
         # the sweep's current model: a later generation that produces none leaves it here
         self.tracker.set_model_alias(plan.spec.name, CURRENT_ALIAS, version)
-        study.set_user_attr(StudyAttrs.REGISTERED_TRIAL, best.number)
-        study.set_user_attr(StudyAttrs.REGISTERED_VERSION, version)
+        return {StudyAttrs.REGISTERED_TRIAL: best.number, StudyAttrs.REGISTERED_VERSION: version}
 
     # -- trials ------------------------------------------------------------------------------
-    def trial_started(self, e: TrialStarted) -> None:
+    def trial_started(self, e: TrialStarted) -> Records | None:
+        """The trial's child run, found or made (its id recorded on the trial's ledger by
+        the engine, from what this returns), and its parameters."""
         assert self.parent is not None, "sweep_started comes first"
         t = e.trial
         hp = t.request.hyperparameters.as_dict()
@@ -313,12 +326,13 @@ class MlflowListener(Listener):
                 status = "RUNNING"
             else:
                 status = self.tracker.status(run_id)
+        records: Records | None = None
         if t.attrs.get(TrialAttrs.MLFLOW_RUN) != run_id:
-            t.set_attr(TrialAttrs.MLFLOW_RUN, run_id)
+            records = {TrialAttrs.MLFLOW_RUN: run_id}
         self.runs[t.number] = run_id
         if status not in (None, "RUNNING"):
             self.closed.add(t.number)  # finished before a crash: the study is told next
-            return
+            return records
         params: dict[str, Any] = {**hp, "model": t.request.model, "seed": t.request.seed}
         if e.batch_size_pct is not None:
             params["batch_size_pct"] = e.batch_size_pct
@@ -329,6 +343,7 @@ class MlflowListener(Listener):
             self.last_step[t.number] = self.tracker.last_steps(run_id)
         else:  # with the trial's first batch
             batch.params.update(params)
+        return records
 
     def trial_submitted(self, e: TrialSubmitted) -> None:
         """The job id goes with the trial's next batch; a process that dies before that

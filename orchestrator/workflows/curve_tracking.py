@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.core.attrs import StudyAttrs
-from orchestrator.engine.events import SweepFinished, SweepStarted, TrialStarted
+from orchestrator.engine.events import Records, SweepFinished, SweepStarted, TrialStarted
 from orchestrator.tracking import MlflowListener, Tracker
 from orchestrator.tracking.client import TAG
 
@@ -86,27 +86,28 @@ class CurveListener(MlflowListener):
         self.changed = False
         self.labelled = False
 
-    def sweep_started(self, e: SweepStarted) -> None:
+    def sweep_started(self, e: SweepStarted) -> Records | None:
         """The study's parent run (found, or made and tagged ``RUNNING``), labelled as the
         curve's once per process (the same values again: no error after a crash)."""
         known = e.study.user_attrs.get(StudyAttrs.MLFLOW_PARENT_RUN)
-        super().sweep_started(e)
+        records = super().sweep_started(e)
         if self.parent is None:
-            return
+            return records
         made = known != self.parent
         if made or not self.labelled:
             tags = {**self.tags, f"{TAG}state": "RUNNING"} if made else self.tags
             self.tracker.log(self.parent, params=self.params, tags=tags)
             self.labelled = True
+        return records
 
-    def trial_started(self, e: TrialStarted) -> None:
+    def trial_started(self, e: TrialStarted) -> Records | None:
         """The trial's child run, labelled with its fraction."""
-        super().trial_started(e)
+        records = super().trial_started(e)
         number = e.trial.number
         run_id = self.runs.get(number)
         label = self.fractions.get(str(e.trial.request.train_file))
         if run_id is None or label is None or number in self.closed:
-            return
+            return records
         self.tracker.log(
             run_id,
             params={"fraction": label.fraction, "n_examples": label.n_examples},
@@ -117,11 +118,13 @@ class CurveListener(MlflowListener):
                 "mlflow.runName": label.title,
             },
         )
+        return records
 
-    def sweep_finished(self, e: SweepFinished) -> None:
+    def sweep_finished(self, e: SweepFinished) -> Records | None:
         """Held: the curve ends once, in :meth:`conclude`."""
         self.held = e
         self.changed = self.changed or e.changed
+        return None
 
     def finals(self, names: Sequence[str]) -> dict[int, float]:
         """Per trial number, the last finite value its child run logged of the first of
@@ -141,15 +144,15 @@ class CurveListener(MlflowListener):
                     break
         return found
 
-    def conclude(self, end: CurveEnd) -> bool:
-        """End the parent run with ``end``; False (nothing logged) when a finished curve
-        was run again and nothing changed. Mends an end a crash cut short: values the parent
-        has already are not logged again."""
+    def conclude(self, end: CurveEnd) -> Records | None:
+        """End the parent run with ``end``; what to record on the curve's study (None:
+        nothing was logged, a finished curve run again with nothing changed). Mends an end a
+        crash cut short: values the parent has already are not logged again."""
         parent, held = self.parent, self.held
         if parent is None or held is None:
-            return False
+            return None
         if not self.changed and self.tracker.status(parent) == "FINISHED":
-            return False
+            return None
         metrics = dict(end.metrics)
         if not self.changed:  # an end cut short: what it logged stays as it is
             logged = self.tracker.last_steps(parent)
@@ -161,7 +164,7 @@ class CurveListener(MlflowListener):
         )
         # the engine listener's end of a study (plots, report, the run finished); a curve
         # names no best trial, so no model is registered
-        super().sweep_finished(replace(held, best=None, changed=True))
+        records = super().sweep_finished(replace(held, best=None, changed=True)) or {}
         if not end.succeeded:
             self.tracker.finish(parent, "FAILED")
-        return True
+        return records

@@ -243,7 +243,10 @@ def learning_curve(
         metrics["doubling_gain"] = fit.doubling_gain
     summary = json.dumps(curve.as_dict(), indent=2)
     ok = any(p.status == "succeeded" for p in points)
-    listener.conclude(CurveEnd(logged, summary, metrics, answer, ok))
+    records = listener.conclude(CurveEnd(logged, summary, metrics, answer, ok))
+    if records and listener.held is not None:  # the listener reads the study; this writes
+        for key, value in records.items():
+            listener.held.study.set_user_attr(key, value)
     return curve
 
 

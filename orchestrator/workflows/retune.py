@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from orchestrator.core.attrs import StudyAttrs
 from orchestrator.engine import Overrides, SweepResult
 from orchestrator.engine import run_sweep as run_engine
-from orchestrator.engine.events import SweepFinished
+from orchestrator.engine.events import Records, SweepFinished
 from orchestrator.plan.fingerprint import changes, fingerprint
 from orchestrator.plan.models import refuse_sunset, resolve_base_model
 from orchestrator.plan.sweep import Generation, SweepPlan, plan_sweep, preflight
@@ -261,10 +261,11 @@ class _ReportingListener(MlflowListener):
         super().__init__(tracker)
         self.recording = recording
 
-    def sweep_finished(self, e: SweepFinished) -> None:
-        super().sweep_finished(e)
+    def sweep_finished(self, e: SweepFinished) -> Records | None:
+        records = super().sweep_finished(e)
         if self.parent is not None:
             self.tracker.log_text(self.parent, self.recording.render(e), REPORT_ARTIFACT)
+        return records
 
 
 def _with_report(
