@@ -34,7 +34,7 @@ from orchestrator.engine.limits import Limits, counted
 from orchestrator.engine.loop import STOP, SweepLoop
 from orchestrator.plan.fingerprint import Fingerprint, changes, fingerprint
 from orchestrator.plan.models import ResolvedModel, resolve_base_model
-from orchestrator.plan.sweep import Generation, SweepPlan, plan_sweep, preflight
+from orchestrator.plan.sweep import Generation, SweepPlan, plan_sweep, preflight, with_tokens
 from orchestrator.results.table import best_trial, trials_frame
 from orchestrator.stores.locks import exclusive, launch_lock
 from orchestrator.stores.study import (
@@ -116,13 +116,29 @@ def run_sweep(
     file is planned here, the head of its lineage resumed and its base model resolved."""
     notes: list[str] = []
     given = plan
+    maybe_done = False
+    counted = plan is not None  # a given plan comes counted as its maker wanted
     if plan is None:
-        plan = plan_sweep(spec_path, count_tokens=True)  # the sampler and pruner build
+        # the sampler and pruner build; tokens are counted below, unless the sweep is
+        # finished already (its data hashing as recorded): then running it again is a read,
+        # and no tokenizer (nor the library it needs) is loaded
+        plan = plan_sweep(spec_path)
         resolved = None
     else:
         resolved = ResolvedModel(plan, list(models or []), [])
+    file_model = plan.spec.backend.model
     spec = plan.spec
     stores = resolve_stores(spec)
+    limits = Limits(
+        trials=overrides.trials or spec.trials,
+        parallel=overrides.parallel or spec.parallel,
+        timeout_s=spec.timeout_s,
+        target=spec.target,
+    )
+    if given is None:
+        maybe_done = _data_as_recorded(plan, stores, limits)
+        if not maybe_done:  # the full path: counted as planned, before any provider call
+            plan, counted = with_tokens(plan, str(spec_path)), True
     backend = plan.make_backend(stores.workdir / "backends" / plan.backend.name)
     preflight(backend)  # credentials and the provider's address, before any store or trial
     if resolved is None:  # the alias, the sunset: the provider's model list
@@ -133,17 +149,14 @@ def run_sweep(
     check_stores(stores, mlflow=probe_tracking)  # they answer (else one line, exit 1)
     if given is None:  # the sweep file's: resume the latest generation of its lineage
         plan = replace(plan, generation=head_generation(spec))
-    limits = Limits(
-        trials=overrides.trials or spec.trials,
-        parallel=overrides.parallel or spec.parallel,
-        timeout_s=spec.timeout_s,
-        target=spec.target,
-    )
     printed = fingerprint(plan)
-    if given is None and not notes:
+    if maybe_done and not notes:
         done = _finished_already(plan, stores, limits, printed)
         if done is not None:  # nothing to run, nothing to log: MLflow is not even opened
             return _as_it_stands(plan, stores, done, listeners, backend.name, printed)
+    if not counted:  # not finished after all: count the tokens
+        plan = with_tokens(plan, str(spec_path), file_model)
+        printed = fingerprint(plan)
     # creating a fresh store takes seconds (MLflow's schema): say what the wait is
     progress.report("preparing the stores (MLflow tracking, Optuna study) ...")
     recorder = tracking(spec, stores) if tracking is not None else None
@@ -213,8 +226,27 @@ def run_sweep(
     )
 
 
+def _data_as_recorded(plan: SweepPlan, stores: Stores, limits: Limits) -> bool:
+    """Whether the sweep may be finished already, from what is known before a tokenizer or
+    the provider: its latest generation's study says so, and the data files hash (and the
+    settings digest) as it recorded. False sends ``run`` down the full path at once; True
+    is checked in full by :func:`_finished_already` once the base model is resolved."""
+    from orchestrator.core.errors import OrchestratorError
+
+    try:
+        head = replace(plan, generation=head_generation(plan.spec))
+        return _finished_already(head, stores, limits, fingerprint(head), model=False) is not None
+    except OrchestratorError:
+        return False  # the stores do not answer yet, or the study is unreadable: full path
+
+
 def _finished_already(
-    plan: SweepPlan, stores: Stores, limits: Limits, printed: Fingerprint
+    plan: SweepPlan,
+    stores: Stores,
+    limits: Limits,
+    printed: Fingerprint,
+    *,
+    model: bool = True,
 ) -> optuna.Study | None:
     """The sweep's study, read-only, when running it again would change nothing; else None
     (the full path then runs, and mends what a crash left). Nothing to change means: the
@@ -222,7 +254,8 @@ def _finished_already(
     (``StudyAttrs.LOGGED``, written once the parent run ended), no trial is running or
     waiting, the trial limit is reached, the sweep file enqueues nothing and sets no target
     (a reached target is reported as the stop), and what the results depend on has not
-    changed (else the full path warns)."""
+    changed (else the full path warns). Without ``model`` the base model is not compared
+    (before it is resolved: :func:`_data_as_recorded`)."""
     from orchestrator.core.attrs import StudyAttrs
     from orchestrator.core.errors import OrchestratorError, SweepNotStartedError
     from orchestrator.core.urls import masked_url
@@ -253,7 +286,7 @@ def _finished_already(
         was = Fingerprint.from_json(str(attrs[StudyAttrs.FINGERPRINT]))
     except (KeyError, ValueError, TypeError):
         return None
-    if changes(was, printed):
+    if changes(was, printed if model else replace(printed, model=was.model)):
         return None
     best = best_trial(study)
     if best is None:
