@@ -128,17 +128,17 @@ def run_sweep(
         resolved = ResolvedModel(plan, list(models or []), [])
     file_model = plan.spec.backend.model
     spec = plan.spec
-    stores = resolve_stores(spec)
     limits = Limits(
         trials=overrides.trials or spec.trials,
         parallel=overrides.parallel or spec.parallel,
         timeout_s=spec.timeout_s,
         target=spec.target,
     )
-    if given is None:
-        maybe_done = _data_as_recorded(plan, stores, limits)
+    if given is None:  # read-only, before any store folder exists
+        maybe_done = _data_as_recorded(plan, limits)
         if not maybe_done:  # the full path: counted as planned, before any provider call
             plan, counted = with_tokens(plan, str(spec_path)), True
+    stores = resolve_stores(spec)
     backend = plan.make_backend(stores.workdir / "backends" / plan.backend.name)
     preflight(backend)  # credentials and the provider's address, before any store or trial
     if resolved is None:  # the alias, the sunset: the provider's model list
@@ -151,7 +151,7 @@ def run_sweep(
         plan = replace(plan, generation=head_generation(spec))
     printed = fingerprint(plan)
     if maybe_done and not notes:
-        done = _finished_already(plan, stores, limits, printed)
+        done = _finished_already(plan, stores.optuna, limits, printed)
         if done is not None:  # nothing to run, nothing to log: MLflow is not even opened
             return _as_it_stands(plan, stores, done, listeners, backend.name, printed)
     if not counted:  # not finished after all: count the tokens
@@ -226,23 +226,29 @@ def run_sweep(
     )
 
 
-def _data_as_recorded(plan: SweepPlan, stores: Stores, limits: Limits) -> bool:
+def _data_as_recorded(plan: SweepPlan, limits: Limits) -> bool:
     """Whether the sweep may be finished already, from what is known before a tokenizer or
     the provider: its latest generation's study says so, and the data files hash (and the
     settings digest) as it recorded. False sends ``run`` down the full path at once; True
     is checked in full by :func:`_finished_already` once the base model is resolved."""
     from orchestrator.core.errors import OrchestratorError
+    from orchestrator.core.urls import sqlite_path
+    from orchestrator.stores.read import optuna_url
 
+    url = optuna_url(plan.spec)
+    path = sqlite_path(url)
+    if path is not None and not path.is_file():
+        return False  # never ran here (and nothing is created by asking)
     try:
         head = replace(plan, generation=head_generation(plan.spec))
-        return _finished_already(head, stores, limits, fingerprint(head), model=False) is not None
+        return _finished_already(head, url, limits, fingerprint(head), model=False) is not None
     except OrchestratorError:
         return False  # the stores do not answer yet, or the study is unreadable: full path
 
 
 def _finished_already(
     plan: SweepPlan,
-    stores: Stores,
+    optuna_storage: str,
     limits: Limits,
     printed: Fingerprint,
     *,
@@ -264,10 +270,10 @@ def _finished_already(
     spec = plan.spec
     if spec.enqueue or limits.target is not None:
         return None
-    shown = masked_url(stores.optuna)
+    shown = masked_url(optuna_storage)
     try:
         study = load_study(
-            plan.study_name, stores.optuna, shown, SweepNotStartedError(spec.name, shown, "")
+            plan.study_name, optuna_storage, shown, SweepNotStartedError(spec.name, shown, "")
         )
     except OrchestratorError:
         return None  # not started, or unreadable: the full path says so
