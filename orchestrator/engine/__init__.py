@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from orchestrator.analysis.advice import sweep_advice
 from orchestrator.analysis.diagnosis import Advice
+from orchestrator.config import load_spec
 from orchestrator.core import progress
 from orchestrator.core.attrs import StudyAttrs, TrialAttrs
 from orchestrator.core.errors import SweepInterrupted
@@ -32,9 +33,9 @@ from orchestrator.engine.budget import Budget
 from orchestrator.engine.events import Dispatcher, Listener, Note, SweepFinished, SweepStarted
 from orchestrator.engine.limits import Limits, counted
 from orchestrator.engine.loop import STOP, SweepLoop
-from orchestrator.plan.fingerprint import Fingerprint, changes, fingerprint
+from orchestrator.plan.fingerprint import Fingerprint, changes, file_sha256, fingerprint
 from orchestrator.plan.models import ResolvedModel, resolve_base_model
-from orchestrator.plan.sweep import Generation, SweepPlan, plan_sweep, preflight, with_tokens
+from orchestrator.plan.sweep import Generation, SweepPlan, plan_spec, preflight, with_tokens
 from orchestrator.results.table import best_trial, trials_frame
 from orchestrator.stores.locks import exclusive, launch_lock
 from orchestrator.stores.study import (
@@ -117,12 +118,15 @@ def run_sweep(
     notes: list[str] = []
     given = plan
     maybe_done = False
-    counted = plan is not None  # a given plan comes counted as its maker wanted
+    tokens_counted = plan is not None  # a given plan comes counted as its maker wanted
     if plan is None:
-        # the sampler and pruner build; tokens are counted below, unless the sweep is
-        # finished already (its data hashing as recorded): then running it again is a read,
-        # and no tokenizer (nor the library it needs) is loaded
-        plan = plan_sweep(spec_path)
+        # a finished sweep run again is a read: when its data hash as its study recorded,
+        # the plan counts no tokens (no tokenizer, nor the library it needs, is loaded) and
+        # the full check follows below; otherwise the data are read once, counted
+        file_spec = load_spec(spec_path)
+        maybe_done = _data_as_recorded(file_spec, overrides.trials or file_spec.trials)
+        plan = plan_spec(file_spec, str(spec_path), count_tokens=not maybe_done)
+        tokens_counted = not maybe_done
         resolved = None
     else:
         resolved = ResolvedModel(plan, list(models or []), [])
@@ -134,10 +138,6 @@ def run_sweep(
         timeout_s=spec.timeout_s,
         target=spec.target,
     )
-    if given is None:  # read-only, before any store folder exists
-        maybe_done = _data_as_recorded(plan, limits)
-        if not maybe_done:  # the full path: counted as planned, before any provider call
-            plan, counted = with_tokens(plan, str(spec_path)), True
     stores = resolve_stores(spec)
     backend = plan.make_backend(stores.workdir / "backends" / plan.backend.name)
     preflight(backend)  # credentials and the provider's address, before any store or trial
@@ -154,7 +154,7 @@ def run_sweep(
         done = _finished_already(plan, stores.optuna, limits, printed)
         if done is not None:  # nothing to run, nothing to log: MLflow is not even opened
             return _as_it_stands(plan, stores, done, listeners, backend.name, printed)
-    if not counted:  # not finished after all: count the tokens
+    if not tokens_counted:  # not finished after all: count the tokens
         plan = with_tokens(plan, str(spec_path), file_model)
         printed = fingerprint(plan)
     # creating a fresh store takes seconds (MLflow's schema): say what the wait is
@@ -226,24 +226,39 @@ def run_sweep(
     )
 
 
-def _data_as_recorded(plan: SweepPlan, limits: Limits) -> bool:
-    """Whether the sweep may be finished already, from what is known before a tokenizer or
-    the provider: its latest generation's study says so, and the data files hash (and the
-    settings digest) as it recorded. False sends ``run`` down the full path at once; True
-    is checked in full by :func:`_finished_already` once the base model is resolved."""
-    from orchestrator.core.errors import OrchestratorError
+def _data_as_recorded(spec: SweepSpec, trials: int) -> bool:
+    """Whether the sweep may be finished already, from its file alone, read-only and before
+    anything is planned: the study of its latest generation holds ``trials`` or more counted
+    trials, is concluded and logged, and the data files hash as its fingerprint recorded.
+    True plans without counting tokens, and :func:`_finished_already` checks in full once the
+    base model is resolved; False (also when anything cannot be read) plans as usual."""
+    from orchestrator.core.attrs import StudyAttrs
+    from orchestrator.core.errors import OrchestratorError, SweepNotStartedError
     from orchestrator.core.urls import sqlite_path
-    from orchestrator.stores.read import optuna_url
+    from orchestrator.stores.read import load_study, optuna_url
 
-    url = optuna_url(plan.spec)
+    url = optuna_url(spec)
     path = sqlite_path(url)
     if path is not None and not path.is_file():
         return False  # never ran here (and nothing is created by asking)
     try:
-        head = replace(plan, generation=head_generation(plan.spec))
-        return _finished_already(head, url, limits, fingerprint(head), model=False) is not None
+        head = head_generation(spec)
+        name = head.study_name if head is not None else spec.name
+        study = load_study(name, url, url, SweepNotStartedError(spec.name, url, ""))
     except OrchestratorError:
-        return False  # the stores do not answer yet, or the study is unreadable: full path
+        return False  # not started, or unreadable: the full path says so
+    attrs = study.user_attrs
+    if attrs.get(StudyAttrs.LOGGED) is None or StudyAttrs.CONCLUDED not in attrs:
+        return False
+    if counted(study.get_trials(deepcopy=False)) < trials:
+        return False
+    try:
+        was = Fingerprint.from_json(str(attrs[StudyAttrs.FINGERPRINT]))
+        train = file_sha256(spec.data.train)
+        valid = file_sha256(spec.data.valid) if spec.data.valid is not None else None
+    except (KeyError, ValueError, TypeError, OSError):
+        return False
+    return was.train.sha256 == train and (was.valid.sha256 if was.valid else None) == valid
 
 
 def _finished_already(
@@ -251,8 +266,6 @@ def _finished_already(
     optuna_storage: str,
     limits: Limits,
     printed: Fingerprint,
-    *,
-    model: bool = True,
 ) -> optuna.Study | None:
     """The sweep's study, read-only, when running it again would change nothing; else None
     (the full path then runs, and mends what a crash left). Nothing to change means: the
@@ -260,8 +273,7 @@ def _finished_already(
     (``StudyAttrs.LOGGED``, written once the parent run ended), no trial is running or
     waiting, the trial limit is reached, the sweep file enqueues nothing and sets no target
     (a reached target is reported as the stop), and what the results depend on has not
-    changed (else the full path warns). Without ``model`` the base model is not compared
-    (before it is resolved: :func:`_data_as_recorded`)."""
+    changed (else the full path warns)."""
     from orchestrator.core.attrs import StudyAttrs
     from orchestrator.core.errors import OrchestratorError, SweepNotStartedError
     from orchestrator.core.urls import masked_url
@@ -292,7 +304,7 @@ def _finished_already(
         was = Fingerprint.from_json(str(attrs[StudyAttrs.FINGERPRINT]))
     except (KeyError, ValueError, TypeError):
         return None
-    if changes(was, printed if model else replace(printed, model=was.model)):
+    if changes(was, printed):
         return None
     best = best_trial(study)
     if best is None:
