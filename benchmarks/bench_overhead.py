@@ -51,7 +51,7 @@ from benchmarks.common import Figure, cpu_seconds, median  # noqa: E402
 #: ``full_valid_loss`` at each epoch's end, no ``epoch`` metric, polled without waiting
 OPTIONS: dict[str, Any] = {"total_steps": 100, "epoch_metric": False, "poll_seconds": 0.0}
 
-SPACE = {
+SPACE: dict[str, dict[str, Any]] = {
     "n_epochs": {"low": 2, "high": 4},
     "batch_size": {"low": 1, "high": 8},
     "learning_rate_multiplier": {"low": 0.02, "high": 0.2, "log": True},
@@ -212,7 +212,7 @@ def ftsweep(folder: Path, trials: int) -> dict[str, float]:
     return {"per_trial": loop / trials, "once": total - loop}
 
 
-def noop_resume(folder: Path, trials: int) -> dict[str, float]:
+def noop_resume(folder: Path, trials: int) -> dict[str, Any]:
     """The local ``tiny`` sweep (``sweeps/tiny.yaml``: the built-in random model, its data
     in ``data/tiny``) run to its end, then ``ftsweep run`` again as a fresh command three
     times: their median wall and CPU seconds (``trials`` is unused: the file's six)."""
