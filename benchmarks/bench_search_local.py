@@ -17,6 +17,11 @@ this run trained** (both searches, every seed, derived epochs included), in % of
 says which search got closer to the best anyone found, not how far either is from the true
 optimum. Identical requests are trained once (a cache keyed on the configuration).
 
+Each search is also compared **at equal epochs trained**: per seed, both are cut at the
+fewer epochs the two trained in their trials (the default trains every job at the space's
+most epochs, random 3 on average), and the regret there is reported beside the one at equal
+trials.
+
     python benchmarks/bench_search_local.py                  # 10 seeds x 8 trials (~3 min CPU)
     python benchmarks/bench_search_local.py --seeds 10:20    # 10 other seeds
 
@@ -101,17 +106,19 @@ class TinyProblem:
 
 def search(
     problem: TinyProblem, sampler: optuna.samplers.BaseSampler, trials: int, derive: bool
-) -> list[float]:
-    """The objective of every configuration the search saw, in order (derived ones after
-    their parent); the best after trial ``i`` is the minimum of the first ones."""
+) -> tuple[list[float], list[int]]:
+    """The best objective seen after each trial (derived epochs included), and the epochs
+    trained in all after each."""
     study = optuna.create_study(sampler=sampler, direction="minimize")
     distributions = problem.space.distributions()
     fixed = problem.space.fixed()
     e_lo = int(problem.space.bounds("n_epochs")[0])
     best: list[float] = []
+    epochs: list[int] = []
     for _ in range(trials):
         trial = study.ask(distributions)
         params = {**fixed, **trial.params}
+        epochs.append((epochs[-1] if epochs else 0) + int(params["n_epochs"]))
         curve = problem.curve(params)
         value = curve[int(params["n_epochs"])]
         study.tell(trial, value)
@@ -130,7 +137,13 @@ def search(
                 )
                 seen.append(curve[k])
         best.append(min([*seen, *best[-1:]]))
-    return best
+    return best, epochs
+
+
+def _within(run: tuple[list[float], list[int]], budget: int) -> float:
+    """The best seen once ``budget`` epochs are trained (after the last trial within it)."""
+    fits = [b for b, e in zip(*run, strict=True) if e <= budget]
+    return fits[-1] if fits else math.inf
 
 
 def run(quick: bool = False, seeds: tuple[int, ...] | None = None) -> list[Figure]:
@@ -149,7 +162,7 @@ def run(quick: bool = False, seeds: tuple[int, ...] | None = None) -> list[Figur
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     warnings.filterwarnings("ignore")
     seeds = SEEDS if seeds is None else seeds
-    results: dict[str, list[list[float]]] = {"random": [], "default": []}
+    results: dict[str, list[tuple[list[float], list[int]]]] = {"random": [], "default": []}
     cpu0 = cpu_seconds()
     with tempfile.TemporaryDirectory() as tmp, timed() as t:
         problem = TinyProblem(Path(tmp))
@@ -161,23 +174,40 @@ def run(quick: bool = False, seeds: tuple[int, ...] | None = None) -> list[Figur
             results["default"].append(auto)
             cpu = cpu_seconds() - cpu0
             print(
-                f"seed {seed}: best after {TRIALS} trials: random {rnd[-1]:.4f}, "
-                f"default {auto[-1]:.4f} ({problem.jobs} jobs so far, {cpu:.0f} s CPU)",
+                f"seed {seed}: best after {TRIALS} trials: random {rnd[0][-1]:.4f} "
+                f"({rnd[1][-1]} epochs), default {auto[0][-1]:.4f} ({auto[1][-1]} epochs) "
+                f"({problem.jobs} jobs so far, {cpu:.0f} s CPU)",
                 flush=True,
             )
-    reference = min(v for runs in results.values() for r in runs for v in r)
+    reference = min(v for runs in results.values() for r, _ in runs for v in r)
     reference = min(reference, *(min(c.values()) for c in problem._cache.values() if c))
 
     def regret(value: float) -> float:
         return 100 * (value - reference) / reference
 
-    med = {k: median([regret(r[-1]) for r in runs]) for k, runs in results.items()}
+    med = {k: median([regret(r[-1]) for r, _ in runs]) for k, runs in results.items()}
+    # equal epochs trained, seed by seed: both searches cut at the fewer epochs of the two
+    # after TRIALS trials (the default trains every job at the most, random 3 on average)
+    budgets = [
+        min(a[1][-1], b[1][-1]) for a, b in zip(results["random"], results["default"], strict=True)
+    ]
+    same = {
+        k: [regret(_within(r, n)) for r, n in zip(runs, budgets, strict=True)]
+        for k, runs in results.items()
+    }
+    med_same = {k: median(v) for k, v in same.items()}
     print(f"reference (best of the {problem.jobs} jobs trained): {METRIC} {reference:.4f}")
     for k, runs in results.items():
-        cells = ", ".join(f"{regret(r[-1]):.1f}" for r in runs)
-        print(f"{k:8} regret @{TRIALS} (%): median {med[k]:.2f}  per seed: {cells}")
+        cells = ", ".join(f"{regret(r[-1]):.1f}" for r, _ in runs)
+        print(f"{k:8} regret @{TRIALS} trials (%): median {med[k]:.2f}  per seed: {cells}")
+        cells = ", ".join(f"{v:.1f}" for v in same[k])
+        print(f"{k:8} regret at equal epochs (%): median {med_same[k]:.2f}  per seed: {cells}")
     ratio = med["default"] / med["random"] if med["random"] else math.nan
-    print(f"ratio {ratio:.2f} ({len(seeds)} seeds, {problem.jobs} jobs, {t.cpu:.0f} s CPU)")
+    ratio_same = med_same["default"] / med_same["random"] if med_same["random"] else math.nan
+    print(
+        f"ratio @{TRIALS} trials {ratio:.2f}, at equal epochs {ratio_same:.2f} "
+        f"({len(seeds)} seeds, {problem.jobs} jobs, {t.cpu:.0f} s CPU)"
+    )
     return [
         Figure(
             f"search on local tiny: median regret @{TRIALS} trials, the default vs random",
@@ -190,7 +220,19 @@ def run(quick: bool = False, seeds: tuple[int, ...] | None = None) -> list[Figur
                 f"{len(seeds)} seeds; regret vs the best of all {problem.jobs} jobs trained "
                 f"({METRIC} {reference:.4f}), not a grid optimum"
             ),
-        )
+        ),
+        Figure(
+            "search on local tiny: median regret at equal epochs trained, the default vs random",
+            med_same["default"],
+            med_same["random"],
+            "% regret",
+            "<= 0.5x random's",
+            med_same["default"] <= 0.5 * med_same["random"],
+            note=(
+                f"{len(seeds)} seeds; per seed both cut at the fewer epochs the two trained "
+                f"in {TRIALS} trials (median {median([float(b) for b in budgets]):.0f})"
+            ),
+        ),
     ]
 
 

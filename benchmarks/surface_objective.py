@@ -1,11 +1,12 @@
 """The simulator's response surface as a cheap objective, shared by the search benchmarks.
 
 A trial's objective is what ``apisim`` reports as ``full_valid_loss`` at an epoch end: the
-surface's validation loss after ``e`` epochs (``orchestrator/apisim/surface.py``) times the
-epoch-end noise of the simulator (log-normal, sigma 0.01), drawn here from the trial's
-configuration and the run's seed. Regret is measured on the noise-free value of the
-configuration the sampler ends up choosing (the best *observed*), against the best noise-free
-value of a dense grid over the same space.
+simulator's own per-job curve (``orchestrator/apisim/surface.py``: :func:`curve`, the values a
+job on apisim reports, its noise included), computed for the job's resolved hyper-parameters
+and a seed drawn per job from the run's seed and the job's configuration. A job's earlier
+epochs are the same curve's earlier epoch ends (what ``epochs_as_trials`` tells). Regret is
+measured on the noise-free value of the configuration the sampler ends up choosing (the best
+*observed*), against the best noise-free value of a dense grid over the same space.
 
 The space is the default one (``SpaceSpec()``) resolved for the ``openai`` backend at each
 dataset size, exactly as ``ftsweep run`` resolves it; a job's price is the simulator's
@@ -16,11 +17,10 @@ from __future__ import annotations
 
 import hashlib
 import math
-import random
 from dataclasses import dataclass
-from functools import cached_property
+from functools import cached_property, lru_cache
 
-from orchestrator.apisim.surface import Resolved, Surface, SurfaceInputs
+from orchestrator.apisim.surface import Resolved, Surface, SurfaceInputs, curve
 from orchestrator.backends.registry import load
 from orchestrator.config import SpaceSpec
 from orchestrator.plan.space import SearchSpace, resolve_space
@@ -52,11 +52,22 @@ class Problem:
         return surface.losses(float(e))[1]
 
     def observed(self, params: dict[str, float], seed: int, epochs: int | None = None) -> float:
-        """What the simulator would report: the true value with its epoch-end noise."""
-        e = int(params["n_epochs"]) if epochs is None else epochs
-        key = f"{seed}|{e}|{int(params['batch_size'])}|{params['learning_rate_multiplier']:.12g}"
-        rng = random.Random(hashlib.sha256(key.encode()).digest())
-        return self.true_value(params, e) * math.exp(rng.gauss(0, 0.01))
+        """What the simulator reports for the job ``params`` at the end of epoch ``epochs``
+        (default its last): its ``full_valid_loss``, from :func:`epoch_ends`."""
+        ends = self.epoch_ends(
+            int(params["n_epochs"]),
+            int(params["batch_size"]),
+            params["learning_rate_multiplier"],
+            seed,
+        )
+        return ends[(int(params["n_epochs"]) if epochs is None else epochs) - 1]
+
+    def epoch_ends(
+        self, n_epochs: int, batch_size: int, lrm: float, seed: int
+    ) -> tuple[float, ...]:
+        """The ``full_valid_loss`` a job on apisim reports at each epoch end: the simulator's
+        :func:`curve`, seeded per job (from the run's ``seed`` and the configuration)."""
+        return _epoch_ends(self.n_train, n_epochs, batch_size, lrm, seed)
 
     def cost(self, params: dict[str, float]) -> float:
         """The job's price in USD (the simulator charges trained tokens)."""
@@ -86,6 +97,19 @@ class Problem:
     def regret(self, value: float) -> float:
         """``value`` above the grid optimum, in % of it (never below 0)."""
         return max(0.0, 100 * (value - self.optimum) / self.optimum)
+
+
+@lru_cache(maxsize=4096)
+def _epoch_ends(
+    n_train: int, n_epochs: int, batch_size: int, lrm: float, seed: int
+) -> tuple[float, ...]:
+    key = f"{seed}|{n_epochs}|{batch_size}|{lrm:.12g}"
+    job_seed = int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big")
+    hp = Resolved(n_epochs, batch_size, lrm)
+    points = curve(SurfaceInputs(hp, n_train, True, job_seed, f"bench-{n_train}"))
+    ends = tuple(p.full_valid_loss for p in points if p.full_valid_loss is not None)
+    assert len(ends) == n_epochs, (len(ends), n_epochs)
+    return ends
 
 
 def problems(sizes: tuple[int, ...] = DATASET_SIZES) -> list[Problem]:

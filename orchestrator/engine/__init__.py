@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from orchestrator.analysis.advice import sweep_advice
 from orchestrator.analysis.diagnosis import Advice
+from orchestrator.config import load_spec
 from orchestrator.core import progress
 from orchestrator.core.attrs import StudyAttrs, TrialAttrs
 from orchestrator.core.errors import SweepInterrupted
@@ -32,9 +33,9 @@ from orchestrator.engine.budget import Budget
 from orchestrator.engine.events import Dispatcher, Listener, Note, SweepFinished, SweepStarted
 from orchestrator.engine.limits import Limits, counted
 from orchestrator.engine.loop import STOP, SweepLoop
-from orchestrator.plan.fingerprint import Fingerprint, changes, fingerprint
+from orchestrator.plan.fingerprint import Fingerprint, changes, file_sha256, fingerprint
 from orchestrator.plan.models import ResolvedModel, resolve_base_model
-from orchestrator.plan.sweep import Generation, SweepPlan, plan_sweep, preflight
+from orchestrator.plan.sweep import Generation, SweepPlan, plan_spec, preflight, with_tokens
 from orchestrator.results.table import best_trial, trials_frame
 from orchestrator.stores.locks import exclusive, launch_lock
 from orchestrator.stores.study import (
@@ -116,12 +117,27 @@ def run_sweep(
     file is planned here, the head of its lineage resumed and its base model resolved."""
     notes: list[str] = []
     given = plan
+    maybe_done = False
+    tokens_counted = plan is not None  # a given plan comes counted as its maker wanted
     if plan is None:
-        plan = plan_sweep(spec_path, count_tokens=True)  # the sampler and pruner build
+        # a finished sweep run again is a read: when its data hash as its study recorded,
+        # the plan counts no tokens (no tokenizer, nor the library it needs, is loaded) and
+        # the full check follows below; otherwise the data are read once, counted
+        file_spec = load_spec(spec_path)
+        maybe_done = _data_as_recorded(file_spec, overrides.trials or file_spec.trials)
+        plan = plan_spec(file_spec, str(spec_path), count_tokens=not maybe_done)
+        tokens_counted = not maybe_done
         resolved = None
     else:
         resolved = ResolvedModel(plan, list(models or []), [])
+    file_model = plan.spec.backend.model
     spec = plan.spec
+    limits = Limits(
+        trials=overrides.trials or spec.trials,
+        parallel=overrides.parallel or spec.parallel,
+        timeout_s=spec.timeout_s,
+        target=spec.target,
+    )
     stores = resolve_stores(spec)
     backend = plan.make_backend(stores.backend_dir(plan.backend.name))
     preflight(backend)  # credentials and the provider's address, before any store or trial
@@ -133,17 +149,14 @@ def run_sweep(
     check_stores(stores, mlflow=probe_tracking)  # they answer (else one line, exit 1)
     if given is None:  # the sweep file's: resume the latest generation of its lineage
         plan = replace(plan, generation=head_generation(spec))
-    limits = Limits(
-        trials=overrides.trials or spec.trials,
-        parallel=overrides.parallel or spec.parallel,
-        timeout_s=spec.timeout_s,
-        target=spec.target,
-    )
     printed = fingerprint(plan)
-    if given is None and not notes:
-        done = _finished_already(plan, stores, limits, printed)
+    if maybe_done and not notes:
+        done = _finished_already(plan, stores.optuna, limits, printed)
         if done is not None:  # nothing to run, nothing to log: MLflow is not even opened
             return _as_it_stands(plan, stores, done, listeners, backend.name, printed)
+    if not tokens_counted:  # not finished after all: count the tokens
+        plan = with_tokens(plan, str(spec_path), file_model)
+        printed = fingerprint(plan)
     # creating a fresh store takes seconds (MLflow's schema): say what the wait is
     progress.report("preparing the stores (MLflow tracking, Optuna study) ...")
     recorder = tracking(spec, stores) if tracking is not None else None
@@ -220,8 +233,46 @@ def _record(study: optuna.Study, records: Mapping[str, Any] | None) -> None:
             study.set_user_attr(key, value)
 
 
+def _data_as_recorded(spec: SweepSpec, trials: int) -> bool:
+    """Whether the sweep may be finished already, from its file alone, read-only and before
+    anything is planned: the study of its latest generation holds ``trials`` or more counted
+    trials, is concluded and logged, and the data files hash as its fingerprint recorded.
+    True plans without counting tokens, and :func:`_finished_already` checks in full once the
+    base model is resolved; False (also when anything cannot be read) plans as usual."""
+    from orchestrator.core.attrs import StudyAttrs
+    from orchestrator.core.errors import OrchestratorError, SweepNotStartedError
+    from orchestrator.core.urls import sqlite_path
+    from orchestrator.stores.read import load_study, optuna_url
+
+    url = optuna_url(spec)
+    path = sqlite_path(url)
+    if path is not None and not path.is_file():
+        return False  # never ran here (and nothing is created by asking)
+    try:
+        head = head_generation(spec)
+        name = head.study_name if head is not None else spec.name
+        study = load_study(name, url, url, SweepNotStartedError(spec.name, url, ""))
+    except OrchestratorError:
+        return False  # not started, or unreadable: the full path says so
+    attrs = study.user_attrs
+    if attrs.get(StudyAttrs.LOGGED) is None or StudyAttrs.CONCLUDED not in attrs:
+        return False
+    if counted(study.get_trials(deepcopy=False)) < trials:
+        return False
+    try:
+        was = Fingerprint.from_json(str(attrs[StudyAttrs.FINGERPRINT]))
+        train = file_sha256(spec.data.train)
+        valid = file_sha256(spec.data.valid) if spec.data.valid is not None else None
+    except (KeyError, ValueError, TypeError, OSError):
+        return False
+    return was.train.sha256 == train and (was.valid.sha256 if was.valid else None) == valid
+
+
 def _finished_already(
-    plan: SweepPlan, stores: Stores, limits: Limits, printed: Fingerprint
+    plan: SweepPlan,
+    optuna_storage: str,
+    limits: Limits,
+    printed: Fingerprint,
 ) -> optuna.Study | None:
     """The sweep's study, read-only, when running it again would change nothing; else None
     (the full path then runs, and mends what a crash left). Nothing to change means: the
@@ -238,10 +289,10 @@ def _finished_already(
     spec = plan.spec
     if spec.enqueue or limits.target is not None:
         return None
-    shown = masked_url(stores.optuna)
+    shown = masked_url(optuna_storage)
     try:
         study = load_study(
-            plan.study_name, stores.optuna, shown, SweepNotStartedError(spec.name, shown, "")
+            plan.study_name, optuna_storage, shown, SweepNotStartedError(spec.name, shown, "")
         )
     except OrchestratorError:
         return None  # not started, or unreadable: the full path says so

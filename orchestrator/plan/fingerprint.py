@@ -27,7 +27,15 @@ if TYPE_CHECKING:
     from orchestrator.data.findings import DatasetStats
     from orchestrator.plan.sweep import SweepPlan
 
-__all__ = ["DataPrint", "Fingerprint", "ModelPrint", "changes", "fingerprint", "model_digest"]
+__all__ = [
+    "DataPrint",
+    "Fingerprint",
+    "ModelPrint",
+    "changes",
+    "file_sha256",
+    "fingerprint",
+    "model_digest",
+]
 
 #: labels kept per file (the most frequent), enough to see a new class appear
 _MAX_LABELS = 50
@@ -112,6 +120,16 @@ class Fingerprint:
         if self.model.digest:
             values["model.digest"] = self.model.digest
         return values
+
+
+def file_sha256(path: str | Path) -> str:
+    """The SHA-256 of a data file's bytes, as :class:`DataPrint` records it: what a
+    finished sweep run again compares before any tokenizer is loaded. Raises ``OSError``."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
 
 
 def model_digest(model: str) -> str | None:

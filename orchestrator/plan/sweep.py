@@ -69,6 +69,7 @@ __all__ = [
     "plan_spec",
     "plan_sweep",
     "preflight",
+    "with_tokens",
 ]
 
 
@@ -190,6 +191,19 @@ def plan_spec(spec: SweepSpec, shown: str, *, count_tokens: bool = False) -> Swe
     _search(shown, spec, space)
     resources = _resources(shown, spec, backend, options, space, train)
     return SweepPlan(spec, backend, options, train, valid, space, counter, resources=resources)
+
+
+def with_tokens(plan: SweepPlan, shown: str, model: str | None = None) -> SweepPlan:
+    """``plan`` (made without counting tokens) with its data's tokens counted by the
+    backend's counter for ``model`` (default: the plan's): what :func:`plan_sweep` with
+    ``count_tokens`` gives, done later, so a finished sweep run again (a read) loads no
+    tokenizer. An unknown model is a :class:`SpecError` on ``backend.model`` (exit 2)."""
+    spec = plan.spec
+    if model is not None and model != spec.backend.model:
+        spec = spec.model_copy(update={"backend": spec.backend.model_copy(update={"model": model})})
+    counter = _counter(shown, spec, plan.backend, plan.options)
+    train, valid = _data(shown, spec, counter)
+    return replace(plan, train=train, valid=valid, counter=counter)
 
 
 def replan(plan: SweepPlan, spec: SweepSpec, shown: str) -> SweepPlan:

@@ -76,3 +76,36 @@ def test_more_trials_or_changed_data_take_the_full_path(
     changed, rec = _run(spec, overrides=Overrides(trials=5))
     assert not changed.changed
     assert any("since this sweep started" in text for text in rec.notes())
+
+
+def test_a_finished_sweep_run_again_counts_no_tokens(
+    instant: Path,  # noqa: F811
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The data are hashed and compared with the recorded fingerprint before a tokenizer is
+    asked for: a finished sweep run again builds no token counter; changed data do."""
+    from orchestrator.backends import registry
+
+    backend = registry.load("instant")
+    real = backend.token_counter
+    asked: list[str] = []
+
+    def counting(model: str, options: object) -> object:
+        asked.append(model)
+        return real(model, options)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(backend, "token_counter", staticmethod(counting))
+    spec = _spec(tmp_path)
+    first, _ = _run(spec)
+    assert first.changed and asked == ["instant-small"]
+    before = _digest(instant)
+    asked.clear()
+    again, rec = _run(spec)
+    assert not again.changed and asked == []
+    assert [type(e) for e in rec.events] == [SweepStarted, SweepFinished]
+    assert _digest(instant) == before  # a read
+    write_jsonl(tmp_path / "data" / "train.jsonl", chat_rows(41))
+    changed, rec = _run(spec, overrides=Overrides(trials=5))
+    assert changed.changed and asked == ["instant-small"]
+    assert any("since this sweep started" in text for text in rec.notes())
