@@ -52,6 +52,8 @@ def test_no_listener_writes_the_study_or_a_trial() -> None:
 
 
 def test_the_scan_sees_a_write() -> None:
-    source = "class L(Listener):\n    def trial_started(self, e):\n        e.study.set_user_attr(1, 2)\n"
+    source = (
+        "class L(Listener):\n    def trial_started(self, e):\n        e.study.set_user_attr(1, 2)\n"
+    )
     cls = ast.parse(source).body[0]
     assert isinstance(cls, ast.ClassDef) and _writes(cls)
