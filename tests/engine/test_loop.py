@@ -368,7 +368,7 @@ def test_cli_ctrl_c_before_the_sweep_starts(
     def interrupted(*args: Any, **kwargs: Any) -> Any:
         raise KeyboardInterrupt
 
-    monkeypatch.setattr("orchestrator.engine.plan_sweep", interrupted)  # the user's keyboard
+    monkeypatch.setattr("orchestrator.engine.plan_spec", interrupted)  # the user's keyboard
     r = cli("run", _spec(tmp_path))
     assert r.code == 130
     assert r.err == "error: interrupted\n"
