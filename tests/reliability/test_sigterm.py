@@ -191,7 +191,7 @@ def test_sigterm_before_the_sweep_starts_is_one_line_exit_143(
         time.sleep(30)
         raise AssertionError("SIGTERM did not interrupt the command")
 
-    monkeypatch.setattr("orchestrator.engine.plan_sweep", terminated)
+    monkeypatch.setattr("orchestrator.engine.plan_spec", terminated)
     before = signal.getsignal(signal.SIGTERM)
     r = cli("run", spec)
     assert (r.code, r.err) == (143, "error: interrupted\n")
