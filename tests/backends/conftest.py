@@ -16,6 +16,7 @@ from orchestrator.backends.local.jobfiles import JobFolder
 from orchestrator.backends.local.tasks import write_task
 from orchestrator.testing import BackendCase
 from tests.apisim.fixtures import azure_case, azure_dated_case, openai_case  # noqa: F401  (contract cases)
+from tests.engine.conftest import runs_dir  # noqa: F401  (the fixture: embedded stores of one test)
 
 #: the user's model cache, before the session's temporary one replaces it (slow tests)
 USER_MODELS = models.models_home()

@@ -4,14 +4,10 @@ copied with its data written and some fields changed, run in stores of its own."
 from __future__ import annotations
 
 import json
-import os
-import signal
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import optuna
-import pytest
 import yaml
 
 from orchestrator.backends.local.jobfiles import JobFolder
@@ -20,21 +16,6 @@ from orchestrator.core.attrs import TrialAttrs
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY = ROOT / "sweeps" / "tiny.yaml"
-
-
-@pytest.fixture(name="runs_dir")
-def runs_dir_fixture(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    """The embedded stores (Optuna, MLflow, job folders) of one test; workers left running
-    at the end are killed."""
-    root = tmp_path / "mlruns"
-    monkeypatch.setenv("FTSWEEP_RUNS_DIR", str(root))
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    monkeypatch.delenv("FTSWEEP_OPTUNA_STORAGE", raising=False)
-    yield root
-    for pid_file in root.glob("backends/local/jobs/*/pid"):
-        record = JobFolder(pid_file.parent).read_pid()
-        if record is not None and record.alive():
-            os.killpg(record.pid, signal.SIGKILL)
 
 
 def tiny_sweep(folder: Path, options: dict[str, Any] | None = None, **fields: Any) -> Path:

@@ -28,9 +28,8 @@ from orchestrator.backends.local.jobfiles import JobFolder, ProcessRecord
 from orchestrator.core.errors import ProviderBusyError, UsageError
 from orchestrator.testing import poll_until
 from tests.backends.conftest import LOCAL_OPTIONS
-from tests.backends.sweeps import (  # noqa: F401  (runs_dir_fixture: the fixture runs_dir)
+from tests.backends.sweeps import (
     job_folder,
-    runs_dir_fixture,
     study,
     tiny_sweep,
 )

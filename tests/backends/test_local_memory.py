@@ -29,7 +29,6 @@ from orchestrator.backends.local.modelshape import (
 )
 from orchestrator.backends.local.options import LocalOptions, LoraOptions
 from orchestrator.backends.local.tasks import write_task
-from tests.backends.sweeps import runs_dir_fixture  # noqa: F401  (the fixture runs_dir)
 
 #: the shapes of real models (their config.json fields), built on the meta device
 LLAMA_8B = {
