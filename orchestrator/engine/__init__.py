@@ -104,6 +104,7 @@ def run_sweep(
     wall: Callable[[], float] = time.time,
     plan: SweepPlan | None = None,
     models: Sequence[ModelInfo] | None = None,
+    resume: str | None = None,
 ) -> SweepResult:
     """Run (or resume) the sweep in ``spec_path`` to its limits and conclude it.
 
@@ -114,7 +115,10 @@ def run_sweep(
     ``clock``/``sleep``/``wall`` are the loop's time (monotonic seconds, waiting, and the
     wall clock of heartbeats). ``plan`` (with ``models``, the provider's list it was resolved
     against) is a plan made already: ``ftsweep retune``'s next generation; otherwise the sweep
-    file is planned here, the head of its lineage resumed and its base model resolved."""
+    file is planned here, the head of its lineage resumed and its base model resolved.
+    ``resume`` is the command that re-attaches, as messages name it (default ``ftsweep run
+    SPEC``)."""
+    again = resume or f"ftsweep run {spec_path}"  # the command that resumes this sweep
     notes: list[str] = []
     given = plan
     maybe_done = False
@@ -200,14 +204,14 @@ def run_sweep(
     try:
         loop.run()
     except KeyboardInterrupt:
-        raise SweepInterrupted(_interrupted(loop, backend.name, str(spec_path))) from None
+        raise SweepInterrupted(_interrupted(loop, backend.name, again)) from None
     except STOP as exc:  # the provider cannot be used now: say which jobs still run there
         running = loop.in_flight()
         if running:
             jobs = ", ".join(f"trial {r.number}: job {r.job_id}" for r in running)
             exc.args = (
                 f"{exc}; {len(running)} job(s) still running at {backend.name} ({jobs}): "
-                f"`ftsweep run {spec_path}` re-attaches to them",
+                f"`{again}` re-attaches to them",
             )
         raise
     frame = trials_frame(study, plan.space.fixed())
@@ -439,12 +443,12 @@ def _retry_environment_failures(study: optuna.Study, limit: int) -> None:
             room -= 1
 
 
-def _interrupted(loop: SweepLoop, backend: str, spec: str) -> str:
+def _interrupted(loop: SweepLoop, backend: str, again: str) -> str:
     running = loop.in_flight()
     if not running:
-        return f"interrupted; `ftsweep run {spec}` resumes the sweep"
+        return f"interrupted; `{again}` resumes the sweep"
     jobs = ", ".join(f"trial {r.number}: job {r.job_id}" for r in running)
     return (
         f"interrupted with {len(running)} job(s) still running at {backend} ({jobs}); "
-        f"`ftsweep run {spec}` re-attaches to them"
+        f"`{again}` re-attaches to them"
     )

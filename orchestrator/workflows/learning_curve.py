@@ -440,9 +440,7 @@ class _Runner:
     ) -> list[optuna.trial.FrozenTrial]:
         """The study's trials after ``part``'s run (none when it is done already, unless
         ``again``: a pass that trains nothing new)."""
-        from orchestrator.core.errors import SweepInterrupted
         from orchestrator.engine import Overrides, run_sweep
-        from orchestrator.engine.finishing import STOP
         from orchestrator.engine.limits import counted
 
         mine = _mine(part, trials)
@@ -451,30 +449,21 @@ class _Runner:
         # a trial asked but never claimed (a kill in between) is started with this plan
         mine += [t for t in trials if t.state.name == "RUNNING" and _train_file(t) is None]
         limit = counted(trials) if again else counted(trials) - counted(mine) + 1
-        try:
-            result = run_sweep(
-                self.spec_path,
-                Overrides(trials=max(1, limit)),
-                listeners=self.listeners,
-                tracking=self.recorder,
-                probe_tracking=True,
-                sleep=self.sleep,
-                plan=part.plan,
-            )
-        except (SweepInterrupted, *STOP) as exc:  # the command that re-attaches is this one
-            exc.args = tuple(_this_command(str(a), self.spec_path) for a in exc.args)
-            raise
+        result = run_sweep(
+            self.spec_path,
+            Overrides(trials=max(1, limit)),
+            listeners=self.listeners,
+            tracking=self.recorder,
+            probe_tracking=True,
+            sleep=self.sleep,
+            plan=part.plan,
+            resume=f"ftsweep learning-curve {self.spec_path}",
+        )
         self.last = result
         trials = list(result.study.get_trials(deepcopy=False))
         if not again and result.stop_reason and not any(_done(t) for t in _mine(part, trials)):
             self.say(f"{part.share * 100:g}% of the data: not trained: {result.stop_reason}")
         return trials
-
-
-def _this_command(text: str, spec_path: str) -> str:
-    """The engine's message, naming ``ftsweep learning-curve`` where it says ``ftsweep run``
-    re-attaches or resumes."""
-    return text.replace(f"`ftsweep run {spec_path}`", f"`ftsweep learning-curve {spec_path}`")
 
 
 def _point(
