@@ -5,7 +5,8 @@ own chat template, trains on exactly the assistant's part of each turn, and ``va
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+import math
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,16 @@ from orchestrator.backends.local.trainer import TrainingConfig, run_training
 from tests.backends.families import FAMILIES, Family, build_family
 
 ANSWERS = ("Paris.", "About 2.1 million.")
+
+
+class Sink:
+    """The trainer's metric points, in order."""
+
+    def __init__(self) -> None:
+        self.points: list[dict[str, float]] = []
+
+    def emit(self, step: int, values: Mapping[str, float]) -> None:
+        self.points.append(dict(values))
 
 
 def _conversation(family: Family, n: int = 0) -> list[dict[str, Any]]:
@@ -86,12 +97,7 @@ def test_each_family_trains_an_epoch(family_dirs: dict[str, Path], tmp_path: Pat
     for name, family in FAMILIES.items():
         rows = [{"messages": _conversation(family, n)} for n in range(4)]
         train = write_jsonl(tmp_path / f"{name}.jsonl", rows)
-        points: list[dict[str, float]] = []
-
-        class Sink:
-            def emit(self, step: int, values: Any) -> None:
-                points.append(dict(values))
-
+        sink = Sink()
         config = TrainingConfig(
             model=str(family_dirs[name]),
             train_file=train,
@@ -100,6 +106,22 @@ def test_each_family_trains_an_epoch(family_dirs: dict[str, Path], tmp_path: Pat
                 {"torch_threads": 1, "device": "cpu", "lora": {"r": 4, "alpha": 8}}
             ),
         )
-        result = run_training(config, Sink())
+        result = run_training(config, sink)
+        points = sink.points
         assert result.status == "succeeded", name
         assert points and points[-1]["epoch"] == 1.0, name
+        assert all(math.isfinite(p["train_loss"]) for p in points), name
+
+
+def test_an_example_the_template_refuses_is_an_error_on_its_line(
+    family_dirs: dict[str, Path], tmp_path: Path, cli: Callable[..., Any]
+) -> None:
+    """Gemma's template raises on a system message: validate names the line, exit 2."""
+    gemma = FAMILIES["gemma"]
+    rows = [{"messages": _conversation(gemma, n)} for n in range(12)]
+    rows[4]["messages"].insert(0, {"role": "system", "content": "Answer briefly."})
+    path = write_jsonl(tmp_path / "chat.jsonl", rows)
+    r = cli("validate", path, "--model", family_dirs["gemma"])
+    assert r.code == 2
+    assert "chat.jsonl:5: cannot count the example's tokens: the chat template of " in r.out
+    assert "refuses it: System role not supported" in r.out
