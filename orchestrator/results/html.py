@@ -5,7 +5,8 @@ mail attachment or an MLflow artifact, with no CDN. Sections:
 
 * the summary: sweep, generation (and what changed since the previous one), backend and model,
   data fingerprint, search space, budget and spend, the best trial and its model;
-* the trials table, the best row highlighted and diagnoses coloured;
+* the trials table, the best row highlighted and diagnoses coloured, with each trial's
+  tokens per second, MFU and peak memory where the backend measured them;
 * the loss/accuracy curves of each trial (from MLflow) with the best epoch and a divergence or
   prune point marked;
 * optimization history, parameter importances, parallel coordinates, a slice plot per
@@ -40,6 +41,12 @@ from orchestrator.results.plots import (
     param_order,
     slice_plots,
     steps_per_epoch,
+)
+from orchestrator.results.speed import (
+    THROUGHPUT_COLUMNS,
+    format_memory,
+    format_mfu,
+    format_tokens_per_second,
 )
 
 if TYPE_CHECKING:
@@ -82,6 +89,14 @@ def _fmt(v: Any) -> str:
     return html.escape(str(v))
 
 
+_HEADS = {"tokens_per_second": "tok/s", "mfu": "MFU", "peak_memory_mb": "peak memory"}
+_UNITS = {
+    "tokens_per_second": format_tokens_per_second,
+    "mfu": format_mfu,
+    "peak_memory_mb": format_memory,
+}
+
+
 def _trials_table(frame: pd.DataFrame) -> str:
     if not len(frame):
         return "<p class='note'>no trials yet</p>"
@@ -98,11 +113,12 @@ def _trials_table(frame: pd.DataFrame) -> str:
             "derived_from",
             "cost_usd",
             "duration_s",
+            *THROUGHPUT_COLUMNS,
             "recommendation",
         )
         if c in frame.columns
     ]
-    head = "".join(f"<th>{html.escape(c)}</th>" for c in shown)
+    head = "".join(f"<th>{html.escape(_HEADS.get(c, c))}</th>" for c in shown)
     body = []
     for r in frame.to_dict(orient="records"):
         cells = []
@@ -114,6 +130,8 @@ def _trials_table(frame: pd.DataFrame) -> str:
                 cells.append(f"<td>{_tag(str(v), DIAGNOSIS_COLOURS.get(str(v), '#6e7781'))}</td>")
             elif c == "recommendation":
                 cells.append(f"<td class='rec'>{_fmt(v)}</td>")
+            elif c in _UNITS:
+                cells.append(f"<td>{html.escape(_UNITS[c](v)) if v is not None else ''}</td>")
             else:
                 cells.append(f"<td>{_fmt(v)}</td>")
         cls = " class='best'" if r.get("best") else ""
