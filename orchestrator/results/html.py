@@ -42,12 +42,7 @@ from orchestrator.results.plots import (
     slice_plots,
     steps_per_epoch,
 )
-from orchestrator.results.speed import (
-    THROUGHPUT_COLUMNS,
-    format_memory,
-    format_mfu,
-    format_tokens_per_second,
-)
+from orchestrator.results.speed import THROUGHPUT_COLUMNS, THROUGHPUT_HEADINGS, format_throughput
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -89,14 +84,6 @@ def _fmt(v: Any) -> str:
     return html.escape(str(v))
 
 
-_HEADS = {"tokens_per_second": "tok/s", "mfu": "MFU", "peak_memory_mb": "peak memory"}
-_UNITS = {
-    "tokens_per_second": format_tokens_per_second,
-    "mfu": format_mfu,
-    "peak_memory_mb": format_memory,
-}
-
-
 def _trials_table(frame: pd.DataFrame) -> str:
     if not len(frame):
         return "<p class='note'>no trials yet</p>"
@@ -118,7 +105,7 @@ def _trials_table(frame: pd.DataFrame) -> str:
         )
         if c in frame.columns
     ]
-    head = "".join(f"<th>{html.escape(_HEADS.get(c, c))}</th>" for c in shown)
+    head = "".join(f"<th>{html.escape(THROUGHPUT_HEADINGS.get(c, c))}</th>" for c in shown)
     body = []
     for r in frame.to_dict(orient="records"):
         cells = []
@@ -130,8 +117,9 @@ def _trials_table(frame: pd.DataFrame) -> str:
                 cells.append(f"<td>{_tag(str(v), DIAGNOSIS_COLOURS.get(str(v), '#6e7781'))}</td>")
             elif c == "recommendation":
                 cells.append(f"<td class='rec'>{_fmt(v)}</td>")
-            elif c in _UNITS:
-                cells.append(f"<td>{html.escape(_UNITS[c](v)) if v is not None else ''}</td>")
+            elif c in THROUGHPUT_COLUMNS:
+                text = format_throughput(c, v) if v is not None else ""
+                cells.append(f"<td>{html.escape(text)}</td>")
             else:
                 cells.append(f"<td>{_fmt(v)}</td>")
         cls = " class='best'" if r.get("best") else ""

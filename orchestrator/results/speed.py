@@ -23,9 +23,11 @@ if TYPE_CHECKING:
 
 __all__ = [
     "THROUGHPUT_COLUMNS",
+    "THROUGHPUT_HEADINGS",
     "MeasuredThroughput",
     "format_memory",
     "format_mfu",
+    "format_throughput",
     "format_tokens_per_second",
     "measured_throughput",
     "throughput_cells",
@@ -33,6 +35,8 @@ __all__ = [
 
 #: the trials frame's throughput columns (the metric names)
 THROUGHPUT_COLUMNS: tuple[str, ...] = THROUGHPUT_METRICS
+#: their headings in the report and the live panel
+THROUGHPUT_HEADINGS = {"tokens_per_second": "tok/s", "mfu": "MFU", "peak_memory_mb": "peak memory"}
 
 
 def _number(v: Any) -> float | None:
@@ -65,6 +69,16 @@ def format_memory(v: float | None) -> str:
     if v is None:
         return "-"
     return f"{v / 1024:.1f} GB" if v >= 1024 else f"{v:.0f} MB"
+
+
+def format_throughput(name: str, v: float | None) -> str:
+    """The value of the throughput column ``name`` in its unit (``'-'`` for none)."""
+    formats = {
+        "tokens_per_second": format_tokens_per_second,
+        "mfu": format_mfu,
+        "peak_memory_mb": format_memory,
+    }
+    return formats[name](v)
 
 
 @dataclass(frozen=True)

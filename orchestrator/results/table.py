@@ -18,9 +18,8 @@ from orchestrator.core.attrs import TrialAttrs
 from orchestrator.core.params import NAMES, PARAMETERS
 from orchestrator.results.speed import (
     THROUGHPUT_COLUMNS,
-    format_memory,
-    format_mfu,
-    format_tokens_per_second,
+    THROUGHPUT_HEADINGS,
+    format_throughput,
     throughput_cells,
 )
 
@@ -155,19 +154,7 @@ def _cell(v: Any) -> str:
     return str(v)
 
 
-_SHORT = {
-    **{p.name: p.short for p in PARAMETERS},
-    "epochs_done": "done",
-    "tokens_per_second": "tok/s",
-    "mfu": "MFU",
-    "peak_memory_mb": "memory",
-}
-#: cells shown in their own units (text formats; csv and json keep the numbers)
-_UNITS = {
-    "tokens_per_second": format_tokens_per_second,
-    "mfu": format_mfu,
-    "peak_memory_mb": format_memory,
-}
+_SHORT = {**{p.name: p.short for p in PARAMETERS}, "epochs_done": "done", **THROUGHPUT_HEADINGS}
 #: the columns of the table format (and of the morning report's trials)
 TABLE_COLUMNS = _TABLE = [
     "trial",
@@ -184,8 +171,8 @@ TABLE_COLUMNS = _TABLE = [
 
 
 def _shown(column: str, v: Any) -> str:
-    unit = _UNITS.get(column)
-    return unit(v) if unit is not None else _cell(v)
+    """A text cell; throughput in its unit (csv and json keep the numbers)."""
+    return format_throughput(column, v) if column in THROUGHPUT_COLUMNS else _cell(v)
 
 
 def render(frame: pd.DataFrame, fmt: str) -> str:
