@@ -253,7 +253,8 @@ class ExampleCounter(Protocol):
     special_tokens: frozenset[str]
 
     def example(self, fmt: str, value: dict[str, Any]) -> tuple[int, int]:
-        """(tokens of the example, tokens trained on)."""
+        """(tokens of the example, tokens trained on); ValueError for an example this model
+        cannot take (its chat template refuses it), which the checks report on its line."""
         ...
 
 

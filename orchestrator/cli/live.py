@@ -4,10 +4,11 @@ Three ways to follow a sweep, chosen by :func:`console_for`:
 
 * **live** (stderr is a terminal): a panel redrawn in place, a few times a second — each trial
   in flight with its job's state, step and epoch, latest train and validation loss, cost so
-  far and time running; the trials done out of the total, the best so far, dollars spent and
-  committed against the budget, and an ETA. Every finished trial and every note is also
-  printed above the panel as a plain line, so the scrollback is the same log the plain mode
-  writes.
+  far and time running (and its tokens per second and MFU once the backend measured them at
+  an epoch's end: the local trainer); the trials done out of the total, the best so far,
+  dollars spent and committed against the budget, and an ETA. Every finished trial and every
+  note is also printed above the panel as a plain line, so the scrollback is the same log the
+  plain mode writes.
 * **plain** (stderr is a pipe, a file, cron, CI, ``TERM=dumb``): :class:`ConsoleListener`'s
   one line an event, no control characters.
 * **json** (``--json-events``): one JSON object an event on stdout (``{"event": "trial_finished",
@@ -44,6 +45,7 @@ from orchestrator.engine.events import (
     TrialStarted,
     TrialSubmitted,
 )
+from orchestrator.results.speed import format_mfu, format_tokens_per_second
 
 if TYPE_CHECKING:
     from rich.console import Console, RenderableType
@@ -217,6 +219,8 @@ class _Flight:
     train_loss: float | None = None
     valid_loss: float | None = None
     estimate: float | None = None
+    tokens_per_second: float | None = None
+    mfu: float | None = None
 
 
 @dataclass
@@ -404,6 +408,10 @@ class LiveConsole(ConsoleListener):
                     f.train_loss = p.value
                 elif p.name in VALID_LOSS:
                     f.valid_loss = p.value
+                elif p.name == "tokens_per_second":
+                    f.tokens_per_second = p.value
+                elif p.name == "mfu":
+                    f.mfu = p.value
 
     def epoch_reported(self, e: EpochReported) -> None:
         with self.board.lock:
@@ -483,6 +491,12 @@ class LiveConsole(ConsoleListener):
                 table.add_column(col)
             table.add_column("cost", justify="right")
             table.add_column("time", justify="right")
+            speed = any(f.tokens_per_second is not None for f in b.flights.values())
+            mfu = any(f.mfu is not None for f in b.flights.values())
+            if speed:
+                table.add_column("tok/s", justify="right")
+            if mfu:
+                table.add_column("MFU", justify="right")
             for f in sorted(b.flights.values(), key=lambda f: f.number):
                 params = " ".join(
                     f"{_abbrev(k)}={short_value(v)}" for k, v in f.params.items() if k != "seed"
@@ -500,6 +514,8 @@ class LiveConsole(ConsoleListener):
                     _fmt_v(f.valid_loss),
                     _usd(cost) if f.estimate is not None else "-",
                     _fmt_s(now - f.started),
+                    *([format_tokens_per_second(f.tokens_per_second)] if speed else []),
+                    *([format_mfu(f.mfu)] if mfu else []),
                 )
             parts: list[RenderableType] = [head, table]
             recent = b.finished[-RECENT:]

@@ -14,6 +14,7 @@ from orchestrator.cli.render import table
 
 if TYPE_CHECKING:
     from orchestrator.plan.sweep import Estimate, SweepPlan
+    from orchestrator.results.speed import MeasuredThroughput
 
 __all__ = ["register"]
 
@@ -100,9 +101,24 @@ def _duration(seconds: float) -> str:
     return f"{h}h{m:02d}m" if h else f"{m}m{s:02d}s" if m else f"{s}s"
 
 
-def _time_rows(plan: SweepPlan, est: Any) -> list[list[str]]:
-    """Wall time per trial and for the sweep on the local trainer, from the seconds per
-    example that this machine's earlier jobs of the same model took."""
+def _measured_speed(spec: Path) -> MeasuredThroughput | None:
+    """The tokens per second that the finished trials of the sweep's study measured (its
+    latest generation); None before any did, or when the study cannot be read."""
+    from orchestrator.core.errors import OrchestratorError
+    from orchestrator.results.read import open_results
+    from orchestrator.results.speed import measured_throughput
+
+    try:
+        results = open_results(spec)
+    except OrchestratorError:
+        return None
+    return measured_throughput(results.study.get_trials(deepcopy=False))
+
+
+def _time_rows(plan: SweepPlan, est: Any, speed: MeasuredThroughput | None) -> list[list[str]]:
+    """Wall time per trial and for the sweep on the local trainer: from the tokens per second
+    the study's finished trials measured (``speed``), else from the seconds per example that
+    this machine's earlier jobs of the same model took."""
     if plan.spec.backend.name != "local":
         return []
     from orchestrator.backends.local.backend import measured_seconds_per_example
@@ -110,23 +126,29 @@ def _time_rows(plan: SweepPlan, est: Any) -> list[list[str]]:
 
     jobs = resolve_stores(plan.spec).backend_dir("local") / "jobs"
     measured = measured_seconds_per_example(jobs, plan.spec.backend.model)
-    if measured is None:
+    tokens = plan.train.total_tokens or plan.train.billed_tokens
+    if speed is not None and tokens:
+        overhead = measured[1] if measured is not None else 0.0
+        low, high = (overhead + e * tokens / speed.tokens_per_second for e in est.epochs)
+        besides = f" + {overhead:.0f} s start-up and evaluation" if measured is not None else ""
+        how = f"{speed.describe()}, {tokens:,} tokens per epoch{besides}"
+    elif measured is None:
         why = f"unknown until a {plan.spec.backend.model} job has run on this machine"
         return [["time per trial", why]]
-    per_example, overhead, jobs_seen = measured
-    n = plan.train.n_examples
-    low, high = (overhead + e * n * per_example for e in est.epochs)
+    else:
+        per_example, overhead, jobs_seen = measured
+        n = plan.train.n_examples
+        low, high = (overhead + e * n * per_example for e in est.epochs)
+        how = (
+            f"{per_example * 1000:.2f} ms per example and epoch + {overhead:.0f} s start-up "
+            f"and evaluation, measured over {jobs_seen} earlier jobs"
+        )
     cap = plan.make_backend(jobs.parent).capabilities.max_in_flight  # e.g. GPUs per trial
     parallel = max(1, min(plan.spec.parallel, cap or plan.spec.parallel))
     waves = -(-est.trials // parallel)  # ceil: trials run `parallel` at a time
     mean = (low + high) / 2
     return [
-        [
-            "time per trial",
-            f"{_duration(low)} – {_duration(high)} "
-            f"({per_example * 1000:.2f} ms per example and epoch + {overhead:.0f} s start-up "
-            f"and evaluation, measured over {jobs_seen} earlier jobs)",
-        ],
+        ["time per trial", f"{_duration(low)} – {_duration(high)} ({how})"],
         [
             f"time of {est.trials} trials",
             f"about {_duration(waves * mean)} ({parallel} at a time, before pruning)",
@@ -157,8 +179,11 @@ def estimate(spec: SpecArg, as_json: JsonOpt = False, given: PriceOpt = None) ->
     plan = plan_spec(loaded, str(spec), count_tokens=True)
     est = estimate_sweep(plan)
     tiers = estimate_tiers(plan, estimate_sweep)
+    speed = _measured_speed(spec)
     if as_json:
         data = asdict(est)
+        if speed is not None:
+            data["measured_throughput"] = asdict(speed)
         if tiers:
             data["tiers"] = [
                 {"tier": t.tier, "chosen": t.chosen, **asdict(t.estimate)} for t in tiers
@@ -179,7 +204,7 @@ def estimate(spec: SpecArg, as_json: JsonOpt = False, given: PriceOpt = None) ->
         ["optimizer steps per trial", f"{est.steps_per_trial[0]:,} – {est.steps_per_trial[1]:,}"],
         ["cost per trial", usd(est.cost_per_trial)],
         [f"cost of {est.trials} trials", usd(est.cost_sweep)],
-        *_time_rows(plan, est),
+        *_time_rows(plan, est, speed),
         *([label, value] for label, value in est.resources),
     ]
     if est.budget_usd is not None:

@@ -43,6 +43,8 @@ class TrialAttrs:
     JOB_STATUS = "ftsweep.job_status"
     FINE_TUNED_MODEL = "ftsweep.fine_tuned_model"
     TRAINED_TOKENS = "ftsweep.trained_tokens"
+    # the job's tokens_per_second, mfu, peak_memory_mb at its last epoch end (local trainer)
+    THROUGHPUT = "ftsweep.throughput"
     CHECKPOINTS = "ftsweep.checkpoints"
     BEST_CHECKPOINT = "ftsweep.best_checkpoint"
     # an earlier epoch of another trial's job, told as a trial of its own (engine/fidelity.py)

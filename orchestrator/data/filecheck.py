@@ -175,7 +175,12 @@ class FileCheck:
         # one example at a time: batching texts through tiktoken was not faster than this
         # loop (see TiktokenCounter.count_many)
         if self.counter is not None:
-            self._record(number, *self.counter.example(fmt, value))
+            try:
+                counted = self.counter.example(fmt, value)
+            except ValueError as exc:  # e.g. a chat template that refuses a system message
+                self.log.error("uncountable", f"cannot count the example's tokens: {exc}", number)
+            else:
+                self._record(number, *counted)
         self.hashes.append(int.from_bytes(h.digest(), "little"))
         self.hash_lines.append(number)
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from orchestrator.analysis.diagnosis import Diagnosis, Thresholds, diagnose
-from orchestrator.backends.base import JobStatus, JobUpdate
+from orchestrator.backends.base import THROUGHPUT_METRICS, JobStatus, JobUpdate
 from orchestrator.core.attrs import TrialAttrs
 from orchestrator.core.errors import BackendError, OrchestratorError, UsageError
 from orchestrator.engine.curves import Curves, at, latest
@@ -92,6 +92,9 @@ def conclude(
         attrs[TrialAttrs.BEST_EPOCH] = diag.best_epoch
     if cost_usd is not None:
         attrs[TrialAttrs.COST] = cost_usd
+    speed = {name: latest(curves, name) for name in THROUGHPUT_METRICS}
+    if any(v is not None for v in speed.values()):
+        attrs[TrialAttrs.THROUGHPUT] = {k: v for k, v in speed.items() if v is not None}
     state: State
     despite = False
     if update is None:

@@ -5,7 +5,8 @@ mail attachment or an MLflow artifact, with no CDN. Sections:
 
 * the summary: sweep, generation (and what changed since the previous one), backend and model,
   data fingerprint, search space, budget and spend, the best trial and its model;
-* the trials table, the best row highlighted and diagnoses coloured;
+* the trials table, the best row highlighted and diagnoses coloured, with each trial's
+  tokens per second, MFU and peak memory where the backend measured them;
 * the loss/accuracy curves of each trial (from MLflow) with the best epoch and a divergence or
   prune point marked;
 * optimization history, parameter importances, parallel coordinates, a slice plot per
@@ -41,6 +42,7 @@ from orchestrator.results.plots import (
     slice_plots,
     steps_per_epoch,
 )
+from orchestrator.results.speed import THROUGHPUT_COLUMNS, THROUGHPUT_HEADINGS, format_throughput
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -98,11 +100,12 @@ def _trials_table(frame: pd.DataFrame) -> str:
             "derived_from",
             "cost_usd",
             "duration_s",
+            *THROUGHPUT_COLUMNS,
             "recommendation",
         )
         if c in frame.columns
     ]
-    head = "".join(f"<th>{html.escape(c)}</th>" for c in shown)
+    head = "".join(f"<th>{html.escape(THROUGHPUT_HEADINGS.get(c, c))}</th>" for c in shown)
     body = []
     for r in frame.to_dict(orient="records"):
         cells = []
@@ -114,6 +117,9 @@ def _trials_table(frame: pd.DataFrame) -> str:
                 cells.append(f"<td>{_tag(str(v), DIAGNOSIS_COLOURS.get(str(v), '#6e7781'))}</td>")
             elif c == "recommendation":
                 cells.append(f"<td class='rec'>{_fmt(v)}</td>")
+            elif c in THROUGHPUT_COLUMNS:
+                text = format_throughput(c, v) if v is not None else ""
+                cells.append(f"<td>{html.escape(text)}</td>")
             else:
                 cells.append(f"<td>{_fmt(v)}</td>")
         cls = " class='best'" if r.get("best") else ""

@@ -2,8 +2,9 @@
 
 Formats: ``table`` (plain text), ``csv``, ``json``, ``markdown``, ``html``. The columns are the
 trial number, state, objective value, the hyper-parameters actually trained (with the resolved
-integer batch size and its share of the examples), diagnosis, recommendation, cost, job id and
-duration; the best trial is marked.
+integer batch size and its share of the examples), diagnosis, recommendation, cost, job id,
+duration and, where the backend measured them (the local trainer), tokens per second, MFU and
+peak memory (:mod:`.speed`); the best trial is marked.
 """
 
 from __future__ import annotations
@@ -15,6 +16,12 @@ from typing import TYPE_CHECKING, Any
 from orchestrator.backends.base import Hyperparameters
 from orchestrator.core.attrs import TrialAttrs
 from orchestrator.core.params import NAMES, PARAMETERS
+from orchestrator.results.speed import (
+    THROUGHPUT_COLUMNS,
+    THROUGHPUT_HEADINGS,
+    format_throughput,
+    throughput_cells,
+)
 
 if TYPE_CHECKING:
     import optuna
@@ -108,6 +115,7 @@ def trials_frame(study: optuna.Study, fixed: dict[str, Any] | None = None) -> pd
                 "derived_from": a.get(TrialAttrs.DERIVED_FROM),
                 "error": a.get(TrialAttrs.ERROR),
                 "duration_s": duration,
+                **throughput_cells(a),
                 "best": best is not None and t.number == best.number,
             }
         )
@@ -127,6 +135,7 @@ def trials_frame(study: optuna.Study, fixed: dict[str, Any] | None = None) -> pd
         "derived_from",
         "error",
         "duration_s",
+        *THROUGHPUT_COLUMNS,
         "best",
     ]
     frame = pd.DataFrame(rows, columns=columns)
@@ -145,7 +154,7 @@ def _cell(v: Any) -> str:
     return str(v)
 
 
-_SHORT = {**{p.name: p.short for p in PARAMETERS}, "epochs_done": "done"}
+_SHORT = {**{p.name: p.short for p in PARAMETERS}, "epochs_done": "done", **THROUGHPUT_HEADINGS}
 #: the columns of the table format (and of the morning report's trials)
 TABLE_COLUMNS = _TABLE = [
     "trial",
@@ -155,8 +164,15 @@ TABLE_COLUMNS = _TABLE = [
     "epochs_done",
     "diagnosis",
     "cost_usd",
+    "tokens_per_second",
+    "mfu",
     "best",
 ]
+
+
+def _shown(column: str, v: Any) -> str:
+    """A text cell; throughput in its unit (csv and json keep the numbers)."""
+    return format_throughput(column, v) if column in THROUGHPUT_COLUMNS else _cell(v)
 
 
 def render(frame: pd.DataFrame, fmt: str) -> str:
@@ -169,7 +185,7 @@ def render(frame: pd.DataFrame, fmt: str) -> str:
         return str(frame.to_html(index=False, na_rep="", classes="ftsweep-trials", border=0))
     cols = [c for c in (_TABLE if fmt == "table" else frame.columns) if c in frame.columns]
     heads = [_SHORT.get(c, c) for c in cols]
-    rows = [[_cell(r[c]) for c in cols] for r in frame.to_dict(orient="records")]
+    rows = [[_shown(c, r[c]) for c in cols] for r in frame.to_dict(orient="records")]
     if fmt == "markdown":
         lines = ["| " + " | ".join(heads) + " |", "|" + "---|" * len(heads)]
         lines += ["| " + " | ".join(x.replace("|", "\\|") for x in row) + " |" for row in rows]

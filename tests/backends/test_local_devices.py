@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -261,3 +262,13 @@ def test_a_sweep_on_two_declared_gpus_never_shares_one(
     estimate = cli("estimate", spec)  # the sweep's wall time, two trials at a time
     assert estimate.code == 0, estimate.err
     assert "(2 at a time, before pruning)" in estimate.out, estimate.out
+    # from the tokens per second its 6 trials measured, shown in the report too (no MFU: CPU)
+    assert re.search(r"time per trial .*\(measured: [\d,.k]+ tok/s from 6 trials", estimate.out)
+    measured = json.loads(cli("estimate", spec, "--json").out)["measured_throughput"]
+    rows = json.loads(cli("report", spec, "--format", "json").out)
+    rates = sorted(row["tokens_per_second"] for row in rows)
+    assert len(rates) == 6 and rates[0] > 0 and measured["trials"] == 6
+    assert measured["tokens_per_second"] == (rates[2] + rates[3]) / 2  # their median
+    assert all(row["peak_memory_mb"] > 0 and "mfu" not in row for row in rows)
+    table = cli("report", spec).out
+    assert "tok/s" in table.splitlines()[0] and "MFU" not in table

@@ -45,6 +45,7 @@ import orchestrator
 from orchestrator.backends.base import (
     DEFAULT_CAPABILITIES,
     GENERATION_METRICS,
+    THROUGHPUT_METRICS,
     Backend,
     BackendOptions,
     Capabilities,
@@ -138,8 +139,10 @@ class LocalBackend(Backend):
 
     @classmethod
     def metric_names(cls, options: BackendOptions) -> frozenset[str]:
-        """OpenAI's metrics, plus generation metrics when ``eval_generations`` is set."""
-        names = super().metric_names(options)
+        """OpenAI's metrics and the throughput ones (``tokens_per_second``, ``mfu``,
+        ``peak_memory_mb``, at each epoch's end), plus generation metrics when
+        ``eval_generations`` is set."""
+        names = super().metric_names(options) | frozenset(THROUGHPUT_METRICS)
         if getattr(options, "eval_generations", 0):
             names |= frozenset(GENERATION_METRICS)
         return names

@@ -8,8 +8,11 @@
   once and each token takes the weight of the part its last character falls in. An assistant
   message's header (``<|im_start|>assistant\\n``) is prompt; its content and end-of-turn are
   completion (weight 1). An assistant message with ``"weight": 0`` counts as prompt. Every
-  other message is prompt. A template whose renderings of prefixes are not prefixes of the
-  whole rendering cannot be split this way and raises :class:`DataError`.
+  other message is prompt. A template that closes every conversation with the same text
+  (Phi-3 ends it with its EOS unless a generation prompt follows) is split before that text;
+  the closing text of the whole conversation is prompt. A template whose renderings of
+  prefixes are otherwise not prefixes of the whole rendering (one that rewrites earlier turns)
+  cannot be split this way and raises :class:`DataError`.
 
 Weights belong to the token they are on; the loss at position ``t`` (predicting token ``t+1``)
 uses the weight of token ``t+1``.
@@ -108,6 +111,19 @@ def _message(m: Mapping[str, Any]) -> dict[str, Any]:
     return clean
 
 
+def _before_closing(text: str, full: str) -> int | None:
+    """Where ``text`` (a rendering of the first messages) stops being a prefix of ``full``,
+    when what follows is text that ``full`` ends with too: the closing text the template puts
+    at the end of every conversation. None when ``text`` is no such prefix."""
+    n = 0
+    for a, b in zip(text, full, strict=False):
+        if a != b:
+            break
+        n += 1
+    closing = text[n:]
+    return n if closing and full.endswith(closing) and len(closing) < len(full) - n else None
+
+
 def encode_chat(
     tokenizer: Any,
     messages: Sequence[Mapping[str, Any]],
@@ -132,13 +148,19 @@ def encode_chat(
     ends: list[int] = []
     parts: list[tuple[float, bool]] = []
 
+    closing = ""
+
     def boundary(text: str, what: str) -> int:
-        if not full.startswith(text) or (ends and len(text) < ends[-1]):
+        nonlocal closing
+        cut = len(text) if full.startswith(text) else _before_closing(text, full)
+        if cut is not None and cut < len(text):
+            closing = text[cut:]
+        if cut is None or (ends and cut < ends[-1]):
             raise ValueError(
                 "the chat template is not prefix-stable: rendering "
                 f"{what} does not give a prefix of the whole conversation"
             )
-        return len(text)
+        return cut
 
     for i, message in enumerate(msgs):
         if message.get("role") == "assistant":
@@ -157,6 +179,8 @@ def encode_chat(
         else:
             ends.append(boundary(render(i + 1), f"the first {i + 1} messages"))
             parts.append((prompt_loss_weight, False))
+    if closing and ends[-1] == len(full) and ends[-1] - len(closing) >= max(ends[-2:-1] or [0]):
+        ends[-1] -= len(closing)  # the whole conversation's closing text is no message's
     ends.append(len(full) + 1)
     parts.append((prompt_loss_weight, False))
 

@@ -24,13 +24,20 @@ class LocalTokenCounter:
     def __init__(self, model: str) -> None:
         source = models.resolve(model, progress=report)
         self.tokenizer, context = models.load_tokenizer(source)
+        self.model = source.name
         self.name = f"{source.name} tokenizer"
         self.max_tokens_per_example = int(context or self.tokenizer.model_max_length)
 
     def example(self, fmt: str, value: dict[str, Any]) -> tuple[int, int]:
+        """(tokens, completion tokens) as :mod:`.encoding` makes them; ValueError when the
+        chat template refuses the example (Gemma's refuses a system message)."""
+        from jinja2 import TemplateError
+
         if fmt == "chat":
             try:
                 enc = encode_chat(self.tokenizer, value["messages"], 0.0, value.get("tools"))
+            except TemplateError as exc:
+                raise ValueError(f"the chat template of {self.model} refuses it: {exc}") from exc
             except ValueError:  # a template that is not prefix-stable: count the whole
                 ids = self.tokenizer.apply_chat_template(value["messages"], tokenize=True)
                 ids = ids["input_ids"] if hasattr(ids, "keys") else ids
