@@ -1,0 +1,293 @@
+"""The local backend's ``ray`` executor end to end: a real Ray head on loopback (2 CPUs, one
+per test module), ``sweeps/tiny.yaml`` run through the CLI with ``executor: ray``, killed with
+SIGKILL mid-sweep and run again; and the pre-flight's refusals."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from urllib.request import Request, urlopen
+
+import pytest
+import yaml
+from mlflow import MlflowClient
+
+from orchestrator.backends.base import TrainingRequest
+from orchestrator.backends.local.jobfiles import JobFolder
+from orchestrator.backends.local.options import LocalOptions
+from orchestrator.backends.local.ray_executor import RayExecutor, parse_events, submission_id
+from orchestrator.backends.local.tasks import write_task
+from orchestrator.core.attrs import TrialAttrs
+from orchestrator.core.errors import ProviderUnreachableError, UsageError
+from tests.reliability.stores import check, seed_mlflow
+
+pytest.importorskip("ray.job_submission")
+
+ROOT = Path(__file__).resolve().parents[2]
+RAY = Path(sys.executable).with_name("ray")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _get(url: str, timeout: float = 5.0) -> Any:
+    with urlopen(url, timeout=timeout) as response:  # loopback only
+        return json.loads(response.read())
+
+
+def _jobs(address: str) -> list[dict[str, Any]]:
+    """Every job the Ray cluster knows."""
+    jobs = _get(f"{address}/api/jobs/")
+    return list(jobs.values()) if isinstance(jobs, dict) else list(jobs)
+
+
+@pytest.fixture(scope="module")
+def ray_head() -> Iterator[str]:
+    """A Ray head on loopback (2 CPUs, no GPU, its dashboard for the Jobs API): its address.
+    Jobs still running at the end are stopped; the head's process group is ended."""
+    temp = Path(tempfile.mkdtemp(prefix="ftr-", dir="/tmp"))  # Ray's socket paths are short
+    dashboard = _free_port()
+    ports = {
+        "--port": _free_port(),
+        "--dashboard-port": dashboard,
+        "--ray-client-server-port": _free_port(),
+        "--dashboard-agent-listen-port": _free_port(),
+        "--dashboard-agent-grpc-port": _free_port(),
+        "--runtime-env-agent-port": _free_port(),
+        "--metrics-export-port": _free_port(),
+        "--node-manager-port": _free_port(),
+        "--object-manager-port": _free_port(),
+    }
+    command = [str(RAY), "start", "--head", "--block", "--num-cpus", "2", "--num-gpus", "0"]
+    command += ["--node-ip-address", "127.0.0.1", "--include-dashboard", "true"]
+    command += ["--dashboard-host", "127.0.0.1", "--temp-dir", str(temp)]
+    command += ["--disable-usage-stats", *(f"{k}={v}" for k, v in ports.items())]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
+    # the jobs' ``python`` is this interpreter (the one with torch and transformers)
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+    log = (temp / "head.log").open("wb")
+    head = subprocess.Popen(
+        command, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
+    )
+    address = f"http://127.0.0.1:{dashboard}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            assert head.poll() is None, (temp / "head.log").read_text()[-2000:]
+            assert time.monotonic() < deadline, "the Ray head did not answer in 120 s"
+            try:
+                nodes = _get(f"{address}/api/v0/nodes?detail=1")["data"]["result"]["result"]
+                _jobs(address)
+                if any(n["state"] == "ALIVE" for n in nodes):
+                    break
+            except OSError:
+                pass
+            time.sleep(0.5)
+        yield address
+    finally:
+        _stop_jobs(address)
+        os.killpg(head.pid, signal.SIGTERM)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            head.wait(timeout=15)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(head.pid, signal.SIGKILL)
+        head.wait(timeout=15)
+        log.close()
+        shutil.rmtree(temp, ignore_errors=True)
+
+
+def _stop_jobs(address: str) -> None:
+    try:
+        for job in _jobs(address):
+            if job["status"] in ("PENDING", "RUNNING"):
+                stop = Request(f"{address}/api/jobs/{job['submission_id']}/stop", method="POST")
+                with urlopen(stop, timeout=5):
+                    pass
+        time.sleep(2)
+    except OSError:
+        pass
+
+
+def _kill_workers(models: Path) -> None:
+    """Trainers a test left behind (their Ray jobs are gone with the head)."""
+    for pid_file in models.glob("*/pid"):
+        record = JobFolder(pid_file.parent).read_pid()
+        if record is not None and record.alive():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(record.pid, signal.SIGKILL)
+
+
+def _spec(tmp_path: Path, options: dict[str, Any], **more: Any) -> Path:
+    """``sweeps/tiny.yaml`` with its data in ``tmp_path`` and ``options`` added."""
+    train, valid = write_task("reverse", tmp_path / "data", n_train=24, n_valid=8)
+    spec = yaml.safe_load((ROOT / "sweeps" / "tiny.yaml").read_text())
+    spec["data"] = {"train": str(train), "valid": str(valid)}
+    spec["backend"]["options"].update(options)
+    spec.update(more)
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    return path
+
+
+def _env(runs: Path, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
+    env.update(PYTHONPATH=str(ROOT), FTSWEEP_RUNS_DIR=str(runs), **extra)
+    env.pop("MLFLOW_TRACKING_URI", None)
+    env.pop("FTSWEEP_OPTUNA_STORAGE", None)
+    return env
+
+
+def _run(spec: Path) -> list[str]:
+    return [sys.executable, "-m", "orchestrator", "run", str(spec)]
+
+
+def _curve(address: str, job: str, name: str) -> list[tuple[int, float]]:
+    """The points of metric ``name`` in a Ray job's logs."""
+    logs = _get(f"{address}/api/jobs/{job}/logs")["logs"]
+    events, _ = parse_events(logs)
+    return [
+        (int(e["metric"]["step"]), e["metric"][name])
+        for e in events
+        if "metric" in e
+        if name in e["metric"]
+    ]
+
+
+def test_tiny_sweep_as_ray_jobs_survives_kill_9(tmp_path: Path, ray_head: str) -> None:
+    runs, models = tmp_path / "runs", tmp_path / "models"
+    seed_mlflow(runs)
+    good = {"n_epochs": 2, "batch_size": 8, "learning_rate_multiplier": 3.0}
+    bad = {"n_epochs": 6, "batch_size": 16, "learning_rate_multiplier": 0.3}
+    options = {"executor": "ray", "ray_address": ray_head, "model_dir": str(models)}
+    spec = _spec(tmp_path, options, trials=4, enqueue=[good, good | {"batch_size": 4}, bad, bad])
+    env = _env(runs)
+    try:
+        first = subprocess.Popen(
+            _run(spec), cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        )
+        try:  # kill -9 once both first trials run as Ray jobs
+            deadline = time.monotonic() + 180
+            while sum(j["status"] == "RUNNING" for j in _jobs(ray_head)) < 2:
+                assert first.poll() is None, first.communicate()[1].decode()[-2000:]
+                assert time.monotonic() < deadline, "no two Ray jobs ran"
+                time.sleep(0.2)
+            first.send_signal(signal.SIGKILL)
+        finally:
+            first.wait(timeout=60)
+        assert first.returncode == -signal.SIGKILL
+        running = {j["submission_id"] for j in _jobs(ray_head) if j["status"] == "RUNNING"}
+
+        again = subprocess.run(
+            _run(spec), cwd=ROOT, env=env, capture_output=True, text=True, timeout=400
+        )
+        assert again.returncode == 0, again.stderr[-3000:]
+    finally:
+        _kill_workers(models)
+
+    # Ray: one job per trial, with the key-derived id; the running ones were re-attached
+    study, found = check(runs, "tiny")
+    assert found.problems() == []
+    jobs = {j["submission_id"]: j for j in _jobs(ray_head)}
+    trials = {t.number: t for t in study.trials}
+    assert len(trials) == 4 and len(jobs) == 4
+    for t in trials.values():
+        key = TrainingRequest.from_json(t.user_attrs[TrialAttrs.REQUEST]).key
+        job = t.user_attrs[TrialAttrs.JOB_ID]
+        assert job == submission_id(key) and jobs[job]["metadata"]["ftsweep_key"] == key
+    assert running <= set(jobs)
+    assert all(f"re-attached to job {job}" in again.stderr for job in running)
+    # a pruned trial's Ray job was stopped; the others succeeded
+    states = {t.user_attrs[TrialAttrs.JOB_ID]: t.state.name for t in trials.values()}
+    assert "PRUNED" in states.values(), states
+    for job, state in states.items():
+        assert jobs[job]["status"] == {"PRUNED": "STOPPED", "COMPLETE": "SUCCEEDED"}[state]
+    # the curves in MLflow are the jobs' logged metrics, each step once
+    client = MlflowClient(tracking_uri=f"sqlite:///{runs / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("tiny")
+    assert experiment is not None
+    for run in client.search_runs([experiment.experiment_id], max_results=100):
+        if "ftsweep.trial" not in run.data.tags:
+            continue
+        job = trials[int(run.data.tags["ftsweep.trial"])].user_attrs[TrialAttrs.JOB_ID]
+        for name in ("train_loss", "valid_loss"):
+            logged = sorted(
+                (m.step, m.value) for m in client.get_metric_history(run.info.run_id, name)
+            )
+            assert logged and logged == _curve(ray_head, job, name), (job, name)
+    # the models are in the shared folder
+    for job, state in states.items():
+        if state == "COMPLETE":
+            assert (models / job / "model").is_dir()
+
+
+def test_an_unreachable_ray_address_exits_1_in_seconds(tmp_path: Path) -> None:
+    spec = _spec(tmp_path, {"executor": "ray", "model_dir": str(tmp_path / "models")})
+    address = f"http://127.0.0.1:{_free_port()}"  # nothing listens there
+    started = time.monotonic()
+    done = subprocess.run(
+        _run(spec),
+        cwd=ROOT,
+        env=_env(tmp_path / "runs", RAY_ADDRESS=address),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 1, done.stderr
+    [line] = done.stderr.strip().splitlines()
+    assert address in line and "does not answer" in line
+    assert time.monotonic() - started < 60  # the CLI's start-up included
+
+
+def test_a_silent_ray_address_times_out(tmp_path: Path) -> None:
+    with socket.socket() as silent:  # accepts connections, never answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        address = f"http://127.0.0.1:{silent.getsockname()[1]}"
+        options = LocalOptions.parse(
+            {"executor": "ray", "ray_address": address, "model_dir": str(tmp_path)}
+        )
+        started = time.monotonic()
+        with pytest.raises(ProviderUnreachableError, match="does not answer"):
+            RayExecutor(options, tmp_path).preflight()
+        assert time.monotonic() - started < 10
+
+
+def test_a_gpu_per_trial_on_a_cluster_without_gpus_exits_2(tmp_path: Path, ray_head: str) -> None:
+    options = {"executor": "ray", "gpus_per_trial": 1, "model_dir": str(tmp_path / "models")}
+    spec = _spec(tmp_path, options)
+    done = subprocess.run(
+        _run(spec),
+        cwd=ROOT,
+        env=_env(tmp_path / "runs", RAY_ADDRESS=ray_head),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 2, done.stderr
+    [line] = done.stderr.strip().splitlines()
+    assert "1 GPU" in line and "no node" in line
+    assert not (tmp_path / "runs" / "optuna.db").exists()  # nothing was started
+
+
+def test_an_unwritable_model_dir_is_refused_before_any_job(tmp_path: Path, ray_head: str) -> None:
+    blocked = tmp_path / "file"
+    blocked.write_text("not a folder")
+    options = LocalOptions.parse(
+        {"executor": "ray", "ray_address": ray_head, "model_dir": str(blocked / "models")}
+    )
+    with pytest.raises(UsageError, match=r"model_dir: cannot write to .*file/models"):
+        RayExecutor(options, tmp_path).preflight()
