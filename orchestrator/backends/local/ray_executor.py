@@ -251,8 +251,13 @@ class RayExecutor:
         worker = _last(everything, "status")
         status = _RAY_STATUS.get(str(info.get("status")), JobStatus.RUNNING)
         error: str | None = None
-        said = JobStatus(worker["status"]) if worker else None
-        if said is not None and said.terminal and status != JobStatus.CANCELLED:
+        said = JobStatus(worker["status"]) if worker is not None else None
+        if (
+            worker is not None
+            and said is not None
+            and said.terminal
+            and status != JobStatus.CANCELLED
+        ):
             status = said
             error = worker.get("error")
         elif status == JobStatus.SUCCEEDED:  # ended without its final status line
