@@ -22,14 +22,20 @@ from urllib.request import Request, urlopen
 import pytest
 import yaml
 from mlflow import MlflowClient
+from pydantic import ValidationError
 
 from orchestrator.backends.base import TrainingRequest
+from orchestrator.backends.local import LocalBackend
 from orchestrator.backends.local.jobfiles import JobFolder
-from orchestrator.backends.local.options import LocalOptions
+from orchestrator.backends.local.options import LocalBackendOptions, LocalOptions
 from orchestrator.backends.local.ray_executor import RayExecutor, parse_events, submission_id
 from orchestrator.backends.local.tasks import write_task
 from orchestrator.core.attrs import TrialAttrs
-from orchestrator.core.errors import ProviderUnreachableError, UsageError
+from orchestrator.core.errors import (
+    ProviderUnreachableError,
+    UnsupportedParameterError,
+    UsageError,
+)
 from tests.reliability.stores import check, seed_mlflow
 
 pytest.importorskip("ray.job_submission")
@@ -303,3 +309,20 @@ def test_an_unwritable_model_dir_is_refused_before_any_job(tmp_path: Path, ray_h
     )
     with pytest.raises(UsageError, match=r"model_dir: cannot write to .*file/models"):
         RayExecutor(options, tmp_path).preflight()
+
+
+def test_executor_options_are_checked_at_the_edge(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    with pytest.raises(ValidationError, match="executor ray needs model_dir"):
+        LocalBackendOptions.model_validate({"executor": "ray"})
+    with pytest.raises(UnsupportedParameterError, match="'ray_num_cpus' must be a number > 0"):
+        LocalOptions.parse({"ray_num_cpus": 0})
+    with pytest.raises(UsageError, match=r"unknown executor 'slurm'; known: here, ray"):
+        LocalBackend(tmp_path, LocalBackendOptions.model_validate({"executor": "slurm"}))
+    no_address = LocalBackendOptions.model_validate({"executor": "ray", "model_dir": "/m"})
+    with pytest.raises(UsageError, match=r"set RAY_ADDRESS or backend\.options\.ray_address"):
+        LocalBackend(tmp_path, no_address)
+    assert submission_id("study/t0") == submission_id("study/t0") != submission_id("study/t1")
+    assert submission_id("study/t0").startswith("ftsweep-")
