@@ -5,6 +5,7 @@ SIGKILL mid-sweep and run again; and the pre-flight's refusals."""
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import os
 import shutil
@@ -24,11 +25,12 @@ import yaml
 from mlflow import MlflowClient
 from pydantic import ValidationError
 
-from orchestrator.backends.base import TrainingRequest
+from orchestrator.backends.base import JobStatus, TrainingRequest
 from orchestrator.backends.local import LocalBackend
-from orchestrator.backends.local.jobfiles import JobFolder
+from orchestrator.backends.local.jobfiles import JobFolder, MetricsWriter
 from orchestrator.backends.local.options import LocalBackendOptions, LocalOptions
 from orchestrator.backends.local.ray_executor import RayExecutor, parse_events, submission_id
+from orchestrator.backends.local.ray_worker import Relay, upload_model
 from orchestrator.backends.local.tasks import write_task
 from orchestrator.core.attrs import TrialAttrs
 from orchestrator.core.errors import (
@@ -326,3 +328,39 @@ def test_executor_options_are_checked_at_the_edge(
         LocalBackend(tmp_path, no_address)
     assert submission_id("study/t0") == submission_id("study/t0") != submission_id("study/t1")
     assert submission_id("study/t0").startswith("ftsweep-")
+
+
+def test_the_relay_prints_an_epoch_end_after_its_line_and_the_final_status_last(
+    tmp_path: Path,
+) -> None:
+    folder = JobFolder(tmp_path / "job")
+    folder.path.mkdir()
+    out = io.StringIO()
+    relay = Relay(folder, out)
+    writer = MetricsWriter(folder.metrics_file)
+    writer.emit(1, {"train_loss": 2.0, "epoch": 0.5})
+    folder.write_epoch_end(1, writer.offset + 10)  # its line is not written yet
+    folder.write_status(JobStatus.RUNNING, total_steps=2)
+    relay.pump()
+    writer.emit(2, {"train_loss": 1.5, "epoch": 1.0})
+    folder.write_status(JobStatus.SUCCEEDED, fine_tuned_model="m")
+    relay.pump()  # a terminal status waits for the final pump
+    writer.close()
+    relay.pump(final=True)
+    events, end = parse_events(out.getvalue())
+    assert end == len(out.getvalue())
+    kinds = [next(iter(e)) for e in events]
+    assert kinds == ["metric", "status", "metric", "epoch_end", "status"]
+    assert events[3] == {"epoch_end": 1} and events[4]["status"]["status"] == "succeeded"
+
+
+def test_a_model_goes_to_an_fsspec_url(tmp_path: Path) -> None:
+    import fsspec
+
+    folder = JobFolder(tmp_path / "job")
+    (folder.model_dir / "sub").mkdir(parents=True)
+    (folder.model_dir / "sub" / "weights.bin").write_bytes(b"w")
+    target = upload_model(folder, "memory://models/", "ftsweep-1")
+    assert target == "memory://models/ftsweep-1"
+    fs = fsspec.filesystem("memory")
+    assert fs.cat_file("/models/ftsweep-1/model/sub/weights.bin") == b"w"

@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import shutil
 import urllib.error
@@ -358,6 +359,8 @@ class RayExecutor:
                 raise UsageError(
                     f"executor ray needs Ray (pip install 'ftsweep[ray]'): {exc}"
                 ) from exc
+            # Ray logs each package upload at INFO on stderr: not the sweep's output
+            logging.getLogger("ray").setLevel(logging.WARNING)
             try:
                 self._client = JobSubmissionClient(self.address)
             except ConnectionError as exc:

@@ -40,7 +40,7 @@ from orchestrator.backends.local.devices import worker_command
 from orchestrator.backends.local.jobfiles import JobFolder, write_json_atomic
 from orchestrator.backends.local.ray_executor import EVENT_PREFIX, is_url
 
-__all__ = ["Relay", "main"]
+__all__ = ["Relay", "main", "upload_model"]
 
 #: seconds between two looks at the job's folder
 EVERY_S = 0.1
@@ -120,7 +120,7 @@ def _folder(job: str, model_dir: str) -> JobFolder:
     return folder
 
 
-def _upload(folder: JobFolder, url: str, job: str) -> str:
+def upload_model(folder: JobFolder, url: str, job: str) -> str:
     """Copy the model and the checkpoints to ``url/job/``; that folder's URL."""
     import fsspec
 
@@ -168,7 +168,7 @@ def run(record: dict[str, Any], job: str, model_dir: str) -> int:
         error = f"the worker ended ({how}) without reporting a result: {folder.log_tail()}"
         folder.write_status(JobStatus.FAILED, error=error)
     elif status["status"] == JobStatus.SUCCEEDED.value and is_url(model_dir):
-        target = _upload(folder, model_dir, job)
+        target = upload_model(folder, model_dir, job)
         model = status.get("fine_tuned_model")
         if model:
             folder.write_status(
