@@ -20,6 +20,9 @@ Layout under the backend's working folder::
   worker stops before its next forward pass and writes ``cancelled``. A worker that has not
   stopped ``cancel_grace_s`` seconds later is killed.
 
+With ``executor`` other than ``here`` (:mod:`.executor`, e.g. ``ray``) the jobs run
+elsewhere: submit, find, poll and cancel go to the executor, and nothing is leased here.
+
 POSIX only (process groups, ``fcntl``).
 """
 
@@ -67,6 +70,7 @@ from orchestrator.backends.local.devices import (
     placement,
     worker_command,
 )
+from orchestrator.backends.local.executor import Executor, make_executor
 from orchestrator.backends.local.handshake import acknowledge
 from orchestrator.backends.local.jobfiles import JobFolder, write_json_atomic
 from orchestrator.backends.local.options import LocalBackendOptions, LocalOptions
@@ -130,7 +134,11 @@ class LocalBackend(Backend):
         self.start_grace_s = start_grace_s
         self._procs: dict[str, subprocess.Popen[bytes]] = {}
         self._exit_codes: dict[str, int] = {}
-        self.placement: Placement = placement(self.local_options, discover)
+        #: where jobs run when not here (None: ``executor: here``)
+        self.executor: Executor | None = make_executor(self.local_options, self.workdir)
+        self.placement: Placement = (
+            placement(self.local_options, discover) if self.executor is None else Placement()
+        )
         self.leases = Leases(leases or lease_root(), start_grace_s=start_grace_s)
         if self.placement.max_jobs is not None:
             # per instance: the engine reads the job cap from the backend it was given
@@ -179,7 +187,10 @@ class LocalBackend(Backend):
         return plan_memory(model, options.local(), dearest.batch_size, train, discover_gpus)
 
     def preflight(self) -> None:
-        """A machine with fewer GPUs than ``gpus_per_trial`` can start no job."""
+        """A machine with fewer GPUs than ``gpus_per_trial`` can start no job (with an
+        executor: its own checks, :meth:`.executor.Executor.preflight`)."""
+        if self.executor is not None:
+            self.executor.preflight()
         if self.placement.problem is not None:
             raise UsageError(self.placement.problem)
 
@@ -216,6 +227,9 @@ class LocalBackend(Backend):
         if existing is not None:
             return existing
         self.check(request)
+        if self.executor is not None:
+            job = self.executor.submit(request, self._request_record(request))
+            return JobHandle(self.name, job, request.key)
         job_id = f"local-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(4)}"
         folder = JobFolder(self.jobs_dir / job_id)
         folder.path.mkdir(parents=True)
@@ -241,6 +255,9 @@ class LocalBackend(Backend):
         return JobHandle(self.name, job_id, request.key)
 
     def find(self, key: str) -> JobHandle | None:
+        if self.executor is not None:
+            job = self.executor.find(key)
+            return None if job is None else JobHandle(self.name, job, key)
         try:
             data = json.loads(self._key_file(key).read_text(encoding="utf-8"))
         except FileNotFoundError:
@@ -252,6 +269,8 @@ class LocalBackend(Backend):
         return JobHandle(self.name, str(data["job_id"]), key)
 
     def poll(self, handle: JobHandle, cursor: str | None = None) -> JobUpdate:
+        if self.executor is not None:
+            return self.executor.poll(handle.job_id, cursor)
         folder = self.job_folder(handle)
         try:
             offset = int(cursor) if cursor else 0
@@ -276,6 +295,9 @@ class LocalBackend(Backend):
         )
 
     def cancel(self, handle: JobHandle) -> None:
+        if self.executor is not None:
+            self.executor.cancel(handle.job_id)
+            return
         folder = self.job_folder(handle)
         if JobStatus(folder.read_status()["status"]).terminal:
             return

@@ -39,6 +39,13 @@ Options come from the sweep file's ``backend.options`` (backend-wide defaults) a
     gpu_memory_gb: 24              # memory of each GPU in GiB (default: as CUDA reports it)
     epoch_handshake_s: 60          # at an epoch's end, wait at most this long for the engine
                                    # to read it (and prune); 0: never wait
+    # -- where jobs run (docs/scaling.md, "Ray") --
+    executor: here                 # here (a process on this machine), ray, or a plugin's name
+    ray_address: null              # the Ray dashboard, http://HOST:8265 (default: RAY_ADDRESS)
+    ray_num_cpus: 1                # CPUs each Ray job reserves
+    ray_memory_gb: null            # memory each Ray job reserves, in GiB
+    model_dir: null                # where Ray jobs write models: a path every node shares, or
+                                   # an fsspec URL such as s3://bucket/models (needed by ray)
 
 Base learning rates (``lr = base x learning_rate_multiplier``): :data:`TINY_LR` for the
 built-in ``tiny`` model, :data:`LORA_LR` with LoRA, :data:`FULL_LR` for a full fine-tune.
@@ -75,6 +82,7 @@ __all__ = [
     "LoraOptions",
     "LoraSpec",
     "device_conflict",
+    "executor_problem",
 ]
 
 TINY_LR = 1e-3
@@ -123,6 +131,12 @@ class LocalBackendOptions(BackendOptions):
     gpus_per_trial: int | None = Field(default=None, ge=1)
     gpu_memory_gb: float | None = Field(default=None, gt=0, allow_inf_nan=False)
     epoch_handshake_s: float = Field(default=60.0, ge=0, allow_inf_nan=False)
+    # -- where jobs run --
+    executor: str = Field(default="here", pattern=r"^[a-z][a-z0-9_-]*$")
+    ray_address: str | None = Field(default=None, min_length=1)
+    ray_num_cpus: float = Field(default=1.0, gt=0, allow_inf_nan=False)
+    ray_memory_gb: float | None = Field(default=None, gt=0, allow_inf_nan=False)
+    model_dir: str | None = Field(default=None, min_length=1)
 
     @field_validator("load_in_4bit")
     @classmethod
@@ -136,6 +150,9 @@ class LocalBackendOptions(BackendOptions):
     @model_validator(mode="after")
     def _devices_agree(self) -> LocalBackendOptions:
         problem = device_conflict(self.device, self.devices, self.gpus_per_trial)
+        if problem is not None:
+            raise ValueError(problem)
+        problem = executor_problem(self.executor, self.model_dir)
         if problem is not None:
             raise ValueError(problem)
         return self
@@ -184,6 +201,12 @@ class LocalOptions:
     gpus_per_trial: int | None = None
     gpu_memory_gb: float | None = None
     epoch_handshake_s: float = 60.0
+    # -- where jobs run --
+    executor: str = "here"
+    ray_address: str | None = None
+    ray_num_cpus: float = 1.0
+    ray_memory_gb: float | None = None
+    model_dir: str | None = None
 
     @classmethod
     def parse(cls, raw: Mapping[str, Any], base: LocalOptions | None = None) -> LocalOptions:
@@ -275,12 +298,17 @@ def _parse_field(key: str, value: Any) -> Any:
         "devices",
         "gpus_per_trial",
         "gpu_memory_gb",
+        "ray_address",
+        "ray_memory_gb",
+        "model_dir",
     }:
         return None
     if key in _SPEED_FIELDS:
         return _parse_speed_field(key, value)
     if key in _GPU_FIELDS:
         return _parse_gpu_field(key, value)
+    if key in _EXECUTOR_FIELDS:
+        return _parse_executor_field(key, value)
     if key in {"max_device_batch", "valid_every", "valid_sample", "max_length", "torch_threads"}:
         return _positive_int(key, value)
     if key == "base_learning_rate":
@@ -364,6 +392,35 @@ def _parse_gpu_field(key: str, value: Any) -> Any:
     if not (value > 0 if key == "gpu_memory_gb" else value >= 0) or value == float("inf"):
         raise _bad(key, f"a number {low}", value)
     return float(value)
+
+
+_EXECUTOR_FIELDS = frozenset(
+    {"executor", "ray_address", "ray_num_cpus", "ray_memory_gb", "model_dir"}
+)
+
+
+def _parse_executor_field(key: str, value: Any) -> Any:
+    """Where jobs run (one block, see the module docstring)."""
+    if key in ("ray_num_cpus", "ray_memory_gb"):
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise _bad(key, "a number > 0", value)
+        if not 0 < value < math.inf:
+            raise _bad(key, "a number > 0", value)
+        return float(value)
+    if not isinstance(value, str) or not value:
+        raise _bad(key, "a non-empty string", value)
+    return value
+
+
+def executor_problem(executor: str, model_dir: str | None) -> str | None:
+    """Why ``executor`` cannot run jobs as configured, or None: Ray jobs need ``model_dir``
+    (they run on other machines, so the model cannot stay in a job folder here)."""
+    if executor == "ray" and model_dir is None:
+        return (
+            "executor ray needs model_dir: a path every Ray node shares, "
+            "or an fsspec URL such as s3://bucket/models"
+        )
+    return None
 
 
 def _parse_lora(value: Any) -> LoraOptions | None:
