@@ -64,14 +64,16 @@ def test_estimate_prints_the_cost_per_tier(
     table = r.out.split("cost per training tier", 1)[1]
     lines = [line for line in table.splitlines()[1:] if line.strip()][1:]  # under the header
     rows = {line.split()[0]: line for line in lines}
-    assert list(rows) == ["standard", "global", "developer"]
+    assert list(rows) == ["standard", "global", "datazone", "developer"]  # Data zone: issue 24
     assert "$5.00" in rows["standard"] and "$4.00" in rows["global"]
     assert "(chosen)" in rows["developer"] and "$2.00" in rows["developer"]
     oss = azure_spec(tmp_path, sim(), monkeypatch, model="gpt-oss-20b")
     r = cli("estimate", oss)
     assert r.code == 0, r.err
     tiers = r.out.split("cost per training tier", 1)[1]
-    assert "global (chosen)" in tiers and "developer" in tiers and "standard" not in tiers
+    # issue 24: Global and Data zone, not Developer nor Standard
+    assert "global (chosen)" in tiers and "datazone" in tiers
+    assert "developer" not in tiers and "standard" not in tiers
 
 
 def test_a_budget_below_the_cheapest_trial_stops_before_any_upload(
