@@ -335,6 +335,6 @@ def trainable_line(today: datetime.date) -> str:
     names = openai_trainable(today)
     if not names:
         return f"none: OpenAI takes no new fine-tuning jobs since {OPENAI_JOBS_END.isoformat()}"
-    ends = sorted({MODELS[n].shutdown for n in names if MODELS[n].shutdown is not None})
+    ends = sorted({day for n in names if (day := MODELS[n].shutdown) is not None})
     shut = "/".join(d.isoformat() for d in ends)
     return f"{', '.join(names)} (new jobs until {OPENAI_JOBS_END.isoformat()}; shut down {shut})"

@@ -91,8 +91,9 @@ def test_a_budget_below_the_cheapest_trial_stops_before_any_upload(
 def test_the_engine_never_submits_past_azures_queue(
     cli, tmp_path: Path, sim, remote_runs: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """23 trials in parallel: 1 runs, 20 queue at Azure, the other 2 wait in ftsweep's own
-    queue (a 22nd job in flight would get apisim's 429 quotaExceeded)."""
+    """23 trials in parallel: 3 run at Azure at a time (its running quota, issue 24), the
+    others wait in ftsweep's own queue, never in Azure's (whose 21st would get apisim's 429
+    quotaExceeded)."""
     server = sim(speed=300.0)
     spec = azure_spec(tmp_path, server, monkeypatch, trials=23, parallel=23)
     r = cli("run", spec)
