@@ -317,15 +317,16 @@ def openai_jobs_note(today: datetime.date) -> str | None:
     )
 
 
-def openai_jobs_refusal(today: datetime.date) -> str | None:
-    """The one-line refusal of a new OpenAI job from :data:`OPENAI_JOBS_END` on, naming the
-    Azure and local alternatives; None before."""
+def openai_jobs_refusal(today: datetime.date, *, refused: bool = False) -> str | None:
+    """The one line on OpenAI taking no new jobs from :data:`OPENAI_JOBS_END` on, naming the
+    Azure and local alternatives; None before. ``refused``: as the openai backend's refusal
+    of a job (``openai: ... (nothing was uploaded): ...``)."""
     if today < OPENAI_JOBS_END:
         return None
-    return (
-        f"openai: OpenAI takes no new fine-tuning jobs since {OPENAI_JOBS_END.isoformat()} "
-        f"(nothing was uploaded): {_alternatives()}"
-    )
+    head = f"OpenAI takes no new fine-tuning jobs since {OPENAI_JOBS_END.isoformat()}"
+    if refused:
+        head = f"openai: {head} (nothing was uploaded)"
+    return f"{head}: {_alternatives()}"
 
 
 def trainable_line(today: datetime.date) -> str:

@@ -112,9 +112,9 @@ def test_two_workers_keep_at_most_three_azure_jobs_running(
     running cap (3) is the study's, so no create is refused by an apisim that queues nothing
     beyond it, and never more than 3 jobs are in flight at once."""
     # slow enough that a job outlives a launch (a few seconds each), fast enough to be lean
-    server = sim({"azure_quota": {"in_flight": 3}}, speed=20.0)
+    server = sim({"azure_quota": {"in_flight": 3}}, speed=30.0)
     spec = azure_spec(
-        tmp_path, server, monkeypatch, model="Ministral-3B", trials=6, parallel=5,
+        tmp_path, server, monkeypatch, model="Ministral-3B", trials=5, parallel=5,
         options={"training_type": "global", "poll_interval": [0.05, 0.2]},
     )  # fmt: skip
     cmd = [sys.executable, "-m", "orchestrator", "run", str(spec)]
@@ -129,10 +129,10 @@ def test_two_workers_keep_at_most_three_azure_jobs_running(
     creates = request_log(server, "jobs.create")
     assert {e["status"] for e in creates} == {201}, creates
     jobs = list(server.sim.jobs.values())
-    assert len(jobs) == len(creates) >= 6 - 1  # a twin configuration may reuse a job
+    assert len(jobs) == len(creates) >= 4  # a twin configuration may reuse a job
     assert all(j.status == "succeeded" for j in jobs)
     done = [t for t in study(remote_runs).trials if t.state.name == "COMPLETE"]
-    assert len(done) == 6
+    assert len(done) == 5
 
     def most_at_once(spans: list[tuple[float, float]]) -> int:
         edges = sorted([(a, 1) for a, _ in spans] + [(b, -1) for _, b in spans])
@@ -216,6 +216,8 @@ def test_openai_counts_its_days_and_refuses_from_its_last_one(
     )
     assert server.sim.files == {} and not server.sim.jobs
     assert request_log(server, "files.create") == []
+    r = cli("validate", train, "--model", "gpt-4o-mini")  # checking data still works, and says
+    assert r.code == 0 and "OpenAI takes no new fine-tuning jobs since 2027-01-06: " in r.err
 
 
 def test_a_bad_injected_date_names_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -133,7 +133,7 @@ class OpenAIBackend(RemoteBackend):
         return [note] if note is not None else []
 
     def _refuse_after_jobs_end(self) -> None:
-        refusal = openai_jobs_refusal(self.today())
+        refusal = openai_jobs_refusal(self.today(), refused=True)
         if refusal is not None:
             raise ProviderRefusedError(refusal)
 
