@@ -2,8 +2,11 @@
 
 ::
 
-    max_running: {openai: 3, azure: 1}   # running jobs per API (or one int for both); others wait
+    max_running: {openai: 3, azure: 3}   # running jobs per API (or one int for both); others wait
     azure_quota: {queued: 20, total: 100}  # Azure: pending jobs and jobs in all per resource
+    # in_flight: 3                       #   and, when set, unfinished jobs at most (a strict
+    #                                    #   Azure that queues nothing beyond its running cap)
+    azure_new_customer: false            # Azure refuses OpenAI models (existing customers only)
     developer_pauses: [[0.3, 600], [0.7, 300]]  # developerTier: [fraction of steps, seconds]
     file_processing_seconds: 2           # simulated seconds before an upload is processed
     stuck_files: ["slow-*.jsonl"]        # uploads with these names never finish processing
@@ -51,7 +54,8 @@ __all__ = [
     "load_faults",
 ]
 
-DEFAULT_MAX_RUNNING: dict[str, int | None] = {"openai": 3, "azure": 1}
+#: Azure: 3 running training jobs per resource on Standard and Global (docs, 2026-02-17)
+DEFAULT_MAX_RUNNING: dict[str, int | None] = {"openai": 3, "azure": 3}
 #: the operation names of the API (``op`` in faults and in the request log)
 OPERATIONS = (
     "files.create", "files.list", "files.retrieve", "files.delete", "files.content",
@@ -137,6 +141,10 @@ class AzureQuota(_Config):
 
     queued: Count = 20
     total: Count = 100
+    #: unfinished jobs (validating, queued, running) at most, a create beyond refused with
+    #: ``quotaExceeded``; None (default): Azure's own queue takes them. Set to the running
+    #: quota, it makes a client that submits past that quota visible.
+    in_flight: Count | None = None
 
 
 #: [fraction of the steps (0-1), seconds]
@@ -152,6 +160,9 @@ class Faults(_Config):
     file_processing_seconds: float = Field(default=2.0, ge=0, le=_BIG)
     #: Azure's per-resource job quotas (docs: 20 queued, 100 in all)
     azure_quota: AzureQuota = Field(default_factory=lambda: AzureQuota())
+    #: the resource is a new customer: Azure refuses the OpenAI models it trains for existing
+    #: customers only (gpt-4o, gpt-4o-mini, the gpt-4.1 family; the wording is a guess)
+    azure_new_customer: bool = False
     #: Developer-tier pre-emptions (a guess at their shape): each [fraction of the job's
     #: steps, simulated seconds paused]
     developer_pauses: list[Pause] = Field(

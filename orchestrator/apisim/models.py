@@ -74,6 +74,12 @@ def default_models() -> dict[str, list[dict[str, Any]]]:
             _entry("gpt-4.1-mini-2025-04-14", "2025-04-14", _AZURE_41),
             _entry("gpt-4.1-nano-2025-04-14", "2025-04-14", _AZURE_41),
             _entry("gpt-35-turbo-0125", "2024-01-25", None),
+            # the open-weight models a Foundry resource trains (Global and Data zone; the
+            # release days are a guess: the list carries no version for them)
+            _entry("gpt-oss-20b", "2025-08-05", None),
+            _entry("Llama-3.3-70B-Instruct", "2024-12-06", None),
+            _entry("Qwen-32B", "2025-03-05", None),
+            _entry("Ministral-3B", "2024-11-01", None),
         ],
     }
 

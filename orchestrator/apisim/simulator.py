@@ -392,6 +392,7 @@ class Simulator:
             self._refuse_retired(api, spec.model)
             if api == "azure":
                 self._refuse_tier(spec.model, spec.training_type)
+                self._refuse_new_customer(spec.model)
                 self._refuse_quota()
             train = self._job_file(api, spec.training_file, "training_file")
             valid = (
@@ -432,6 +433,20 @@ class Simulator:
             param="trainingType", azure_code="invalidPayload",
         )  # fmt: skip
 
+    def _refuse_new_customer(self, model: str) -> None:
+        """An OpenAI model Azure trains for existing customers only, asked by a new one
+        (``azure_new_customer``; the wording is a guess)."""
+        from orchestrator.catalog.azure import azure_model
+
+        known = azure_model(model)
+        if not self.faults.azure_new_customer or known is None or not known.azure_existing_only:
+            return
+        raise ApiError(
+            400,
+            f"Fine-tuning of the base model {model} is available to existing customers only.",
+            param="model", azure_code="invalidPayload",
+        )  # fmt: skip
+
     def _refuse_quota(self) -> None:
         """Azure's per-resource quotas: queued (pending) jobs, then jobs in all (docs give
         the numbers; the statuses and wording are a guess)."""
@@ -444,6 +459,15 @@ class Simulator:
                 f"The resource has reached its quota of {quota.total} fine-tuning jobs. "
                 "Delete completed jobs to create new ones.",
                 azure_code="quotaExceeded",
+            )
+        unfinished = pending + sum(1 for j in jobs if j.status in ("running", "paused"))
+        if quota.in_flight is not None and unfinished >= quota.in_flight:
+            raise ApiError(
+                429,
+                f"The resource already has {quota.in_flight} fine-tuning jobs in progress, the "
+                "most it allows. Wait for a job to finish.",
+                azure_code="quotaExceeded",
+                headers={"retry-after": "60", "x-should-retry": "false"},
             )
         if pending >= quota.queued:
             raise ApiError(

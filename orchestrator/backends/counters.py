@@ -10,7 +10,9 @@ hub ids), so a third-party backend's models validate too.
 from __future__ import annotations
 
 from orchestrator.backends import registry
-from orchestrator.catalog.tokens import ExampleCounter, known_models, openai_counter
+from orchestrator.catalog.names import trainable_line
+from orchestrator.catalog.tokens import ExampleCounter, openai_counter
+from orchestrator.core import clock
 from orchestrator.core.errors import UnknownModelError
 
 __all__ = ["counter_for_model"]
@@ -37,7 +39,7 @@ def counter_for_model(model: str) -> ExampleCounter:
             continue
         if counter is not None:
             return counter
-    known = ", ".join(known_models())
+    known = trainable_line(clock.today())
     local = "; ".join(reasons) or (
         "nor a local model (a built-in name, a model folder, a .gguf file or a hub id)"
     )

@@ -25,7 +25,13 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from orchestrator.catalog.models import MODELS
+from orchestrator.catalog.models import (
+    MODELS,
+    OPENAI_JOBS_END,
+    open_weight_models,
+    openai_trainable,
+)
+from orchestrator.core import clock
 from orchestrator.core.errors import UnknownModelError
 
 __all__ = [
@@ -39,10 +45,13 @@ __all__ = [
     "announced_sunset",
     "family",
     "is_alias",
+    "openai_jobs_note",
+    "openai_jobs_refusal",
     "resolve_model",
     "snapshot_date",
     "sunset",
     "sunset_message",
+    "trainable_line",
 ]
 
 
@@ -65,9 +74,6 @@ ALIAS_SUFFIX = "@latest"
 _ALIAS = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)@latest$")
 _SNAPSHOT = re.compile(r"^(.+)-(\d{4})-(\d{2})-(\d{2})$")
 
-#: OpenAI creates no new self-serve fine-tuning jobs from this day (its deprecations page,
-#: "Update to OpenAI's self-serve fine-tuning"; see ``reference/updates-2026-12.md``)
-OPENAI_JOBS_END = datetime.date(2027, 1, 6)
 
 #: family -> the family to move to when no snapshot of it remains (the model table's
 #: successors, with their sources: :mod:`orchestrator.catalog.models`). Chains are followed
@@ -275,7 +281,7 @@ def sunset_message(s: Sunset, field: str = "backend.model", *, backend: str | No
     else:
         days = s.days_left
         if days is None:
-            days = (s.date - datetime.date.today()).days
+            days = (s.date - clock.today()).days
         when = "today" if days <= 0 else f"in {days} day{'s' if days != 1 else ''}"
         head = f"base model {s.model} shuts down on {s.date.isoformat()} ({when})"
     if s.replacement is not None:
@@ -286,3 +292,50 @@ def sunset_message(s: Sunset, field: str = "backend.model", *, backend: str | No
             f"from {OPENAI_JOBS_END.isoformat()}): move to the azure or local backend"
         )
     return f"{head} and the provider lists no later snapshot: name another base model in {field}"
+
+
+# -- OpenAI's last weeks --------------------------------------------------------------------
+def _alternatives() -> str:
+    return (
+        "move this sweep to the azure backend (an open-weight model: "
+        + ", ".join(open_weight_models())
+        + "; training_type global) or the local backend"
+    )
+
+
+def openai_jobs_note(today: datetime.date) -> str | None:
+    """One line on the days of job creation OpenAI has left (to :data:`OPENAI_JOBS_END`),
+    for ``validate``, ``estimate`` and ``run``; None once it has passed (then
+    :func:`openai_jobs_refusal` speaks)."""
+    days = (OPENAI_JOBS_END - today).days
+    if days <= 0:
+        return None
+    return (
+        f"OpenAI takes new fine-tuning jobs for {days} more day{'s' if days != 1 else ''} "
+        f"(none from {OPENAI_JOBS_END.isoformat()}; its base models and their fine-tunes shut "
+        f"down on 2027-01-14): {_alternatives()}"
+    )
+
+
+def openai_jobs_refusal(today: datetime.date, *, refused: bool = False) -> str | None:
+    """The one line on OpenAI taking no new jobs from :data:`OPENAI_JOBS_END` on, naming the
+    Azure and local alternatives; None before. ``refused``: as the openai backend's refusal
+    of a job (``openai: ... (nothing was uploaded): ...``)."""
+    if today < OPENAI_JOBS_END:
+        return None
+    head = f"OpenAI takes no new fine-tuning jobs since {OPENAI_JOBS_END.isoformat()}"
+    if refused:
+        head = f"openai: {head} (nothing was uploaded)"
+    return f"{head}: {_alternatives()}"
+
+
+def trainable_line(today: datetime.date) -> str:
+    """The OpenAI models one can still train, with their dates, for the model lists that
+    errors offer: ``gpt-4o-mini, gpt-4o, gpt-4.1, gpt-4.1-mini (new jobs until 2027-01-06;
+    shut down 2027-01-14)``, or that none is left."""
+    names = openai_trainable(today)
+    if not names:
+        return f"none: OpenAI takes no new fine-tuning jobs since {OPENAI_JOBS_END.isoformat()}"
+    ends = sorted({day for n in names if (day := MODELS[n].shutdown) is not None})
+    shut = "/".join(d.isoformat() for d in ends)
+    return f"{', '.join(names)} (new jobs until {OPENAI_JOBS_END.isoformat()}; shut down {shut})"

@@ -29,7 +29,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from orchestrator.catalog.models import MODELS
-from orchestrator.catalog.names import family
+from orchestrator.catalog.names import family, trainable_line
+from orchestrator.core import clock
 from orchestrator.core.errors import TokenizerError, UnknownModelError
 
 if TYPE_CHECKING:
@@ -135,7 +136,9 @@ def model_info(model: str) -> TokenModel:
             if known == model
             else TokenModel(model, info.encoding, info.max_tokens_per_example)
         )
-    raise TokenizerError(f"unknown model {model!r}; known: {', '.join(sorted(_MODELS))}")
+    # the offered list: the models one can still train, with their dates (the token tables
+    # know older ones too, for data prepared for them)
+    raise TokenizerError(f"unknown model {model!r}; known: {trainable_line(clock.today())}")
 
 
 class TokenCounter(Protocol):

@@ -19,14 +19,26 @@ DEFAULT_MODEL = "gpt-3.5-turbo-0613"
 
 def _warn_sunset(model: str) -> None:
     """Warn when OpenAI announced a shutdown of ``model`` (offline knowledge)."""
-    import datetime as dt
-
-    from orchestrator.catalog.names import announced_sunset, sunset_message
+    from orchestrator.catalog.models import MODELS
+    from orchestrator.catalog.names import (
+        announced_sunset,
+        family,
+        openai_jobs_note,
+        openai_jobs_refusal,
+        sunset_message,
+    )
+    from orchestrator.core import clock
     from orchestrator.plan.models import WARN_DAYS
 
-    found = announced_sunset(model, dt.date.today())
+    today = clock.today()
+    found = announced_sunset(model, today)
     if found is not None and (found.passed or (found.days_left or 0) <= WARN_DAYS):
         out.warn(f"{sunset_message(found, '--model', backend='openai')} (OpenAI, as announced)")
+    known = family(model, [m for m, facts in MODELS.items() if facts.openai])
+    if known is not None and not (found is not None and found.passed):
+        note = openai_jobs_note(today) or openai_jobs_refusal(today)
+        if note is not None:
+            out.warn(note)
 
 
 def validate(

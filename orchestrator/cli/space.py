@@ -56,9 +56,11 @@ def space(spec: SpecArg, as_json: JsonOpt = False) -> None:
 
     Example: ftsweep space sweeps/quickstart.yaml
     """
-    from orchestrator.plan.sweep import plan_sweep
+    from orchestrator.plan.sweep import check_model, plan_sweep
 
     plan = plan_sweep(spec)
+    if plan.spec.backend.name != "local":  # its counter loads a tokenizer: not for a space
+        check_model(plan, str(spec))  # an unknown model: exit 2, as estimate and run say
     if as_json:
         out.data(json.dumps(plan.space.to_dict(), indent=2))
         return
@@ -164,6 +166,7 @@ def estimate(spec: SpecArg, as_json: JsonOpt = False, given: PriceOpt = None) ->
     """
     from orchestrator.backends.remote.tiers import estimate_tiers
     from orchestrator.config import load_spec
+    from orchestrator.plan.models import notices
     from orchestrator.plan.space import pinned_epochs
     from orchestrator.plan.sweep import estimate_sweep, plan_spec
 
@@ -177,6 +180,8 @@ def estimate(spec: SpecArg, as_json: JsonOpt = False, given: PriceOpt = None) ->
             update={"prices": {**loaded.prices, **extra}, "backend": backend}
         )
     plan = plan_spec(loaded, str(spec), count_tokens=True)
+    for line in notices(plan.backend, plan.spec.backend.model, plan.options):
+        out.warn(line)
     est = estimate_sweep(plan)
     tiers = estimate_tiers(plan, estimate_sweep)
     speed = _measured_speed(spec)

@@ -14,13 +14,14 @@ import datetime as dt
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
+from orchestrator.core import clock
 from orchestrator.core.errors import OrchestratorError, SpecError
 
 if TYPE_CHECKING:
-    from orchestrator.backends.base import Backend, ModelInfo
+    from orchestrator.backends.base import Backend, BackendOptions, ModelInfo
     from orchestrator.plan.sweep import SweepPlan
 
-__all__ = ["ResolvedModel", "refuse_sunset", "resolve_base_model"]
+__all__ = ["ResolvedModel", "notices", "refuse_sunset", "resolve_base_model"]
 
 #: warn about a shutdown this many days ahead
 WARN_DAYS = 120
@@ -64,11 +65,11 @@ def resolve_base_model(
                 f"{model!r} is an alias, but backend {backend.name!r} has no model list to "
                 "resolve it against: name the model itself",
             )
-        return ResolvedModel(plan)
+        return ResolvedModel(plan, warnings=notices(backend, model, backend.options))
     from orchestrator.catalog import names as modelnames
     from orchestrator.core.errors import UnknownModelError
 
-    today = today or dt.date.today()
+    today = today or clock.today()
     try:
         resolved = modelnames.resolve_model(model, models, today)
     except UnknownModelError as exc:
@@ -83,20 +84,25 @@ def resolve_base_model(
     sunset = modelnames.sunset(resolved, models, today)
     if sunset is not None and (sunset.passed or (sunset.date - today).days <= WARN_DAYS):
         warnings.append(modelnames.sunset_message(sunset, backend=backend.name))
-    end = modelnames.OPENAI_JOBS_END
-    if backend.name == "openai" and 0 <= (end - today).days <= WARN_DAYS:
-        warnings.append(
-            f"OpenAI takes no new fine-tuning jobs from {end.isoformat()} "
-            f"(in {(end - today).days} days): move this sweep to the azure or local backend"
-        )
+    warnings += notices(backend, resolved, backend.options)
     return ResolvedModel(plan, list(models), warnings)
+
+
+def notices(backend: Backend | type[Backend], model: str, options: BackendOptions) -> list[str]:
+    """What the backend says a plan on ``model`` should know before it starts (its
+    ``notices(model, options)``: OpenAI's days of job creation left, Azure's existing
+    customers only), one line each; [] for a backend that says nothing."""
+    said = getattr(backend, "notices", None)
+    if said is None:
+        return []
+    return [str(line) for line in said(model, options)]
 
 
 def refuse_sunset(resolved: ResolvedModel, source: str, today: dt.date | None = None) -> None:
     """Raise a :class:`SpecError` (exit 2) when the base model is already shut down."""
     from orchestrator.catalog import names as modelnames
 
-    today = today or dt.date.today()
+    today = today or clock.today()
     plan = resolved.plan
     if plan.spec.backend.name == "openai" and today >= modelnames.OPENAI_JOBS_END:
         raise SpecError(

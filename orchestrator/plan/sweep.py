@@ -65,6 +65,7 @@ __all__ = [
     "Estimate",
     "Generation",
     "SweepPlan",
+    "check_model",
     "estimate_sweep",
     "plan_spec",
     "plan_sweep",
@@ -204,6 +205,13 @@ def with_tokens(plan: SweepPlan, shown: str, model: str | None = None) -> SweepP
     counter = _counter(shown, spec, plan.backend, plan.options)
     train, valid = _data(shown, spec, counter)
     return replace(plan, train=train, valid=valid, counter=counter)
+
+
+def check_model(plan: SweepPlan, shown: str) -> None:
+    """The plan's model, looked up as ``estimate`` and ``run`` look it up (the backend's token
+    counter, nothing counted): an unknown model is the same :class:`SpecError` on
+    ``backend.model`` (exit 2), for a plan made without counting tokens (``ftsweep space``)."""
+    _counter(shown, plan.spec, plan.backend, plan.options)
 
 
 def replan(plan: SweepPlan, spec: SweepSpec, shown: str) -> SweepPlan:

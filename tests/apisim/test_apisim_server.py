@@ -121,14 +121,15 @@ def test_quota_keeps_extra_jobs_waiting(tmp_path: Path, chat_data: tuple[Path, P
         assert two.started_at >= one.finished_at  # it waited for the slot
 
 
-def test_azure_runs_one_job_per_resource(
+def test_azure_runs_three_jobs_per_resource(
     sim_server: SimServer, chat_data: tuple[Path, Path]
 ) -> None:
+    # issue 24: 3 running training jobs per resource on Standard and Global (was 1)
     client = azure(sim_server)
-    first, second = new_job(client, chat_data[0]), new_job(client, chat_data[0])
+    made = [new_job(client, chat_data[0]) for _ in range(4)]
     sim_server.sim.advance(12)
     jobs = client.fine_tuning.jobs
-    assert [jobs.retrieve(j.id).status for j in (first, second)] == ["running", "pending"]
+    assert [jobs.retrieve(j.id).status for j in made] == ["running"] * 3 + ["pending"]
 
 
 def test_rate_limit_and_server_error_faults(tmp_path: Path, chat_data: tuple[Path, Path]) -> None:

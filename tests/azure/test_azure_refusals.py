@@ -78,7 +78,8 @@ def test_a_model_outside_its_tiers_or_unknown_is_refused_before_anything_runs(
     r = cli("run", spec)
     assert r.code == 2
     line = _one_line(r.err)
-    assert "backend.model" in line and "global and developer" in line
+    # issue 24: the open-weight models train on Global and Data zone (no longer Developer)
+    assert "backend.model" in line and "Global and Data zone" in line
     assert "backend.options.training_type" in line
     unknown = azure_spec(tmp_path, server, monkeypatch, model="gpt-5-turbo")
     r = cli("estimate", unknown)

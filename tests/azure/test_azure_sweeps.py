@@ -64,14 +64,16 @@ def test_estimate_prints_the_cost_per_tier(
     table = r.out.split("cost per training tier", 1)[1]
     lines = [line for line in table.splitlines()[1:] if line.strip()][1:]  # under the header
     rows = {line.split()[0]: line for line in lines}
-    assert list(rows) == ["standard", "global", "developer"]
+    assert list(rows) == ["standard", "global", "datazone", "developer"]  # Data zone: issue 24
     assert "$5.00" in rows["standard"] and "$4.00" in rows["global"]
     assert "(chosen)" in rows["developer"] and "$2.00" in rows["developer"]
     oss = azure_spec(tmp_path, sim(), monkeypatch, model="gpt-oss-20b")
     r = cli("estimate", oss)
     assert r.code == 0, r.err
     tiers = r.out.split("cost per training tier", 1)[1]
-    assert "global (chosen)" in tiers and "developer" in tiers and "standard" not in tiers
+    # issue 24: Global and Data zone, not Developer nor Standard
+    assert "global (chosen)" in tiers and "datazone" in tiers
+    assert "developer" not in tiers and "standard" not in tiers
 
 
 def test_a_budget_below_the_cheapest_trial_stops_before_any_upload(
@@ -89,8 +91,9 @@ def test_a_budget_below_the_cheapest_trial_stops_before_any_upload(
 def test_the_engine_never_submits_past_azures_queue(
     cli, tmp_path: Path, sim, remote_runs: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """23 trials in parallel: 1 runs, 20 queue at Azure, the other 2 wait in ftsweep's own
-    queue (a 22nd job in flight would get apisim's 429 quotaExceeded)."""
+    """23 trials in parallel: 3 run at Azure at a time (its running quota, issue 24), the
+    others wait in ftsweep's own queue, never in Azure's (whose 21st would get apisim's 429
+    quotaExceeded)."""
     server = sim(speed=300.0)
     spec = azure_spec(tmp_path, server, monkeypatch, trials=23, parallel=23)
     r = cli("run", spec)

@@ -12,7 +12,13 @@ from orchestrator.core.errors import UnknownModelError
 
 def test_the_shipped_table_keeps_the_documented_tier_ratios() -> None:
     table = price_table()
-    assert set(table) == {"openai", "azure/standard", "azure/global", "azure/developer"}
+    assert set(table) == {
+        "openai",
+        "azure/standard",
+        "azure/global",
+        "azure/datazone",
+        "azure/developer",
+    }
     for model, developer in table["azure/developer"].items():
         assert developer == pytest.approx(table["azure/global"][model] / 2)  # 50 % off Global
         standard = table["azure/standard"].get(model)
@@ -57,5 +63,5 @@ def test_token_counters_are_exact_for_openai_models_and_labelled_for_the_others(
         AzureOpenAIBackend.token_counter("claude-9", AzureOptions())
     priced = AzureOptions(prices={"claude-9": 2.0})
     assert AzureOpenAIBackend.token_counter("claude-9", priced) is not None
-    with pytest.raises(UnknownModelError, match="only in the global and developer"):
+    with pytest.raises(UnknownModelError, match="only in the Global and Data zone tiers"):
         AzureOpenAIBackend.token_counter("Ministral-3B", AzureOptions(training_type="standard"))

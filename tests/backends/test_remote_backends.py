@@ -36,6 +36,7 @@ from orchestrator.backends.remote import (
     ProviderUnreachableError,
     RemoteBackend,
 )
+from orchestrator.backends.remote.azure import AzureOptions
 from orchestrator.catalog.prices import training_cost, training_price
 from orchestrator.catalog.tokens import openai_counter
 from orchestrator.core.errors import BackendError, UnsupportedParameterError
@@ -371,7 +372,11 @@ def test_a_quota_of_one_keeps_the_second_job_queued(
     assert backend.poll(second).status is JobStatus.QUEUED
     assert run(remote, backend, second)[-1].status is JobStatus.SUCCEEDED
     assert backend.poll(first).status is JobStatus.SUCCEEDED
-    assert AzureOpenAIBackend.capabilities.max_concurrent_jobs == 1
+    # issue 24: Azure runs 3 jobs per resource on Standard and Global, 5 on Developer
+    assert AzureOpenAIBackend.capabilities.max_concurrent_jobs == 3
+    developer = AzureOpenAIBackend(options=AzureOptions(training_type="developer"))
+    assert developer.capabilities.max_concurrent_jobs == 5
+    assert developer.capabilities.max_in_flight == 5  # the rest wait in ftsweep's queue
     assert OpenAIBackend.capabilities.max_concurrent_jobs == 3
 
 

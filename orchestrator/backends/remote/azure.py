@@ -14,19 +14,29 @@ tiers, the models Azure trains, and Azure's refusals in one line each.
   reference notes (docs)); top-level ``hyperparameters`` on 2024-10-21 and earlier.
   ``trainingType`` is a top-level body field (the docs' SDK examples send it through
   ``extra_body``; from the reference notes (docs), spellings marked "verify").
-* **Tiers.** ``training_type: standard | global | developer`` (default ``global``) is sent as
-  ``Standard`` / ``GlobalStandard`` / ``developerTier`` and sets the price used by estimates,
-  budgets and reconciled costs (:mod:`orchestrator.catalog.prices`). A Developer job that the
-  provider pauses is reported as paused (running, ``JobUpdate.paused``), never as a failure.
+* **Tiers.** ``training_type: standard | global | datazone | developer`` (default ``global``)
+  is sent as ``Standard`` / ``GlobalStandard`` / ``datazone_wire_value`` (default
+  ``DataZoneStandard``, a guess: Microsoft documents no value) / ``developerTier`` and sets
+  the price used by estimates, budgets and reconciled costs (:mod:`orchestrator.catalog.prices`).
+  A tier the model does not train in is refused at plan time (exit 2) naming the tiers it
+  does. A Developer job that the provider pauses is reported as paused (running,
+  ``JobUpdate.paused``), never as a failure.
+* **Who may train what.** The OpenAI models (gpt-4o, gpt-4o-mini, the gpt-4.1 family) train
+  for existing customers only, until about April 2027: a sweep on one warns at plan time
+  (:meth:`AzureOpenAIBackend.notices`), and Azure's refusal of a new customer is one line
+  naming the open-weight models that stay open.
 * **Credentials** come from the environment only: ``AZURE_OPENAI_ENDPOINT`` and
   ``AZURE_OPENAI_API_KEY``, or Microsoft Entra ID (``auth: entra``, or no key set) through
   ``azure-identity`` (``pip install 'ftsweep[azure]'``) or an injected ``token_provider``.
   A token provider is asked on every request, so an expired token is replaced; a refused
   Entra request is tried once more with a fresh token. A key does not refresh: its 401 says so.
-* **Quotas** (docs): one running job per resource and 20 queued
-  (``capabilities.max_concurrent_jobs`` / ``max_queued``: the engine keeps at most 21 in
-  flight across the study's workers and queues the rest itself); 100 jobs in all (a refusal
-  naming the fix).
+* **Quotas** (docs): 3 running training jobs per resource on Standard and Global, 5 on
+  Developer (``capabilities.max_concurrent_jobs``, per instance: the engine keeps at most
+  that many in flight across all the study's workers, counted in the study under its launch
+  lock, and queues the rest itself rather than in Azure's queue of 20, so each trial is asked
+  of the sampler as late as possible); 100 jobs in all (a refusal naming the fix); files of at
+  most 512 MB, 1 GB together (checked before the upload); a job at most 2 billion tokens x
+  epochs (checked at plan time for the space's dearest configuration).
 """
 
 from __future__ import annotations
@@ -42,20 +52,27 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 from urllib.parse import urlsplit
 
+from pydantic import Field
+
 from orchestrator.backends.base import BackendOptions, Capabilities, TrainingRequest
 from orchestrator.backends.remote.backend import REMOTE_CAPABILITIES, RemoteBackend, RemoteOptions
 from orchestrator.backends.remote.retry import Provider
 from orchestrator.catalog.azure import (
     AZURE_MODELS,
+    DATAZONE_WIRE_VALUE,
     DEFAULT_TIER,
-    MAX_QUEUED,
-    MAX_RUNNING,
+    MAX_FILE_BYTES,
+    MAX_FILES_BYTES,
+    MAX_JOB_TOKENS,
     TIERS,
     azure_model,
+    max_running,
 )
+from orchestrator.catalog.models import AZURE_TIER_LABELS, open_weight_models
 from orchestrator.catalog.prices import training_price
 from orchestrator.core.errors import (
     BackendError,
+    DataError,
     ProviderAuthError,
     ProviderBusyError,
     ProviderRefusedError,
@@ -64,8 +81,9 @@ from orchestrator.core.errors import (
 )
 
 if TYPE_CHECKING:
-    from orchestrator.backends.base import JobHandle
+    from orchestrator.backends.base import Hyperparameters, JobHandle
     from orchestrator.catalog.tokens import ExampleCounter
+    from orchestrator.data.findings import DatasetStats
 
 __all__ = [
     "AZURE_API_VERSION",
@@ -90,8 +108,12 @@ class AzureOptions(RemoteOptions):
     surface: Literal["v1", "dated"] | None = None
     #: the dated API version (default: ``OPENAI_API_VERSION``, else 2024-10-21); implies dated
     api_version: str | None = None
-    #: the training tier: standard (regional), global or developer (pre-emptible)
-    training_type: Literal["standard", "global", "developer"] = DEFAULT_TIER
+    #: the training tier: standard (regional), global, datazone (US) or developer
+    #: (pre-emptible)
+    training_type: Literal["standard", "global", "datazone", "developer"] = DEFAULT_TIER
+    #: the ``trainingType`` sent for ``datazone``: Microsoft documents none, this default is
+    #: a guess (unverified until a live check; see docs/backends.md)
+    datazone_wire_value: str = Field(default=DATAZONE_WIRE_VALUE, min_length=1, max_length=64)
     #: ``key`` (AZURE_OPENAI_API_KEY) or ``entra`` (Entra ID); default: a key when one is set
     auth: Literal["key", "entra"] | None = None
 
@@ -146,11 +168,13 @@ def _origin(url: str) -> tuple[str, str, int | None]:
 class AzureOpenAIBackend(RemoteBackend):
     """Fine-tuning jobs on Azure OpenAI (see the module docstring): ``AZURE_OPENAI_ENDPOINT``,
     ``AZURE_OPENAI_API_KEY`` or Entra ID; options ``surface``, ``api_version``,
-    ``training_type``, ``auth``. One job runs at a time per resource, 20 more may queue."""
+    ``training_type``, ``datazone_wire_value``, ``auth``. 3 jobs run at once per resource (5
+    on Developer); ftsweep queues the rest itself."""
 
     name: ClassVar[str] = "azure"
+    #: Global's cap (the default tier); an instance carries its own tier's
     capabilities: ClassVar[Capabilities] = replace(
-        REMOTE_CAPABILITIES, max_concurrent_jobs=MAX_RUNNING, max_queued=MAX_QUEUED
+        REMOTE_CAPABILITIES, max_concurrent_jobs=max_running(DEFAULT_TIER), max_queued=0
     )
     Options: ClassVar[type[BackendOptions]] = AzureOptions
     events_newest_first: ClassVar[bool] = False
@@ -166,6 +190,9 @@ class AzureOpenAIBackend(RemoteBackend):
         self.tier = opts.training_type
         self.token_provider = token_provider
         self._ledger_lock = threading.Lock()
+        # per instance: the engine reads the job cap from the backend it was given
+        capped = replace(self.capabilities, max_concurrent_jobs=max_running(self.tier))
+        vars(self)["capabilities"] = capped
 
     @property
     def azure_options(self) -> AzureOptions:
@@ -336,8 +363,9 @@ class AzureOpenAIBackend(RemoteBackend):
             )
         if options.training_type not in known.azure_tiers:
             raise UnknownModelError(
-                f"azure trains {known.name} only in the {' and '.join(known.azure_tiers)} tier(s), "
-                f"not {options.training_type}: set backend.options.training_type"
+                f"azure trains {known.name} only in the {known.tier_labels} tiers, not "
+                f"{AZURE_TIER_LABELS[options.training_type]}: set backend.options.training_type "
+                f"to {' or '.join(known.azure_tiers)}"
             )
         if known.exact_tokens:
             return openai_counter(model if model.startswith(known.name) else known.name)
@@ -346,6 +374,69 @@ class AzureOpenAIBackend(RemoteBackend):
         assert known.context is not None  # a row Azure trains has one (ModelFacts checks)
         counter.max_tokens_per_example = known.context
         return counter
+
+    @classmethod
+    def check_resources(
+        cls, model: str, options: BackendOptions, dearest: Hyperparameters, train: DatasetStats
+    ) -> tuple[tuple[str, str], ...]:
+        """Azure's per-job and per-file quotas for the space's dearest configuration: a job
+        trains at most 2 billion tokens x epochs; a file is at most 512 MB."""
+        if train.n_bytes > MAX_FILE_BYTES:
+            raise UsageError(
+                f"{train.path}: {train.n_bytes / 2**20:,.0f} MB, over Azure's 512 MB per file: "
+                "split the data or sample it down"
+            )
+        rows = [("Azure quota", f"{max_running(_tier(options))} running jobs per resource")]
+        if train.tokens is None:
+            return tuple(rows)
+        trained = train.billed_tokens * dearest.n_epochs
+        if trained > MAX_JOB_TOKENS:
+            raise UsageError(
+                f"a job of {dearest.n_epochs} epochs over {train.billed_tokens:,} tokens trains "
+                f"{trained:,} tokens, over Azure's 2,000,000,000 per job: lower space.n_epochs "
+                "or the data"
+            )
+        return (*rows, ("trained tokens per job (dearest)", f"{trained:,} of 2,000,000,000"))
+
+    @classmethod
+    def notices(cls, model: str, options: BackendOptions) -> list[str]:
+        """What a plan on ``model`` should know before it starts (one line each): an OpenAI
+        model trains on Azure for existing customers only, and until when."""
+        known = azure_model(model)
+        if known is None or not known.azure_existing_only:
+            return []
+        until = known.azure_existing_until
+        return [
+            f"azure trains {known.name} for existing customers only"
+            + (f" (until about {until.isoformat()})" if until else "")
+            + "; a new customer is refused: the open-weight "
+            + ", ".join(open_weight_models())
+            + " train for everyone (training_type global or datazone)"
+        ]
+
+    def check(self, request: TrainingRequest) -> None:
+        """The remote checks, then Azure's file quotas (512 MB each, 1 GB together), before
+        anything is uploaded."""
+        super().check(request)
+        total = 0
+        for path in (request.train_file, request.valid_file):
+            if path is None:
+                continue
+            size = Path(path).stat().st_size
+            total += size
+            if size > MAX_FILE_BYTES:
+                raise DataError(str(path), "over Azure's 512 MB per file")
+        if total > MAX_FILES_BYTES:
+            raise DataError(
+                str(request.train_file), "with the validation file over Azure's 1 GB of files"
+            )
+
+    @property
+    def wire_tier(self) -> str:
+        """The ``trainingType`` this backend sends."""
+        if self.tier == "datazone":
+            return self.azure_options.datazone_wire_value
+        return TIERS[self.tier]
 
     def price(self, model: str) -> float | None:
         """USD per 1M trained tokens for ``model`` in this backend's tier."""
@@ -360,7 +451,7 @@ class AzureOpenAIBackend(RemoteBackend):
             "training_file": train_id,
             "seed": request.seed,
             "suffix": azure_suffix(request.key),
-            "extra_body": {"trainingType": TIERS[self.tier]},
+            "extra_body": {"trainingType": self.wire_tier},
         }
         hp = _hyperparameters(request)
         if self.takes_method:
@@ -384,7 +475,7 @@ class AzureOpenAIBackend(RemoteBackend):
 
     def _refusal(self, text: str, model: str) -> ProviderRefusedError | None:
         """Azure's refusals of a job, each as its cause and its fix."""
-        tier = f"{self.tier} ({TIERS[self.tier]})"
+        tier = f"{self.tier} ({self.wire_tier})"
         where = f"surface {self.version}"
         if "does not support fine-tuning" in text:
             return ProviderRefusedError(
@@ -398,6 +489,17 @@ class AzureOpenAIBackend(RemoteBackend):
             return ProviderRefusedError(
                 f"azure does not train {model} in tier {tier} in this region ({_said(text)}): "
                 "set backend.options.training_type to a supported tier"
+            )
+        if "existing customers" in text:
+            known = azure_model(model)
+            until = known.azure_existing_until if known is not None else None
+            return ProviderRefusedError(
+                f"azure refused to train {model}: Azure trains the OpenAI models for existing "
+                "customers only"
+                + (f" (until about {until.isoformat()})" if until else "")
+                + " and this resource is not one; train an open-weight model instead ("
+                + ", ".join(open_weight_models())
+                + "; training_type global or datazone) or use the local backend"
             )
         if "quotaExceeded" in text or "quota of" in text:
             return ProviderRefusedError(
@@ -456,6 +558,10 @@ class AzureOpenAIBackend(RemoteBackend):
             if _suffix_of(job) == suffix
         ]
         return min(matches, key=lambda j: j.created_at) if matches else None
+
+
+def _tier(options: BackendOptions) -> str:
+    return str(getattr(options, "training_type", DEFAULT_TIER))
 
 
 def _said(text: str) -> str:

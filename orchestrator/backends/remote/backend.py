@@ -55,6 +55,7 @@ from orchestrator.backends.remote.models import models_of
 from orchestrator.backends.remote.retry import Caller, Provider, RetryPolicy, describe
 from orchestrator.catalog.names import is_alias, resolve_model, sunset, sunset_message
 from orchestrator.catalog.prices import training_cost, training_price
+from orchestrator.core import clock
 from orchestrator.core.errors import (
     BackendError,
     DataError,
@@ -164,7 +165,7 @@ class RemoteBackend(Backend):
         options: BackendOptions | None = None,
         sleeper: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.monotonic,
-        today: Callable[[], datetime.date] = datetime.date.today,
+        today: Callable[[], datetime.date] = clock.today,
         **settings: Any,
     ) -> None:
         """``settings`` are options given as keywords (``timeout=5``), laid over ``options``;

@@ -7,6 +7,12 @@ Credentials come from the environment only: ``OPENAI_API_KEY`` (and ``OPENAI_BAS
 ``AZURE_OPENAI_ENDPOINT`` and ``OPENAI_API_VERSION`` for Azure, or Microsoft Entra ID through
 ``azure-identity`` (``DefaultAzureCredential``) when no key is set. A missing one is a
 :class:`~orchestrator.core.errors.ProviderAuthError` naming the variable to export.
+
+OpenAI takes no new fine-tuning jobs from 2027-01-06 (``catalog.names.OPENAI_JOBS_END``):
+until then a plan on it says how many days are left (:meth:`OpenAIBackend.notices`); from
+then on the pre-flight check and every submit refuse (exit 1, one line naming the azure and
+local backends) before anything is uploaded. "Today" is :func:`orchestrator.core.clock.today`
+(``FTSWEEP_NOW`` sets it, for tests and rehearsals).
 """
 
 from __future__ import annotations
@@ -27,7 +33,12 @@ from orchestrator.backends.remote.azure import (
 )
 from orchestrator.backends.remote.backend import REMOTE_CAPABILITIES, RemoteBackend, RemoteOptions
 from orchestrator.backends.remote.retry import Provider
-from orchestrator.core.errors import ProviderAuthError, UnsupportedParameterError
+from orchestrator.catalog.names import openai_jobs_note, openai_jobs_refusal
+from orchestrator.core.errors import (
+    ProviderAuthError,
+    ProviderRefusedError,
+    UnsupportedParameterError,
+)
 
 __all__ = [
     "AZURE_API_VERSION",
@@ -113,7 +124,27 @@ class OpenAIBackend(RemoteBackend):
             self.base_url or os.environ.get("OPENAI_BASE_URL") or "https://api.openai.com/v1"
         )
 
+    @classmethod
+    def notices(cls, model: str, options: BackendOptions) -> list[str]:
+        """The days of job creation OpenAI has left, while it has some (one line)."""
+        from orchestrator.core import clock
+
+        note = openai_jobs_note(clock.today())
+        return [note] if note is not None else []
+
+    def _refuse_after_jobs_end(self) -> None:
+        refusal = openai_jobs_refusal(self.today(), refused=True)
+        if refusal is not None:
+            raise ProviderRefusedError(refusal)
+
+    def preflight(self) -> None:
+        """From OpenAI's last day of job creation on, refuse before any call; else the
+        remote pre-flight check."""
+        self._refuse_after_jobs_end()
+        super().preflight()
+
     def check(self, request: TrainingRequest) -> None:
+        self._refuse_after_jobs_end()  # before anything is uploaded
         super().check(request)
         if len(request.key) > 512:
             raise UnsupportedParameterError("the request key is longer than 512 characters")
