@@ -1,7 +1,7 @@
 """``ftsweep report --format html``: one self-contained page a user reads in the morning.
 
-Everything is inline (CSS, SVG plots rendered by matplotlib): the file opens offline, from a
-mail attachment or an MLflow artifact, with no CDN. Sections:
+Everything is inline (CSS, SVG plots by :mod:`orchestrator.results.svg`): the file opens
+offline, from a mail attachment or an MLflow artifact, with no CDN. Sections:
 
 * the summary: sweep, generation (and what changed since the previous one), backend and model,
   data fingerprint, search space, budget and spend, the best trial and its model;

@@ -1,7 +1,11 @@
-"""The report's plots, as inline SVG drawn by matplotlib (no CDN): optimization history,
-parameter importances, parallel coordinates, slices, and each trial's curves with its best
-epoch and its divergence or prune point marked. Each returns None (or says why) when it
-cannot be drawn; :mod:`orchestrator.results.html` lays them out.
+"""The report's plots, as inline SVG (no CDN): optimization history, parameter importances,
+parallel coordinates, slices, and each trial's curves with its best epoch and its divergence
+or prune point marked; and the loss curve logged with each trial's MLflow run. Each returns
+None (or says why) when it cannot be drawn; :mod:`orchestrator.results.html` lays them out.
+
+They are drawn by :mod:`orchestrator.results.svg`, not matplotlib: every sweep ends with them,
+and matplotlib's import and artists cost that end more CPU than the whole trial loop's logging.
+:func:`_pyplot` and :func:`_svg` remain for a plot that needs matplotlib.
 """
 
 from __future__ import annotations
@@ -12,8 +16,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from orchestrator.analysis.importance import param_importances
 from orchestrator.core.attrs import TrialAttrs
 from orchestrator.core.params import NAMES
+from orchestrator.results.svg import CYCLE, Panel, colormap, document, figure, polyline
+from orchestrator.results.svg import text as svg_text
 
 if TYPE_CHECKING:
     import optuna
@@ -30,6 +37,7 @@ __all__ = [
     "finished_trials",
     "history_plot",
     "importance_plot",
+    "loss_curve",
     "parallel_plot",
     "param_order",
     "slice_plots",
@@ -130,32 +138,23 @@ def _log_axis(values: Sequence[float]) -> bool:
     return len(pos) == len(values) and len(pos) > 1 and max(pos) / min(pos) >= 20
 
 
-def _readable_log_ticks(axis: Any) -> None:
-    """A log axis with at most a few plain labels (1e-3 .. 1e3 as 0.001 .. 1000), none
-    overlapping: the minor ticks carry no labels."""
-    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
-
-    axis.set_major_locator(LogLocator(base=10, numticks=6))
-    axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
-    axis.set_minor_formatter(NullFormatter())
-
-
 def history_plot(inp: ReportInputs) -> str | None:
     done = finished_trials(inp.study)
     if not done:
         return None
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(6.4, 3.2))
+    panel = Panel(640, 320, title="Optimization history", xlabel="trial", ylabel=inp.metric)
     xs = [t.number for t in done]
     ys = [float(t.value) for t in done]  # type: ignore[arg-type]
-    ax.scatter(xs, ys, s=22, color="#0969da", label="trial", zorder=3)
     best: list[float] = []
     for y in ys:
         if not best:
             best.append(y)
         else:
             best.append(min(best[-1], y) if inp.direction == "minimize" else max(best[-1], y))
-    ax.step(xs, best, where="post", color="#cf222e", label="best so far")
+    # a step after each trial (matplotlib's ``where="post"``)
+    step_x = [x for i, x in enumerate(xs) for x in ([x] if i == 0 else [x, x])]
+    step_y = [b for i, b in enumerate(best) for b in ([b] if i == 0 else [best[i - 1], b])]
+    panel.line(step_x, step_y, "#cf222e", label="best so far")
     pruned = [t for t in inp.study.get_trials(deepcopy=False) if t.state.name == "PRUNED"]
     pv = [
         (t.number, t.intermediate_values[max(t.intermediate_values)])
@@ -163,19 +162,10 @@ def history_plot(inp: ReportInputs) -> str | None:
         if t.intermediate_values
     ]
     if pv:
-        ax.scatter(
-            *zip(*pv, strict=True),
-            s=18,
-            marker="x",
-            color="#9a6700",
-            label="pruned (last report)",
-            zorder=2,
-        )
-    ax.set_xlabel("trial")
-    ax.set_ylabel(inp.metric)
-    ax.set_title("Optimization history")
-    ax.legend(loc="best", fontsize=8)
-    return _svg(fig)
+        px, py = zip(*pv, strict=True)
+        panel.scatter(px, py, "#9a6700", kind="x", size=3, label="pruned (last report)")
+    panel.scatter(xs, ys, "#0969da", size=3.5, label="trial")
+    return figure([panel])
 
 
 def importance_plot(inp: ReportInputs) -> tuple[str | None, str | None]:
@@ -183,22 +173,22 @@ def importance_plot(inp: ReportInputs) -> tuple[str | None, str | None]:
     done = finished_trials(inp.study)
     if len(done) < 3:
         return None, "parameter importances need at least 3 completed trials"
-    import optuna
-
-    try:
-        scores = optuna.importance.get_param_importances(inp.study)
-    except (RuntimeError, ValueError, ZeroDivisionError) as exc:
-        return None, f"parameter importances could not be computed ({exc})"
+    scores = param_importances(
+        [_params(t) for t in done],
+        [float(t.value) for t in done],  # type: ignore[arg-type]
+    )
     if not scores:
         return None, "no searched parameter varied between completed trials"
-    plt = _pyplot()
     names = list(scores)[::-1]
-    fig, ax = plt.subplots(figsize=(6.4, 0.5 + 0.45 * len(names)))
-    ax.barh(names, [scores[n] for n in names], color="#0969da")
-    ax.set_xlabel("importance (share of the objective's variance)")
-    ax.set_title("Parameter importances")
-    ax.set_xlim(0, 1)
-    return _svg(fig), None
+    panel = Panel(
+        640,
+        60 + 30 * len(names),
+        title="Parameter importances",
+        xlabel="importance (share of the objective's variance explained, main effects)",
+        xlim=(0.0, 1.0),
+    )
+    panel.barh(names, [scores[n] for n in names])
+    return figure([panel]), None
 
 
 def _params(t: optuna.trial.FrozenTrial) -> dict[str, Any]:
@@ -210,9 +200,6 @@ def parallel_plot(inp: ReportInputs) -> str | None:
     names = sorted({k for t in done for k in _params(t)}, key=param_order)
     if len(done) < 2 or not names:
         return None
-    plt = _pyplot()
-    from matplotlib import cm, colors
-
     axes_names = [*names, inp.metric]
     cols: dict[str, list[float]] = {n: [] for n in axes_names}
     for t in done:
@@ -230,30 +217,45 @@ def parallel_plot(inp: ReportInputs) -> str | None:
         return 0.5 if hi == lo else (v - lo) / (hi - lo)
 
     values = cols[inp.metric]
-    norm = colors.Normalize(min(values), max(values))
-    import matplotlib
+    vlo, vhi = min(values), max(values)
 
-    cmap = matplotlib.colormaps["viridis" if inp.direction == "minimize" else "viridis_r"]
-    fig, ax = plt.subplots(figsize=(7.2, 3.4))
+    def shade(v: float) -> float:  # 0 the darkest: the best
+        t = 0.5 if vhi == vlo else (v - vlo) / (vhi - vlo)
+        return t if inp.direction == "minimize" else 1 - t
+
+    width, height = 720.0, 340.0
+    left, right, top, bottom = 50.0, width - 110.0, 48.0, height - 56.0
+    gap = (right - left) / max(1, len(axes_names) - 1)
+
+    def at(i: int, frac: float) -> tuple[float, float]:
+        return left + i * gap, bottom - frac * (bottom - top)
+
+    body = [svg_text(width / 2, 16, "Parallel coordinates (colour: objective, best darkest)")]
     order = sorted(range(len(done)), key=lambda i: values[i], reverse=inp.direction == "minimize")
     for i in order:  # the best drawn last, on top
-        ys = [scaled(n, cols[n][i]) for n in axes_names]
-        ax.plot(range(len(axes_names)), ys, color=cmap(norm(values[i])), alpha=0.85, lw=1.4)
-    for x, n in enumerate(axes_names):
-        ax.axvline(x, color="#57606a", lw=0.8)
+        pts = [at(k, scaled(n, cols[n][i])) for k, n in enumerate(axes_names)]
+        pts = [p for p in pts if math.isfinite(p[1])]
+        body.append(polyline(pts, colormap("viridis", shade(values[i])), 1.4, opacity=0.85))
+    for k, n in enumerate(axes_names):
+        x, _ = at(k, 0)
+        body.append(polyline([(x, top), (x, bottom)], "#57606a", 0.8))
         vals = [v for v in cols[n] if math.isfinite(v)]
-        lo, hi = min(vals), max(vals)
-        ax.text(x, -0.08, f"{lo:.3g}", ha="center", va="top", fontsize=7)
-        ax.text(x, 1.05, f"{hi:.3g}", ha="center", va="bottom", fontsize=7)
-    ax.set_xticks(range(len(axes_names)))
-    ax.set_xticklabels([_label(n) + (" (log)" if logs.get(n) else "") for n in axes_names])
-    ax.set_yticks([])
-    ax.set_ylim(-0.15, 1.15)
-    ax.grid(False)
-    ax.set_title("Parallel coordinates (colour: objective, best darkest)")
-    sm = cm.ScalarMappable(norm=norm, cmap=cmap)
-    fig.colorbar(sm, ax=ax, label=inp.metric, pad=0.02)
-    return _svg(fig)
+        body.append(svg_text(x, bottom + 13, f"{min(vals):.3g}", size=7))
+        body.append(svg_text(x, top - 5, f"{max(vals):.3g}", size=7))
+        body.append(svg_text(x, bottom + 30, _label(n) + (" (log)" if logs.get(n) else "")))
+    # the colour bar: the objective from the best (darkest) to the worst
+    bar_x, steps = width - 70.0, 24
+    for j in range(steps):
+        v = vlo + (vhi - vlo) * (1 - j / steps) if vhi > vlo else vlo
+        y = top + j * (bottom - top) / steps
+        body.append(
+            f"<rect x='{bar_x}' y='{y:.1f}' width='12' height='{(bottom - top) / steps + 0.5:.1f}' "
+            f"fill='{colormap('viridis', shade(v))}'/>"
+        )
+    body.append(svg_text(bar_x + 16, top + 4, f"{vhi:.4g}", size=7, anchor="start"))
+    body.append(svg_text(bar_x + 16, bottom, f"{vlo:.4g}", size=7, anchor="start"))
+    body.append(svg_text(bar_x + 40, (top + bottom) / 2, inp.metric, size=8, rotate=90))
+    return document(width, height, "".join(body))
 
 
 def slice_plots(inp: ReportInputs) -> str | None:
@@ -261,30 +263,27 @@ def slice_plots(inp: ReportInputs) -> str | None:
     names = sorted({k for t in done for k in _params(t)}, key=param_order)
     if not done or not names:
         return None
-    plt = _pyplot()
-    fig, axes = plt.subplots(
-        1, len(names), figsize=(3.0 * len(names), 2.8), squeeze=False, sharey=True
-    )
     ys = [float(t.value) for t in done]  # type: ignore[arg-type]
-    for ax, n in zip(axes[0], names, strict=True):
+    numbers = [t.number for t in done]
+    first, last = min(numbers), max(numbers)
+    shades = [
+        colormap("blues", 0.5 if last == first else 0.15 + 0.85 * (n - first) / (last - first))
+        for n in numbers
+    ]
+    panels = []
+    for i, n in enumerate(names):
         xs = [float(_params(t).get(n, math.nan)) for t in done]
-        ax.scatter(
-            xs,
-            ys,
-            s=22,
-            c=[t.number for t in done],
-            cmap="Blues",
-            edgecolors="#0969da",
-            linewidths=0.6,
+        panel = Panel(
+            300,
+            280,
+            xlabel=_label(n),
+            ylabel=inp.metric if i == 0 else "",
+            xlog=_log_axis([x for x in xs if math.isfinite(x)]),
         )
-        if _log_axis([x for x in xs if math.isfinite(x)]):
-            ax.set_xscale("log")
-            _readable_log_ticks(ax.xaxis)
-        ax.set_xlabel(_label(n))
-        ax.tick_params(axis="x", labelrotation=30)
-    axes[0][0].set_ylabel(inp.metric)
-    fig.suptitle("Slice: the objective against each parameter (darker: later trials)")
-    return _svg(fig)
+        panel.scatter(xs, ys, "#0969da", colours=shades, edge="#0969da", size=3.5)
+        panels.append(panel)
+    title = "Slice: the objective against each parameter (darker: later trials)"
+    return figure(panels, cols=len(panels), title=title)
 
 
 def curve_plots(inp: ReportInputs) -> str | None:
@@ -296,78 +295,61 @@ def curve_plots(inp: ReportInputs) -> str | None:
     numbers = numbers[:MAX_CURVE_PANELS]
     if not numbers:
         return None
-    plt = _pyplot()
-    cols = min(3, len(numbers))
-    nrows = math.ceil(len(numbers) / cols)
-    fig, axes = plt.subplots(nrows, cols, figsize=(3.6 * cols, 2.7 * nrows), squeeze=False)
     styles = {
-        "train_loss": ("#0969da", "-"),
-        "valid_loss": ("#bc4c00", "-"),
-        "full_valid_loss": ("#cf222e", "o-"),
+        "train_loss": ("#0969da", False),
+        "valid_loss": ("#bc4c00", False),
+        "full_valid_loss": ("#cf222e", True),
     }
-    for i, n in enumerate(numbers):
-        ax = axes[i // cols][i % cols]
+    panels = []
+    for n in numbers:
         curves = inp.curves[n]
         row = rows.get(n, {})
-        drawn = False
-        for name in ("train_loss", "valid_loss", "full_valid_loss"):
+        diagnosis = str(row.get("diagnosis") or "")
+        title = f"t{n:03d} {row.get('state', '')}"
+        if diagnosis:
+            title += f" · {diagnosis}"
+        colour = DIAGNOSIS_COLOURS.get(diagnosis, "#24292f")
+        panel = Panel(360, 270, title=title, title_colour=colour, xlabel="step")
+        for name, (line_colour, dots) in styles.items():
             pts = curves.get(name)
             if pts:
-                colour, style = styles[name]
                 xs, ys = zip(*pts, strict=True)
-                ax.plot(xs, ys, style, color=colour, lw=1.2, ms=3, label=name)
-                drawn = True
+                panel.line(xs, ys, line_colour, label=name, markers=dots)
         acc = next((curves[m] for m in CURVE_METRICS[3:] if curves.get(m)), None)
         if acc:
-            twin = ax.twinx()
             xs, ys = zip(*acc, strict=True)
-            twin.plot(xs, ys, ":", color="#1a7f37", lw=1.0, label="accuracy")
-            twin.set_ylim(0, 1)
-            twin.tick_params(labelsize=7)
-            twin.grid(False)
+            panel.right(xs, ys, "#1a7f37", label="accuracy")
         spe = inp.steps_per_epoch.get(n)
         best_epoch = row.get("best_epoch")
-        if spe and isinstance(best_epoch, int | float):
-            ax.axvline(
-                float(best_epoch) * spe,
-                color="#1a7f37",
-                ls="--",
-                lw=1,
-                label=f"best epoch {int(best_epoch)}",
-            )
+        if spe and isinstance(best_epoch, int | float) and math.isfinite(best_epoch):
+            label = f"best epoch {int(best_epoch)}"
+            panel.vline(float(best_epoch) * spe, "#1a7f37", label=label)
         if row.get("state") == "PRUNED" and spe and row.get("epochs_done"):
-            ax.axvline(
-                float(row["epochs_done"]) * spe, color="#9a6700", ls=":", lw=1.2, label="pruned"
-            )
-        diagnosis = str(row.get("diagnosis") or "")
+            at = float(row["epochs_done"]) * spe
+            panel.vline(at, "#9a6700", label="pruned", style=":")
         if diagnosis == "diverged":
             loss = curves.get("train_loss") or []
             finite = [p for p in loss if math.isfinite(p[1])]
             if finite:
                 low = min(finite, key=lambda p: p[1])
-                ax.axvline(low[0], color="#cf222e", ls="--", lw=1, label="divergence")
-        title = f"t{n:03d} {row.get('state', '')}"
-        if diagnosis:
-            title += f" · {diagnosis}"
-        ax.set_title(title, fontsize=9, color=DIAGNOSIS_COLOURS.get(diagnosis, "#24292f"))
-        ax.set_xlabel("step", fontsize=8)
-        ax.tick_params(labelsize=7)
-        if drawn:
-            ax.legend(fontsize=6, loc="upper right")
-    for j in range(len(numbers), nrows * cols):
-        axes[j // cols][j % cols].set_visible(False)
-    # margins fixed in inches (the saved SVG is cropped to its content anyway), not
-    # tight_layout(): measuring every panel's texts once more took a quarter of the report
-    width, height = 3.6 * cols, 2.7 * nrows
-    fig.subplots_adjust(
-        left=0.45 / width,
-        right=1 - 0.4 / width,
-        bottom=0.4 / height,
-        top=1 - 0.3 / height,
-        wspace=0.4,
-        hspace=0.55,
-    )
-    return _svg(fig)
+                panel.vline(low[0], "#cf222e", label="divergence")
+        panels.append(panel)
+    return figure(panels, cols=3)
+
+
+def loss_curve(curves: Mapping[str, Sequence[tuple[int, float]]], title: str) -> str:
+    """One trial's train/valid loss by step as an SVG document (its run's
+    ``loss_curve.svg`` in MLflow)."""
+    panel = Panel(700, 400, title=title, xlabel="step", ylabel="loss")
+    for name in ("train_loss", "valid_loss", "full_valid_loss"):
+        points = curves.get(name) or []
+        if points:
+            xs, ys = zip(*points, strict=True)
+            opacity = 0.6 if name == "train_loss" else 1.0
+            markers = name == "full_valid_loss"
+            panel.line(xs, ys, CYCLE[len(panel.series)], label=name, markers=markers,
+                       opacity=opacity)  # fmt: skip
+    return "<?xml version='1.0' encoding='utf-8'?>\n" + figure([panel])
 
 
 # -- the page --------------------------------------------------------------------------------

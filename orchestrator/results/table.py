@@ -30,7 +30,6 @@ if TYPE_CHECKING:
 __all__ = [
     "FORMATS",
     "TABLE_COLUMNS",
-    "LossCurves",
     "best_trial",
     "render",
     "trial_hyperparameters",
@@ -196,49 +195,3 @@ def render(frame: pd.DataFrame, fmt: str) -> str:
     out = ["  ".join(h.ljust(w) for h, w in zip(heads, widths, strict=True)).rstrip()]
     out += ["  ".join(x.ljust(w) for x, w in zip(r, widths, strict=True)).rstrip() for r in rows]
     return "\n".join(out)
-
-
-class LossCurves:
-    """Draws loss-curve PNGs (train/valid loss by step) one after another on one reused
-    figure: at the end of a sweep, in one pass, not once per trial in the loop. Matplotlib is
-    imported at the first :meth:`draw` (its ``Agg`` canvas, no pyplot)."""
-
-    NAMES = ("train_loss", "valid_loss", "full_valid_loss")
-
-    def __init__(self) -> None:
-        self._fig: Any = None
-
-    def draw(self, path: Any, curves: Any, title: str) -> None:
-        """``curves``: metric name -> [(step, value), ...]; written to ``path``."""
-        if self._fig is None:
-            from matplotlib.backends.backend_agg import FigureCanvasAgg
-            from matplotlib.figure import Figure
-
-            self._fig = Figure(figsize=(7, 4), dpi=100)
-            FigureCanvasAgg(self._fig)
-        fig = self._fig
-        fig.clear()
-        # fixed margins, not tight_layout(): a layout engine measures every text once more
-        # per figure, a third of the time this once-per-sweep drawing of every trial took
-        fig.subplots_adjust(left=0.09, right=0.98, bottom=0.12, top=0.92)
-        ax = fig.add_subplot()
-        for name in self.NAMES:
-            points = curves.get(name) or []
-            if points:
-                ax.plot(
-                    [s for s, _ in points],
-                    [v for _, v in points],
-                    "o-" if name == "full_valid_loss" else "-",
-                    label=name,
-                    alpha=0.6 if name == "train_loss" else 1.0,
-                )
-        ax.set_xlabel("step")
-        ax.set_ylabel("loss")
-        ax.set_title(title)
-        if ax.lines:
-            ax.legend()
-        ax.grid(alpha=0.3)
-        fig.savefig(path)
-
-    def close(self) -> None:
-        self._fig = None

@@ -3,7 +3,7 @@
 One experiment per sweep (marked as model training, so the UI opens runs in that view), one
 parent run per study, one child run per trial (named ``t007 ep=3 bs=16 lr=0.08``): parameters
 incl. the resolved batch size, step metrics in batches, ``ftsweep.*`` tags (trial, state,
-backend, job id, diagnosis, recommendation, best), cost, a loss-curve PNG; the parent gets the
+backend, job id, diagnosis, recommendation, best), cost, a loss-curve SVG; the parent gets the
 spec, the datasets with their digests, the report and Optuna's plots; the best trial's model is
 registered under the sweep's name, and the registered model's alias ``champion`` moves to it
 (a retune that produces no model leaves it on the previous generation's). Each generation of a
@@ -56,9 +56,11 @@ _STATUS = {"COMPLETE": "FINISHED", "PRUNED": "KILLED", "FAIL": "FAILED"}
 #: seconds between two ``log_batch`` calls of one trial's points, at the most often: polls
 #: that come quicker share one (a trial's points are all logged when it ends)
 FLUSH_EVERY_S = 5.0
-#: a child run's loss-curve PNG: ``pending`` until the end of the sweep draws it
+#: a child run's loss-curve SVG: ``pending`` until the end of the sweep draws it
 CURVE_TAG = f"{TAG}loss_curve"
 CURVE_PENDING = "pending"
+#: the loss curve's artifact (SVG: the MLflow UI shows it as an image)
+CURVE_FILE = "loss_curve.svg"
 CURVE_METRICS = ("train_loss", "valid_loss", "full_valid_loss")
 
 
@@ -92,7 +94,7 @@ class MlflowListener(Listener):
         self.fresh: set[int] = set()
         #: what goes with a trial's next ``log_batch`` (see :meth:`points`)
         self.pending: dict[int, _Batch] = {}
-        #: trials finished in this run whose loss-curve PNG is drawn at the end
+        #: trials finished in this run whose loss-curve SVG is drawn at the end
         self.curves: dict[int, tuple[str, Mapping[str, Sequence[tuple[int, float]]], str]] = {}
 
     # -- the sweep ---------------------------------------------------------------------------
@@ -203,36 +205,29 @@ class MlflowListener(Listener):
 
     def _close_children(self, parent: str, best: str | None) -> None:
         """Once per sweep, in one pass over the child runs: the ``ftsweep.best`` tag of each
-        and the loss-curve PNG of each finished trial that has none yet (this run's, from
+        and the loss-curve SVG of each finished trial that has none yet (this run's, from
         its curves in memory; an interrupted run's, from the metrics MLflow holds)."""
-        from orchestrator.results.table import LossCurves
+        from orchestrator.results.plots import loss_curve
 
-        plots = LossCurves()
-        try:
-            for run in self.tracker.children(parent):
-                run_id = run.info.run_id
-                number = run.data.tags.get(f"{TAG}trial")
-                update: dict[str, Any] = {}
-                if best is not None:
-                    flag = str(number == best).lower()
-                    if run.data.tags.get(f"{TAG}best") != flag:
-                        update[f"{TAG}best"] = flag
-                if run.data.tags.get(CURVE_TAG) == CURVE_PENDING:
-                    mine = self.curves.get(int(number)) if number and number.isdigit() else None
-                    if mine is None:
-                        curves = self.tracker.history(run_id, CURVE_METRICS)
-                        state = run.data.tags.get(f"{TAG}state", "")
-                        mine = (run_id, curves, f"trial {number} ({state})")
-                    if mine[1]:
-                        with tempfile.TemporaryDirectory() as tmp:
-                            path = Path(tmp) / "loss_curve.png"
-                            plots.draw(path, mine[1], mine[2])
-                            self.tracker.log_file(run_id, path)
-                    update[CURVE_TAG] = "loss_curve.png"
-                if update:
-                    self.tracker.log(run_id, tags=update)
-        finally:
-            plots.close()
+        for run in self.tracker.children(parent):
+            run_id = run.info.run_id
+            number = run.data.tags.get(f"{TAG}trial")
+            update: dict[str, Any] = {}
+            if best is not None:
+                flag = str(number == best).lower()
+                if run.data.tags.get(f"{TAG}best") != flag:
+                    update[f"{TAG}best"] = flag
+            if run.data.tags.get(CURVE_TAG) == CURVE_PENDING:
+                mine = self.curves.get(int(number)) if number and number.isdigit() else None
+                if mine is None:
+                    curves = self.tracker.history(run_id, CURVE_METRICS)
+                    state = run.data.tags.get(f"{TAG}state", "")
+                    mine = (run_id, curves, f"trial {number} ({state})")
+                if mine[1]:
+                    self.tracker.log_text(run_id, loss_curve(mine[1], mine[2]), CURVE_FILE)
+                update[CURVE_TAG] = CURVE_FILE
+            if update:
+                self.tracker.log(run_id, tags=update)
 
     def _log_report(self, parent: str, e: SweepFinished) -> None:
         from orchestrator.results.table import render

@@ -59,7 +59,7 @@ def test_run_logs_parent_and_children_and_report_agrees(
         steps = [m.step for m in history]
         assert len(steps) == len(set(steps)) > 5  # every step once
         assert client.get_metric_history(child.info.run_id, "full_valid_loss")
-        assert "loss_curve.png" in {a.path for a in client.list_artifacts(child.info.run_id)}
+        assert "loss_curve.svg" in {a.path for a in client.list_artifacts(child.info.run_id)}
     best = json.loads(cli("best", spec).out)
     assert best["value"] == study.best_value
     assert best["trial"] == study.best_trial.number
