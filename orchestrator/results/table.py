@@ -95,6 +95,7 @@ def trials_frame(study: optuna.Study, fixed: dict[str, Any] | None = None) -> pd
             {
                 "trial": t.number,
                 "state": t.state.name,
+                "imported": True if a.get(TrialAttrs.IMPORTED) else None,
                 "value": _value(t.value),
                 **{p: params.get(p) for p in PARAMS},
                 "batch_size_pct": a.get(TrialAttrs.BATCH_PCT),
@@ -114,6 +115,7 @@ def trials_frame(study: optuna.Study, fixed: dict[str, Any] | None = None) -> pd
     columns = [
         "trial",
         "state",
+        "imported",
         "value",
         *PARAMS,
         "batch_size_pct",

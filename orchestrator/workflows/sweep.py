@@ -38,7 +38,9 @@ def run_sweep(
     ``tracker`` replaces the MLflow client on the sweep's store (tests); without it the
     tracking server, if any, is asked for its health before anything starts. ``listeners``
     and ``engine`` (``clock``, ``sleep``, ``wall``, ``plan``, ``models``) go to
-    :func:`orchestrator.engine.run_sweep`."""
+    :func:`orchestrator.engine.run_sweep`. A first run starts from the imported best when
+    ``ftsweep import`` filled ``NAME.imported`` (:class:`~.importer.ImportedWarmStart`)."""
+    from orchestrator.workflows.importer.warm import ImportedWarmStart
 
     def mlflow(spec: SweepSpec, stores: Stores) -> Listener:
         from orchestrator.tracking import MlflowListener, Tracker
@@ -48,7 +50,7 @@ def run_sweep(
     return run_engine(
         spec_path,
         overrides or Overrides(),
-        listeners=listeners,
+        listeners=[*listeners, ImportedWarmStart()],
         tracking=mlflow,
         probe_tracking=tracker is None,
         **engine,
