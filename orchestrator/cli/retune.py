@@ -94,7 +94,6 @@ def history(
     from orchestrator.config import load_spec
     from orchestrator.core.errors import SweepNotStartedError
     from orchestrator.stores.read import generations, optuna_url
-
     from orchestrator.workflows.importer.warm import imported_summary
 
     loaded = load_spec(spec)

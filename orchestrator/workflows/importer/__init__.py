@@ -117,9 +117,7 @@ def import_jobs(
         from orchestrator.tracking import Tracker
 
         tracker = Tracker(stores.mlflow, spec.name, stores.artifacts)
-    study = open_study(
-        spec, stores, name, sampler=plan.make_sampler, pruner=plan.make_pruner()
-    )
+    study = open_study(spec, stores, name, sampler=plan.make_sampler, pruner=plan.make_pruner())
     study.set_user_attr(StudyAttrs.IMPORTED_FROM, backend.name)
     parent = tracker.parent_run(
         str(study.user_attrs.get(StudyAttrs.MLFLOW_PARENT_RUN) or "") or None,
@@ -132,7 +130,7 @@ def import_jobs(
     done = imported_trials(study)
     runs = existing_runs(tracker, parent)
     metric = spec.objective.metric
-    thresholds = thresholds_of(spec_path)
+    thresholds = thresholds_of(Path(spec_path))
     added: list[str] = []
     mended: list[str] = []
     skipped: list[str] = []

@@ -113,7 +113,11 @@ def write_run(
     hp = job.hyperparameters
     name = f"{job.job_id} " + " ".join(
         f"{short}={hp[p]:g}" if isinstance(hp.get(p), float) else f"{short}={hp.get(p, '-')}"
-        for short, p in (("ep", "n_epochs"), ("bs", "batch_size"), ("lr", "learning_rate_multiplier"))
+        for short, p in (
+            ("ep", "n_epochs"),
+            ("bs", "batch_size"),
+            ("lr", "learning_rate_multiplier"),
+        )
     )
     description = f"{label}: {advice}" + (f" ({job.note})" if job.note else "")
     tags: dict[str, Any] = {

@@ -144,5 +144,3 @@ def imported_summary(spec: SweepSpec) -> ImportedSummary | None:
         str(best.user_attrs.get(TrialAttrs.FINE_TUNED_MODEL) or "") or None if best else None,
         min(starts) if starts else None,
     )
-
-
