@@ -272,3 +272,70 @@ def test_a_local_sweep_cannot_import(runs: Path, tmp_path: Path, cli: Cli) -> No
         2,
         "error: --since: expected a date YYYY-MM-DD, got 'yesterday'\n",
     )
+
+
+def test_azure_jobs_read_through_the_sdk(
+    server: SimServer, runs: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Azure's shapes (``pending``, ``suffix``, oldest-first events): a dry run reads them."""
+    from openai import AzureOpenAI
+
+    from orchestrator.workflows.importer import JobFilter
+    from tests.apisim.fixtures import AZURE_KEY, AZURE_VERSION, azure_env
+
+    for var, value in azure_env(server).items():
+        monkeypatch.setenv(var, value)
+    train, valid = write_task("tickets", tmp_path / "data", n_train=20, n_valid=6, fmt="chat")
+    client = AzureOpenAI(azure_endpoint=server.url, api_key=AZURE_KEY, api_version=AZURE_VERSION)
+    with train.open("rb") as f:
+        train_id = client.files.create(file=f, purpose="fine-tune").id
+    made = [
+        client.fine_tuning.jobs.create(
+            model="gpt-4o-mini",
+            training_file=train_id,
+            suffix=suffix,
+            hyperparameters={"n_epochs": 2, "batch_size": 4, "learning_rate_multiplier": 0.5},
+        )
+        for suffix in ("support", "bad", "support", "live")
+    ]
+    client.fine_tuning.jobs.cancel(made[2].id)
+    server.sim.advance(10**6)
+    late = client.fine_tuning.jobs.create(model="gpt-4o-mini", training_file=train_id)
+    spec = _spec(tmp_path, train, valid, {"name": "azure", "model": "gpt-4o-mini"})
+
+    found = import_jobs(spec, JobFilter(model="gpt-4o"), dry_run=True)
+    assert found.dry_run and found.provider == "azure"
+    by_id = {j.job_id: j for j in found.jobs}
+    assert late.id not in by_id  # still pending: not history yet
+    assert [by_id[j.id].status for j in made] == ["succeeded", "failed", "cancelled", "succeeded"]
+    ok = by_id[made[0].id]
+    assert (ok.suffix, ok.same_data, ok.n_examples) == ("support", True, 20)
+    assert ok.hyperparameters == {"n_epochs": 2, "batch_size": 4, "learning_rate_multiplier": 0.5}
+    assert len(ok.curves["train_loss"]) == 2 * 5 and ok.trained_tokens and ok.cost_usd
+    assert ok.fine_tuned_model and ok.checkpoints
+    assert "server_error" in (by_id[made[1].id].error or "")
+    picked = import_jobs(spec, JobFilter(suffix="live", statuses=("succeeded",)), dry_run=True)
+    assert [j.job_id for j in picked.jobs] == [made[3].id]
+
+
+def test_the_html_report_marks_imported_jobs(runs: Path, tmp_path: Path, cli: Cli) -> None:
+    train, valid = write_task("tickets", tmp_path / "data", n_train=12, n_valid=4, fmt="chat")
+    spec = _spec(tmp_path, train, valid, {"name": "openai", "model": "gpt-4o-mini"})
+    study = optuna.create_study(
+        study_name="support.imported", storage=f"sqlite:///{runs / 'optuna.db'}"
+    )
+    study.set_user_attr(StudyAttrs.IMPORTED_FROM, "openai")
+    study.add_trial(
+        optuna.trial.create_trial(
+            state=optuna.trial.TrialState.FAIL,
+            params={"n_epochs": 2},
+            distributions={"n_epochs": optuna.distributions.IntDistribution(1, 3)},
+            user_attrs={TrialAttrs.IMPORTED: "ftjob-1", TrialAttrs.JOB_STATUS: "failed"},
+        )
+    )
+    page = cli("report", spec, "--imported", "--format", "html")
+    assert page.code == 0, page.err
+    assert "<h1>Sweep support, imported from openai</h1>" in page.out
+    assert "<th>imported</th>" in page.out
+    plain = cli("report", spec, "--format", "html")
+    assert plain.code == 1 and "has not run yet" in plain.err

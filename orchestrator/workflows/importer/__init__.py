@@ -160,7 +160,7 @@ def import_jobs(
             attrs[TrialAttrs.BEST_EPOCH] = best_epoch
         study.add_trial(trial_of(job, value, run_id, plan.space, attrs))
         added.append(job.job_id)
-    if added or not runs:
+    if added or tracker.status(parent) != "FINISHED":  # also one a killed import left open
         _end_parent(tracker, parent, study)
     return ImportResult(
         name,
