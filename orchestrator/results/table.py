@@ -95,7 +95,6 @@ def trials_frame(study: optuna.Study, fixed: dict[str, Any] | None = None) -> pd
             {
                 "trial": t.number,
                 "state": t.state.name,
-                "imported": True if a.get(TrialAttrs.IMPORTED) else None,
                 "value": _value(t.value),
                 **{p: params.get(p) for p in PARAMS},
                 "batch_size_pct": a.get(TrialAttrs.BATCH_PCT),
@@ -107,6 +106,7 @@ def trials_frame(study: optuna.Study, fixed: dict[str, Any] | None = None) -> pd
                 "job_id": a.get(TrialAttrs.JOB_ID),
                 "reused_from": a.get(TrialAttrs.REUSED_FROM),
                 "derived_from": a.get(TrialAttrs.DERIVED_FROM),
+                "imported": True if a.get(TrialAttrs.IMPORTED) else None,
                 "error": a.get(TrialAttrs.ERROR),
                 "duration_s": duration,
                 "best": best is not None and t.number == best.number,
@@ -115,7 +115,6 @@ def trials_frame(study: optuna.Study, fixed: dict[str, Any] | None = None) -> pd
     columns = [
         "trial",
         "state",
-        "imported",
         "value",
         *PARAMS,
         "batch_size_pct",
@@ -127,6 +126,7 @@ def trials_frame(study: optuna.Study, fixed: dict[str, Any] | None = None) -> pd
         "job_id",
         "reused_from",
         "derived_from",
+        "imported",
         "error",
         "duration_s",
         "best",
