@@ -62,7 +62,8 @@ class ImportResult:
 
     study_name: str
     provider: str
-    #: the jobs the filter selected, newest first
+    #: the jobs read: with ``dry_run`` every one the filter selected (newest first), else
+    #: those written now (oldest first)
     jobs: tuple[ImportedJob, ...]
     #: job ids written now (a trial added), in the order written
     added: tuple[str, ...] = ()
@@ -89,6 +90,7 @@ def import_jobs(
     the sweep's store. ``written(job, run_id)`` is called after each job's MLflow run is
     complete and before its trial is added (tests stop an import there)."""
     from orchestrator.plan.sweep import plan_sweep, preflight
+    from orchestrator.stores.locks import launch_lock
     from orchestrator.stores.study import check_stores, open_study, resolve_stores
     from orchestrator.workflows.diagnose import thresholds_of
 
@@ -106,66 +108,71 @@ def import_jobs(
     name = imported_study_name(spec.name)
     train = Path(spec.data.train)
     same = SameFile(backend, train)
-    jobs = tuple(
-        read_job(backend, job, train_file=train, n_train=plan.train.n_examples, same_file=same)
-        for job in list_jobs(backend, wanted)
-    )
+    listed = list(list_jobs(backend, wanted))
+
+    def read(job: Any) -> ImportedJob:
+        return read_job(
+            backend, job, train_file=train, n_train=plan.train.n_examples, same_file=same
+        )
+
     if dry_run:
-        return ImportResult(name, backend.name, jobs, dry_run=True)
+        return ImportResult(name, backend.name, tuple(read(j) for j in listed), dry_run=True)
     check_stores(stores)
     if tracker is None:
         from orchestrator.tracking import Tracker
 
         tracker = Tracker(stores.mlflow, spec.name, stores.artifacts)
     study = open_study(spec, stores, name, sampler=plan.make_sampler, pruner=plan.make_pruner())
-    study.set_user_attr(StudyAttrs.IMPORTED_FROM, backend.name)
-    parent = tracker.parent_run(
-        str(study.user_attrs.get(StudyAttrs.MLFLOW_PARENT_RUN) or "") or None,
-        name,
-        {"ftsweep.imported": backend.name},
-    )
-    if study.user_attrs.get(StudyAttrs.MLFLOW_PARENT_RUN) != parent:
-        study.set_user_attr(StudyAttrs.MLFLOW_PARENT_RUN, parent)
-        study.set_user_attr(StudyAttrs.MLFLOW_EXPERIMENT, tracker.experiment_id)
-    done = imported_trials(study)
-    runs = existing_runs(tracker, parent)
     metric = spec.objective.metric
     thresholds = thresholds_of(Path(spec_path))
+    jobs: list[ImportedJob] = []
     added: list[str] = []
     mended: list[str] = []
     skipped: list[str] = []
-    for job in reversed(jobs):  # oldest first: trial numbers follow the provider's history
-        if job.job_id in done:
-            skipped.append(job.job_id)
-            continue
-        value = _objective(job, metric)
-        diagnosis = diagnosis_of(job, thresholds)
-        run = runs.get(job.job_id)
-        run_id: str | None = None
-        if run is not None and run.info.status != "RUNNING":
-            run_id = str(run.info.run_id)
-            mended.append(job.job_id)
-        elif run is not None:  # killed while it was written: write it again
-            tracker.client.delete_run(run.info.run_id)
-        if run_id is None:
-            run_id = write_run(tracker, parent, job, value, metric, diagnosis)
-        if written is not None:
-            written(job, run_id)
-        label, advice, best_epoch = diagnosis
-        attrs: dict[str, Any] = {
-            TrialAttrs.DIAGNOSIS: label,
-            TrialAttrs.RECOMMENDATION: advice,
-        }
-        if best_epoch is not None:
-            attrs[TrialAttrs.BEST_EPOCH] = best_epoch
-        study.add_trial(trial_of(job, value, run_id, plan.space, attrs))
-        added.append(job.job_id)
-    if added or tracker.status(parent) != "FINISHED":  # also one a killed import left open
-        _end_parent(tracker, parent, study)
+    with launch_lock(stores.optuna, name):  # one import of a study at a time, on any machine
+        if study.user_attrs.get(StudyAttrs.IMPORTED_FROM) != backend.name:
+            study.set_user_attr(StudyAttrs.IMPORTED_FROM, backend.name)
+        recorded = str(study.user_attrs.get(StudyAttrs.MLFLOW_PARENT_RUN) or "")
+        parent = tracker.parent_run(recorded or None, name, {"ftsweep.imported": backend.name})
+        if recorded != parent:
+            study.set_user_attr(StudyAttrs.MLFLOW_PARENT_RUN, parent)
+            study.set_user_attr(StudyAttrs.MLFLOW_EXPERIMENT, tracker.experiment_id)
+        done = imported_trials(study)
+        runs = existing_runs(tracker, parent)
+        for listed_job in reversed(listed):  # oldest first: trials follow the history
+            if str(listed_job.id) in done:
+                skipped.append(str(listed_job.id))
+                continue
+            job = read(listed_job)  # the result file is read only for a job to write
+            jobs.append(job)
+            value = _objective(job, metric)
+            diagnosis = diagnosis_of(job, thresholds)
+            run = runs.get(job.job_id)
+            run_id: str | None = None
+            if run is not None and run.info.status != "RUNNING":
+                run_id = str(run.info.run_id)
+                mended.append(job.job_id)
+            elif run is not None:  # killed while it was written: write it again
+                tracker.client.delete_run(run.info.run_id)
+            if run_id is None:
+                run_id = write_run(tracker, parent, job, value, metric, diagnosis)
+            if written is not None:
+                written(job, run_id)
+            label, advice, best_epoch = diagnosis
+            attrs: dict[str, Any] = {
+                TrialAttrs.DIAGNOSIS: label,
+                TrialAttrs.RECOMMENDATION: advice,
+            }
+            if best_epoch is not None:
+                attrs[TrialAttrs.BEST_EPOCH] = best_epoch
+            study.add_trial(trial_of(job, value, run_id, plan.space, attrs))
+            added.append(job.job_id)
+        if added or tracker.status(parent) != "FINISHED":  # or one a killed import left open
+            _end_parent(tracker, parent, study)
     return ImportResult(
         name,
         backend.name,
-        jobs,
+        tuple(jobs),
         tuple(added),
         tuple(skipped),
         tuple(mended),
