@@ -19,9 +19,11 @@ from orchestrator import apisim
 from orchestrator.apisim.server import SimServer
 from orchestrator.backends.local.tasks import write_task
 from orchestrator.core.attrs import StudyAttrs, TrialAttrs
+from orchestrator.plan.sweep import plan_sweep
 from orchestrator.testing import instant
-from orchestrator.workflows.importer import JOB_TAG, import_jobs
-from tests.apisim.fixtures import OPENAI_KEY, openai_env
+from orchestrator.workflows.importer import JOB_TAG, JobFilter, import_jobs
+from orchestrator.workflows.importer.provider import list_jobs
+from tests.apisim.fixtures import OPENAI_KEY, openai_env, request_log
 from tests.conftest import Result
 from tests.reliability.stores import seed_mlflow
 
@@ -123,6 +125,19 @@ def test_twenty_past_jobs_import_once_survive_a_kill_and_warm_start_a_sweep(
     jobs = _history(server, train, valid, other)
     assert sorted(j.status for j in jobs).count("failed") == len(FAILING)
     spec = _spec(tmp_path, train, valid, {"name": "openai", "model": "gpt-4o-mini"})
+
+    # pages as OpenAI's: newest first, `after` the last id of a page, `has_more` until the end
+    from openai import OpenAI
+
+    sdk = OpenAI(api_key=OPENAI_KEY, base_url=server.url + "/v1", max_retries=0)
+    first = sdk.fine_tuning.jobs.list(limit=7)
+    assert (len(first.data), first.has_more) == (7, True)
+    assert [j.id for j in sdk.fine_tuning.jobs.list(limit=7)] == [j.id for j in jobs[::-1]]
+    backend = plan_sweep(spec).make_backend(tmp_path / "backend")
+    paged = [j.id for j in list_jobs(backend, JobFilter(), page_size=7)]
+    assert paged == [j.id for j in jobs[::-1]]
+    pages = request_log(server, "jobs.list")
+    assert len(pages) == 1 + 3 + 3  # the SDK's first page, its iteration, list_jobs
 
     dry = cli("import", spec, "--dry-run")
     assert dry.code == 0, dry.err
@@ -267,6 +282,11 @@ def test_a_local_sweep_cannot_import(runs: Path, tmp_path: Path, cli: Cli) -> No
         f"error: {spec}: backend.name: import reads a provider's jobs (openai or azure), "
         "not 'local'\n"
     )
+    status = cli("import", spec, "--status", "running")
+    assert (status.code, status.err) == (
+        2,
+        "error: --status: 'running' is not one of succeeded, failed, cancelled\n",
+    )
     bad = cli("import", spec, "--since", "yesterday")
     assert (bad.code, bad.err) == (
         2,
@@ -280,7 +300,6 @@ def test_azure_jobs_read_through_the_sdk(
     """Azure's shapes (``pending``, ``suffix``, oldest-first events): a dry run reads them."""
     from openai import AzureOpenAI
 
-    from orchestrator.workflows.importer import JobFilter
     from tests.apisim.fixtures import AZURE_KEY, AZURE_VERSION, azure_env
 
     for var, value in azure_env(server).items():

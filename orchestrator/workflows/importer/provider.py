@@ -106,12 +106,13 @@ class ImportedJob:
         return max((s for c in self.curves.values() for s, _ in c), default=0)
 
 
-def list_jobs(backend: Any, wanted: JobFilter) -> Iterator[Any]:
-    """The provider's jobs that ``wanted`` selects, newest first (as the API lists them)."""
+def list_jobs(backend: Any, wanted: JobFilter, *, page_size: int = _PAGE) -> Iterator[Any]:
+    """The provider's jobs that ``wanted`` selects, newest first (as the API lists them),
+    ``page_size`` per request."""
     fetch = backend.client.fine_tuning.jobs.list
     after: str | None = None
     for _ in range(_MAX_PAGES):
-        kwargs: dict[str, Any] = {"limit": _PAGE}
+        kwargs: dict[str, Any] = {"limit": page_size}
         if after:
             kwargs["after"] = after
         page = backend.caller.call("list fine-tuning jobs", functools.partial(fetch, **kwargs))
