@@ -201,6 +201,7 @@ def test_twenty_past_jobs_import_once_survive_a_kill_and_warm_start_a_sweep(
         elif i in FAILING:
             assert (t.state.name, run.info.status, job.status) == ("FAIL", "FAILED", "failed")
             assert "server_error" in t.user_attrs[TrialAttrs.ERROR]
+            assert sorted(m.step for m in history) == [1, 2]  # its events: failed at step 2
         else:
             assert (t.state.name, run.info.status) == ("COMPLETE", "FINISHED")
             steps = -(-(24 if i in OTHER_DATA else 40) // job.hyperparameters.batch_size)

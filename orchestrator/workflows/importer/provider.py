@@ -5,7 +5,8 @@ each page one retried call of the backend's :class:`~orchestrator.backends.remot
 and keeps the finished jobs :class:`JobFilter` selects. :func:`read_job` turns one into an
 :class:`ImportedJob`: its hyper-parameters, status, fine-tuned model, trained tokens and the
 cost they reconcile to, its curves from the result file (``client.files.content``; a file
-that is gone imports with a note and no curve), its checkpoints, and whether it trained on the
+that is gone imports with a note and no curve; a failed or cancelled job, which has none,
+from its metric events), its checkpoints, and whether it trained on the
 sweep's own training file (same file name and size at the provider).
 """
 
@@ -172,6 +173,8 @@ def read_job(
             note = f"result file {file_id} unreadable: {exc}"
     elif job.status == "succeeded":
         note = "no result file: no curve"
+    else:  # a failed or cancelled job has no result file: its metric events, if any
+        curves = _event_curves(backend, str(job.id))
     checkpoints: list[str] = []
     if job.status == "succeeded":
         page = call(
@@ -217,6 +220,20 @@ def read_job(
         n_examples=n_examples,
         checkpoints=tuple(checkpoints),
     )
+
+
+def _event_curves(backend: Any, job_id: str) -> Curves:
+    """The curves of a job's metric events (``fine_tuning.jobs.list_events``, through the
+    backend's poll from the start)."""
+    from orchestrator.backends.base import JobHandle
+
+    update = backend.poll(JobHandle(backend.name, job_id, ""))
+    curves: Curves = {}
+    for p in sorted(update.points, key=lambda p: p.step):
+        curve = curves.setdefault(p.name, [])
+        if not curve or p.step > curve[-1][0]:
+            curve.append((p.step, p.value))
+    return curves
 
 
 class SameFile:
