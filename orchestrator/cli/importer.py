@@ -81,7 +81,7 @@ def import_jobs(
             )
         out.info(f"{len(result.jobs)} job(s) at {result.provider} would be imported (dry run)")
         return
-    gone = sum(1 for j in result.jobs if j.note)
+    gone = sum(1 for j in result.jobs if j.status == "succeeded" and not j.curves)
     out.data(
         f"imported {len(result.added)} job(s) from {result.provider} into {result.study_name}"
         f" ({len(result.skipped)} already there"

@@ -142,6 +142,8 @@ def test_twenty_past_jobs_import_once_survive_a_kill_and_warm_start_a_sweep(
     dry = cli("import", spec, "--dry-run")
     assert dry.code == 0, dry.err
     assert len(dry.out.splitlines()) == N_JOBS
+    gone = [line for line in dry.out.splitlines() if "is gone (404): no curve" in line]
+    assert len(gone) == 1 and gone[0].startswith(jobs[GONE].id)
     assert "would be imported" in dry.err
     none = cli("import", spec, "--dry-run", "--since", "2999-01-01")
     assert (none.code, none.out) == (0, "")

@@ -13,7 +13,7 @@ sweep's file (:mod:`.warm`).
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -144,8 +144,10 @@ def import_jobs(
                 skipped.append(str(listed_job.id))
                 continue
             job = read(listed_job)  # the result file is read only for a job to write
-            jobs.append(job)
             value = _objective(job, metric)
+            if value is None and job.status == "succeeded" and job.curves:
+                job = replace(job, note=f"its curve has no {metric}: not ranked")
+            jobs.append(job)
             diagnosis = diagnosis_of(job, thresholds)
             run = runs.get(job.job_id)
             run_id: str | None = None
