@@ -155,7 +155,7 @@ def import_jobs(
                 run_id = str(run.info.run_id)
                 mended.append(job.job_id)
             elif run is not None:  # killed while it was written: write it again
-                tracker.client.delete_run(run.info.run_id)
+                _delete_run(tracker, str(run.info.run_id))
             if run_id is None:
                 run_id = write_run(tracker, parent, job, value, metric, diagnosis)
             if written is not None:
@@ -180,6 +180,18 @@ def import_jobs(
         tuple(mended),
         experiment_id=tracker.experiment_id,
     )
+
+
+def _delete_run(tracker: Tracker, run_id: str) -> None:
+    from mlflow.exceptions import MlflowException
+
+    from orchestrator.tracking import TrackingError
+
+    try:
+        tracker.client.delete_run(run_id)
+    except MlflowException as exc:
+        why = exc.message.splitlines()[0] if exc.message else type(exc).__name__
+        raise TrackingError(f"MLflow: delete the half-written run {run_id}: {why}") from exc
 
 
 def _objective(job: ImportedJob, metric: str) -> float | None:

@@ -104,6 +104,7 @@ class ImportedJob:
 
     @property
     def steps(self) -> int:
+        """The last step of its curves (0: none)."""
         return max((s for c in self.curves.values() for s, _ in c), default=0)
 
 
