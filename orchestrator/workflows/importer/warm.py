@@ -95,7 +95,8 @@ class ImportedWarmStart(Listener):
     name = "imported warm start"
 
     def sweep_started(self, e: SweepStarted) -> None:
-        started = any(t.state.name != "WAITING" for t in e.study.trials)
+        trials = e.study.get_trials(deepcopy=False) if e.resumed else []
+        started = any(t.state.name != "WAITING" for t in trials)
         if started or e.plan.generation is not None:
             return
         if e.study.study_name.endswith(SUFFIX):
