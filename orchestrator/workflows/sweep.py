@@ -39,8 +39,8 @@ def run_sweep(
     tracking server, if any, is asked for its health before anything starts. ``listeners``
     and ``engine`` (``clock``, ``sleep``, ``wall``, ``plan``, ``models``) go to
     :func:`orchestrator.engine.run_sweep`. A first run starts from the imported best when
-    ``ftsweep import`` filled ``NAME.imported`` (:class:`~.importer.ImportedWarmStart`)."""
-    from orchestrator.workflows.importer.warm import ImportedWarmStart
+    ``ftsweep import`` filled ``NAME.imported`` (:func:`~.importer.imported_warm_start`)."""
+    from orchestrator.workflows.importer.warm import imported_warm_start
 
     def mlflow(spec: SweepSpec, stores: Stores) -> Listener:
         from orchestrator.tracking import MlflowListener, Tracker
@@ -50,8 +50,9 @@ def run_sweep(
     return run_engine(
         spec_path,
         overrides or Overrides(),
-        listeners=[*listeners, ImportedWarmStart()],
+        listeners=listeners,
         tracking=mlflow,
         probe_tracking=tracker is None,
+        warm_start=imported_warm_start,
         **engine,
     )

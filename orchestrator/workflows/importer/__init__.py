@@ -35,7 +35,7 @@ from orchestrator.workflows.importer.record import (
     trial_of,
     write_run,
 )
-from orchestrator.workflows.importer.warm import ImportedWarmStart, imported_study_name
+from orchestrator.workflows.importer.warm import imported_study_name, imported_warm_start
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -47,10 +47,10 @@ __all__ = [
     "JOB_TAG",
     "ImportResult",
     "ImportedJob",
-    "ImportedWarmStart",
     "JobFilter",
     "import_jobs",
     "imported_study_name",
+    "imported_warm_start",
 ]
 
 REMOTE = ("openai", "azure")

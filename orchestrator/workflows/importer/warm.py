@@ -1,12 +1,12 @@
 """Imported history as a starting point: the warm start of a sweep's first run, and the
 summary ``ftsweep history`` shows.
 
-A sweep whose own study has no trial started yet, in a store holding ``NAME.imported`` with a
+A new study of a sweep (its first ``run``), in a store holding ``NAME.imported`` with a
 completed trial, starts with the imported best: among the jobs on the sweep's training file
 if any, else among all of them, the batch size rescaled by new/old examples (as ``retune``
 rescales it, so it keeps its share of the data), every value clamped into the sweep's space.
-It is enqueued once (``skip_if_exists``), with ``ftsweep.warm_start = NAME.imported#N``,
-after the sweep file's own ``enqueue`` entries.
+The engine enqueues it first (before the sweep file's ``enqueue`` entries), with
+``ftsweep.warm_start = NAME.imported#N``.
 """
 
 from __future__ import annotations
@@ -16,20 +16,20 @@ from typing import TYPE_CHECKING, Any
 
 from orchestrator.core.attrs import StudyAttrs, TrialAttrs
 from orchestrator.core.errors import SweepNotStartedError
-from orchestrator.engine.events import Listener, SweepStarted
 
 if TYPE_CHECKING:
     import optuna
 
     from orchestrator.config import SweepSpec
     from orchestrator.plan.space import Dimension, SearchSpace
+    from orchestrator.plan.sweep import SweepPlan
 
 __all__ = [
     "ImportedSummary",
-    "ImportedWarmStart",
     "imported_best",
     "imported_study_name",
     "imported_summary",
+    "imported_warm_start",
     "load_imported",
     "warm_config",
 ]
@@ -89,26 +89,17 @@ def warm_config(trial: optuna.trial.FrozenTrial, space: SearchSpace) -> dict[str
     return config
 
 
-class ImportedWarmStart(Listener):
-    """Enqueues the imported best as a new sweep's first trial (see the module docstring)."""
-
-    name = "imported warm start"
-
-    def sweep_started(self, e: SweepStarted) -> None:
-        trials = e.study.get_trials(deepcopy=False) if e.resumed else []
-        started = any(t.state.name != "WAITING" for t in trials)
-        if started or e.plan.generation is not None:
-            return
-        if e.study.study_name.endswith(SUFFIX):
-            return
-        imported = load_imported(e.plan.spec)
-        best = imported_best(imported) if imported is not None else None
-        if imported is None or best is None:
-            return
-        config = warm_config(best, e.plan.space)
-        if config:
-            origin = f"{imported.study_name}#{best.number}"
-            e.study.enqueue_trial(config, {TrialAttrs.WARM_START: origin}, skip_if_exists=True)
+def imported_warm_start(plan: SweepPlan) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+    """The first trial of a new study of ``plan``: the imported best as its space takes it,
+    with ``ftsweep.warm_start`` naming it; [] without an imported study (the engine's
+    ``warm_start``, wired in by :func:`orchestrator.workflows.sweep.run_sweep`)."""
+    imported = load_imported(plan.spec)
+    best = imported_best(imported) if imported is not None else None
+    if imported is None or best is None:
+        return []
+    config = warm_config(best, plan.space)
+    origin = f"{imported.study_name}#{best.number}"
+    return [(config, {TrialAttrs.WARM_START: origin})] if config else []
 
 
 @dataclass(frozen=True)
