@@ -60,6 +60,7 @@ def build() -> Any:
         backends,
         data,
         diagnose,
+        importer,
         learning_curve,
         models,
         results,
@@ -90,6 +91,7 @@ def build() -> Any:
         results,
         diagnose,
         learning_curve,
+        importer,
         backends,
         apisim,
     ):

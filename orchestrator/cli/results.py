@@ -39,6 +39,10 @@ def report(
         str, typer.Option("--format", help="table, csv, json, markdown or html.")
     ] = "table",
     out_file: Annotated[Path | None, typer.Option("--out", help="Write to this file.")] = None,
+    imported: Annotated[
+        bool,
+        typer.Option("--imported", help="Report the provider's jobs `ftsweep import` wrote."),
+    ] = False,
 ) -> None:
     """Report the sweep's trials: parameters, objective, diagnosis, cost (reads only).
 
@@ -51,12 +55,17 @@ def report(
 
     if fmt not in FORMATS:
         raise UsageError(f"--format must be one of {', '.join(FORMATS)}, not {fmt!r}")
+    study = None
+    if imported:
+        from orchestrator.config import load_spec
+
+        study = f"{load_spec(spec).name}.imported"
     if fmt == "html":  # the page with the summary, plots and advice
         from orchestrator.results.read import html_report
 
-        text = html_report(str(spec))
+        text = html_report(str(spec), study)
     else:
-        text = render(open_results(spec).frame(), fmt)
+        text = render(open_results(spec, study=study).frame(), fmt)
     if out_file is None:
         out.data(text)
         return

@@ -94,10 +94,12 @@ def history(
     from orchestrator.config import load_spec
     from orchestrator.core.errors import SweepNotStartedError
     from orchestrator.stores.read import generations, optuna_url
+    from orchestrator.workflows.importer.warm import imported_summary
 
     loaded = load_spec(spec)
     found = generations(loaded)
-    if not found:
+    past = imported_summary(loaded)
+    if not found and past is None:
         raise SweepNotStartedError(loaded.name, optuna_url(loaded), str(spec))
     current = next((g.number for g in reversed(found) if g.succeeded), None)
     rows = []
@@ -123,6 +125,29 @@ def history(
                 "changed": list(g.changes),
                 "state": "concluded" if g.succeeded else "unfinished",
             }
+        )
+    if past is not None:  # `ftsweep import`: the provider's jobs, before any generation
+        first = past.first
+        rows.insert(
+            0,
+            {
+                "generation": 0,
+                "study": past.study_name,
+                "started": (
+                    dt.datetime.fromtimestamp(first, dt.UTC).strftime("%Y-%m-%d %H:%M")
+                    if first
+                    else ""
+                ),
+                "trials": past.jobs,
+                "completed": past.completed,
+                "best_value": past.best_value,
+                "best_trial": None,
+                "model": past.model,
+                "current": False,
+                "previous": None,
+                "changed": [f"imported from {past.provider}"],
+                "state": "imported",
+            },
         )
     if as_json:
         out.data(json.dumps(rows, indent=2, default=str))

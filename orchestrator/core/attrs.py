@@ -51,6 +51,10 @@ class TrialAttrs:
     DERIVED_FROM = "ftsweep.derived_from"  # the number of the trial whose job it comes from
     DERIVED_JOB = "ftsweep.derived_job"  # that trial's job id
     DERIVED_MODEL = "ftsweep.derived_model"  # the checkpoint at that epoch (model id or path)
+    # a provider's past job, imported by `ftsweep import` (workflows/importer)
+    IMPORTED = "ftsweep.imported_job"  # the provider's job id: the import's key
+    IMPORTED_SAME_DATA = "ftsweep.imported_same_data"  # trained on the sweep's training file
+    IMPORTED_EXAMPLES = "ftsweep.imported_n_examples"  # examples in its training file
 
 
 class StudyAttrs:
@@ -76,3 +80,5 @@ class StudyAttrs:
     LOGGED = "ftsweep.mlflow_logged"
     #: ``ftsweep.sampler_seed.<host:pid>``: the seed each worker's sampler was built with
     SAMPLER_SEED = "ftsweep.sampler_seed"
+    #: ``ftsweep import``'s study (``NAME.imported``): the provider its jobs came from
+    IMPORTED_FROM = "ftsweep.imported_from"

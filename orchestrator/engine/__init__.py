@@ -90,6 +90,9 @@ def _spent(study: optuna.Study) -> float:
 #: builds the sweep's tracking listener once the stores are known (the entry point's choice:
 #: :func:`orchestrator.workflows.sweep.run_sweep` passes MLflow's)
 TrackingFactory = Callable[["SweepSpec", Stores], Listener]
+#: the configurations (and the trial attributes to enqueue each with) a new study of ``plan``
+#: trains first: :func:`orchestrator.workflows.importer.warm.imported_warm_start`
+WarmStart = Callable[[SweepPlan], Sequence[tuple[Mapping[str, Any], Mapping[str, Any]]]]
 
 
 def run_sweep(
@@ -105,6 +108,7 @@ def run_sweep(
     plan: SweepPlan | None = None,
     models: Sequence[ModelInfo] | None = None,
     resume: str | None = None,
+    warm_start: WarmStart | None = None,
 ) -> SweepResult:
     """Run (or resume) the sweep in ``spec_path`` to its limits and conclude it.
 
@@ -117,7 +121,8 @@ def run_sweep(
     against) is a plan made already: ``ftsweep retune``'s next generation; otherwise the sweep
     file is planned here, the head of its lineage resumed and its base model resolved.
     ``resume`` is the command that re-attaches, as messages name it (default ``ftsweep run
-    SPEC``)."""
+    SPEC``). ``warm_start(plan)`` gives the configurations (with trial attributes) a new
+    study trains first (``ftsweep import``'s best, wired in by the entry point)."""
     again = resume or f"ftsweep run {spec_path}"  # the command that resumes this sweep
     notes: list[str] = []
     given = plan
@@ -173,6 +178,9 @@ def run_sweep(
     emit = Dispatcher([*recorders, *listeners], debug=debug)
     if plan.generation is not None:  # a retune's warm start: the best of the one before
         for config, attrs in plan.generation.warm_start:
+            study.enqueue_trial(dict(config), dict(attrs), skip_if_exists=True)
+    elif warm_start is not None and not study.get_trials(deepcopy=False):
+        for config, attrs in warm_start(plan):  # a new study: the entry point's first trials
             study.enqueue_trial(dict(config), dict(attrs), skip_if_exists=True)
     for config in spec.enqueue:
         study.enqueue_trial(dict(config), skip_if_exists=True)

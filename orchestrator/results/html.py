@@ -92,6 +92,7 @@ def _trials_table(frame: pd.DataFrame) -> str:
         for c in (
             "trial",
             "state",
+            "imported",
             "value",
             *NAMES,
             "epochs_done",
@@ -232,12 +233,21 @@ def render_html(inp: ReportInputs) -> str:
     esc = html.escape
     now = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     gen = f", generation {inp.generation}" if inp.generation > 1 else ""
+    source = inp.study.user_attrs.get(StudyAttrs.IMPORTED_FROM)
+    if source:  # `ftsweep import`: past jobs at the provider, not trials this sweep ran
+        gen = f", imported from {source}"
     parts = [
         "<!doctype html><html lang='en'><head><meta charset='utf-8'>",
         "<meta name='viewport' content='width=device-width,initial-scale=1'>",
         f"<title>ftsweep report: {esc(inp.sweep)}</title><style>{_CSS}</style></head><body>",
         f"<h1>Sweep {esc(inp.sweep)}{esc(gen)}</h1>",
-        f"<p class='sub'>written {esc(now)} by ftsweep</p>",
+        f"<p class='sub'>written {esc(now)} by ftsweep"
+        + (
+            f"; past jobs at {esc(str(source))} imported by <code>ftsweep import</code>"
+            if source
+            else ""
+        )
+        + "</p>",
         _summary(inp),
         "<h2>Trials</h2>",
         _trials_table(inp.frame),

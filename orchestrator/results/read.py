@@ -77,9 +77,12 @@ class SweepResults:
         return trial_hyperparameters(trial, self.fixed())
 
 
-def open_results(spec_path: str | os.PathLike[str], *, current: bool = False) -> SweepResults:
+def open_results(
+    spec_path: str | os.PathLike[str], *, current: bool = False, study: str | None = None
+) -> SweepResults:
     """The results of the sweep in ``spec_path``, read-only: its latest generation's, or
-    with ``current`` the latest one that produced a model (``ftsweep retune``).
+    with ``current`` the latest one that produced a model (``ftsweep retune``), or the
+    sweep's study ``study`` (``NAME.imported``: what ``ftsweep import`` wrote).
 
     Raises :class:`~orchestrator.core.errors.SpecError` for an invalid sweep file,
     :class:`~orchestrator.core.errors.SweepNotStartedError` when its study does not exist (no
@@ -90,6 +93,9 @@ def open_results(spec_path: str | os.PathLike[str], *, current: bool = False) ->
     url = optuna_url(spec)
     shown = masked_url(url)
     not_started = SweepNotStartedError(spec.name, shown, str(spec_path))
+    if study is not None:
+        missing = SweepNotStartedError(study, shown, str(spec_path))
+        return SweepResults(spec, shown, load_study(study, url, shown, missing), 1)
     found = generations(spec, details=False)
     if current and any(g.succeeded for g in found):
         found = [g for g in found if g.succeeded]
@@ -174,12 +180,13 @@ def _advice_notes(spec_path: str, results: SweepResults, frame: pd.DataFrame) ->
     return list(advice.notes) if advice is not None else []
 
 
-def html_report(spec_path: str) -> str:
-    """The HTML report of the sweep in ``spec_path`` (its latest generation), read-only."""
+def html_report(spec_path: str, study: str | None = None) -> str:
+    """The HTML report of the sweep in ``spec_path`` (its latest generation, or its study
+    ``study``), read-only."""
     from orchestrator.results.html import ReportInputs, render_html, steps_per_epoch
     from orchestrator.stores.study import resolve_stores
 
-    results = open_results(spec_path)
+    results = open_results(spec_path, study=study)
     spec = results.spec
     frame = results.frame()
     curves, why = _curves(resolve_stores(spec).mlflow, results.study)

@@ -38,7 +38,9 @@ def run_sweep(
     ``tracker`` replaces the MLflow client on the sweep's store (tests); without it the
     tracking server, if any, is asked for its health before anything starts. ``listeners``
     and ``engine`` (``clock``, ``sleep``, ``wall``, ``plan``, ``models``) go to
-    :func:`orchestrator.engine.run_sweep`."""
+    :func:`orchestrator.engine.run_sweep`. A first run starts from the imported best when
+    ``ftsweep import`` filled ``NAME.imported`` (:func:`~.importer.imported_warm_start`)."""
+    from orchestrator.workflows.importer.warm import imported_warm_start
 
     def mlflow(spec: SweepSpec, stores: Stores) -> Listener:
         from orchestrator.tracking import MlflowListener, Tracker
@@ -51,5 +53,6 @@ def run_sweep(
         listeners=listeners,
         tracking=mlflow,
         probe_tracking=tracker is None,
+        warm_start=imported_warm_start,
         **engine,
     )
