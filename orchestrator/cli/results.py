@@ -71,6 +71,15 @@ def best(
     code: Annotated[
         bool, typer.Option("--code", help="Print only the sample call (Python), ready to paste.")
     ] = False,
+    by: Annotated[
+        str | None,
+        typer.Option(
+            "--by",
+            metavar="METRIC",
+            help="Rank by a task metric that ftsweep evaluate logged (eval_exact_match...), "
+            "highest first, instead of the objective.",
+        ),
+    ] = None,
 ) -> None:
     """Print the best trial's hyper-parameters, value, model and inference recipe as JSON.
 
@@ -79,19 +88,41 @@ def best(
     that). Of a retuned sweep: the current generation's (the latest that produced a model).
     Reads only.
 
+    An earlier epoch that kept no model is shown with how to get it; its recipe is then the
+    best trial's that has one.
+
     Example: ftsweep best sweeps/quickstart.yaml --code > call.py
     """
     quiet_libraries()
     from orchestrator.core.attrs import StudyAttrs, TrialAttrs
     from orchestrator.core.errors import OrchestratorError
     from orchestrator.results.read import open_results
-    from orchestrator.tracking.recipe import recipe_of_trial
+    from orchestrator.tracking.recipe import missing_model_note, recipe_of_trial
 
     results = open_results(spec, current=True)
     trial = results.best()
+    by_value = None
+    if by is not None:
+        from orchestrator.workflows.evaluate import rank_by
+
+        ranked = rank_by(results.study, by)
+        if not ranked:
+            raise OrchestratorError(
+                f"no trial of {results.spec.name!r} has {by}: run `ftsweep evaluate {spec}` "
+                "(its scorers log eval_<scorer>)"
+            )
+        trial, by_value = ranked[0]
     if trial is None:
         raise OrchestratorError(f"sweep {results.spec.name!r} has no completed trial yet")
-    recipe = recipe_of_trial(results.spec.backend.name, trial)
+    backend = results.spec.backend.name
+    note = missing_model_note(trial)
+    with_model = trial
+    if note is not None:  # the recipe of the best trial that has a model
+        done = [t for t in results.study.get_trials(deepcopy=False) if t.state.name == "COMPLETE"]
+        sign = 1.0 if results.study.direction.name == "MINIMIZE" else -1.0
+        kept = [t for t in done if t.user_attrs.get(TrialAttrs.FINE_TUNED_MODEL)]
+        with_model = min(kept, key=lambda t: sign * float(t.value or 0.0), default=trial)
+    recipe = recipe_of_trial(backend, with_model, results.study)
     if code:
         if recipe is None:
             raise OrchestratorError(f"trial {trial.number} of {results.spec.name!r} kept no model")
@@ -100,8 +131,10 @@ def best(
     recipe_data = None
     if recipe is not None:
         recipe_data = {**recipe.as_dict(), "sample_call": recipe.sample_call()}
+        if with_model is not trial:
+            recipe_data["trial"] = with_model.number
         attrs = results.study.user_attrs
-        if attrs.get(StudyAttrs.REGISTERED_TRIAL) == trial.number:
+        if attrs.get(StudyAttrs.REGISTERED_TRIAL) == with_model.number:
             version = attrs.get(StudyAttrs.REGISTERED_VERSION)
             recipe_data["registered_model"] = f"models:/{results.spec.name}/{version}"
     out.data(
@@ -117,6 +150,8 @@ def best(
                 "recommendation": trial.user_attrs.get(TrialAttrs.RECOMMENDATION),
                 "fine_tuned_model": trial.user_attrs.get(TrialAttrs.FINE_TUNED_MODEL),
                 "mlflow_run_id": trial.user_attrs.get(TrialAttrs.MLFLOW_RUN),
+                **({"model_note": note} if note else {}),
+                **({"by": by, by: by_value} if by is not None else {}),
                 "recipe": recipe_data,
             },
             indent=2,
