@@ -97,7 +97,7 @@ def best(
     from orchestrator.core.attrs import StudyAttrs, TrialAttrs
     from orchestrator.core.errors import OrchestratorError
     from orchestrator.results.read import open_results
-    from orchestrator.tracking.recipe import missing_model_note, recipe_of_trial
+    from orchestrator.tracking.recipe import missing_model_note, recipe_of_trial, with_model
 
     results = open_results(spec, current=True)
     trial = results.best()
@@ -116,13 +116,8 @@ def best(
         raise OrchestratorError(f"sweep {results.spec.name!r} has no completed trial yet")
     backend = results.spec.backend.name
     note = missing_model_note(trial)
-    with_model = trial
-    if note is not None:  # the recipe of the best trial that has a model
-        done = [t for t in results.study.get_trials(deepcopy=False) if t.state.name == "COMPLETE"]
-        sign = 1.0 if results.study.direction.name == "MINIMIZE" else -1.0
-        kept = [t for t in done if t.user_attrs.get(TrialAttrs.FINE_TUNED_MODEL)]
-        with_model = min(kept, key=lambda t: sign * float(t.value or 0.0), default=trial)
-    recipe = recipe_of_trial(backend, with_model, results.study)
+    kept = with_model(results.study, trial)  # the best trial with a model when it has none
+    recipe = recipe_of_trial(backend, kept, results.study)
     if code:
         if recipe is None:
             raise OrchestratorError(f"trial {trial.number} of {results.spec.name!r} kept no model")
@@ -131,10 +126,10 @@ def best(
     recipe_data = None
     if recipe is not None:
         recipe_data = {**recipe.as_dict(), "sample_call": recipe.sample_call()}
-        if with_model is not trial:
-            recipe_data["trial"] = with_model.number
+        if kept is not trial:
+            recipe_data["trial"] = kept.number
         attrs = results.study.user_attrs
-        if attrs.get(StudyAttrs.REGISTERED_TRIAL) == with_model.number:
+        if attrs.get(StudyAttrs.REGISTERED_TRIAL) == kept.number:
             version = attrs.get(StudyAttrs.REGISTERED_VERSION)
             recipe_data["registered_model"] = f"models:/{results.spec.name}/{version}"
     out.data(

@@ -18,7 +18,14 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["Recipe", "build_recipe", "missing_model_note", "recipe_of_trial", "request_of_trial"]
+__all__ = [
+    "Recipe",
+    "build_recipe",
+    "missing_model_note",
+    "recipe_of_trial",
+    "request_of_trial",
+    "with_model",
+]
 
 #: new tokens the local sample call allows (a completion normally stops well before)
 MAX_NEW_TOKENS = 64
@@ -325,6 +332,22 @@ def missing_model_note(trial: Any) -> str | None:
         "file's enqueue: and run it again) to get one; the recipe is of the best trial that has "
         "a model"
     )
+
+
+def with_model(study: Any, trial: Any) -> Any:
+    """``trial`` when it has a model, else the study's best completed trial that has one
+    (``trial`` again when none has): whose recipe ``best`` shows and the registry holds."""
+    from orchestrator.core.attrs import TrialAttrs
+
+    if trial.user_attrs.get(TrialAttrs.FINE_TUNED_MODEL):
+        return trial
+    sign = 1.0 if study.direction.name == "MINIMIZE" else -1.0
+    kept = [
+        t
+        for t in study.get_trials(deepcopy=False)
+        if t.state.name == "COMPLETE" and t.user_attrs.get(TrialAttrs.FINE_TUNED_MODEL)
+    ]
+    return min(kept, key=lambda t: (sign * float(t.value or 0.0), t.number), default=trial)
 
 
 def recipe_of_trial(backend: str, trial: Any, study: Any = None) -> Recipe | None:

@@ -461,6 +461,10 @@ class _Clock:
             self.cpu[phase] += time.process_time() - c0
 
 
+#: what "best so far" means for a full fine-tune's kept epoch, in order of preference
+_BEST_BY = ("full_valid_loss", "valid_loss", "train_loss")
+
+
 def _checkpoint(
     run: _Run,
     config: TrainingConfig,
@@ -470,15 +474,24 @@ def _checkpoint(
     values: Mapping[str, float],
     report: Callable[[list[dict[str, Any]]], None] | None,
 ) -> None:
-    """Save this epoch's model and drop the oldest beyond ``options.checkpoints``."""
+    """Save this epoch's model as ``checkpoint_dir/epoch-N`` (the one layout of local
+    checkpoints: ``docs/local-trainer.md``) and drop what ``options.checkpoints`` does not keep:
+    beyond N the oldest; with ``auto`` nothing of a LoRA adapter (every earlier epoch kept),
+    and of a full fine-tune all but the best epoch so far (lowest :data:`_BEST_BY` loss)."""
     keep = config.options.checkpoints
     if not keep or config.checkpoint_dir is None:
         return
+    if keep == "auto" and config.options.lora is None and kept:
+        name = next((n for n in _BEST_BY if n in values and n in kept[-1]["metrics"]), None)
+        if name is None or not values[name] < kept[-1]["metrics"][name]:
+            return  # the best so far stays
     path = config.checkpoint_dir / f"epoch-{epoch}"
     run.save(path)
     kept.append({"step": step, "epoch": epoch, "metrics": dict(values), "model_id": str(path)})
-    dropped = kept[:-keep]
-    del kept[:-keep]
+    every = len(kept) if config.options.lora is not None else 1
+    limit = every if keep == "auto" else int(keep)
+    dropped = kept[:-limit]
+    del kept[:-limit]
     if report is not None:
         report(list(kept))
     for old in dropped:
