@@ -14,7 +14,8 @@ Options come from the sweep file's ``backend.options`` (backend-wide defaults) a
     save_model: true               # keep the final model (or LoRA adapter) in the job folder
     checkpoints: auto              # also keep the models of up to N epochs before the last;
                                    # auto: every earlier epoch's LoRA adapter, or for a full
-                                   # fine-tune the best earlier epoch so far (full_valid_loss)
+                                   # fine-tune the best earlier epoch so far (full_valid_loss);
+                                   # none with save_model: false
     eval_generations: 0            # at each epoch end, greedily generate the completions of up
                                    # to N validation examples: full_valid_exact_match and
                                    # full_valid_label_accuracy (objectives to maximize)
@@ -51,7 +52,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -109,7 +110,7 @@ class LocalBackendOptions(BackendOptions):
     device: str = Field(default="auto", pattern=r"^(auto|cpu|mps|cuda(:\d+)?)$")
     torch_threads: int | None = Field(default=None, ge=1)
     save_model: bool = True
-    checkpoints: int | Literal["auto"] = Field(default="auto", ge=0)
+    checkpoints: Annotated[int, Field(ge=0)] | Literal["auto"] = "auto"
     eval_generations: int = Field(default=0, ge=0)
     # -- speed and memory --
     precision: str = Field(default="auto", pattern=r"^(auto|fp32|bf16|fp16)$")

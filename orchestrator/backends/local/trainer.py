@@ -477,9 +477,14 @@ def _checkpoint(
     """Save this epoch's model as ``checkpoint_dir/epoch-N`` (the one layout of local
     checkpoints: ``docs/local-trainer.md``) and drop what ``options.checkpoints`` does not keep:
     beyond N the oldest; with ``auto`` nothing of a LoRA adapter (every earlier epoch kept),
-    and of a full fine-tune all but the best epoch so far (lowest :data:`_BEST_BY` loss)."""
+    and of a full fine-tune all but the best epoch so far (lowest :data:`_BEST_BY` loss);
+    ``auto`` keeps nothing when the job keeps no model (``save_model: false``)."""
     keep = config.options.checkpoints
-    if not keep or config.checkpoint_dir is None:
+    if (
+        not keep
+        or config.checkpoint_dir is None
+        or (keep == "auto" and not config.options.save_model)
+    ):
         return
     if keep == "auto" and config.options.lora is None and kept:
         name = next((n for n in _BEST_BY if n in values and n in kept[-1]["metrics"]), None)
