@@ -4,7 +4,8 @@ The sweep file's ``evaluate:`` block names the file and the scorers
 (:mod:`orchestrator.evaluation`). :func:`evaluate_sweep` ranks the finished trials by the
 sweep's objective, takes the best ``top`` that have a model (a trial without one, an earlier
 epoch whose job kept no checkpoint, is named in the notes with how to get its model), has
-each model answer every held-out prompt and scores the answers:
+each model answer every held-out prompt and scores the answers against the references (the
+training data's stop sequence, which ends every completion, taken off them):
 
 * **local**: the job's model folder or LoRA adapter (its base from the adapter's config),
   greedy, stopped at the training data's stop sequences (:mod:`.evaluate_local`);
@@ -173,6 +174,12 @@ def evaluate_sweep(
         raise OrchestratorError(f"sweep {spec.name!r} has no finished trial with a model yet")
     stores = resolve_stores(spec)
     metrics = tuple(s.metric for s in scorers)
+    # the training data's stop sequence ends every completion; a model's answer stops before it
+    stop = plan.train.stop_sequence
+    references = [
+        e.reference[: -len(stop)] if stop and e.reference.endswith(stop) else e.reference
+        for e in examples
+    ]
     todo = [t for t in chosen if not _is_recorded(recorded.get(t.number), _model(t), metrics)]
     answer = answerer or (_answerer(plan, stores, study, ev, say) if todo else None)
     rows: list[TrialScores] = []
@@ -187,7 +194,7 @@ def evaluate_sweep(
         assert answer is not None
         say(f"trial {t.number}: answering {len(examples)} held-out prompts with {model}")
         answers = answer(model, examples)
-        scores = score_answers(scorers, answers, [e.reference for e in examples])
+        scores = score_answers(scorers, answers, references)
         if tracker is not None and run_id:
             _log(tracker, str(run_id), _epoch_of(t, study), scores)
         entry = recorded.get(t.number) or {"model": model, "scores": {}}
