@@ -119,6 +119,8 @@ def best(
     kept = with_model(results.study, trial)  # the best trial with a model when it has none
     recipe = recipe_of_trial(backend, kept, results.study)
     if code:
+        if note is not None:
+            out.warn(note)
         if recipe is None:
             raise OrchestratorError(f"trial {trial.number} of {results.spec.name!r} kept no model")
         out.data(recipe.sample_call().rstrip("\n"))
