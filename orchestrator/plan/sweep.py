@@ -271,6 +271,10 @@ def _options(shown: str, spec: SweepSpec, backend: type[Backend]) -> BackendOpti
     raw = dict(spec.backend.options)
     if spec.prices and "prices" in backend.Options.model_fields and "prices" not in raw:
         raw["prices"] = dict(spec.prices)
+    evaluated = spec.evaluate is not None and spec.objective.metric.startswith("eval_")
+    if evaluated and "evaluate" in backend.Options.model_fields and "evaluate" not in raw:
+        assert spec.evaluate is not None  # the objective is a score: the job reports it
+        raw["evaluate"] = spec.evaluate.model_dump(mode="json", exclude_none=True)
     try:
         return backend.parse_options(raw)
     except ValidationError as exc:

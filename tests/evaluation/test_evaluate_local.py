@@ -45,6 +45,20 @@ trials: 1
 """
 
 
+#: the held-out score as the objective: every epoch end reports it
+OBJECTIVE_SPEC = """name: tiny-objective
+data: {train: data/reverse.train.jsonl, valid: data/reverse.valid.jsonl}
+backend: {name: local, model: tiny, options: {torch_threads: 1}}
+space:
+  n_epochs: 2
+  batch_size: 8
+  learning_rate_multiplier: 4.0
+trials: 1
+objective: {metric: eval_exact_match, direction: maximize}
+evaluate: {file: held/reverse.valid.jsonl, scorers: [exact_match, contains], max_tokens: 12}
+"""
+
+
 def _finished(
     tmp_path_factory: pytest.TempPathFactory, name: str, text: str, task: str
 ) -> Iterator[Finished]:
@@ -74,6 +88,39 @@ def tiny_eval(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Finished]:
 @pytest.fixture(scope="module")
 def tiny_overfit(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Finished]:
     yield from _finished(tmp_path_factory, "tiny-overfit", OVERFIT_SPEC, "random_labels")
+
+
+@pytest.fixture(scope="module")
+def tiny_objective(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Finished]:
+    yield from _finished(tmp_path_factory, "tiny-objective", OBJECTIVE_SPEC, "reverse")
+
+
+def test_a_held_out_score_as_the_objective(tiny_objective: Finished) -> None:
+    """Each finished job is evaluated as it trains: eval_exact_match at every epoch end,
+    the last one the trial's value."""
+    study = optuna.load_study(
+        study_name="tiny-objective", storage=f"sqlite:///{tiny_objective.runs / 'optuna.db'}"
+    )
+    (trial,) = study.trials
+    client = MlflowClient(tracking_uri=f"sqlite:///{tiny_objective.runs / 'mlflow.db'}")
+    run_id = trial.user_attrs["ftsweep.mlflow_run_id"]
+    exact = client.get_metric_history(run_id, "eval_exact_match")
+    contains = client.get_metric_history(run_id, "eval_contains")
+    assert len(exact) == len(contains) == 2  # one per epoch end
+    assert trial.value == pytest.approx(sorted(exact, key=lambda m: m.step)[-1].value)
+    assert all(0 <= m.value <= 1 for m in exact)
+    assert sorted(trial.intermediate_values) == [1, 2]  # reported to the pruner per epoch
+
+
+def test_a_score_objective_needs_the_evaluate_block(cli: Any, tmp_path: Path) -> None:
+    write_task("reverse", tmp_path / "data", n_train=20, n_valid=5)
+    write_task("reverse", tmp_path / "held", n_train=1, n_valid=5, seed=7)
+    spec = tmp_path / "s.yaml"
+    spec.write_text(OBJECTIVE_SPEC.replace("evaluate: {file", "unused: {file"))
+    text = "\n".join(line for line in spec.read_text().splitlines() if "unused" not in line)
+    spec.write_text(text + "\n")
+    r = cli("space", spec)
+    assert r.code == 2 and "s.yaml: objective.metric: 'eval_exact_match' is not reported" in r.err
 
 
 def test_evaluate_a_tiny_sweep_logs_exact_match_to_three_child_runs(

@@ -138,10 +138,16 @@ class LocalBackend(Backend):
 
     @classmethod
     def metric_names(cls, options: BackendOptions) -> frozenset[str]:
-        """OpenAI's metrics, plus generation metrics when ``eval_generations`` is set."""
+        """OpenAI's metrics, plus generation metrics when ``eval_generations`` is set, and the
+        ``evaluate`` option's ``eval_<scorer>`` scores."""
         names = super().metric_names(options)
         if getattr(options, "eval_generations", 0):
             names |= frozenset(GENERATION_METRICS)
+        block = getattr(options, "evaluate", None)
+        if isinstance(block, dict):  # the evaluate: block's scores (.taskeval)
+            from orchestrator.evaluation import metric_name
+
+            names |= frozenset(metric_name(str(s)) for s in block.get("scorers", ["exact_match"]))
         return names
 
     @classmethod

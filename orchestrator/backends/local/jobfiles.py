@@ -290,7 +290,10 @@ class JobFolder:
             points.extend(
                 MetricPoint(step, name, float(value))
                 for name, value in event.items()
-                if name in METRIC_NAMES or name in GENERATION_METRICS or name in THROUGHPUT_METRICS
+                if name in METRIC_NAMES
+                or name in GENERATION_METRICS
+                or name in THROUGHPUT_METRICS
+                or name.startswith("eval_")  # the evaluate: block's scores (.taskeval)
             )
         return points, offset + end
 

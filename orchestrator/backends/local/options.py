@@ -112,6 +112,9 @@ class LocalBackendOptions(BackendOptions):
     save_model: bool = True
     checkpoints: Annotated[int, Field(ge=0)] | Literal["auto"] = "auto"
     eval_generations: int = Field(default=0, ge=0)
+    #: the sweep's ``evaluate:`` block, set by the plan when the objective is one of its
+    #: scores (:mod:`.taskeval`); not written in the sweep file's options
+    evaluate: dict[str, Any] | None = None
     # -- speed and memory --
     precision: str = Field(default="auto", pattern=r"^(auto|fp32|bf16|fp16)$")
     attn_implementation: str | None = Field(default=None, min_length=1)
@@ -173,6 +176,7 @@ class LocalOptions:
     save_model: bool = True
     checkpoints: int | str = "auto"
     eval_generations: int = 0
+    evaluate: dict[str, Any] | None = None
     # -- speed and memory --
     precision: str = "auto"
     attn_implementation: str | None = None
@@ -293,6 +297,10 @@ def _parse_field(key: str, value: Any) -> Any:
     if key == "device":
         if not isinstance(value, str) or value.split(":")[0] not in {"auto", "cpu", "cuda", "mps"}:
             raise _bad(key, "auto, cpu, cuda, cuda:N or mps", value)
+        return value
+    if key == "evaluate":
+        if value is not None and not isinstance(value, dict):
+            raise _bad(key, "the sweep's evaluate: block (a mapping)", value)
         return value
     if key == "checkpoints" and value == "auto":
         return value

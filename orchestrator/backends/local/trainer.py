@@ -16,7 +16,8 @@ within a step, and the metrics must be written as OpenAI names them. See
   least :data:`TRAIN_PER_VALID_EXAMPLE` training examples per sample example in between, so
   the sample costs about a tenth of the training); at each epoch's end ``full_valid_loss``
   and ``full_valid_mean_token_accuracy`` on all of it (and, with option ``eval_generations``,
-  ``full_valid_exact_match`` and ``full_valid_label_accuracy`` from greedy generations). A
+  ``full_valid_exact_match`` and ``full_valid_label_accuracy`` from greedy generations; with
+  option ``evaluate``, the held-out scores ``eval_<scorer>``: :mod:`.taskeval`). A
   sample point that falls on an epoch's end is read from that epoch's full pass.
 * At each epoch's end, ``tokens_per_second``, ``mfu`` (where the GPU's peak is known) and
   ``peak_memory_mb`` go to ``on_throughput`` (:mod:`.throughput`).
@@ -225,6 +226,13 @@ class _Run:
             sample_rng.sample(range(len(self.valid)), min(len(self.valid), opts.valid_sample))
         )
         self.valid_sample = [self.valid[i] for i in self.sample_index]
+        self.task: Any = None  # a .taskeval.TaskEval with option evaluate
+        if opts.evaluate is not None:
+            from orchestrator.backends.local.taskeval import TaskEval
+            from orchestrator.data.checks import check_file
+
+            stop = check_file(config.train_file)[0].stop_sequence
+            self.task = TaskEval(opts.evaluate, self.tokenizer, stop)
 
         model = prepare_model(loaded.model, opts)
         self.model = model if opts.load_in_4bit else model.to(self.device)
@@ -420,6 +428,9 @@ def run_training(
                     sample = _sum(run.evaluate(run.valid_sample))
                 values["valid_loss"] = sample.loss
                 values["valid_mean_token_accuracy"] = sample.accuracy
+            if epoch_end and run.task is not None:  # the evaluate: block's scores
+                with clock.timing("full_valid"):
+                    values.update(run.task.score(run.model, run.tokenizer, run.device, run.pad_id))
             if epoch_end and on_throughput is not None:  # before the line a sink may wait at
                 on_throughput(step, run.throughput(tokens, clock.seconds["train"]))
             sink.emit(step, {k: v for k, v in values.items() if not math.isnan(v) or "loss" in k})
