@@ -174,3 +174,11 @@ def test_a_good_evaluate_block_plans(cli: Any, tmp_path: Path) -> None:
     path = _spec_file(tmp_path, {"file": "data/held.jsonl", "scorers": ["contains"]})
     r = cli("space", path)
     assert r.code == 0, r.err
+
+
+def test_evaluate_without_an_evaluate_block_exits_2(cli: Any, tmp_path: Path) -> None:
+    path = _spec_file(tmp_path, None)
+    path.write_text(path.read_text().replace("evaluate: null\n", ""))
+    r = cli("evaluate", path)
+    assert r.code == 2 and "ev.yaml: evaluate: no evaluate: block" in r.err, r.err
+    assert cli("evaluate", path, "--top", "0").code == 2
