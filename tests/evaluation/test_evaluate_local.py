@@ -33,14 +33,16 @@ evaluate: {file: held/reverse.valid.jsonl, scorers: [exact_match, contains], lim
            max_tokens: 12}
 """
 
-#: random labels memorised for 5 epochs: the validation loss is lowest early
+#: random labels memorised for 6 epochs: the validation loss is lowest at epoch 3 (every
+#: setting fixed, so the curve is the same each run)
 OVERFIT_SPEC = """name: tiny-overfit
 data: {train: data/random_labels.train.jsonl, valid: data/random_labels.valid.jsonl}
 backend: {name: local, model: tiny, options: {torch_threads: 1}}
 space:
-  n_epochs: {low: 1, high: 5}
+  n_epochs: {low: 1, high: 6}
   batch_size: 2
-  learning_rate_multiplier: 8.0
+  learning_rate_multiplier: 12.0
+  prompt_loss_weight: 0.01
 trials: 1
 """
 
