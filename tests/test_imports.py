@@ -54,6 +54,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("orchestrator.plan",),
     ("orchestrator.stores",),
     ("orchestrator.backends",),
+    ("orchestrator.evaluation",),
     ("orchestrator.data",),
     ("orchestrator.catalog",),
     ("orchestrator.config",),

@@ -61,7 +61,8 @@ OPERATIONS = (
     "files.create", "files.list", "files.retrieve", "files.delete", "files.content",
     "jobs.create", "jobs.list", "jobs.retrieve", "jobs.cancel", "jobs.pause",
     "jobs.resume", "jobs.delete", "jobs.events", "jobs.checkpoints", "models.list",
-    "models.retrieve",
+    "models.retrieve", "chat.create", "deployments.create", "deployments.retrieve",
+    "deployments.delete",
 )  # fmt: skip
 _APIS = ("openai", "azure")
 _BIG = 10**9

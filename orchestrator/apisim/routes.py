@@ -10,7 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from orchestrator.apisim import models, render
+from orchestrator.apisim import chat, models, render
 from orchestrator.apisim.errors import ApiError
 from orchestrator.apisim.simulator import Simulator
 
@@ -190,6 +190,32 @@ def models_retrieve(ctx: Ctx) -> Reply:
     return Reply(200, render_one(ctx.sim.get_model(ctx.api, ctx.ids[0])))
 
 
+def chat_create(ctx: Ctx) -> Reply:
+    with ctx.sim.lock:
+        return Reply(200, chat.chat_completion(ctx.sim, ctx.api, ctx.json, None))
+
+
+def deployment_chat_create(ctx: Ctx) -> Reply:
+    _azure_only(ctx)
+    with ctx.sim.lock:
+        return Reply(200, chat.chat_completion(ctx.sim, ctx.api, ctx.json, ctx.ids[0]))
+
+
+def _azure_only(ctx: Ctx) -> None:
+    if ctx.api != "azure":
+        raise ApiError(404, "Deployments are Azure's: not on this API.")
+
+
+def _deployment(method: str) -> Handler:
+    def handler(ctx: Ctx) -> Reply:
+        _azure_only(ctx)
+        with ctx.sim.lock:
+            status, body = chat.deployment(ctx.sim, method, ctx.ids[0], ctx.json)
+        return Reply(status, body)
+
+    return handler
+
+
 _ID = r"([A-Za-z0-9_.:-]+)"
 Handler = Callable[[Ctx], Reply]
 #: (method, path pattern, operation name, handler)
@@ -212,6 +238,11 @@ ROUTES: list[tuple[str, re.Pattern[str], str, Handler]] = [
         ("GET", r"/fine_tuning/jobs/{id}/checkpoints", "jobs.checkpoints", jobs_checkpoints),
         ("GET", r"/models", "models.list", models_list),
         ("GET", r"/models/{id}", "models.retrieve", models_retrieve),
+        ("POST", r"/chat/completions", "chat.create", chat_create),
+        ("POST", r"/deployments/{id}/chat/completions", "chat.create", deployment_chat_create),
+        ("PUT", r"/deployments/{id}", "deployments.create", _deployment("PUT")),
+        ("GET", r"/deployments/{id}", "deployments.retrieve", _deployment("GET")),
+        ("DELETE", r"/deployments/{id}", "deployments.delete", _deployment("DELETE")),
     )
 ]
 

@@ -54,6 +54,8 @@ class Simulator:
         self.jobs: dict[str, JobRecord] = {}
         self.nth = 0
         self._curves: dict[str, list[StepMetrics]] = {}
+        #: Azure's deployments by name (:mod:`.chat`; in memory only)
+        self.deployments: dict[str, dict[str, Any]] = {}
         saved = self.store.load()
         start = None
         self.faults = faults or Faults()

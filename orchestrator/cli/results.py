@@ -80,6 +80,15 @@ def best(
     code: Annotated[
         bool, typer.Option("--code", help="Print only the sample call (Python), ready to paste.")
     ] = False,
+    by: Annotated[
+        str | None,
+        typer.Option(
+            "--by",
+            metavar="METRIC",
+            help="Rank by a task metric that ftsweep evaluate logged (eval_exact_match...), "
+            "highest first, instead of the objective.",
+        ),
+    ] = None,
 ) -> None:
     """Print the best trial's hyper-parameters, value, model and inference recipe as JSON.
 
@@ -88,20 +97,39 @@ def best(
     that). Of a retuned sweep: the current generation's (the latest that produced a model).
     Reads only.
 
+    An earlier epoch that kept no model is shown with how to get it; its recipe is then the
+    best trial's that has one.
+
     Example: ftsweep best sweeps/quickstart.yaml --code > call.py
     """
     quiet_libraries()
     from orchestrator.core.attrs import StudyAttrs, TrialAttrs
     from orchestrator.core.errors import OrchestratorError
     from orchestrator.results.read import open_results
-    from orchestrator.tracking.recipe import recipe_of_trial
+    from orchestrator.tracking.recipe import missing_model_note, recipe_of_trial, with_model
 
     results = open_results(spec, current=True)
     trial = results.best()
+    by_value = None
+    if by is not None:
+        from orchestrator.workflows.evaluate import rank_by
+
+        ranked = rank_by(results.study, by)
+        if not ranked:
+            raise OrchestratorError(
+                f"no trial of {results.spec.name!r} has {by}: run `ftsweep evaluate {spec}` "
+                "(its scorers log eval_<scorer>)"
+            )
+        trial, by_value = ranked[0]
     if trial is None:
         raise OrchestratorError(f"sweep {results.spec.name!r} has no completed trial yet")
-    recipe = recipe_of_trial(results.spec.backend.name, trial)
+    backend = results.spec.backend.name
+    note = missing_model_note(trial)
+    kept = with_model(results.study, trial)  # the best trial with a model when it has none
+    recipe = recipe_of_trial(backend, kept, results.study)
     if code:
+        if note is not None:
+            out.warn(note)
         if recipe is None:
             raise OrchestratorError(f"trial {trial.number} of {results.spec.name!r} kept no model")
         out.data(recipe.sample_call().rstrip("\n"))
@@ -109,8 +137,10 @@ def best(
     recipe_data = None
     if recipe is not None:
         recipe_data = {**recipe.as_dict(), "sample_call": recipe.sample_call()}
+        if kept is not trial:
+            recipe_data["trial"] = kept.number
         attrs = results.study.user_attrs
-        if attrs.get(StudyAttrs.REGISTERED_TRIAL) == trial.number:
+        if attrs.get(StudyAttrs.REGISTERED_TRIAL) == kept.number:
             version = attrs.get(StudyAttrs.REGISTERED_VERSION)
             recipe_data["registered_model"] = f"models:/{results.spec.name}/{version}"
     out.data(
@@ -126,6 +156,8 @@ def best(
                 "recommendation": trial.user_attrs.get(TrialAttrs.RECOMMENDATION),
                 "fine_tuned_model": trial.user_attrs.get(TrialAttrs.FINE_TUNED_MODEL),
                 "mlflow_run_id": trial.user_attrs.get(TrialAttrs.MLFLOW_RUN),
+                **({"model_note": note} if note else {}),
+                **({"by": by, by: by_value} if by is not None else {}),
                 "recipe": recipe_data,
             },
             indent=2,

@@ -27,6 +27,7 @@ from orchestrator.config.models import (
     BatchSizeParam,
     DataSpec,
     DiagnosisSpec,
+    EvaluateSpec,
     FloatParam,
     IntParam,
     ObjectiveSpec,
@@ -43,6 +44,7 @@ __all__ = [
     "BatchSizeParam",
     "DataSpec",
     "DiagnosisSpec",
+    "EvaluateSpec",
     "FloatParam",
     "IntParam",
     "ObjectiveSpec",
@@ -71,7 +73,8 @@ def parse_spec(data: Any, source: str) -> SweepSpec:
 
 
 def load_spec(path: str | os.PathLike[str]) -> SweepSpec:
-    """Load and validate a sweep file. Data paths become absolute (relative to the file)."""
+    """Load and validate a sweep file. Data paths (and ``evaluate``'s files) become absolute
+    (relative to the file)."""
     from orchestrator.config.yamlfile import YamlFileError, read_yaml
 
     p = Path(path)
@@ -93,4 +96,10 @@ def load_spec(path: str | os.PathLike[str]) -> SweepSpec:
         train=base / spec.data.train,
         valid=(base / spec.data.valid) if spec.data.valid else None,
     )
-    return spec.model_copy(update={"data": data_spec, "source": p})
+    update: dict[str, object] = {"data": data_spec, "source": p}
+    if spec.evaluate is not None:
+        schema = spec.evaluate.json_schema
+        update["evaluate"] = spec.evaluate.model_copy(
+            update={"file": base / spec.evaluate.file, "json_schema": schema and base / schema}
+        )
+    return spec.model_copy(update=update)

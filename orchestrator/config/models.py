@@ -37,6 +37,7 @@ __all__ = [
     "BatchSizeParam",
     "DataSpec",
     "DiagnosisSpec",
+    "EvaluateSpec",
     "FloatParam",
     "IntParam",
     "ObjectiveSpec",
@@ -258,6 +259,41 @@ class DiagnosisSpec(_Model):
     plateau_gain: float = Field(default=0.01, ge=0)
 
 
+#: the built-in scorers of ``evaluate.scorers`` (see :mod:`orchestrator.evaluation.scorers`)
+BUILTIN_SCORERS = ("exact_match", "label_accuracy", "json_valid", "contains")
+#: a built-in scorer, a user scorer ``module:function`` or an entry point of ``ftsweep.scorers``
+_SCORER = (
+    r"^([A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z_][A-Za-z0-9_]*"
+    r"|[A-Za-z0-9_.-]{1,100})$"
+)
+
+
+class EvaluateSpec(_Model):
+    """``evaluate:``: a held-out file (the training data's formats) and the scorers of the
+    answers a trial's model generates for its prompts (``ftsweep evaluate``)."""
+
+    file: FilePath
+    scorers: list[Annotated[str, Field(pattern=_SCORER)]] = Field(
+        default_factory=lambda: ["exact_match"], min_length=1, max_length=20
+    )
+    #: label_accuracy: the answer's first line/token must be one of these (None: the first
+    #: line of the reference is the label)
+    labels: list[Text] | None = Field(default=None, min_length=1, max_length=10_000)
+    #: json_valid: a JSON-schema file the answer must also satisfy
+    json_schema: FilePath | None = None
+    #: examples scored at most (the file's first N); None: all of them
+    limit: int | None = Field(default=None, ge=1, le=1_000_000)
+    max_tokens: int = Field(default=64, ge=1, le=32_768)
+    temperature: float = Field(default=0.0, ge=0, le=2)
+
+    @field_validator("scorers")
+    @classmethod
+    def _unique(cls, v: list[str]) -> list[str]:
+        if len(set(v)) != len(v):
+            raise ValueError("a scorer is named twice")
+        return v
+
+
 #: an SQLAlchemy URL (``dialect[+driver]://...``) or ``journal:PATH``
 _OPTUNA_URL = re.compile(r"^(journal:.+|[A-Za-z][A-Za-z0-9+.-]*://.*)$")
 
@@ -301,6 +337,8 @@ class SweepSpec(_Model):
     pruner: PrunerSpec = Field(default_factory=PrunerSpec)
     diagnosis: DiagnosisSpec = Field(default_factory=DiagnosisSpec)
     storage: StorageSpec = Field(default_factory=StorageSpec)
+    #: task metrics on a held-out file (``ftsweep evaluate``); None: none
+    evaluate: EvaluateSpec | None = None
     #: configurations to train first (a baseline, known good settings); batch_size as an int
     enqueue: list[dict[str, float]] = Field(default_factory=list, max_length=MAX_TRIALS)
     #: USD per 1M trained tokens, by model name, overriding the built-in price table

@@ -62,6 +62,19 @@ NOTES: dict[str, str] = {
     "pruner.name": "The Optuna pruner.",
     "pruner.options": "The pruner's keyword options, checked as Optuna's constructor would.",
     "diagnosis": "Thresholds of the over/under-fitting rules (`docs/diagnosis.md`).",
+    "evaluate": "Task metrics on a held-out file, scored by `ftsweep evaluate` (README, "
+    '"Task metrics"); unset: none.',
+    "evaluate.file": "The held-out file (the training data's formats): each example's last "
+    "assistant message (or completion) is the reference answer to its prompt.",
+    "evaluate.scorers": "`exact_match`, `label_accuracy`, `json_valid`, `contains`, a user "
+    "scorer `module:function`, or the name of an entry point in group `ftsweep.scorers`; each "
+    "is logged as `eval_<name>`.",
+    "evaluate.labels": "`label_accuracy`: the known labels (the answer's first line, else its "
+    "first token, must be the reference's); unset: the reference's first line.",
+    "evaluate.json_schema": "`json_valid`: a JSON-schema file the answer must satisfy too.",
+    "evaluate.limit": "Score only the file's first N examples; unset: all of them.",
+    "evaluate.max_tokens": "New tokens per answer at most.",
+    "evaluate.temperature": "Sampling temperature of the answers (0: greedy).",
     "storage": "Where results go; unset means the embedded stores under `mlruns/` unless "
     "`FTSWEEP_OPTUNA_STORAGE` or `MLFLOW_TRACKING_URI` say otherwise.",
     "storage.optuna": "An SQLAlchemy URL (`sqlite:///x.db`, `postgresql://...`) or `journal:PATH`.",

@@ -186,6 +186,7 @@ def plan_spec(spec: SweepSpec, shown: str, *, count_tokens: bool = False) -> Swe
     options = _options(shown, spec, backend)
     counter = _counter(shown, spec, backend, options) if count_tokens else None
     train, valid = _data(shown, spec, counter)
+    _evaluate(shown, spec)
     _objective(shown, spec, backend, options)
     space = resolve_space(spec.space, train.n_examples, backend, shown)
     _enqueued(shown, spec, backend, space)
@@ -278,6 +279,10 @@ def _options(shown: str, spec: SweepSpec, backend: type[Backend]) -> BackendOpti
     raw = dict(spec.backend.options)
     if spec.prices and "prices" in backend.Options.model_fields and "prices" not in raw:
         raw["prices"] = dict(spec.prices)
+    evaluated = spec.evaluate is not None and spec.objective.metric.startswith("eval_")
+    if evaluated and "evaluate" in backend.Options.model_fields and "evaluate" not in raw:
+        assert spec.evaluate is not None  # the objective is a score: the job reports it
+        raw["evaluate"] = spec.evaluate.model_dump(mode="json", exclude_none=True)
     try:
         return backend.parse_options(raw)
     except ValidationError as exc:
@@ -311,6 +316,18 @@ def _data(
         more = f" ({total - 1} more errors: run `{command}`)" if total > 1 else ""
         raise DataError(first.file, first.message + more, first.lines[0] if first.lines else None)
     return report.train, report.valid
+
+
+def _evaluate(shown: str, spec: SweepSpec) -> None:
+    """The ``evaluate:`` block's file is there and readable, its scorers load."""
+    if spec.evaluate is None:
+        return
+    from orchestrator.evaluation import load_scorers, read_examples
+
+    if not spec.evaluate.file.is_file():
+        raise SpecError(shown, "evaluate.file", f"no such file: {spec.evaluate.file}")
+    read_examples(spec.evaluate.file, spec.evaluate.limit)
+    load_scorers(spec.evaluate, shown)
 
 
 def _objective(

@@ -277,7 +277,11 @@ class MlflowListener(Listener):
         self, plan: SweepPlan, study: optuna.Study, best: optuna.trial.FrozenTrial
     ) -> Records:
         """Register the best trial's model (once per best trial) in the Model Registry;
-        the trial and version to record on the study."""
+        the trial and version to record on the study. A best trial without a model (an
+        earlier epoch whose job kept none) registers the best trial that has one."""
+        from orchestrator.tracking.recipe import with_model
+
+        best = with_model(study, best)
         if study.user_attrs.get(StudyAttrs.REGISTERED_TRIAL) == best.number:
             return {}
         run_id = best.user_attrs.get(TrialAttrs.MLFLOW_RUN)
@@ -286,7 +290,7 @@ class MlflowListener(Listener):
             return {}
         from orchestrator.tracking.pyfunc import log_recipe_model
 
-        if not log_recipe_model(self.tracker, run_id, "model", plan.spec.backend.name, best):
+        if not log_recipe_model(self.tracker, run_id, "model", plan.spec.backend.name, best, study):
             return {}
         tags = {f"{TAG}trial": str(best.number), f"{TAG}study": plan.study_name}
         version = self.tracker.register_model(run_id, "model", plan.spec.name, tags)

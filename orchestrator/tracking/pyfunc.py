@@ -265,11 +265,12 @@ def save_recipe_model(recipe: Recipe, path: Path) -> None:
 
 
 def log_recipe_model(
-    tracker: Any, run_id: str, artifact_path: str, backend: str, trial: Any
+    tracker: Any, run_id: str, artifact_path: str, backend: str, trial: Any, study: Any = None
 ) -> bool:
     """Log the pyfunc model of ``trial``'s fine-tuned model under ``artifact_path`` of run
-    ``run_id`` (a :class:`~orchestrator.tracking.Tracker`); False when the trial kept none."""
-    recipe = recipe_of_trial(backend, trial)
+    ``run_id`` (a :class:`~orchestrator.tracking.Tracker`); False when the trial kept none.
+    ``study`` gives an earlier epoch told as a trial its parent's base model and data."""
+    recipe = recipe_of_trial(backend, trial, study)
     if recipe is None:
         return False
     if backend == "local" and not Path(recipe.model).is_dir():

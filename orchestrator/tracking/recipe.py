@@ -18,7 +18,14 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["Recipe", "build_recipe", "recipe_of_trial"]
+__all__ = [
+    "Recipe",
+    "build_recipe",
+    "missing_model_note",
+    "recipe_of_trial",
+    "request_of_trial",
+    "with_model",
+]
 
 #: new tokens the local sample call allows (a completion normally stops well before)
 MAX_NEW_TOKENS = 64
@@ -292,16 +299,66 @@ def build_recipe(backend: str, model: str, base_model: str, train_file: Path | N
     )
 
 
-def recipe_of_trial(backend: str, trial: Any) -> Recipe | None:
-    """The recipe of an Optuna trial's fine-tuned model (None when it made none)."""
+def request_of_trial(trial: Any, study: Any = None) -> Any:
+    """The :class:`~orchestrator.backends.base.TrainingRequest` of ``trial``'s job: its own,
+    or for an earlier epoch told as a trial (``engine/fidelity.py``) its parent's, read from
+    ``study`` (None when neither is recorded)."""
     from orchestrator.backends.base import TrainingRequest
     from orchestrator.core.attrs import TrialAttrs
 
-    model = trial.user_attrs.get(TrialAttrs.FINE_TUNED_MODEL)
     text = trial.user_attrs.get(TrialAttrs.REQUEST)
+    parent = trial.user_attrs.get(TrialAttrs.DERIVED_FROM)
+    if not text and parent is not None and study is not None:
+        trials = study.get_trials(deepcopy=False)
+        if isinstance(parent, int) and 0 <= parent < len(trials):
+            text = trials[parent].user_attrs.get(TrialAttrs.REQUEST)
+    return TrainingRequest.from_json(text) if text else None
+
+
+def missing_model_note(trial: Any) -> str | None:
+    """How to get the model of ``trial`` when it kept none (None: it has one, or it is not
+    an earlier epoch of another trial's job)."""
+    from orchestrator.core.attrs import TrialAttrs
+
+    parent = trial.user_attrs.get(TrialAttrs.DERIVED_FROM)
+    if trial.user_attrs.get(TrialAttrs.FINE_TUNED_MODEL) or parent is None:
+        return None
+    epochs = trial.params.get("n_epochs")
+    job = trial.user_attrs.get(TrialAttrs.DERIVED_JOB)
+    of_job = f" (job {job})" if job else ""
+    return (
+        f"trial {trial.number} is epoch {epochs} of trial {parent}'s job{of_job}, which kept no "
+        f"model at that epoch: train its settings with n_epochs={epochs} (add them to the sweep "
+        "file's enqueue: and run it again) to get one; the recipe is of the best trial that has "
+        "a model"
+    )
+
+
+def with_model(study: Any, trial: Any) -> Any:
+    """``trial`` when it has a model, else the study's best completed trial that has one
+    (``trial`` again when none has): whose recipe ``best`` shows and the registry holds."""
+    from orchestrator.core.attrs import TrialAttrs
+
+    if trial.user_attrs.get(TrialAttrs.FINE_TUNED_MODEL):
+        return trial
+    sign = 1.0 if study.direction.name == "MINIMIZE" else -1.0
+    kept = [
+        t
+        for t in study.get_trials(deepcopy=False)
+        if t.state.name == "COMPLETE" and t.user_attrs.get(TrialAttrs.FINE_TUNED_MODEL)
+    ]
+    return min(kept, key=lambda t: (sign * float(t.value or 0.0), t.number), default=trial)
+
+
+def recipe_of_trial(backend: str, trial: Any, study: Any = None) -> Recipe | None:
+    """The recipe of an Optuna trial's fine-tuned model (None when it made none). An earlier
+    epoch told as a trial takes its base model and data from its parent in ``study``."""
+    from orchestrator.core.attrs import TrialAttrs
+
+    model = trial.user_attrs.get(TrialAttrs.FINE_TUNED_MODEL)
     if not model:
         return None
-    request = TrainingRequest.from_json(text) if text else None
+    request = request_of_trial(trial, study)
     base = request.model if request is not None else ""
     train = Path(request.train_file) if request is not None else None
     return build_recipe(backend, str(model), base, train)

@@ -200,4 +200,9 @@ def test_checkpoints_of_the_last_epochs_are_kept(curves: dict[str, Polled]) -> N
         assert c.metrics["full_valid_loss"] == full_valid[c.step]
         assert (Path(c.model_id) / "config.json").is_file()
     assert len(list(Path(checkpoints[0].model_id).parent.iterdir())) == 2
-    assert curves["random_labels"].last.checkpoints == ()
+    # by default (checkpoints: auto) a full fine-tune keeps only its best earlier epoch
+    noise = curves["random_labels"]
+    valid = _epoch_curve(noise, "full_valid_loss")
+    (kept,) = noise.last.checkpoints
+    assert kept.epoch == 1 + valid.index(min(valid[:-1]))
+    assert [p.name for p in Path(kept.model_id).parent.iterdir()] == [f"epoch-{kept.epoch}"]

@@ -157,9 +157,10 @@ def test_a_registered_openai_model_names_its_id_and_calls_the_provider(
         )
         assert shown["metadata"]["fine_tuned_model"].startswith("ft:gpt-4o-mini")
         assert shown["metadata"]["ftsweep_recipe"]["api"] == "chat.completions"
-        # apisim has no inference routes: the SDK's request reaches it and gets a 404
-        assert shown["answers"].startswith("openai.NotFoundError")
+        # the SDK's request reaches apisim, which answers for the fine-tuned model (a prompt
+        # in none of its files: the answer it gives what it does not know)
+        assert shown["answers"] == ["I am not sure."]
         sent = [e for e in request_log(server) if e["path"] == "/v1/chat/completions"]
-        assert [(e["method"], e["status"]) for e in sent] == [("POST", 404)]
+        assert [(e["method"], e["status"]) for e in sent] == [("POST", 200)]
     finally:
         server.close()

@@ -149,10 +149,15 @@ class LocalBackend(Backend):
     def metric_names(cls, options: BackendOptions) -> frozenset[str]:
         """OpenAI's metrics and the throughput ones (``tokens_per_second``, ``mfu``,
         ``peak_memory_mb``, at each epoch's end), plus generation metrics when
-        ``eval_generations`` is set."""
+        ``eval_generations`` is set, and the ``evaluate`` option's ``eval_<scorer>`` scores."""
         names = super().metric_names(options) | frozenset(THROUGHPUT_METRICS)
         if getattr(options, "eval_generations", 0):
             names |= frozenset(GENERATION_METRICS)
+        block = getattr(options, "evaluate", None)
+        if isinstance(block, dict):  # the evaluate: block's scores (.taskeval)
+            from orchestrator.evaluation import metric_name
+
+            names |= frozenset(metric_name(str(s)) for s in block.get("scorers", ["exact_match"]))
         return names
 
     @classmethod

@@ -14,8 +14,10 @@
       metrics.jsonl   one JSON object per event: {"step": 3, "train_loss": 2.1, ...}
       worker.log      the worker's stdout and stderr
       model/          the final model, or the LoRA adapter
-      checkpoints/    epoch-N/ models of earlier epochs (option ``checkpoints``), listed in
-      checkpoints.json
+      checkpoints/    epoch-N/ models of earlier epochs (option ``checkpoints``; by default
+                      every earlier epoch's LoRA adapter, or a full fine-tune's best earlier
+                      epoch so far), each a ``save_pretrained`` folder like ``model/``,
+                      listed in checkpoints.json (step, epoch, metrics, model_id: the folder)
 
 Every whole-file write is atomic (write a temporary file, then rename), and every metrics line
 is written with one ``write`` call, so a reader never sees half a file, and :meth:`read_metrics`
@@ -288,7 +290,10 @@ class JobFolder:
             points.extend(
                 MetricPoint(step, name, float(value))
                 for name, value in event.items()
-                if name in METRIC_NAMES or name in GENERATION_METRICS or name in THROUGHPUT_METRICS
+                if name in METRIC_NAMES
+                or name in GENERATION_METRICS
+                or name in THROUGHPUT_METRICS
+                or name.startswith("eval_")  # the evaluate: block's scores (.taskeval)
             )
         return points, offset + end
 

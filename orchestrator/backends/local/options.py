@@ -12,7 +12,10 @@ Options come from the sweep file's ``backend.options`` (backend-wide defaults) a
     device: auto                   # auto (CUDA when present), cpu, cuda, cuda:1, mps
     torch_threads: 1               # CPU threads per job (default: torch's choice)
     save_model: true               # keep the final model (or LoRA adapter) in the job folder
-    checkpoints: 0                 # also keep the models of up to N epochs before the last
+    checkpoints: auto              # also keep the models of up to N epochs before the last;
+                                   # auto: every earlier epoch's LoRA adapter, or for a full
+                                   # fine-tune the best earlier epoch so far (full_valid_loss);
+                                   # none with save_model: false
     eval_generations: 0            # at each epoch end, greedily generate the completions of up
                                    # to N validation examples: full_valid_exact_match and
                                    # full_valid_label_accuracy (objectives to maximize)
@@ -56,7 +59,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -115,8 +118,11 @@ class LocalBackendOptions(BackendOptions):
     device: str = Field(default="auto", pattern=r"^(auto|cpu|mps|cuda(:\d+)?)$")
     torch_threads: int | None = Field(default=None, ge=1)
     save_model: bool = True
-    checkpoints: int = Field(default=0, ge=0)
+    checkpoints: Annotated[int, Field(ge=0)] | Literal["auto"] = "auto"
     eval_generations: int = Field(default=0, ge=0)
+    #: the sweep's ``evaluate:`` block, set by the plan when the objective is one of its
+    #: scores (:mod:`.taskeval`); not written in the sweep file's options
+    evaluate: dict[str, Any] | None = None
     # -- speed and memory --
     precision: str = Field(default="auto", pattern=r"^(auto|fp32|bf16|fp16)$")
     attn_implementation: str | None = Field(default=None, min_length=1)
@@ -185,8 +191,9 @@ class LocalOptions:
     device: str = "auto"
     torch_threads: int | None = None
     save_model: bool = True
-    checkpoints: int = 0
+    checkpoints: int | str = "auto"
     eval_generations: int = 0
+    evaluate: dict[str, Any] | None = None
     # -- speed and memory --
     precision: str = "auto"
     attn_implementation: str | None = None
@@ -319,9 +326,15 @@ def _parse_field(key: str, value: Any) -> Any:
         if not isinstance(value, str) or value.split(":")[0] not in {"auto", "cpu", "cuda", "mps"}:
             raise _bad(key, "auto, cpu, cuda, cuda:N or mps", value)
         return value
+    if key == "evaluate":
+        if value is not None and not isinstance(value, dict):
+            raise _bad(key, "the sweep's evaluate: block (a mapping)", value)
+        return value
+    if key == "checkpoints" and value == "auto":
+        return value
     if key in ("checkpoints", "eval_generations"):
         if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            raise _bad(key, "an integer >= 0", value)
+            raise _bad(key, ("auto or " if key == "checkpoints" else "") + "an integer >= 0", value)
         return value
     if key == "save_model":
         if not isinstance(value, bool):

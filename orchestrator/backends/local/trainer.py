@@ -16,7 +16,8 @@ within a step, and the metrics must be written as OpenAI names them. See
   least :data:`TRAIN_PER_VALID_EXAMPLE` training examples per sample example in between, so
   the sample costs about a tenth of the training); at each epoch's end ``full_valid_loss``
   and ``full_valid_mean_token_accuracy`` on all of it (and, with option ``eval_generations``,
-  ``full_valid_exact_match`` and ``full_valid_label_accuracy`` from greedy generations). A
+  ``full_valid_exact_match`` and ``full_valid_label_accuracy`` from greedy generations; with
+  option ``evaluate``, the held-out scores ``eval_<scorer>``: :mod:`.taskeval`). A
   sample point that falls on an epoch's end is read from that epoch's full pass.
 * At each epoch's end, ``tokens_per_second``, ``mfu`` (where the GPU's peak is known) and
   ``peak_memory_mb`` go to ``on_throughput`` (:mod:`.throughput`).
@@ -225,6 +226,13 @@ class _Run:
             sample_rng.sample(range(len(self.valid)), min(len(self.valid), opts.valid_sample))
         )
         self.valid_sample = [self.valid[i] for i in self.sample_index]
+        self.task: Any = None  # a .taskeval.TaskEval with option evaluate
+        if opts.evaluate is not None:
+            from orchestrator.backends.local.taskeval import TaskEval
+            from orchestrator.data.checks import check_file
+
+            stop = check_file(config.train_file)[0].stop_sequence
+            self.task = TaskEval(opts.evaluate, self.tokenizer, stop)
 
         model = prepare_model(loaded.model, opts)
         self.model = model if opts.load_in_4bit else model.to(self.device)
@@ -420,6 +428,9 @@ def run_training(
                     sample = _sum(run.evaluate(run.valid_sample))
                 values["valid_loss"] = sample.loss
                 values["valid_mean_token_accuracy"] = sample.accuracy
+            if epoch_end and run.task is not None:  # the evaluate: block's scores
+                with clock.timing("full_valid"):
+                    values.update(run.task.score(run.model, run.tokenizer, run.device, run.pad_id))
             if epoch_end and on_throughput is not None:  # before the line a sink may wait at
                 on_throughput(step, run.throughput(tokens, clock.seconds["train"]))
             sink.emit(step, {k: v for k, v in values.items() if not math.isnan(v) or "loss" in k})
@@ -461,6 +472,10 @@ class _Clock:
             self.cpu[phase] += time.process_time() - c0
 
 
+#: what "best so far" means for a full fine-tune's kept epoch, in order of preference
+_BEST_BY = ("full_valid_loss", "valid_loss", "train_loss")
+
+
 def _checkpoint(
     run: _Run,
     config: TrainingConfig,
@@ -470,15 +485,29 @@ def _checkpoint(
     values: Mapping[str, float],
     report: Callable[[list[dict[str, Any]]], None] | None,
 ) -> None:
-    """Save this epoch's model and drop the oldest beyond ``options.checkpoints``."""
+    """Save this epoch's model as ``checkpoint_dir/epoch-N`` (the one layout of local
+    checkpoints: ``docs/local-trainer.md``) and drop what ``options.checkpoints`` does not keep:
+    beyond N the oldest; with ``auto`` nothing of a LoRA adapter (every earlier epoch kept),
+    and of a full fine-tune all but the best epoch so far (lowest :data:`_BEST_BY` loss);
+    ``auto`` keeps nothing when the job keeps no model (``save_model: false``)."""
     keep = config.options.checkpoints
-    if not keep or config.checkpoint_dir is None:
+    if (
+        not keep
+        or config.checkpoint_dir is None
+        or (keep == "auto" and not config.options.save_model)
+    ):
         return
+    if keep == "auto" and config.options.lora is None and kept:
+        name = next((n for n in _BEST_BY if n in values and n in kept[-1]["metrics"]), None)
+        if name is None or not values[name] < kept[-1]["metrics"][name]:
+            return  # the best so far stays
     path = config.checkpoint_dir / f"epoch-{epoch}"
     run.save(path)
     kept.append({"step": step, "epoch": epoch, "metrics": dict(values), "model_id": str(path)})
-    dropped = kept[:-keep]
-    del kept[:-keep]
+    every = len(kept) if config.options.lora is not None else 1
+    limit = every if keep == "auto" else int(keep)
+    dropped = kept[:-limit]
+    del kept[:-limit]
     if report is not None:
         report(list(kept))
     for old in dropped:
