@@ -39,24 +39,38 @@ def report(
         str, typer.Option("--format", help="table, csv, json, markdown or html.")
     ] = "table",
     out_file: Annotated[Path | None, typer.Option("--out", help="Write to this file.")] = None,
+    every: Annotated[
+        bool,
+        typer.Option(
+            "--all", help="Every Optuna trial, derived epochs included (default: one per job)."
+        ),
+    ] = False,
 ) -> None:
     """Report the sweep's trials: parameters, objective, diagnosis, cost (reads only).
+
+    The table, markdown and HTML show one row per job, with its objective at each epoch
+    end; the earlier epochs told as trials of their own are folded under it (``--all``
+    shows each). CSV and JSON keep every trial, marked ``derived`` and ``job_trial``. With
+    several objectives the trials on the Pareto front are marked ``front``.
 
     Example: ftsweep report sweeps/quickstart.yaml --format json --out trials.json
     """
     quiet_libraries()
     from orchestrator.core.errors import UsageError
     from orchestrator.results.read import open_results
-    from orchestrator.results.table import FORMATS, render
+    from orchestrator.results.table import FORMATS, jobs_frame, render
 
     if fmt not in FORMATS:
         raise UsageError(f"--format must be one of {', '.join(FORMATS)}, not {fmt!r}")
     if fmt == "html":  # the page with the summary, plots and advice
         from orchestrator.results.read import html_report
 
-        text = html_report(str(spec))
+        text = html_report(str(spec), every=every)
     else:
-        text = render(open_results(spec).frame(), fmt)
+        frame = open_results(spec).frame()
+        if fmt in ("table", "markdown") and not every:
+            frame = jobs_frame(frame)
+        text = render(frame, fmt)
     if out_file is None:
         out.data(text)
         return
@@ -71,6 +85,14 @@ def best(
     code: Annotated[
         bool, typer.Option("--code", help="Print only the sample call (Python), ready to paste.")
     ] = False,
+    pick_policy: Annotated[
+        str | None,
+        typer.Option(
+            "--pick",
+            help="best | 'cheapest-within PCT' | knee: how the winner is chosen among the "
+            "Pareto front (default: best with one objective, 'cheapest-within 2' with several).",
+        ),
+    ] = None,
 ) -> None:
     """Print the best trial's hyper-parameters, value, model and inference recipe as JSON.
 
@@ -79,18 +101,24 @@ def best(
     that). Of a retuned sweep: the current generation's (the latest that produced a model).
     Reads only.
 
+    With several objectives the winner is one trial of the Pareto front, chosen by
+    ``--pick`` (see the README); the output names the policy and why it chose that trial.
+
     Example: ftsweep best sweeps/quickstart.yaml --code > call.py
     """
     quiet_libraries()
     from orchestrator.core.attrs import StudyAttrs, TrialAttrs
     from orchestrator.core.errors import OrchestratorError
-    from orchestrator.results.read import open_results
+    from orchestrator.results.front import primary_value
+    from orchestrator.results.read import open_results, parse_policy
     from orchestrator.tracking.recipe import recipe_of_trial
 
+    policy = parse_policy(pick_policy)  # a bad one is exit 2 before any store is read
     results = open_results(spec, current=True)
-    trial = results.best()
-    if trial is None:
+    chosen = results.pick(policy)
+    if chosen is None:
         raise OrchestratorError(f"sweep {results.spec.name!r} has no completed trial yet")
+    trial, picked = chosen
     recipe = recipe_of_trial(results.spec.backend.name, trial)
     if code:
         if recipe is None:
@@ -111,7 +139,8 @@ def best(
                 "generation": results.generation,
                 "study": results.study.study_name,
                 "objective": results.spec.objective.metric,
-                "value": trial.value,
+                "value": primary_value(trial),
+                **picked,
                 "hyperparameters": results.hyperparameters(trial),
                 "diagnosis": trial.user_attrs.get(TrialAttrs.DIAGNOSIS),
                 "recommendation": trial.user_attrs.get(TrialAttrs.RECOMMENDATION),

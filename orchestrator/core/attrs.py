@@ -49,6 +49,10 @@ class TrialAttrs:
     DERIVED_FROM = "ftsweep.derived_from"  # the number of the trial whose job it comes from
     DERIVED_JOB = "ftsweep.derived_job"  # that trial's job id
     DERIVED_MODEL = "ftsweep.derived_model"  # the checkpoint at that epoch (model id or path)
+    # several objectives (docs/search.md)
+    OBJECTIVES = "ftsweep.objectives"  # {metric: value} of every objective, as told
+    CONSTRAINTS = "ftsweep.constraints"  # violations (<= 0: inside), what constraints_func reads
+    DURATION = "ftsweep.duration_s"  # the job's wall time, paused time left out
 
 
 class StudyAttrs:

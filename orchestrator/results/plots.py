@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from orchestrator.core.attrs import TrialAttrs
 from orchestrator.core.params import NAMES
+from orchestrator.results.front import primary_value
 
 if TYPE_CHECKING:
     import optuna
@@ -28,12 +29,14 @@ __all__ = [
     "ReportInputs",
     "curve_plots",
     "finished_trials",
+    "front_plot",
     "history_plot",
     "importance_plot",
     "parallel_plot",
     "param_order",
     "slice_plots",
     "steps_per_epoch",
+    "value",
 ]
 
 Curve = list[tuple[int, float]]
@@ -83,6 +86,9 @@ class ReportInputs:
     #: steps per epoch, per trial number (to mark epochs on the curves)
     steps_per_epoch: Mapping[int, float] = field(default_factory=dict)
     previous_best: float | None = None
+    #: every objective's metric and direction, the primary first (one: ``metric``)
+    objectives: tuple[str, ...] = ()
+    directions: tuple[str, ...] = ()
 
 
 # -- plots -----------------------------------------------------------------------------------
@@ -121,8 +127,15 @@ def finished_trials(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
     return [
         t
         for t in study.get_trials(deepcopy=False)
-        if t.state.name == "COMPLETE" and t.value is not None and math.isfinite(t.value)
+        if t.state.name == "COMPLETE" and math.isfinite(value(t))
     ]
+
+
+def value(t: optuna.trial.FrozenTrial) -> float:
+    """The trial's primary objective (NaN when it has none), in a study of one objective
+    or several."""
+    found = primary_value(t)
+    return math.nan if found is None else found
 
 
 def _log_axis(values: Sequence[float]) -> bool:
@@ -147,7 +160,7 @@ def history_plot(inp: ReportInputs) -> str | None:
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6.4, 3.2))
     xs = [t.number for t in done]
-    ys = [float(t.value) for t in done]  # type: ignore[arg-type]
+    ys = [value(t) for t in done]
     ax.scatter(xs, ys, s=22, color="#0969da", label="trial", zorder=3)
     best: list[float] = []
     for y in ys:
@@ -186,7 +199,10 @@ def importance_plot(inp: ReportInputs) -> tuple[str | None, str | None]:
     import optuna
 
     try:
-        scores = optuna.importance.get_param_importances(inp.study)
+        several = len(inp.study.directions) > 1
+        scores = optuna.importance.get_param_importances(
+            inp.study, target=value if several else None
+        )
     except (RuntimeError, ValueError, ZeroDivisionError) as exc:
         return None, f"parameter importances could not be computed ({exc})"
     if not scores:
@@ -219,7 +235,7 @@ def parallel_plot(inp: ReportInputs) -> str | None:
         p = _params(t)
         for n in names:
             cols[n].append(float(p.get(n, math.nan)))
-        cols[inp.metric].append(float(t.value))  # type: ignore[arg-type]
+        cols[inp.metric].append(value(t))
     logs = {n: _log_axis(cols[n]) for n in names}
 
     def scaled(n: str, v: float) -> float:
@@ -265,7 +281,7 @@ def slice_plots(inp: ReportInputs) -> str | None:
     fig, axes = plt.subplots(
         1, len(names), figsize=(3.0 * len(names), 2.8), squeeze=False, sharey=True
     )
-    ys = [float(t.value) for t in done]  # type: ignore[arg-type]
+    ys = [value(t) for t in done]
     for ax, n in zip(axes[0], names, strict=True):
         xs = [float(_params(t).get(n, math.nan)) for t in done]
         ax.scatter(
@@ -398,3 +414,61 @@ def steps_per_epoch(study: optuna.Study) -> dict[int, float]:
         if isinstance(steps, int | float) and isinstance(epochs, int | float) and epochs > 0:
             out[t.number] = float(steps) / float(epochs)
     return out
+
+
+def front_plot(inp: ReportInputs) -> str | None:
+    """The first two objectives of every completed trial, the Pareto front's trials joined
+    and labelled, infeasible ones hollow; None with one objective or no completed trial."""
+    from orchestrator.results.front import pareto_front, trial_points
+
+    if len(inp.study.directions) < 2:
+        return None
+    points = trial_points(inp.study.get_trials(deepcopy=False))
+    if not points:
+        return None
+    directions = [d.name.lower() for d in inp.study.directions]
+    front = sorted(pareto_front(points, directions), key=lambda p: p.values[0])
+    names = list(inp.objectives) or ["objective 0", "objective 1"]
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6.4, 3.6))
+    ok = [p for p in points if p.feasible]
+    bad = [p for p in points if not p.feasible]
+    ax.scatter(
+        [p.values[0] for p in ok],
+        [p.values[1] for p in ok],
+        s=20,
+        color="#8c959f",
+        label="trial",
+        zorder=2,
+    )
+    if bad:
+        ax.scatter(
+            [p.values[0] for p in bad],
+            [p.values[1] for p in bad],
+            s=24,
+            facecolors="none",
+            edgecolors="#cf222e",
+            label="infeasible",
+            zorder=2,
+        )
+    ax.plot(
+        [p.values[0] for p in front],
+        [p.values[1] for p in front],
+        "o-",
+        color="#0969da",
+        label=f"Pareto front ({len(front)})",
+        zorder=3,
+    )
+    for p in front:
+        ax.annotate(
+            f"#{p.number}",
+            (p.values[0], p.values[1]),
+            fontsize=7,
+            xytext=(3, 3),
+            textcoords="offset points",
+        )
+    ax.set_xlabel(f"{names[0]} ({directions[0]})")
+    ax.set_ylabel(f"{names[1]} ({directions[1]})")
+    ax.set_title("Pareto front")
+    ax.legend(loc="best", fontsize=8)
+    return _svg(fig)
