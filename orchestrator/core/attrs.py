@@ -53,6 +53,9 @@ class TrialAttrs:
     OBJECTIVES = "ftsweep.objectives"  # {metric: value} of every objective, as told
     CONSTRAINTS = "ftsweep.constraints"  # violations (<= 0: inside), what constraints_func reads
     DURATION = "ftsweep.duration_s"  # the job's wall time, paused time left out
+    #: {epoch: primary objective} where Optuna takes no intermediate values (several
+    #: objectives: its multi-objective samplers refuse trials that have them)
+    EPOCH_VALUES = "ftsweep.epoch_values"
 
 
 class StudyAttrs:

@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING
 
 from orchestrator.engine.curves import Curves
 from orchestrator.engine.outcome import objective_at, objective_value
+from orchestrator.results.front import epoch_values
 
 if TYPE_CHECKING:
     import optuna
@@ -135,7 +136,7 @@ def _pruner_says(
             optuna.trial.create_trial(
                 state=t.state,
                 value=float(t.values[0]) if t.state == done else None,
-                intermediate_values=dict(t.intermediate_values),
+                intermediate_values=epoch_values(t),
             )
             for t in trials
             if (t.state == done and t.values) or t.state == optuna.trial.TrialState.PRUNED
@@ -163,7 +164,7 @@ def prune_several(
 
     trials = study.get_trials(deepcopy=False)
     own = next((t for t in trials if t.number == number), None)
-    steps = {**(own.intermediate_values if own is not None else {}), epoch: value}
+    steps = {**(epoch_values(own) if own is not None else {}), epoch: value}
     others = [t for t in trials if t.number != number]
     if not _pruner_says(others, study.directions[0], pruner, steps):
         return Verdict(False, False)
@@ -172,8 +173,8 @@ def prune_several(
         for t in others
         if t.state == optuna.trial.TrialState.COMPLETE
         and t.values
-        and epoch in t.intermediate_values
-        and _better(t.intermediate_values[epoch], value, directions[0])
+        and epoch in (found := epoch_values(t))
+        and _better(found[epoch], value, directions[0])
     ]
     rest = list(zip(mine, directions[1:], strict=True))
 

@@ -123,7 +123,10 @@ class Polling(Concluding):
             value = objective_at(run.curves, end.step, metric)
             if value is None:
                 continue
-            run.report(value, end.epoch)  # staged: written with the trial's next write
+            if self.plan.spec.multi_objective:
+                run.report_aside(value, end.epoch)
+            else:
+                run.report(value, end.epoch)  # staged: written with the trial's next write
             if self._prunes:
                 self._flush()  # the pruner compares with the other trials' values
             pruned = self._should_prune(run, end.epoch, end.step, value)

@@ -26,6 +26,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from orchestrator.core.attrs import TrialAttrs
+
 if TYPE_CHECKING:
     import optuna
 
@@ -34,6 +36,7 @@ __all__ = [
     "Pick",
     "Point",
     "dominates",
+    "epoch_values",
     "feasible",
     "pareto_front",
     "pick",
@@ -89,6 +92,17 @@ def primary_value(trial: optuna.trial.FrozenTrial) -> float | None:
     ``FrozenTrial.value`` it answers in a study of several objectives too."""
     values = trial.values
     return float(values[0]) if values else None
+
+
+def epoch_values(trial: optuna.trial.FrozenTrial) -> dict[int, float]:
+    """The trial's primary objective at each epoch end: its intermediate values, or in a
+    study of several objectives those kept in its ``ftsweep.epoch_values``."""
+    if trial.intermediate_values:
+        return dict(trial.intermediate_values)
+    found = trial.user_attrs.get(TrialAttrs.EPOCH_VALUES)
+    if not isinstance(found, dict):
+        return {}
+    return {int(k): float(v) for k, v in found.items()}
 
 
 def feasible(trial: optuna.trial.FrozenTrial) -> bool:

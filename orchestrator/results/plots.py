@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from orchestrator.core.attrs import TrialAttrs
 from orchestrator.core.params import NAMES
-from orchestrator.results.front import primary_value
+from orchestrator.results.front import epoch_values, primary_value
 
 if TYPE_CHECKING:
     import optuna
@@ -170,11 +170,7 @@ def history_plot(inp: ReportInputs) -> str | None:
             best.append(min(best[-1], y) if inp.direction == "minimize" else max(best[-1], y))
     ax.step(xs, best, where="post", color="#cf222e", label="best so far")
     pruned = [t for t in inp.study.get_trials(deepcopy=False) if t.state.name == "PRUNED"]
-    pv = [
-        (t.number, t.intermediate_values[max(t.intermediate_values)])
-        for t in pruned
-        if t.intermediate_values
-    ]
+    pv = [(t.number, steps[max(steps)]) for t in pruned if (steps := epoch_values(t))]
     if pv:
         ax.scatter(
             *zip(*pv, strict=True),

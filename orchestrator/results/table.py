@@ -21,7 +21,13 @@ from typing import TYPE_CHECKING, Any
 from orchestrator.backends.base import Hyperparameters
 from orchestrator.core.attrs import TrialAttrs
 from orchestrator.core.params import NAMES, PARAMETERS
-from orchestrator.results.front import pareto_front, pick, primary_value, trial_points
+from orchestrator.results.front import (
+    epoch_values,
+    pareto_front,
+    pick,
+    primary_value,
+    trial_points,
+)
 
 if TYPE_CHECKING:
     import optuna
@@ -32,7 +38,6 @@ __all__ = [
     "TABLE_COLUMNS",
     "LossCurves",
     "best_trial",
-    "epoch_values",
     "front_numbers",
     "jobs_frame",
     "render",
@@ -64,18 +69,6 @@ def front_numbers(study: optuna.Study) -> set[int]:
         return set()
     points = trial_points(study.get_trials(deepcopy=False))
     return {p.number for p in pareto_front(points, [d.name.lower() for d in study.directions])}
-
-
-def epoch_values(trial: optuna.trial.FrozenTrial) -> str | None:
-    """The primary objective at each epoch end, ``epochs 1..4: 0.52 0.41 0.39 0.44 (best
-    @3)`` (best: in the study's direction of the primary); None when none was reported."""
-    steps = trial.intermediate_values
-    if not steps:
-        return None
-    ordered = sorted(steps.items())
-    first, last = ordered[0][0], ordered[-1][0]
-    shown = " ".join(f"{v:.4g}" for _, v in ordered)
-    return f"epochs {first}..{last}: {shown}" if first != last else f"epoch {first}: {shown}"
 
 
 def trial_hyperparameters(
@@ -199,28 +192,39 @@ def _further_objectives(t: optuna.trial.FrozenTrial, several: bool) -> dict[str,
 
 
 def _epochs_cell(t: optuna.trial.FrozenTrial, maximize: bool) -> str | None:
-    text = epoch_values(t)
-    if text is None or len(t.intermediate_values) < 2:
-        return text
-    steps = t.intermediate_values
+    """The primary objective at each epoch end, ``epochs 1..4: 0.52 0.41 0.39 0.44 (best
+    @3)`` (best in the primary's direction); None when none was reported."""
+    steps = epoch_values(t)
+    if not steps:
+        return None
+    ordered = sorted(steps.items())
+    first, last = ordered[0][0], ordered[-1][0]
+    shown = " ".join(f"{v:.4g}" for _, v in ordered)
+    if first == last:
+        return f"epoch {first}: {shown}"
     best = (max if maximize else min)(steps, key=lambda k: steps[k])
-    return f"{text} (best @{best})"
+    return f"epochs {first}..{last}: {shown} (best @{best})"
 
 
 def jobs_frame(frame: pd.DataFrame) -> pd.DataFrame:
     """One row per job: the derived rows (earlier epochs told as trials) folded into their
-    job's row, which is marked best (``@trial``) or on the front when one of them is."""
+    job's row. Where one of them is the best or on the front, the job's ``best``/``front``
+    cell names it (``@12``; ``* @12`` when the job's own trial is marked too)."""
     if "derived" not in frame.columns or frame.empty:
         return frame
-    out = frame[~frame["derived"].astype(bool)].copy()
-    folded = frame[frame["derived"].astype(bool)]
+    derived = frame["derived"].astype(bool)
+    out = frame[~derived].copy()
+    folded = frame[derived]
     for mark in ("best", "front"):
-        if mark not in frame.columns:
+        if mark not in frame.columns or folded.empty:
             continue
-        hits = folded[folded[mark].astype(bool)] if not folded.empty else folded
-        for _, row in hits.iterrows():
-            where = out["trial"] == row["job_trial"]
-            out.loc[where, mark] = f"@{row['trial']}"
+        for job, group in folded.groupby("job_trial"):
+            hits = [f"@{n}" for n, hit in zip(group["trial"], group[mark], strict=True) if hit]
+            where = out["trial"] == job
+            if not hits or not where.any():
+                continue
+            own = out.loc[where, mark].iloc[0] is True
+            out.loc[where, mark] = " ".join(["*"] * own + hits)
     out = out.reset_index(drop=True)
     out.attrs["folded"] = True
     return out
@@ -233,8 +237,6 @@ def _cell(v: Any) -> str:
         return "*" if v else ""
     if isinstance(v, float):
         return f"{v:.4g}"
-    if isinstance(v, str) and v.startswith("@"):
-        return f"*{v}"  # a folded derived trial's mark: the job's epoch that holds it
     return str(v)
 
 
