@@ -343,12 +343,11 @@ class SweepSpec(_Model):
     @classmethod
     def _objectives_or_objective(cls, data: Any) -> Any:
         if isinstance(data, dict) and data.get("objectives") is not None:
-            found = data["objectives"]
-            first = found[0] if isinstance(found, list) and found else None
-            if "objective" in data and not _same_objective(data["objective"], first):
+            if "objective" in data:
                 raise ValueError("objectives: give objective or objectives, not both")
-            if first is not None:
-                data = {**data, "objective": first}
+            found = data["objectives"]
+            if isinstance(found, list) and found:
+                data = {**data, "objective": found[0]}
         return data
 
     @field_validator("objectives")
@@ -397,12 +396,3 @@ def _most(p: IntParam) -> int:
     if p.choices:
         return max(p.choices)
     return p.high if p.high is not None else MAX_INT_PARAMETER
-
-
-def _same_objective(a: Any, b: Any) -> bool:
-    """Whether two objective entries say the same (a dumped spec repeats the first of its
-    ``objectives`` as its ``objective``: loading it again is no conflict)."""
-    try:
-        return ObjectiveSpec.model_validate(a) == ObjectiveSpec.model_validate(b)
-    except ValueError:
-        return False

@@ -5,18 +5,19 @@ the engine's pruning rule that keeps a trial which could still land on the front
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import optuna
 import pytest
-import yaml
 from mlflow import MlflowClient
 
-from orchestrator.core.attrs import TrialAttrs
-from orchestrator.results.front import Point, dominates, pareto_front
 from orchestrator import apisim
+from orchestrator.core.attrs import TrialAttrs
+from orchestrator.engine.objectives import prune_several
+from tests.engine.test_loop import _spec as _instant_spec
+from tests.engine.test_loop import instant  # noqa: F401  (the fixture)
 from tests.engine.test_remote_sweeps import _spec, _study, remote_runs  # noqa: F401
 
 #: simulated seconds per second: slow enough that an epoch (40 steps of half a simulated
@@ -112,10 +113,140 @@ def test_a_two_objective_sweep_against_apisim_prunes_and_reports_its_front(
     runs = client.search_runs([exp.experiment_id])
     parent = next(x for x in runs if "mlflow.parentRunId" not in x.data.tags)
     assert {int(n) for n in parent.data.tags["ftsweep.pareto_front"].split(",")} == front
-    artifact = client.download_artifacts(parent.info.run_id, "report/pareto_front.json", str(tmp_path))
+    artifact = client.download_artifacts(
+        parent.info.run_id, "report/pareto_front.json", str(tmp_path)
+    )
     assert {row["trial"] for row in json.loads(Path(artifact).read_text())} == front
     for child in (x for x in runs if "mlflow.parentRunId" in x.data.tags):
         on = int(child.data.tags["ftsweep.trial"]) in front
         assert child.data.tags["ftsweep.pareto_front"] == str(on).lower()
     html = cli("report", spec, "--format", "html").out
     assert "Pareto front" in html and "<svg" in html
+
+
+# -- the sweep file's blocks: exit 2, naming the field ----------------------------------------
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        (
+            {"objective": {"metric": "full_valid_loss"}, "objectives": TWO},
+            "objectives: give objective or objectives, not both",
+        ),
+        (
+            {"objectives": [TWO[0], {"metric": "cost_usd", "direction": "smaller"}]},
+            "objectives.1.direction: input should be 'minimize' or 'maximize'",
+        ),
+        ({"objectives": [TWO[0], TWO[0]]}, "objectives.1.metric: 'full_valid_loss' is named twice"),
+        (
+            {"objectives": [TWO[0], {"metric": "bleu"}]},
+            "objectives.1.metric: 'bleu' is not reported by backend 'instant'",
+        ),
+        (
+            {"objectives": [TWO[1], TWO[0]]},
+            "objectives.0.metric: the primary objective is measured at epoch ends",
+        ),
+        ({"objectives": []}, "objectives: list should have at least 1 item"),
+        ({"constraints": {"cost_usd": {"max": 1, "min": 0}}}, "constraints.cost_usd: give one of"),
+        ({"constraints": {"cost_usd": {"below": 1}}}, "constraints.cost_usd.below: unknown field"),
+        ({"constraints": {"tokens": {"max": 1}}}, "constraints.tokens: 'tokens' is not reported"),
+        (
+            {"objectives": TWO, "pruner": {"name": "hyperband"}},
+            "pruner.name: hyperband cannot prune a sweep of several objectives",
+        ),
+        ({"objectives": TWO, "sampler": {"name": "cmaes"}}, "sampler.name: cmaes optimises one"),
+    ],
+)
+def test_bad_objectives_and_constraints_exit_2_naming_the_field(
+    cli,
+    instant: Path,  # noqa: F811
+    tmp_path: Path,
+    fields: dict[str, Any],
+    message: str,
+) -> None:
+    spec = _instant_spec(tmp_path, options={"price_per_epoch": 1.0}, **fields)
+    r = cli("space", spec)
+    assert r.code == 2, r.err
+    assert f"{spec}: {message}" in r.err, r.err
+    assert len(r.err.strip().splitlines()) == 1 and "Traceback" not in r.err
+
+
+def test_resuming_with_another_number_of_objectives_is_a_one_line_error(
+    cli,
+    instant: Path,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    one = _instant_spec(tmp_path, trials=1, options={"price_per_epoch": 1.0})
+    assert cli("run", one).code == 0
+    two = _instant_spec(tmp_path, trials=2, objectives=TWO, options={"price_per_epoch": 1.0})
+    r = cli("run", two)
+    assert r.code == 2, r.err
+    assert (
+        "objectives: study 'inst' was started with 1 objective(s) (minimize), the file names 2"
+        in r.err
+    )
+    assert "Traceback" not in r.err
+
+
+# -- the pruning rule -------------------------------------------------------------------------
+def _done(study: optuna.Study, loss_at: dict[int, float], cost: float) -> None:
+    study.add_trial(
+        optuna.trial.create_trial(
+            values=[loss_at[max(loss_at)], cost],
+            user_attrs={TrialAttrs.EPOCH_VALUES: {str(k): v for k, v in loss_at.items()}},
+        )
+    )
+
+
+def test_the_rule_prunes_on_the_primary_but_keeps_a_trial_cheaper_than_all_that_beat_it() -> None:
+    study = optuna.create_study(directions=["minimize", "minimize"])
+    pruner = optuna.pruners.MedianPruner(n_startup_trials=2)
+    _done(study, {1: 1.0, 2: 0.8}, cost=4.0)
+    _done(study, {1: 1.2, 2: 0.9}, cost=4.0)
+    _done(study, {1: 2.0, 2: 1.5}, cost=1.0)
+    directions = ["minimize", "minimize"]
+    # worse than the median (1.2) at epoch 1; beaten by trials 0 and 1
+    dear = prune_several(study, pruner, 99, 1, 1.5, [4.0], directions)
+    assert dear.prune and dear.pruner_says and dear.beaten_by == (0, 1)
+    cheap = prune_several(study, pruner, 99, 1, 1.5, [2.0], directions)
+    assert not cheap.prune and cheap.pruner_says  # cheaper than every trial that beats it
+    unknown = prune_several(study, pruner, 99, 1, 1.5, [None], directions)
+    assert unknown.prune  # a cost nobody can project saves nothing
+    good = prune_several(study, pruner, 99, 1, 1.1, [9.0], directions)
+    assert not good.prune and not good.pruner_says  # better than the median: the pruner's own
+    # the same question Optuna's median pruner answers in a single-objective study
+    single = optuna.create_study(pruner=pruner)
+    for loss_at in ({1: 1.0, 2: 0.8}, {1: 1.2, 2: 0.9}, {1: 2.0, 2: 1.5}):
+        single.add_trial(optuna.trial.create_trial(value=loss_at[2], intermediate_values=loss_at))
+    for value in (1.5, 1.1):
+        trial = single.ask()
+        trial.report(value, 1)
+        assert trial.should_prune() == (value == 1.5)
+
+
+def test_one_row_per_job_in_the_report_and_every_trial_with_all(
+    cli,
+    instant: Path,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    spec = _instant_spec(
+        tmp_path,
+        trials=3,
+        sampler={"name": "random", "seed": 1, "epochs_as_trials": True},
+        pruner={"name": "median", "options": {"n_startup_trials": 2}},
+    )
+    assert cli("run", spec).code == 0
+    every = json.loads(cli("report", spec, "--format", "json").out)
+    jobs = [row for row in every if not row["derived"]]
+    derived = [row for row in every if row["derived"]]
+    assert len(jobs) == 3 and derived  # 2-4 epochs: earlier epochs told as trials
+    assert all(row["job_trial"] == row["derived_from"] for row in derived)
+    assert all(row["job_trial"] == row["trial"] for row in jobs)
+    table = cli("report", spec).out.splitlines()
+    assert len(table) == 1 + len(jobs)  # the header, then one row per job
+    assert "epochs" in table[0].split()
+    shown = {int(line.split()[0]) for line in table[1:]}
+    assert shown == {row["trial"] for row in jobs}
+    complete = next(row for row in jobs if row["state"] == "COMPLETE" and row["n_epochs"] > 2)
+    line = next(x for x in table[1:] if x.split()[0] == str(complete["trial"]))
+    assert f"epochs 1..{complete['n_epochs']}:" in line and "(best @" in line
+    assert len(cli("report", spec, "--all").out.splitlines()) == 1 + len(every)
