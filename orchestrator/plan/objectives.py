@@ -28,6 +28,7 @@ __all__ = [
     "TRIAL_METRICS",
     "check_objectives",
     "constraint_values",
+    "describe_search",
     "directions",
 ]
 
@@ -40,6 +41,29 @@ TRIAL_METRICS = {
 #: own cannot prune one); successive halving and hyperband keep state per rung that Optuna
 #: writes only for its own single-objective studies
 SINGLE_OBJECTIVE_PRUNERS = ("successive_halving", "hyperband")
+
+
+def describe_search(spec: SweepSpec) -> str | None:
+    """One line on what a sweep of several objectives (or with constraints) searches with;
+    None for one objective without constraints."""
+    if not spec.multi_objective and not spec.constraints:
+        return None
+    goals = ", ".join(f"{o.direction} {o.metric}" for o in spec.objective_list)
+    sampler = spec.sampler.name
+    if sampler == "auto":
+        sampler = "auto: a scrambled Sobol start, then TPE" + (
+            " (multi-objective)" if spec.multi_objective else ""
+        )
+    line = f"objectives: {goals}; sampler {sampler}"
+    if spec.constraints:
+        limits = ", ".join(
+            f"{m} <= {c.max:g}" if c.max is not None else f"{m} >= {c.min:g}"
+            for m, c in spec.constraints.items()
+        )
+        line += f"; constraints: {limits}"
+    if spec.multi_objective and spec.pruner.name != "none":
+        line += f"; pruner {spec.pruner.name} on {spec.objective.metric}, keeping the front"
+    return line
 
 
 def directions(spec: SweepSpec) -> list[str]:

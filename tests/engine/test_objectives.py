@@ -250,3 +250,25 @@ def test_one_row_per_job_in_the_report_and_every_trial_with_all(
     line = next(x for x in table[1:] if x.split()[0] == str(complete["trial"]))
     assert f"epochs 1..{complete['n_epochs']}:" in line and "(best @" in line
     assert len(cli("report", spec, "--all").out.splitlines()) == 1 + len(every)
+
+
+def test_space_says_what_a_sweep_of_several_objectives_searches_with(
+    cli,
+    instant: Path,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    spec = _instant_spec(
+        tmp_path,
+        objectives=TWO,
+        constraints={"cost_usd": {"max": 3}},
+        options={"price_per_epoch": 1.0},
+        sampler={"name": "auto"},
+        pruner={"name": "median"},
+    )
+    r = cli("space", spec)
+    assert r.code == 0, r.err
+    assert (
+        "objectives: minimize full_valid_loss, minimize cost_usd; sampler auto: a scrambled "
+        "Sobol start, then TPE (multi-objective); constraints: cost_usd <= 3; pruner median "
+        "on full_valid_loss, keeping the front"
+    ) in r.out
