@@ -49,7 +49,7 @@ def describe_search(spec: SweepSpec) -> str | None:
     if not spec.multi_objective and not spec.constraints:
         return None
     goals = ", ".join(f"{o.direction} {o.metric}" for o in spec.objective_list)
-    sampler = spec.sampler.name
+    sampler: str = spec.sampler.name
     if sampler == "auto":
         sampler = "auto: a scrambled Sobol start, then TPE" + (
             " (multi-objective)" if spec.multi_objective else ""
