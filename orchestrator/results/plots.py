@@ -187,18 +187,31 @@ def history_plot(inp: ReportInputs) -> str | None:
     return _svg(fig)
 
 
+def _importances(study: optuna.Study) -> dict[str, float]:
+    """Optuna's parameter importances; of the primary objective in a study of several
+    (oriented so lower is better, as its evaluator reads a target)."""
+    import warnings
+
+    import optuna
+
+    if len(study.directions) < 2:
+        return dict(optuna.importance.get_param_importances(study))
+    sign = -1.0 if study.directions[0].name == "MAXIMIZE" else 1.0
+    with warnings.catch_warnings():  # "importances to achieve low target values": it is
+        warnings.simplefilter("ignore", UserWarning)
+        return dict(
+            optuna.importance.get_param_importances(study, target=lambda t: sign * value(t))
+        )
+
+
 def importance_plot(inp: ReportInputs) -> tuple[str | None, str | None]:
     """(the SVG, or None and why)."""
     done = finished_trials(inp.study)
     if len(done) < 3:
         return None, "parameter importances need at least 3 completed trials"
-    import optuna
 
     try:
-        several = len(inp.study.directions) > 1
-        scores = optuna.importance.get_param_importances(
-            inp.study, target=value if several else None
-        )
+        scores = _importances(inp.study)
     except (RuntimeError, ValueError, ZeroDivisionError) as exc:
         return None, f"parameter importances could not be computed ({exc})"
     if not scores:
