@@ -77,8 +77,9 @@ def test_a_two_objective_sweep_against_apisim_prunes_and_reports_its_front(
         pruner={"name": "median", "options": {"n_startup_trials": 2}},
         sampler={"name": "random", "seed": 3},
     )
-    r = cli("run", spec)
+    r = cli("run", spec, "--json-events")
     assert r.code == 0, r.err
+    events = [json.loads(line) for line in r.out.splitlines() if line.startswith("{")]
     study = _study(remote_runs, "rehearsal-openai")
     assert [d.name for d in study.directions] == ["MINIMIZE", "MINIMIZE"]
     trials = study.trials
@@ -93,6 +94,9 @@ def test_a_two_objective_sweep_against_apisim_prunes_and_reports_its_front(
             assert t.constraints == {"cost_usd": pytest.approx(t.values[1] - 100.0)}
     front = _brute_front(trials)
     assert front
+    # the live view's last event names the front
+    (finished,) = [e for e in events if "pareto_front" in e]
+    assert finished["pareto_front"] == sorted(front)
     # the report: every trial marked, the front as brute force finds it
     rows = json.loads(cli("report", spec, "--format", "json").out)
     assert {row["trial"] for row in rows if row["front"]} == front
