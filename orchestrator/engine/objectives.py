@@ -129,7 +129,8 @@ def _pruner_says(
     the primary objective made of the other ``trials`` that finished."""
     import optuna
 
-    copy = optuna.create_study(direction=direction, pruner=pruner)
+    sampler = optuna.samplers.RandomSampler(seed=0)  # asks for no parameter: never samples
+    copy = optuna.create_study(direction=direction, pruner=pruner, sampler=sampler)
     done = optuna.trial.TrialState.COMPLETE
     copy.add_trials(
         [
