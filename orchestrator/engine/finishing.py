@@ -146,7 +146,7 @@ class Concluding:
         """Every objective and constraint of the trial (:mod:`.objectives`): a completed
         trial missing an objective fails."""
         duration = None
-        if run.started_at:
+        if run.handle is not None:  # submitted at started_at (a fake clock may start at 0)
             paused = self._paused_s.get(run.number, 0.0)
             duration = round(self.clock() - run.started_at - paused, 3)
         measured = measure(self.plan.spec, run.curves, outcome.cost_usd, duration)

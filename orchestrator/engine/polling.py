@@ -150,7 +150,7 @@ class Polling(Concluding):
             return bool(run.trial.should_prune())
         hp = run.request.hyperparameters
         estimate = run.attrs.get(TrialAttrs.ESTIMATE)
-        elapsed = self.clock() - run.started_at if run.started_at else None
+        elapsed = self.clock() - run.started_at if run.handle is not None else None
         mine = projected(
             spec,
             run.curves,

@@ -16,8 +16,12 @@ from mlflow import MlflowClient
 from orchestrator import apisim
 from orchestrator.core.attrs import TrialAttrs
 from orchestrator.engine.objectives import prune_several
+from tests.engine.conftest import SweepFactory
+from tests.engine.test_loop import (
+    _run,
+    instant,  # noqa: F401  (the fixture)
+)
 from tests.engine.test_loop import _spec as _instant_spec
-from tests.engine.test_loop import instant  # noqa: F401  (the fixture)
 from tests.engine.test_remote_sweeps import _spec, _study, remote_runs  # noqa: F401
 
 #: simulated seconds per second: slow enough that an epoch (40 steps of half a simulated
@@ -276,3 +280,50 @@ def test_space_says_what_a_sweep_of_several_objectives_searches_with(
         "Sobol start, then TPE (multi-objective); constraints: cost_usd <= 3; pruner median "
         "on full_valid_loss, keeping the front"
     ) in r.out
+
+
+def test_cost_usd_needs_a_priced_backend_and_duration_s_does_not(
+    cli,
+    make_sweep: SweepFactory,
+) -> None:
+    dollars = make_sweep(name="mo-local", objectives=TWO)
+    r = cli("space", dollars)
+    assert r.code == 2
+    assert "objectives.1.metric: 'cost_usd' needs a priced backend" in r.err
+    seconds = make_sweep(
+        name="mo-local", objectives=[TWO[0], {"metric": "duration_s", "direction": "minimize"}]
+    )
+    r = cli("space", seconds)
+    assert r.code == 0, r.err
+    assert "objectives: minimize full_valid_loss, minimize duration_s" in r.out
+
+
+def test_derived_epochs_and_wall_time_as_objectives_with_a_constraint(
+    instant: Path,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    spec = _instant_spec(
+        tmp_path,
+        trials=3,
+        parallel=1,
+        objectives=[TWO[0], {"metric": "duration_s", "direction": "minimize"}],
+        constraints={"full_valid_loss": {"max": 3.0}},
+        sampler={"name": "random", "seed": 1, "epochs_as_trials": True},
+    )
+    result, _ = _run(spec)
+    trials = result.study.trials
+    jobs = [t for t in trials if TrialAttrs.DERIVED_FROM not in t.user_attrs]
+    derived = [t for t in trials if TrialAttrs.DERIVED_FROM in t.user_attrs]
+    assert len(jobs) == 3 and derived
+    for t in jobs:
+        assert t.state.name == "COMPLETE"
+        assert t.values[1] == t.user_attrs[TrialAttrs.DURATION] > 0  # the fake clock's seconds
+        assert t.constraints == {"full_valid_loss": pytest.approx(t.values[0] - 3.0)}
+        assert not t.intermediate_values  # kept aside: Optuna's MO samplers refuse them
+        assert t.user_attrs[TrialAttrs.EPOCH_VALUES]
+    for t in derived:
+        parent = trials[t.user_attrs[TrialAttrs.DERIVED_FROM]]
+        k, n = t.params["n_epochs"], parent.params["n_epochs"]
+        assert t.values[0] == parent.user_attrs[TrialAttrs.EPOCH_VALUES][str(k)]
+        assert t.values[1] == pytest.approx(parent.values[1] * k / n)  # its share of the job
+        assert t.constraints == {"full_valid_loss": pytest.approx(t.values[0] - 3.0)}
