@@ -88,7 +88,9 @@ def test_a_two_objective_sweep_against_apisim_prunes_and_reports_its_front(
     assert [d.name for d in study.directions] == ["MINIMIZE", "MINIMIZE"]
     trials = study.trials
     states = [t.state.name for t in trials]
-    assert states.count("PRUNED") >= 1, states
+    # the rule pruned (its job cancelled: PRUNED; on a machine slow enough that the job
+    # ended before its cancel, COMPLETE with the prune recorded)
+    assert any(TrialAttrs.PRUNED_AT in t.user_attrs for t in trials), states
     assert states.count("COMPLETE") >= 3, states
     for t in trials:
         if t.state.name == "COMPLETE":
