@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from orchestrator.analysis.diagnosis import Advice, Thresholds, TrialCurve, advise
+from orchestrator.core.attrs import TrialAttrs
 
 if TYPE_CHECKING:
     import optuna
@@ -28,13 +29,14 @@ def sweep_advice(
     rows = frame.to_dict(orient="records") if len(frame) else []
     labels = [str(r["diagnosis"]) for r in rows if r.get("diagnosis") and r["state"] != "PRUNED"]
     sign = 1.0 if plan.spec.objective.direction == "minimize" else -1.0
-    done = [t for t in study.get_trials(deepcopy=False) if t.value is not None]
-    top = [t.params for t in sorted(done, key=lambda t: sign * float(t.value or 0.0))[:3]]
+    # values[0]: the (primary) objective, in a study of one objective or several
+    done = [t for t in study.get_trials(deepcopy=False) if t.values]
+    top = [t.params for t in sorted(done, key=lambda t: sign * float(t.values[0]))[:3]]
     # completed trials only: a pruned one was already stopped for being worse at an epoch
     curves = [
-        TrialCurve(t.number, t.params, t.intermediate_values)
+        TrialCurve(t.number, t.params, steps)
         for t in study.get_trials(deepcopy=False)
-        if t.intermediate_values and t.state.name == "COMPLETE"
+        if (steps := _epoch_values(t)) and t.state.name == "COMPLETE"
     ]
     return advise(
         plan.space,
@@ -46,3 +48,11 @@ def sweep_advice(
         minimize=sign > 0,
         thresholds=Thresholds(**plan.spec.diagnosis.model_dump()),
     )
+
+
+def _epoch_values(t: optuna.trial.FrozenTrial) -> dict[int, float]:
+    """The objective at each epoch end (several objectives: kept in the trial's ledger)."""
+    if t.intermediate_values:
+        return dict(t.intermediate_values)
+    found = t.user_attrs.get(TrialAttrs.EPOCH_VALUES)
+    return {int(k): float(v) for k, v in found.items()} if isinstance(found, dict) else {}

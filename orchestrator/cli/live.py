@@ -178,9 +178,34 @@ def event_record(e: Event) -> dict[str, Any] | None:
             "spent_usd": round(e.spent_usd, 6),
             "stop_reason": e.stop_reason,
             "best_trial": e.best.number if e.best is not None else None,
-            "best_value": e.best.value if e.best is not None else None,
+            "best_value": primary_value(e.best) if e.best is not None else None,
+            **(
+                {"pareto_front": sorted(front_numbers(e.study))}
+                if e.plan.spec.multi_objective
+                else {}
+            ),
         }
     return None
+
+
+def primary_value(t: Any) -> float | None:
+    """The trial's (primary) objective (:func:`orchestrator.results.front.primary_value`)."""
+    from orchestrator.results.front import primary_value as value
+
+    return value(t)
+
+
+def front_numbers(study: Any) -> set[int]:
+    """The Pareto front (:func:`orchestrator.results.table.front_numbers`)."""
+    from orchestrator.results.table import front_numbers as front
+
+    return front(study)
+
+
+def _front_of(e: SweepFinished) -> dict[str, Any]:
+    if not e.plan.spec.multi_objective:
+        return {}
+    return {"pareto_front": sorted(front_numbers(e.study))}
 
 
 def _finite(v: Any) -> Any:
@@ -249,6 +274,9 @@ class _Board:
     finished: list[_Done] = field(default_factory=list)
     durations: list[float] = field(default_factory=list)
     best: tuple[int, float] | None = None
+    #: several objectives: the study (read for the front as trials finish) and its front
+    study: Any = None
+    front: list[int] | None = None
     queue_note: str | None = None
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -350,9 +378,12 @@ class LiveConsole(ConsoleListener):
                     cost = t.user_attrs.get(TrialAttrs.COST)
                     if isinstance(cost, int | float):
                         b.spent += float(cost)
-                    if t.state.name == "COMPLETE" and t.value is not None and b.better(t.value):
-                        b.best = (t.number, float(t.value))
+                    value = primary_value(t)
+                    if t.state.name == "COMPLETE" and value is not None and b.better(value):
+                        b.best = (t.number, value)
             b.done_before = done
+            if spec.multi_objective:
+                b.study, b.front = e.study, sorted(front_numbers(e.study))
         self._print(
             f"sweep {b.sweep} on {b.backend}: {b.total} trials, {b.parallel} at a time"
             + (f", budget {_usd(b.budget)}" if b.budget is not None else "")
@@ -439,6 +470,8 @@ class LiveConsole(ConsoleListener):
             if e.state == "COMPLETE" and e.value is not None and b.better(e.value):
                 b.best = (e.trial.number, e.value)
             b.finished.append(_Done(e.trial.number, e.state, e.value, e.diagnosis.label, seconds))
+            if b.study is not None:  # the front as the study stands (told after this event)
+                b.front = sorted(front_numbers(b.study))
         super().trial_finished(e)  # the same line the plain mode writes
 
     def note(self, e: Note) -> None:
@@ -450,6 +483,8 @@ class LiveConsole(ConsoleListener):
     def sweep_finished(self, e: SweepFinished) -> None:
         with self.board.lock:
             self.board.flights.clear()
+            if self.board.study is not None:
+                self.board.front = sorted(front_numbers(e.study))
         self._stop()
 
     # -- drawing ---------------------------------------------------------------------------
@@ -482,6 +517,9 @@ class LiveConsole(ConsoleListener):
             head.append(f"  {done}/{b.total} trials done  ")
             if b.best is not None:
                 head.append(f"best t{b.best[0]:03d} = {b.best[1]:.4g}  ", style="green")
+            if b.front is not None:
+                shown = " ".join(f"t{n:03d}" for n in b.front[:8]) + (" ..." * (len(b.front) > 8))
+                head.append(f"front {len(b.front)}: {shown}  ", style="green")
             if b.budget is not None or b.spent or committed:
                 head.append(f"spent {_usd(b.spent)} + committed {_usd(committed)}")
                 head.append(f" of {_usd(b.budget)}  " if b.budget is not None else "  ")

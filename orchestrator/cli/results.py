@@ -43,15 +43,26 @@ def report(
         bool,
         typer.Option("--imported", help="Report the provider's jobs `ftsweep import` wrote."),
     ] = False,
+    every: Annotated[
+        bool,
+        typer.Option(
+            "--all", help="Every Optuna trial, derived epochs included (default: one per job)."
+        ),
+    ] = False,
 ) -> None:
     """Report the sweep's trials: parameters, objective, diagnosis, cost (reads only).
+
+    The table, markdown and HTML show one row per job, with its objective at each epoch
+    end; the earlier epochs told as trials of their own are folded under it (``--all``
+    shows each). CSV and JSON keep every trial, marked ``derived`` and ``job_trial``. With
+    several objectives the trials on the Pareto front are marked ``front``.
 
     Example: ftsweep report sweeps/quickstart.yaml --format json --out trials.json
     """
     quiet_libraries()
     from orchestrator.core.errors import UsageError
     from orchestrator.results.read import open_results
-    from orchestrator.results.table import FORMATS, render
+    from orchestrator.results.table import FORMATS, jobs_frame, render
 
     if fmt not in FORMATS:
         raise UsageError(f"--format must be one of {', '.join(FORMATS)}, not {fmt!r}")
@@ -63,9 +74,12 @@ def report(
     if fmt == "html":  # the page with the summary, plots and advice
         from orchestrator.results.read import html_report
 
-        text = html_report(str(spec), study)
+        text = html_report(str(spec), study, every=every)
     else:
-        text = render(open_results(spec, study=study).frame(), fmt)
+        frame = open_results(spec, study=study).frame()
+        if fmt in ("table", "markdown") and not every:
+            frame = jobs_frame(frame)
+        text = render(frame, fmt)
     if out_file is None:
         out.data(text)
         return
@@ -89,6 +103,14 @@ def best(
             "highest first, instead of the objective.",
         ),
     ] = None,
+    pick_policy: Annotated[
+        str | None,
+        typer.Option(
+            "--pick",
+            help="best | 'cheapest-within PCT' | knee: how the winner is chosen among the "
+            "Pareto front (default: best with one objective, 'cheapest-within 2' with several).",
+        ),
+    ] = None,
 ) -> None:
     """Print the best trial's hyper-parameters, value, model and inference recipe as JSON.
 
@@ -100,16 +122,23 @@ def best(
     An earlier epoch that kept no model is shown with how to get it; its recipe is then the
     best trial's that has one.
 
+    With several objectives the winner is one trial of the Pareto front, chosen by
+    ``--pick`` (see the README); the output names the policy and why it chose that trial.
+
     Example: ftsweep best sweeps/quickstart.yaml --code > call.py
     """
     quiet_libraries()
     from orchestrator.core.attrs import StudyAttrs, TrialAttrs
-    from orchestrator.core.errors import OrchestratorError
-    from orchestrator.results.read import open_results
+    from orchestrator.core.errors import OrchestratorError, UsageError
+    from orchestrator.results.front import primary_value
+    from orchestrator.results.read import open_results, parse_policy
     from orchestrator.tracking.recipe import missing_model_note, recipe_of_trial, with_model
 
+    policy = parse_policy(pick_policy)  # a bad one is exit 2 before any store is read
     results = open_results(spec, current=True)
-    trial = results.best()
+    if by is not None and pick_policy is not None:
+        raise UsageError("--by and --pick choose the winner two ways: give one of them")
+    chosen = results.pick(policy)
     by_value = None
     if by is not None:
         from orchestrator.workflows.evaluate import rank_by
@@ -120,9 +149,11 @@ def best(
                 f"no trial of {results.spec.name!r} has {by}: run `ftsweep evaluate {spec}` "
                 "(its scorers log eval_<scorer>)"
             )
-        trial, by_value = ranked[0]
-    if trial is None:
+        chosen = (ranked[0][0], {})
+        by_value = ranked[0][1]
+    if chosen is None:
         raise OrchestratorError(f"sweep {results.spec.name!r} has no completed trial yet")
+    trial, picked = chosen
     backend = results.spec.backend.name
     note = missing_model_note(trial)
     kept = with_model(results.study, trial)  # the best trial with a model when it has none
@@ -150,7 +181,8 @@ def best(
                 "generation": results.generation,
                 "study": results.study.study_name,
                 "objective": results.spec.objective.metric,
-                "value": trial.value,
+                "value": primary_value(trial),
+                **picked,
                 "hyperparameters": results.hyperparameters(trial),
                 "diagnosis": trial.user_attrs.get(TrialAttrs.DIAGNOSIS),
                 "recommendation": trial.user_attrs.get(TrialAttrs.RECOMMENDATION),

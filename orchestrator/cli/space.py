@@ -72,8 +72,17 @@ def space(spec: SpecArg, as_json: JsonOpt = False) -> None:
             ["parameter", "search", "notes"],
             [[d.name, d.describe(), "; ".join(d.notes)] for d in plan.space.dimensions],
         )
+        + _search(plan)
         + _advice(plan)
     )
+
+
+def _search(plan: SweepPlan) -> str:
+    """The objectives, sampler and constraints of a sweep of several objectives."""
+    from orchestrator.plan.objectives import describe_search
+
+    line = describe_search(plan.spec)
+    return f"\n\n{line}" if line else ""
 
 
 def _advice(plan: SweepPlan) -> str:

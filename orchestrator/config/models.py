@@ -35,6 +35,7 @@ __all__ = [
     "NAME_PATTERN",
     "BackendSpec",
     "BatchSizeParam",
+    "ConstraintSpec",
     "DataSpec",
     "DiagnosisSpec",
     "EvaluateSpec",
@@ -201,8 +202,32 @@ class BackendSpec(_Model):
 
 
 class ObjectiveSpec(_Model):
+    """One objective: a metric the trials report (or ``cost_usd``) and its direction."""
+
     metric: Text = "full_valid_loss"
     direction: Literal["minimize", "maximize"] = "minimize"
+
+
+class ConstraintSpec(_Model):
+    """A hard limit on a reported metric (or ``cost_usd``): ``{max: X}`` or ``{min: X}``; a
+    finished trial outside it is infeasible (never on the front, never the best)."""
+
+    max: float | None = None
+    min: float | None = None
+
+    @model_validator(mode="after")
+    def _one_bound(self) -> Self:
+        if (self.max is None) == (self.min is None):
+            raise ValueError("give one of max or min")
+        return self
+
+    def violation(self, value: float) -> float:
+        """How far ``value`` is outside the limit (<= 0: inside), as Optuna's
+        ``constraints_func`` takes it."""
+        if self.max is not None:
+            return float(value - self.max)
+        assert self.min is not None
+        return float(self.min - value)
 
 
 class SamplerSpec(_Model):
@@ -326,7 +351,13 @@ class SweepSpec(_Model):
     data: DataSpec
     backend: BackendSpec
     space: SpaceSpec = Field(default_factory=SpaceSpec)
+    #: the (primary) objective; with ``objectives`` it is their first
     objective: ObjectiveSpec = Field(default_factory=ObjectiveSpec)
+    #: several objectives (the first is the primary: pruning and ``best`` rank by it);
+    #: None: the one ``objective``
+    objectives: list[ObjectiveSpec] | None = Field(default=None, min_length=1, max_length=8)
+    #: hard limits on reported metrics (``cost_usd`` included), by metric name
+    constraints: dict[str, ConstraintSpec] = Field(default_factory=dict)
     trials: int = Field(default=8, ge=1, le=MAX_TRIALS)
     parallel: int = Field(default=1, ge=1, le=MAX_PARALLEL)
     timeout_s: float | None = Field(default=None, gt=0)
@@ -345,6 +376,37 @@ class SweepSpec(_Model):
     prices: dict[str, _Price] = Field(default_factory=dict)
     #: the file this spec was loaded from (set by :func:`~orchestrator.config.load_spec`)
     source: Path | None = Field(default=None, exclude=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _objectives_or_objective(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("objectives") is not None:
+            if "objective" in data:
+                raise ValueError("objectives: give objective or objectives, not both")
+            found = data["objectives"]
+            if isinstance(found, list) and found:
+                data = {**data, "objective": found[0]}
+        return data
+
+    @field_validator("objectives")
+    @classmethod
+    def _distinct_objectives(cls, v: list[ObjectiveSpec] | None) -> list[ObjectiveSpec] | None:
+        seen: set[str] = set()
+        for i, o in enumerate(v or ()):
+            if o.metric in seen:
+                raise ValueError(f"{i}.metric: {o.metric!r} is named twice")
+            seen.add(o.metric)
+        return v
+
+    @property
+    def objective_list(self) -> tuple[ObjectiveSpec, ...]:
+        """The sweep's objectives, the primary first (one: the ``objective``)."""
+        return tuple(self.objectives) if self.objectives else (self.objective,)
+
+    @property
+    def multi_objective(self) -> bool:
+        """Whether the sweep has several objectives (an Optuna study with ``directions``)."""
+        return len(self.objective_list) > 1
 
     @field_validator("enqueue")
     @classmethod

@@ -45,6 +45,14 @@ NOTES: dict[str, str] = {
     "objective.metric": "Any metric the backend reports at epoch ends (`full_valid_loss`, "
     "`full_valid_mean_token_accuracy`, `full_valid_exact_match`, ...).",
     "objective.direction": "`minimize` or `maximize`.",
+    "objectives": "Several objectives instead of `objective` (the first is the primary: "
+    "pruning and `best` rank by it), e.g. `full_valid_loss` and `cost_usd`; see `docs/search.md`.",
+    "objectives.metric": "A metric the backend reports, or `cost_usd` (the trial's dollars).",
+    "objectives.direction": "`minimize` or `maximize`.",
+    "constraints": "Hard limits by metric name (`cost_usd` included): `{max: X}` or `{min: X}`; "
+    "a trial outside them is never on the front nor the best.",
+    "constraints.max": "The largest value allowed.",
+    "constraints.min": "The smallest value allowed.",
     "trials": "Trials in the study in all (finished ones count on a rerun).",
     "parallel": "Jobs in flight at once (capped by the provider's concurrent-job limit).",
     "timeout_s": "Stop launching trials after this many seconds (running ones finish).",

@@ -55,6 +55,13 @@ class TrialAttrs:
     IMPORTED = "ftsweep.imported_job"  # the provider's job id: the import's key
     IMPORTED_SAME_DATA = "ftsweep.imported_same_data"  # trained on the sweep's training file
     IMPORTED_EXAMPLES = "ftsweep.imported_n_examples"  # examples in its training file
+    # several objectives (docs/search.md)
+    OBJECTIVES = "ftsweep.objectives"  # {metric: value} of every objective, as told
+    CONSTRAINTS = "ftsweep.constraints"  # violations (<= 0: inside), what constraints_func reads
+    DURATION = "ftsweep.duration_s"  # the job's wall time, paused time left out
+    #: {epoch: primary objective} where Optuna takes no intermediate values (several
+    #: objectives: its multi-objective samplers refuse trials that have them)
+    EPOCH_VALUES = "ftsweep.epoch_values"
 
 
 class StudyAttrs:

@@ -36,6 +36,7 @@ from orchestrator.engine.loop import STOP, SweepLoop
 from orchestrator.plan.fingerprint import Fingerprint, changes, file_sha256, fingerprint
 from orchestrator.plan.models import ResolvedModel, resolve_base_model
 from orchestrator.plan.sweep import Generation, SweepPlan, plan_spec, preflight, with_tokens
+from orchestrator.results.front import primary_value
 from orchestrator.results.table import best_trial, trials_frame
 from orchestrator.stores.locks import exclusive, launch_lock
 from orchestrator.stores.study import (
@@ -424,7 +425,7 @@ def _conclusion(study: optuna.Study, best: Any, spent: float | None = None) -> d
     return {
         "completed": completed,
         "best_trial": best.number,
-        "best_value": best.value,
+        "best_value": primary_value(best),
         "model": best.user_attrs.get(TrialAttrs.FINE_TUNED_MODEL),
         "spent_usd": round(_spent(study) if spent is None else spent, 4),
     }

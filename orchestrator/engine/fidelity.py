@@ -19,7 +19,11 @@ at no cost. A derived trial
   repeats (:mod:`.repeats`) take its result instead of training it again;
 - is never RUNNING (it is created complete), never counts toward ``trials``, costs nothing
   (no ``ftsweep.cost_usd``), and has no MLflow run of its own: its values are the parent
-  run's per-epoch metrics, and it records the parent's run id (``ftsweep.mlflow_run_id``).
+  run's per-epoch metrics, and it records the parent's run id (``ftsweep.mlflow_run_id``);
+- in a sweep of several objectives (or with constraints) has every objective at that epoch:
+  a metric at the same step, and ``cost_usd``/``duration_s`` as the parent's share for
+  ``k`` of its epochs (what an ``n_epochs=k`` job costs; not charged); an epoch missing one
+  derives nothing.
 
 An epoch whose configuration the study already has (trained, or derived before) is not
 derived again.
@@ -150,13 +154,47 @@ def tell_derived(
             user_attrs[TrialAttrs.FINE_TUNED_MODEL] = d.model
         if attrs.get(TrialAttrs.MLFLOW_RUN):
             user_attrs[TrialAttrs.MLFLOW_RUN] = attrs[TrialAttrs.MLFLOW_RUN]
+        told = _objectives(plan, curves, d, hp.n_epochs, attrs)
+        if told is None:
+            continue
+        values, violations, measured = told
+        if measured:
+            user_attrs[TrialAttrs.OBJECTIVES] = measured
         trial = optuna.trial.create_trial(
             params={**params, "n_epochs": d.epoch},
             distributions=distributions,
-            value=d.value,
+            values=values,
             user_attrs={k: v for k, v in user_attrs.items() if v is not None},
+            constraints=violations or None,
         )
         study.add_trial(trial)
         known.add(config_hash)
         numbers.append(study.get_trials(deepcopy=False)[-1].number)
     return numbers
+
+
+def _share(attrs: Mapping[str, Any], key: str, share: float) -> float | None:
+    found = attrs.get(key)
+    return float(found) * share if isinstance(found, int | float) else None
+
+
+def _objectives(
+    plan: SweepPlan, curves: Curves, d: Derived, n_epochs: int, attrs: Mapping[str, Any]
+) -> tuple[list[float], dict[str, float], dict[str, float | None]] | None:
+    """``(values, constraint violations, measured metrics)`` of the derived trial ``d``
+    (one value and nothing else in a sweep of one objective without constraints); None when
+    an objective is unknown at that epoch."""
+    from orchestrator.engine.objectives import measure, settle
+
+    spec = plan.spec
+    if not spec.multi_objective and not spec.constraints:
+        return [d.value], {}, {}
+    share = d.epoch / n_epochs
+    cost = _share(attrs, TrialAttrs.COST, share)
+    duration = _share(attrs, TrialAttrs.DURATION, share)
+    measured = measure(spec, curves, cost, duration, d.step)
+    measured[spec.objective.metric] = d.value
+    values, violations, missing = settle(spec, measured)
+    if values is None or missing is not None:
+        return None
+    return list(values), violations, measured

@@ -16,9 +16,9 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 from orchestrator.analysis.diagnosis import Diagnosis, Thresholds
@@ -34,6 +34,7 @@ from orchestrator.engine.budget import Budget
 from orchestrator.engine.events import Event, Note, Records, TrialFinished
 from orchestrator.engine.fidelity import tell_derived
 from orchestrator.engine.limits import Limits
+from orchestrator.engine.objectives import measure, settle
 from orchestrator.engine.outcome import Outcome, conclude, failure_reason
 from orchestrator.engine.trial import TrialRun
 from orchestrator.plan.sweep import SweepPlan
@@ -130,6 +131,9 @@ class Concluding:
                 pruned_at=run.pruned_at,
                 error=error,
             )
+            spec = self.plan.spec
+            if spec.multi_objective or spec.constraints:
+                outcome = self._objectives(run, outcome)
         except Exception as exc:  # concluding this trial failed: it fails, the sweep goes on
             why = f"could not conclude the trial: {failure_reason(exc)}"
             reason = f"{error}; {why}" if error else why
@@ -137,6 +141,27 @@ class Concluding:
                 "FAIL", None, Diagnosis("unknown"), cost, reason, {TrialAttrs.ERROR: reason}
             )
         self._record(run, outcome, update)
+
+    def _objectives(self, run: TrialRun, outcome: Outcome) -> Outcome:
+        """Every objective and constraint of the trial (:mod:`.objectives`): a completed
+        trial missing an objective fails."""
+        duration = None
+        if run.handle is not None:  # submitted at started_at (a fake clock may start at 0)
+            paused = self._paused_s.get(run.number, 0.0)
+            duration = round(self.clock() - run.started_at - paused, 3)
+        measured = measure(self.plan.spec, run.curves, outcome.cost_usd, duration)
+        values, violations, missing = settle(self.plan.spec, measured)
+        attrs = {**outcome.attrs, TrialAttrs.OBJECTIVES: measured}
+        if duration is not None:
+            attrs[TrialAttrs.DURATION] = duration
+        if violations:
+            attrs[TrialAttrs.CONSTRAINTS] = violations
+        if outcome.state != "COMPLETE":
+            return replace(outcome, attrs=attrs)
+        if missing is not None:
+            attrs[TrialAttrs.ERROR] = missing
+            return replace(outcome, state="FAIL", value=None, error=missing, attrs=attrs)
+        return replace(outcome, attrs=attrs, values=values, constraints=violations)
 
     def _cost(self, run: TrialRun, update: JobUpdate | None) -> float | None:
         """What the trial is charged: the backend's cost of the finished job (its actual
@@ -189,7 +214,10 @@ class Concluding:
                 outcome.finished_despite_prune,
             )
         )
-        self._tell(run.trial, outcome.state, outcome.value)
+        for key, violation in outcome.constraints.items():
+            run.trial.set_constraint(key, violation)  # read by the sampler when it is told
+        told = outcome.values if outcome.values is not None else outcome.value
+        self._tell(run.trial, outcome.state, told)
         run.finish()
         if (
             outcome.state == "COMPLETE"
@@ -257,7 +285,7 @@ class Concluding:
                 f"could not record the failure ({failure_reason(exc)})", "warning", run.number
             )
 
-    def _tell(self, trial: optuna.Trial, state: str, value: float | None) -> None:
+    def _tell(self, trial: optuna.Trial, state: str, value: float | Sequence[float] | None) -> None:
         """Tell the study (:func:`~orchestrator.stores.optuna_internals.tell`); a trial
         another worker finished first is said so, not raised."""
         import optuna

@@ -22,6 +22,8 @@ from orchestrator.engine.outcome import failure_reason
 from orchestrator.engine.polling import Polling
 from orchestrator.engine.repeats import Repeats
 from orchestrator.engine.trial import TrialRun
+from orchestrator.results.front import primary_value
+from orchestrator.results.table import best_trial
 from orchestrator.stores.ledger import write
 
 if TYPE_CHECKING:
@@ -73,6 +75,10 @@ class Launching(Polling):
         return not counting or self._counted() < self.limits.trials
 
     def _best(self) -> float | None:
+        """The best (feasible) primary objective so far."""
+        if len(self.study.directions) > 1:
+            best = best_trial(self.study)
+            return primary_value(best) if best is not None else None
         try:
             return float(self.study.best_value)
         except ValueError:

@@ -39,6 +39,10 @@ class Outcome:
     error: str | None
     attrs: dict[str, Any] = field(default_factory=dict)
     finished_despite_prune: bool = False
+    #: with several objectives: the values told to the study (the primary first)
+    values: tuple[float, ...] | None = None
+    #: the constraints' violations set on the trial before it is told (<= 0: kept)
+    constraints: dict[str, float] = field(default_factory=dict)
 
 
 def objective_names(metric: str) -> tuple[str, ...]:

@@ -9,10 +9,12 @@ concludes the trial when the job has ended (:class:`~.finishing.Concluding`).
 from __future__ import annotations
 
 from orchestrator.backends.base import JobUpdate
+from orchestrator.core.attrs import TrialAttrs
 from orchestrator.core.errors import BackendError, ProviderBusyError
 from orchestrator.engine.curves import add_points
 from orchestrator.engine.events import EpochReported, Points, TrialSubmitted
 from orchestrator.engine.finishing import STOP, Concluding
+from orchestrator.engine.objectives import projected, prune_several
 from orchestrator.engine.outcome import environmental, failure_reason, objective_at
 from orchestrator.engine.trial import Phase, TrialRun
 
@@ -121,10 +123,14 @@ class Polling(Concluding):
             value = objective_at(run.curves, end.step, metric)
             if value is None:
                 continue
-            run.report(value, end.epoch)  # staged: written with the trial's next write
+            if self.plan.spec.multi_objective:
+                run.report_aside(value, end.epoch)
+            else:
+                run.report(value, end.epoch)  # staged: written with the trial's next write
             if self._prunes:
                 self._flush()  # the pruner compares with the other trials' values
-            pruned = bool(run.trial.should_prune()) and not update.status.terminal
+            pruned = self._should_prune(run, end.epoch, end.step, value)
+            pruned = pruned and not update.status.terminal
             if pruned:
                 run.record_prune(end.epoch)  # written before the cancel is sent
             self.emit(EpochReported(run, end.epoch, end.step, metric, value, pruned))
@@ -132,6 +138,51 @@ class Polling(Concluding):
                 self._cancel(run)
         if run.epochs_done != counted:
             run.record_epochs()
+
+    def _should_prune(self, run: TrialRun, epoch: int, step: int, value: float) -> bool:
+        """The pruner's verdict; with several objectives the engine's own rule
+        (:func:`~.objectives.prune_several`), which keeps a trial that could land on the
+        front."""
+        if not self._prunes:
+            return False
+        spec = self.plan.spec
+        if not spec.multi_objective:
+            return bool(run.trial.should_prune())
+        hp = run.request.hyperparameters
+        estimate = run.attrs.get(TrialAttrs.ESTIMATE)
+        elapsed = self.clock() - run.started_at if run.handle is not None else None
+        mine = projected(
+            spec,
+            run.curves,
+            step,
+            epoch,
+            hp.n_epochs,
+            float(estimate) if isinstance(estimate, int | float) else None,
+            elapsed,
+        )
+        others = [mine.get(o.metric) for o in spec.objective_list[1:]]
+        verdict = prune_several(
+            self.study,
+            self.study.pruner,
+            run.number,
+            epoch,
+            value,
+            others,
+            [o.direction for o in spec.objective_list],
+        )
+        if verdict.pruner_says and not verdict.prune:
+            shown = ", ".join(
+                f"{o.metric}={v:.4g}"
+                for o, v in zip(spec.objective_list[1:], others, strict=True)
+                if v is not None
+            )
+            beaten = ", ".join(f"#{n}" for n in verdict.beaten_by) or "none"
+            self._note(
+                f"epoch {epoch}: the pruner would stop it, kept: it could still land on the "
+                f"Pareto front (projected {shown}; better on the primary: {beaten})",
+                trial=run.number,
+            )
+        return verdict.prune
 
     def _cancel(self, run: TrialRun) -> None:
         """Cancel a pruned trial's job; a failure is retried with back-off, then given up."""

@@ -7,7 +7,7 @@ owner's, with a heartbeat, so a dead worker's waiting trials are adopted like an
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -21,7 +21,7 @@ __all__ = ["Repeats"]
 
 HEARTBEAT_EVERY_S = 10.0
 
-Tell = Callable[["optuna.Trial", str, "float | None"], None]
+Tell = Callable[["optuna.Trial", str, "float | Sequence[float] | None"], None]
 
 
 @dataclass
@@ -99,9 +99,23 @@ class Repeats:
                 w.last_beat = self.clock()
 
     def _copy(self, trial: optuna.Trial, twin: optuna.trial.FrozenTrial, tell: Tell) -> None:
-        for key in (TrialAttrs.DIAGNOSIS, TrialAttrs.RECOMMENDATION, TrialAttrs.BEST_EPOCH):
+        copied = (
+            TrialAttrs.DIAGNOSIS,
+            TrialAttrs.RECOMMENDATION,
+            TrialAttrs.BEST_EPOCH,
+            TrialAttrs.OBJECTIVES,
+        )
+        for key in copied:
             if key in twin.user_attrs:
                 trial.set_user_attr(key, twin.user_attrs[key])
         state = twin.state.name if twin.state.name in ("COMPLETE", "PRUNED") else "FAIL"
-        tell(trial, state, twin.value if state == "COMPLETE" else None)
+        if state == "COMPLETE":
+            for key, violation in twin.constraints.items():
+                trial.set_constraint(key, violation)
+        values = list(twin.values or ())
+        tell(
+            trial,
+            state,
+            (values[0] if len(values) == 1 else values) if state == "COMPLETE" else None,
+        )
         self.emit(TrialReused(trial.number, twin.number, state))

@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, Any, Final
 from orchestrator.backends.base import JobHandle, JobUpdate, TrainingRequest
 from orchestrator.core.attrs import TrialAttrs
 from orchestrator.engine.curves import Curves
+from orchestrator.results.front import epoch_values
 from orchestrator.stores.ledger import write
 from orchestrator.stores.optuna_internals import report_for_pruner
 
@@ -131,7 +132,7 @@ class TrialRun:
             trial,
             TrainingRequest.from_json(attrs[TrialAttrs.REQUEST]),
             attrs=dict(attrs),
-            reported=set(frozen.intermediate_values),
+            reported=set(frozen.intermediate_values) | set(epoch_values(frozen)),
             pruned_at=int(pruned) if pruned is not None else None,
             cancel_pending=pruned is not None,
             wall=wall,
@@ -262,6 +263,17 @@ class TrialRun:
         self.reported.add(epoch)
         if report_for_pruner(self.trial, epoch, value):
             self.staged_values[epoch] = float(value)
+
+    def report_aside(self, value: float, epoch: int) -> None:
+        """The primary objective at an epoch end of a trial in a study of several
+        objectives, kept in its ledger (``ftsweep.epoch_values``), not as an Optuna
+        intermediate value: Optuna's multi-objective samplers refuse trials with those."""
+        self._require("report", WHILE_THE_JOB_EXISTS)
+        self.reported.add(epoch)
+        found = self.attrs.get(TrialAttrs.EPOCH_VALUES)
+        values = dict(found) if isinstance(found, dict) else {}
+        values[str(epoch)] = float(value)
+        self.stage({TrialAttrs.EPOCH_VALUES: values})
 
     def flush(self) -> None:
         """Write what is staged, as one transaction (:func:`~.ledger.write`)."""

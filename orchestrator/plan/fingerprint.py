@@ -163,11 +163,14 @@ def model_digest(model: str) -> str | None:
 
 def _settings(plan: SweepPlan) -> str:
     spec = plan.spec
-    raw = {
+    raw: dict[str, Any] = {
         "backend": spec.backend.name,
         "options": plan.options.model_dump(mode="json", exclude_defaults=True),
         "objective": [spec.objective.metric, spec.objective.direction],
     }
+    if spec.objectives is not None or spec.constraints:  # absent before: older prints hold
+        raw["objectives"] = [[o.metric, o.direction] for o in spec.objective_list]
+        raw["constraints"] = {m: c.model_dump() for m, c in spec.constraints.items()}
     return hashlib.sha256(json.dumps(raw, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 

@@ -11,7 +11,8 @@ study, an upload or a job exists. In order:
 3. the model (``backend.model``), when tokens are counted: the backend's token counter;
 4. the data: every check of ``ftsweep validate``, the dataset-level ones included (at least
    10 training examples, one format for both files);
-5. the objective metric, against what the backend's jobs report;
+5. the objectives and constraints, against what the backend's jobs report
+   (:mod:`orchestrator.plan.objectives`);
 6. the space: every end of every range against the backend's
    :class:`~orchestrator.backends.base.Capabilities`, then each ``enqueue`` entry;
 7. the resources: the space's most demanding configuration against what the backend's jobs
@@ -36,7 +37,6 @@ from typing import TYPE_CHECKING, Any
 from pydantic import ValidationError
 
 from orchestrator.backends.base import (
-    GENERATION_METRICS,
     Backend,
     BackendOptions,
     Hyperparameters,
@@ -333,19 +333,10 @@ def _evaluate(shown: str, spec: SweepSpec) -> None:
 def _objective(
     shown: str, spec: SweepSpec, backend: type[Backend], options: BackendOptions
 ) -> None:
-    metric = spec.objective.metric
+    from orchestrator.plan.objectives import check_objectives
+
     known = backend.metric_names(options)
-    if metric in known:
-        return
-    hint = ""
-    if metric in GENERATION_METRICS:
-        hint = " (the local trainer reports it with backend option eval_generations: N)"
-    raise SpecError(
-        shown,
-        "objective.metric",
-        f"{metric!r} is not reported by backend {backend.name!r}{hint}; "
-        f"it reports: {', '.join(sorted(known))}",
-    )
+    check_objectives(shown, spec, known, backend.name, backend.capabilities.priced)
 
 
 def _enqueued(shown: str, spec: SweepSpec, backend: type[Backend], space: SearchSpace) -> None:

@@ -35,14 +35,17 @@ from orchestrator.results.plots import (
     ReportInputs,
     curve_plots,
     finished_trials,
+    front_plot,
     history_plot,
     importance_plot,
     parallel_plot,
     param_order,
     slice_plots,
     steps_per_epoch,
+    value,
 )
 from orchestrator.results.speed import THROUGHPUT_COLUMNS, THROUGHPUT_HEADINGS, format_throughput
+from orchestrator.results.table import best_trial, front_numbers
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -94,6 +97,7 @@ def _trials_table(frame: pd.DataFrame) -> str:
             "state",
             "imported",
             "value",
+            *(c for c in frame.columns if str(c).startswith("objective:")),
             *NAMES,
             "epochs_done",
             "best_epoch",
@@ -103,6 +107,8 @@ def _trials_table(frame: pd.DataFrame) -> str:
             "duration_s",
             *THROUGHPUT_COLUMNS,
             "recommendation",
+            "epochs",
+            "front",
         )
         if c in frame.columns
     ]
@@ -150,7 +156,10 @@ def _summary(inp: ReportInputs) -> str:
     done = finished_trials(study)
     best = None
     if done:
-        best = (min if inp.direction == "minimize" else max)(done, key=lambda t: float(t.value))  # type: ignore[arg-type]
+        best = (min if inp.direction == "minimize" else max)(done, key=value)
+        if len(study.directions) > 1:  # the best feasible primary, as `best --pick best`
+            chosen = best_trial(study)
+            best = chosen if chosen is not None else best
     cards = [
         (
             "trials",
@@ -159,7 +168,7 @@ def _summary(inp: ReportInputs) -> str:
         ),
         (
             "best " + inp.metric,
-            f"{best.value:.4g}" if best is not None else "-",
+            f"{value(best):.4g}" if best is not None else "-",
             f"trial {best.number}" if best is not None else "nothing completed",
         ),
         (
@@ -171,7 +180,7 @@ def _summary(inp: ReportInputs) -> str:
         ),
     ]
     if inp.previous_best is not None and best is not None:
-        delta = float(best.value) - inp.previous_best  # type: ignore[arg-type]
+        delta = value(best) - inp.previous_best
         cards.append(
             ("previous generation's best", f"{inp.previous_best:.4g}", f"change {delta:+.4g}")
         )
@@ -187,6 +196,13 @@ def _summary(inp: ReportInputs) -> str:
         ("backend / model", f"{inp.backend} / {inp.model}"),
         ("objective", f"{inp.direction} {inp.metric}"),
     ]
+    if len(inp.objectives) > 1:
+        facts[-1] = (
+            "objectives",
+            ", ".join(f"{d} {m}" for m, d in zip(inp.objectives, inp.directions, strict=False)),
+        )
+        front = front_numbers(study)
+        facts.append(("Pareto front", ", ".join(f"#{n}" for n in sorted(front)) or "-"))
     if best is not None:
         a = best.user_attrs
         params = ", ".join(
@@ -260,6 +276,8 @@ def render_html(inp: ReportInputs) -> str:
         )
     else:
         parts.append("<p class='note'>no advice: the best configuration is inside the ranges</p>")
+    if len(inp.objectives) > 1:
+        parts.append(_section("Pareto front", front_plot(inp), "no completed trial yet"))
     parts.append(_section("Optimization history", history_plot(inp), "no completed trial yet"))
     svg, why = importance_plot(inp)
     parts.append(_section("Parameter importances", svg, why))

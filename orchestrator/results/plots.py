@@ -5,12 +5,10 @@ None (or says why) when it cannot be drawn; :mod:`orchestrator.results.html` lay
 
 They are drawn by :mod:`orchestrator.results.svg`, not matplotlib: every sweep ends with them,
 and matplotlib's import and artists cost that end more CPU than the whole trial loop's logging.
-:func:`_pyplot` and :func:`_svg` remain for a plot that needs matplotlib.
 """
 
 from __future__ import annotations
 
-import io
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -19,13 +17,13 @@ from typing import TYPE_CHECKING, Any
 from orchestrator.analysis.importance import param_importances
 from orchestrator.core.attrs import TrialAttrs
 from orchestrator.core.params import NAMES
+from orchestrator.results.front import epoch_values, primary_value
 from orchestrator.results.svg import CYCLE, Panel, colormap, document, figure, polyline
 from orchestrator.results.svg import text as svg_text
 
 if TYPE_CHECKING:
     import optuna
     import pandas as pd
-    from matplotlib.figure import Figure
 
 __all__ = [
     "CURVE_METRICS",
@@ -35,6 +33,7 @@ __all__ = [
     "ReportInputs",
     "curve_plots",
     "finished_trials",
+    "front_plot",
     "history_plot",
     "importance_plot",
     "loss_curve",
@@ -42,6 +41,7 @@ __all__ = [
     "param_order",
     "slice_plots",
     "steps_per_epoch",
+    "value",
 ]
 
 Curve = list[tuple[int, float]]
@@ -91,46 +91,27 @@ class ReportInputs:
     #: steps per epoch, per trial number (to mark epochs on the curves)
     steps_per_epoch: Mapping[int, float] = field(default_factory=dict)
     previous_best: float | None = None
+    #: every objective's metric and direction, the primary first (one: ``metric``)
+    objectives: tuple[str, ...] = ()
+    directions: tuple[str, ...] = ()
 
 
 # -- plots -----------------------------------------------------------------------------------
-
-
-def _svg(fig: Figure) -> str:
-    buf = io.StringIO()
-    fig.savefig(buf, format="svg", bbox_inches="tight")
-    import matplotlib.pyplot as plt
-
-    plt.close(fig)
-    text = buf.getvalue()
-    return text[text.index("<svg") :]  # drop the XML prolog and doctype: inline SVG
-
-
-def _pyplot() -> Any:
-    import matplotlib
-
-    matplotlib.use("Agg", force=True)
-    import matplotlib.pyplot as plt
-
-    plt.rcParams.update(
-        {
-            "svg.fonttype": "none",  # text stays text: small files, selectable labels
-            "font.size": 9,
-            "axes.spines.top": False,
-            "axes.spines.right": False,
-            "axes.grid": True,
-            "grid.alpha": 0.3,
-        }
-    )
-    return plt
 
 
 def finished_trials(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
     return [
         t
         for t in study.get_trials(deepcopy=False)
-        if t.state.name == "COMPLETE" and t.value is not None and math.isfinite(t.value)
+        if t.state.name == "COMPLETE" and math.isfinite(value(t))
     ]
+
+
+def value(t: optuna.trial.FrozenTrial) -> float:
+    """The trial's primary objective (NaN when it has none), in a study of one objective
+    or several."""
+    found = primary_value(t)
+    return math.nan if found is None else found
 
 
 def _log_axis(values: Sequence[float]) -> bool:
@@ -144,7 +125,7 @@ def history_plot(inp: ReportInputs) -> str | None:
         return None
     panel = Panel(640, 320, title="Optimization history", xlabel="trial", ylabel=inp.metric)
     xs = [t.number for t in done]
-    ys = [float(t.value) for t in done]  # type: ignore[arg-type]
+    ys = [value(t) for t in done]
     best: list[float] = []
     for y in ys:
         if not best:
@@ -156,11 +137,7 @@ def history_plot(inp: ReportInputs) -> str | None:
     step_y = [b for i, b in enumerate(best) for b in ([b] if i == 0 else [best[i - 1], b])]
     panel.line(step_x, step_y, "#cf222e", label="best so far")
     pruned = [t for t in inp.study.get_trials(deepcopy=False) if t.state.name == "PRUNED"]
-    pv = [
-        (t.number, t.intermediate_values[max(t.intermediate_values)])
-        for t in pruned
-        if t.intermediate_values
-    ]
+    pv = [(t.number, steps[max(steps)]) for t in pruned if (steps := epoch_values(t))]
     if pv:
         px, py = zip(*pv, strict=True)
         panel.scatter(px, py, "#9a6700", kind="x", size=3, label="pruned (last report)")
@@ -175,7 +152,7 @@ def importance_plot(inp: ReportInputs) -> tuple[str | None, str | None]:
         return None, "parameter importances need at least 3 completed trials"
     scores = param_importances(
         [_params(t) for t in done],
-        [float(t.value) for t in done],  # type: ignore[arg-type]
+        [value(t) for t in done],
     )
     if not scores:
         return None, "no searched parameter varied between completed trials"
@@ -206,7 +183,7 @@ def parallel_plot(inp: ReportInputs) -> str | None:
         p = _params(t)
         for n in names:
             cols[n].append(float(p.get(n, math.nan)))
-        cols[inp.metric].append(float(t.value))  # type: ignore[arg-type]
+        cols[inp.metric].append(value(t))
     logs = {n: _log_axis(cols[n]) for n in names}
 
     def scaled(n: str, v: float) -> float:
@@ -263,7 +240,7 @@ def slice_plots(inp: ReportInputs) -> str | None:
     names = sorted({k for t in done for k in _params(t)}, key=param_order)
     if not done or not names:
         return None
-    ys = [float(t.value) for t in done]  # type: ignore[arg-type]
+    ys = [value(t) for t in done]
     numbers = [t.number for t in done]
     first, last = min(numbers), max(numbers)
     shades = [
@@ -380,3 +357,51 @@ def steps_per_epoch(study: optuna.Study) -> dict[int, float]:
         if isinstance(steps, int | float) and isinstance(epochs, int | float) and epochs > 0:
             out[t.number] = float(steps) / float(epochs)
     return out
+
+
+def front_plot(inp: ReportInputs) -> str | None:
+    """The first two objectives of every completed trial, the Pareto front's trials joined
+    and labelled, infeasible ones hollow; None with one objective or no completed trial."""
+    from orchestrator.results.front import pareto_front, trial_points
+
+    if len(inp.study.directions) < 2:
+        return None
+    points = trial_points(inp.study.get_trials(deepcopy=False))
+    if not points:
+        return None
+    directions = [d.name.lower() for d in inp.study.directions]
+    front = sorted(pareto_front(points, directions), key=lambda p: p.values[0])
+    names = list(inp.objectives) or ["objective 0", "objective 1"]
+    panel = Panel(
+        640,
+        360,
+        title="Pareto front",
+        xlabel=f"{names[0]} ({directions[0]})",
+        ylabel=f"{names[1]} ({directions[1]})",
+    )
+    ok = [p for p in points if p.feasible]
+    bad = [p for p in points if not p.feasible]
+    if ok:
+        panel.scatter(
+            [p.values[0] for p in ok], [p.values[1] for p in ok], "#8c959f", label="trial"
+        )
+    if bad:
+        panel.scatter(
+            [p.values[0] for p in bad],
+            [p.values[1] for p in bad],
+            "#ffffff",
+            edge="#cf222e",
+            size=3.5,
+            label="infeasible",
+        )
+    panel.line(
+        [p.values[0] for p in front],
+        [p.values[1] for p in front],
+        "#0969da",
+        label=f"Pareto front ({len(front)}: "
+        + ", ".join(f"#{p.number}" for p in front[:8])
+        + (", ..." if len(front) > 8 else "")
+        + ")",
+        markers=True,
+    )
+    return figure([panel])

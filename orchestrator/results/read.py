@@ -29,7 +29,34 @@ if TYPE_CHECKING:
     import optuna
     import pandas as pd
 
-__all__ = ["SweepResults", "html_report", "open_results"]
+__all__ = ["DEFAULT_PICK", "SweepResults", "html_report", "open_results", "parse_policy"]
+
+#: ``best --pick`` with several objectives, unless told otherwise: the cheapest of the
+#: front trials within 2 % of the best primary objective
+DEFAULT_PICK = ("cheapest-within", 2.0)
+
+
+def parse_policy(text: str | None) -> tuple[str, float] | None:
+    """``best``, ``knee`` or ``cheapest-within PCT`` (also ``cheapest-within=PCT``; PCT
+    defaults to 2) as ``(policy, pct)``; None for None (the default). Raises
+    :class:`~orchestrator.core.errors.UsageError` (exit 2) for anything else."""
+    from orchestrator.core.errors import UsageError
+    from orchestrator.results.front import POLICIES
+
+    if text is None:
+        return None
+    name, _, rest = text.strip().replace("=", " ").replace(":", " ").partition(" ")
+    if name not in POLICIES or (rest.strip() and name != "cheapest-within"):
+        raise UsageError(f"--pick: expected best, knee or 'cheapest-within PCT', not {text!r}")
+    pct = 2.0
+    if rest.strip():
+        try:
+            pct = float(rest)
+        except ValueError:
+            raise UsageError(f"--pick: PCT must be a number, not {rest.strip()!r}") from None
+        if not 0 <= pct < 1e6 or pct != pct:
+            raise UsageError(f"--pick: PCT must be >= 0, not {rest.strip()}")
+    return name, pct
 
 
 @dataclass(frozen=True)
@@ -59,6 +86,37 @@ class SweepResults:
     def best(self) -> optuna.trial.FrozenTrial | None:
         """The best completed trial, or None when none has completed."""
         return best_trial(self.study)
+
+    def pick(
+        self, policy: tuple[str, float] | None = None
+    ) -> tuple[optuna.trial.FrozenTrial, dict[str, Any]] | None:
+        """The winning trial by ``policy`` (:func:`parse_policy`; None: ``best`` with one
+        objective, :data:`DEFAULT_PICK` with several) and what to say of the choice:
+        nothing for the default of one objective, else the policy and why, and with
+        several objectives every objective's value and the front's trials. None when no
+        trial has completed (feasibly)."""
+        from orchestrator.results.front import pick, trial_points
+        from orchestrator.results.table import front_numbers
+
+        objectives = self.spec.objective_list
+        several = len(self.study.directions) > 1
+        if not several and policy is None:
+            best = self.best()
+            return (best, {}) if best is not None else None
+        name, pct = policy or (DEFAULT_PICK if several else ("best", 2.0))
+        trials = self.study.get_trials(deepcopy=False)
+        directions = [d.name.lower() for d in self.study.directions]
+        names = [o.metric for o in objectives][: len(directions)]
+        chosen = pick(trial_points(trials), directions, name, pct, names)
+        if chosen is None:
+            return None
+        trial = next(t for t in trials if t.number == chosen.number)
+        default = " (the default with several objectives)" if policy is None else ""
+        said: dict[str, Any] = {"policy": chosen.policy + default, "why": chosen.why}
+        if several:
+            said["objectives"] = dict(zip(names, trial.values, strict=False))
+            said["front"] = sorted(front_numbers(self.study))
+        return trial, said
 
     def counts(self) -> dict[str, int]:
         """Trials by state name (``COMPLETE``, ``PRUNED``, ``RUNNING`` ...), sorted by name;
@@ -180,15 +238,18 @@ def _advice_notes(spec_path: str, results: SweepResults, frame: pd.DataFrame) ->
     return list(advice.notes) if advice is not None else []
 
 
-def html_report(spec_path: str, study: str | None = None) -> str:
+def html_report(spec_path: str, study: str | None = None, *, every: bool = False) -> str:
     """The HTML report of the sweep in ``spec_path`` (its latest generation, or its study
-    ``study``), read-only."""
+    ``study``), read-only: its trials table one row per job, or with ``every`` one per
+    Optuna trial."""
     from orchestrator.results.html import ReportInputs, render_html, steps_per_epoch
+    from orchestrator.results.table import jobs_frame
     from orchestrator.stores.study import resolve_stores
 
     results = open_results(spec_path, study=study)
     spec = results.spec
     frame = results.frame()
+    shown = frame if every else jobs_frame(frame)
     curves, why = _curves(resolve_stores(spec).mlflow, results.study)
     space = results.study.user_attrs.get(StudyAttrs.SPACE) or spec.space.model_dump(
         mode="json", exclude_none=True
@@ -196,7 +257,7 @@ def html_report(spec_path: str, study: str | None = None) -> str:
     inputs = ReportInputs(
         sweep=spec.name,
         study=results.study,
-        frame=frame,
+        frame=shown,
         metric=spec.objective.metric,
         direction=spec.objective.direction,
         backend=spec.backend.name,
@@ -209,5 +270,7 @@ def html_report(spec_path: str, study: str | None = None) -> str:
         space=space if isinstance(space, Mapping) else {},
         steps_per_epoch=steps_per_epoch(results.study),
         previous_best=_previous_best(results.study, optuna_url(spec)),
+        objectives=tuple(o.metric for o in spec.objective_list),
+        directions=tuple(o.direction for o in spec.objective_list),
     )
     return render_html(inputs)

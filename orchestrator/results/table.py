@@ -4,7 +4,14 @@ Formats: ``table`` (plain text), ``csv``, ``json``, ``markdown``, ``html``. The 
 trial number, state, objective value, the hyper-parameters actually trained (with the resolved
 integer batch size and its share of the examples), diagnosis, recommendation, cost, job id,
 duration and, where the backend measured them (the local trainer), tokens per second, MFU and
-peak memory (:mod:`.speed`); the best trial is marked.
+peak memory (:mod:`.speed`); the best trial is marked, and in a sweep of several objectives
+each further objective has a column and the trials on the Pareto front are marked
+(``front``).
+
+Every row is marked ``derived`` (an earlier epoch of a job, told as a trial of its own) and
+``job_trial`` (the trial whose job trained it: its own number for a job); a job's row
+carries its values at each epoch end (``epochs``). :func:`jobs_frame` folds the derived rows
+under their job: one row per job, as ``ftsweep report`` shows by default.
 """
 
 from __future__ import annotations
@@ -16,6 +23,13 @@ from typing import TYPE_CHECKING, Any
 from orchestrator.backends.base import Hyperparameters
 from orchestrator.core.attrs import TrialAttrs
 from orchestrator.core.params import NAMES, PARAMETERS
+from orchestrator.results.front import (
+    epoch_values,
+    pareto_front,
+    pick,
+    primary_value,
+    trial_points,
+)
 from orchestrator.results.speed import (
     THROUGHPUT_COLUMNS,
     THROUGHPUT_HEADINGS,
@@ -31,6 +45,8 @@ __all__ = [
     "FORMATS",
     "TABLE_COLUMNS",
     "best_trial",
+    "front_numbers",
+    "jobs_frame",
     "render",
     "trial_hyperparameters",
     "trials_frame",
@@ -42,10 +58,24 @@ PARAMS = NAMES
 
 
 def best_trial(study: optuna.Study) -> optuna.trial.FrozenTrial | None:
-    try:
-        return study.best_trial
-    except ValueError:
-        return None
+    """The best completed (feasible) trial; with several objectives, the best on the
+    primary objective (:func:`~orchestrator.results.front.pick`'s ``best``)."""
+    if len(study.directions) == 1:
+        try:
+            return study.best_trial
+        except ValueError:
+            return None
+    trials = study.get_trials(deepcopy=False)
+    chosen = pick(trial_points(trials), [d.name.lower() for d in study.directions])
+    return next(t for t in trials if t.number == chosen.number) if chosen else None
+
+
+def front_numbers(study: optuna.Study) -> set[int]:
+    """The numbers of the trials on the Pareto front (empty with one objective)."""
+    if len(study.directions) < 2:
+        return set()
+    points = trial_points(study.get_trials(deepcopy=False))
+    return {p.number for p in pareto_front(points, [d.name.lower() for d in study.directions])}
 
 
 def trial_hyperparameters(
@@ -89,8 +119,11 @@ def trials_frame(study: optuna.Study, fixed: dict[str, Any] | None = None) -> pd
     import pandas as pd
 
     best = best_trial(study)
+    front = front_numbers(study)
+    several = len(study.directions) > 1
     rows = []
     trials = study.get_trials(deepcopy=False)
+    maximize = study.directions[0].name == "MAXIMIZE"
     for t, request in zip(trials, _requests(trials), strict=True):
         a = t.user_attrs
         params = trial_hyperparameters(t, fixed, request)
@@ -101,7 +134,8 @@ def trials_frame(study: optuna.Study, fixed: dict[str, Any] | None = None) -> pd
             {
                 "trial": t.number,
                 "state": t.state.name,
-                "value": _value(t.value),
+                "value": _value(primary_value(t)),
+                **_further_objectives(t, several),
                 **{p: params.get(p) for p in PARAMS},
                 "batch_size_pct": a.get(TrialAttrs.BATCH_PCT),
                 "epochs_done": a.get(TrialAttrs.EPOCHS_DONE),
@@ -116,6 +150,10 @@ def trials_frame(study: optuna.Study, fixed: dict[str, Any] | None = None) -> pd
                 "error": a.get(TrialAttrs.ERROR),
                 "duration_s": duration,
                 **throughput_cells(a),
+                "derived": TrialAttrs.DERIVED_FROM in a,
+                "job_trial": a.get(TrialAttrs.DERIVED_FROM, t.number),
+                "epochs": _epochs_cell(t, maximize),
+                "front": t.number in front if several else None,
                 "best": best is not None and t.number == best.number,
             }
         )
@@ -137,12 +175,70 @@ def trials_frame(study: optuna.Study, fixed: dict[str, Any] | None = None) -> pd
         "error",
         "duration_s",
         *THROUGHPUT_COLUMNS,
+        "derived",
+        "job_trial",
+        "epochs",
+        "front",
         "best",
     ]
+    columns[3:3] = sorted({k for r in rows for k in r if k.startswith(_OBJ)})
     frame = pd.DataFrame(rows, columns=columns)
     if rows:  # with no trial every column is empty: keep them all, as headers
         frame = frame.dropna(axis=1, how="all")
     return frame.astype(object).where(frame.notna(), None)
+
+
+#: the prefix of a further objective's column (the primary is ``value``)
+_OBJ = "objective:"
+
+
+def _further_objectives(t: optuna.trial.FrozenTrial, several: bool) -> dict[str, Any]:
+    """``objective:METRIC`` -> value of each objective after the primary."""
+    if not several:
+        return {}
+    told = t.user_attrs.get(TrialAttrs.OBJECTIVES)
+    names = list(told) if isinstance(told, dict) else []
+    values = t.values or []
+    return {f"{_OBJ}{name}": float(v) for name, v in zip(names[1:], values[1:], strict=False)}
+
+
+def _epochs_cell(t: optuna.trial.FrozenTrial, maximize: bool) -> str | None:
+    """The primary objective at each epoch end, ``epochs 1..4: 0.52 0.41 0.39 0.44 (best
+    @3)`` (best in the primary's direction); None when none was reported."""
+    steps = epoch_values(t)
+    if not steps:
+        return None
+    ordered = sorted(steps.items())
+    first, last = ordered[0][0], ordered[-1][0]
+    shown = " ".join(f"{v:.4g}" for _, v in ordered)
+    if first == last:
+        return f"epoch {first}: {shown}"
+    best = (max if maximize else min)(steps, key=lambda k: steps[k])
+    return f"epochs {first}..{last}: {shown} (best @{best})"
+
+
+def jobs_frame(frame: pd.DataFrame) -> pd.DataFrame:
+    """One row per job: the derived rows (earlier epochs told as trials) folded into their
+    job's row. Where one of them is the best or on the front, the job's ``best``/``front``
+    cell names it (``@12``; ``* @12`` when the job's own trial is marked too)."""
+    if "derived" not in frame.columns or frame.empty:
+        return frame
+    derived = frame["derived"].astype(bool)
+    out = frame[~derived].copy()
+    folded = frame[derived]
+    for mark in ("best", "front"):
+        if mark not in frame.columns or folded.empty:
+            continue
+        for job, group in folded.groupby("job_trial"):
+            hits = [f"@{n}" for n, hit in zip(group["trial"], group[mark], strict=True) if hit]
+            where = out["trial"] == job
+            if not hits or not where.any():
+                continue
+            own = out.loc[where, mark].iloc[0] is True
+            out.loc[where, mark] = " ".join(["*"] * own + hits)
+    out = out.reset_index(drop=True)
+    out.attrs["folded"] = True
+    return out
 
 
 def _cell(v: Any) -> str:
@@ -167,6 +263,7 @@ TABLE_COLUMNS = _TABLE = [
     "cost_usd",
     "tokens_per_second",
     "mfu",
+    "front",
     "best",
 ]
 
@@ -184,7 +281,10 @@ def render(frame: pd.DataFrame, fmt: str) -> str:
         return json.dumps(frame.to_dict(orient="records"), indent=2, default=str)
     if fmt == "html":
         return str(frame.to_html(index=False, na_rep="", classes="ftsweep-trials", border=0))
-    cols = [c for c in (_TABLE if fmt == "table" else frame.columns) if c in frame.columns]
+    table = [*_TABLE[:3], *(c for c in frame.columns if c.startswith(_OBJ)), *_TABLE[3:]]
+    if frame.attrs.get("folded"):  # one row per job: its values at each epoch end too
+        table.insert(table.index("cost_usd") + 1, "epochs")
+    cols = [c for c in (table if fmt == "table" else frame.columns) if c in frame.columns]
     heads = [_SHORT.get(c, c) for c in cols]
     rows = [[_shown(c, r[c]) for c in cols] for r in frame.to_dict(orient="records")]
     if fmt == "markdown":

@@ -190,7 +190,7 @@ def _tell_with_warning() -> Callable[..., Any] | None:
 def tell(
     study: optuna.Study,
     trial: optuna.Trial,
-    value: float | None = None,
+    value: float | Sequence[float] | None = None,
     state: TrialState | None = None,
 ) -> None:
     """``study.tell(trial, value, state=state)``, without reading back the trial it returns.

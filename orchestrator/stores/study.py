@@ -229,6 +229,24 @@ def new_rdb(url: str) -> None:
     optuna.storages.RDBStorage(url).engine.dispose()
 
 
+def _same_directions(spec: SweepSpec, study: optuna.Study) -> None:
+    """A resumed study optimises what the sweep file names: as many objectives, each the
+    same way (Optuna loads an existing study with its own directions whatever is asked)."""
+    wanted = [o.direction for o in spec.objective_list]
+    found = [d.name.lower() for d in study.directions]
+    if found != wanted:
+        from orchestrator.core.errors import SpecError
+
+        field = "objectives" if spec.objectives is not None else "objective"
+        raise SpecError(
+            str(spec.source or spec.name),
+            field,
+            f"study {study.study_name!r} was started with {len(found)} objective(s) "
+            f"({', '.join(found)}), the file names {len(wanted)} ({', '.join(wanted)}); "
+            "give the sweep a new name to start another study",
+        )
+
+
 def open_study(
     spec: SweepSpec,
     stores: Stores,
@@ -254,9 +272,10 @@ def open_study(
             storage=storage(stores.optuna),
             sampler=sampler(spec.sampler.seed),
             pruner=pruner,
-            direction=spec.objective.direction,
+            directions=[o.direction for o in spec.objective_list],
             load_if_exists=True,
         )
+    _same_directions(spec, study)
     seed = spec.sampler.seed
     if seed is None:
         # unset: a seed of this process's own, so workers started together propose

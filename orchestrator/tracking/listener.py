@@ -40,6 +40,7 @@ from orchestrator.engine.events import (
     TrialStarted,
     TrialSubmitted,
 )
+from orchestrator.results.front import primary_value
 from orchestrator.tracking.client import TAG, Tracker
 
 if TYPE_CHECKING:
@@ -58,6 +59,9 @@ _STATUS = {"COMPLETE": "FINISHED", "PRUNED": "KILLED", "FAIL": "FAILED"}
 FLUSH_EVERY_S = 5.0
 #: a child run's loss-curve SVG: ``pending`` until the end of the sweep draws it
 CURVE_TAG = f"{TAG}loss_curve"
+#: with several objectives: on the parent run the front's trial numbers; on a child run
+#: "true" when its trial (or an earlier epoch of its job) is on the Pareto front
+FRONT_TAG = f"{TAG}pareto_front"
 CURVE_PENDING = "pending"
 #: the loss curve's artifact (SVG: the MLflow UI shows it as an image)
 CURVE_FILE = "loss_curve.svg"
@@ -163,7 +167,8 @@ class MlflowListener(Listener):
             for key in (TrialAttrs.DIAGNOSIS, TrialAttrs.RECOMMENDATION, TrialAttrs.ERROR):
                 if key in trial.user_attrs:
                     tags[key] = str(trial.user_attrs[key])[:4000]
-            metrics = {"objective": trial.value} if trial.value is not None else {}
+            value = primary_value(trial)
+            metrics = {"objective": value} if value is not None else {}
             self.tracker.log(run.info.run_id, tags=tags, metrics=metrics)
             self.tracker.finish(run.info.run_id, _STATUS[trial.state.name])
 
@@ -179,15 +184,20 @@ class MlflowListener(Listener):
         metrics: dict[str, float] = {"spent_usd": round(e.spent_usd, 4), "n_trials": len(e.frame)}
         tags: dict[str, Any] = {}
         best_number = None
-        if e.best is not None and e.best.value is not None:
-            metrics["best_value"] = float(e.best.value)
+        best_value = primary_value(e.best) if e.best is not None else None
+        if e.best is not None and best_value is not None:
+            metrics["best_value"] = best_value
             tags[f"{TAG}best_trial"] = str(e.best.number)
             best_number = str(e.best.number)
-        self._close_children(parent, best_number)
-        if e.best is not None and e.best.value is not None:
+        front = self._front(e) if e.plan.spec.multi_objective else None
+        if front is not None:
+            metrics["pareto_front_size"] = len(front)
+            tags[FRONT_TAG] = ",".join(str(row["trial"]) for row in front)[:4000]
+        self._close_children(parent, best_number, front)
+        if e.best is not None and best_value is not None:
             records.update(self._register_best(e.plan, e.study, e.best))
         self.tracker.log(parent, metrics=metrics, tags=tags)
-        self._log_report(parent, e)
+        self._log_report(parent, e, front)
         self.tracker.finish(parent)
         records.update(self._logged(e.study))
         return records
@@ -203,12 +213,39 @@ class MlflowListener(Listener):
             return {StudyAttrs.LOGGED: at}
         return {}
 
-    def _close_children(self, parent: str, best: str | None) -> None:
+    @staticmethod
+    def _front(e: SweepFinished) -> list[dict[str, Any]]:
+        """The Pareto front's trials, as ``pareto_front.json`` holds them: number, the job's
+        trial (a derived epoch lives on its job's run), values by objective, parameters."""
+        from orchestrator.results.table import front_numbers
+
+        numbers = front_numbers(e.study)
+        names = [o.metric for o in e.plan.spec.objective_list]
+        rows = []
+        for t in e.study.get_trials(deepcopy=False):
+            if t.number in numbers:
+                rows.append(
+                    {
+                        "trial": t.number,
+                        "job_trial": t.user_attrs.get(TrialAttrs.DERIVED_FROM, t.number),
+                        "values": dict(zip(names, t.values, strict=False)),
+                        "params": t.params,
+                        "mlflow_run_id": t.user_attrs.get(TrialAttrs.MLFLOW_RUN),
+                    }
+                )
+        return rows
+
+    def _close_children(
+        self, parent: str, best: str | None, front: list[dict[str, Any]] | None = None
+    ) -> None:
         """Once per sweep, in one pass over the child runs: the ``ftsweep.best`` tag of each
-        and the loss-curve SVG of each finished trial that has none yet (this run's, from
-        its curves in memory; an interrupted run's, from the metrics MLflow holds)."""
+        (and with several objectives ``ftsweep.pareto_front``: its trial, or an earlier epoch
+        of its job, is on the front) and the loss-curve SVG of each finished trial that has
+        none yet (this run's, from its curves in memory; an interrupted run's, from the
+        metrics MLflow holds)."""
         from orchestrator.results.plots import loss_curve
 
+        on_front = {str(row["job_trial"]) for row in front or ()}
         for run in self.tracker.children(parent):
             run_id = run.info.run_id
             number = run.data.tags.get(f"{TAG}trial")
@@ -217,6 +254,10 @@ class MlflowListener(Listener):
                 flag = str(number == best).lower()
                 if run.data.tags.get(f"{TAG}best") != flag:
                     update[f"{TAG}best"] = flag
+            if front is not None:
+                flag = str(number in on_front).lower()
+                if run.data.tags.get(FRONT_TAG) != flag:
+                    update[FRONT_TAG] = flag
             if run.data.tags.get(CURVE_TAG) == CURVE_PENDING:
                 mine = self.curves.get(int(number)) if number and number.isdigit() else None
                 if mine is None:
@@ -229,11 +270,15 @@ class MlflowListener(Listener):
             if update:
                 self.tracker.log(run_id, tags=update)
 
-    def _log_report(self, parent: str, e: SweepFinished) -> None:
+    def _log_report(
+        self, parent: str, e: SweepFinished, front: list[dict[str, Any]] | None = None
+    ) -> None:
         from orchestrator.results.table import render
 
         with tempfile.TemporaryDirectory() as tmp:
             folder = Path(tmp)
+            if front is not None:
+                (folder / "pareto_front.json").write_text(json.dumps(front, indent=2, default=str))
             (folder / "trials.csv").write_text(render(e.frame, "csv"))
             (folder / "report.md").write_text(render(e.frame, "markdown") + "\n")
             (folder / "report.html").write_text(self._html(e))
@@ -270,6 +315,8 @@ class MlflowListener(Listener):
                 advice=list(e.advice.notes) if e.advice is not None else [],
                 space=plan.space.to_dict(),
                 steps_per_epoch=steps_per_epoch(e.study),
+                objectives=tuple(o.metric for o in plan.spec.objective_list),
+                directions=tuple(o.direction for o in plan.spec.objective_list),
             )
         )
 

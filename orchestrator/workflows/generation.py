@@ -144,11 +144,11 @@ def _moved_space(plan: SweepPlan, base: GenerationInfo, file_space: Mapping[str,
     except OrchestratorError:
         return space_spec
     study = load_generation(base, plan.spec)
-    done = [t for t in study.get_trials(deepcopy=False) if t.value is not None]
+    done = [t for t in study.get_trials(deepcopy=False) if t.values]  # values[0]: the primary
     if not done:
         return space_spec
-    sign = 1.0 if study.direction.name == "MINIMIZE" else -1.0
-    ranked = sorted(done, key=lambda t: sign * float(t.value or 0.0))
+    sign = 1.0 if study.directions[0].name == "MINIMIZE" else -1.0
+    ranked = sorted(done, key=lambda t: sign * float(t.values[0]))
     fixed = old_space.fixed()
     best = {**fixed, **ranked[0].params}
     labels = [
@@ -193,8 +193,8 @@ def warm_start_configs(
 
     study = load_generation(base, spec)
     done = [t for t in study.get_trials(deepcopy=False) if t.state.name == "COMPLETE"]
-    sign = 1.0 if study.direction.name == "MINIMIZE" else -1.0
-    ranked = sorted(done, key=lambda t: sign * float(t.value or 0.0))
+    sign = 1.0 if study.directions[0].name == "MINIMIZE" else -1.0
+    ranked = sorted(done, key=lambda t: sign * float(t.values[0] if t.values else 0.0))
     was = fingerprint_of(base)
     n_old = was.train.n_examples if was else None
     n_new = plan.train.n_examples

@@ -488,7 +488,7 @@ def _point(
         part.share,
         part.label.n_examples,
         part.batch_size,
-        trial.value if trial.state.name == "COMPLETE" else None,
+        trial.values[0] if trial.state.name == "COMPLETE" and trial.values else None,
         accuracy.get(trial.number) if ok else None,
         status,
         attrs.get(TrialAttrs.JOB_ID),

@@ -208,7 +208,11 @@ def retune(
 
 def _ran(study: optuna.Study, plan: SweepPlan, number: int) -> str:
     done = sum(1 for t in study.get_trials(deepcopy=False) if t.state.name == "COMPLETE")
-    best = study.best_value if done else None
+    from orchestrator.results.front import primary_value
+    from orchestrator.results.table import best_trial
+
+    top = best_trial(study) if done else None
+    best = primary_value(top) if top is not None else None
     tail = f", best {plan.spec.objective.metric}={best:.4f}" if best is not None else ""
     return f"generation {number} ({plan.study_name}): {done} trial(s) completed{tail}"
 

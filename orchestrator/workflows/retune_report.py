@@ -105,15 +105,16 @@ def retune_report(result: RetuneResult, spec: SweepSpec, sweep: Swept | None = N
         parts.append("<p>Nothing: the data, the base model and the settings are as before.</p>")
     old = _best_of(result.previous, spec)
     new = None
-    if sweep is not None and done:
-        best = sweep.study.best_trial
-        from orchestrator.results.table import trial_hyperparameters
+    from orchestrator.results.front import primary_value
+    from orchestrator.results.table import best_trial, trial_hyperparameters
 
+    best = best_trial(sweep.study) if sweep is not None and done else None
+    if sweep is not None and best is not None:
         new = {
             "study": sweep.plan.study_name,
             "generation": result.generation,
             "best_trial": best.number,
-            "best_value": best.value,
+            "best_value": primary_value(best),
             "model": best.user_attrs.get(TrialAttrs.FINE_TUNED_MODEL),
             "completed": done,
             "params": trial_hyperparameters(best),
