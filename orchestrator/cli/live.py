@@ -45,6 +45,7 @@ from orchestrator.engine.events import (
     TrialStarted,
     TrialSubmitted,
 )
+from orchestrator.results.front import front_numbers, primary_value
 from orchestrator.results.speed import format_mfu, format_tokens_per_second
 
 if TYPE_CHECKING:
@@ -186,20 +187,6 @@ def event_record(e: Event) -> dict[str, Any] | None:
             ),
         }
     return None
-
-
-def primary_value(t: Any) -> float | None:
-    """The trial's (primary) objective (:func:`orchestrator.results.front.primary_value`)."""
-    from orchestrator.results.front import primary_value as value
-
-    return value(t)
-
-
-def front_numbers(study: Any) -> set[int]:
-    """The Pareto front (:func:`orchestrator.results.table.front_numbers`)."""
-    from orchestrator.results.table import front_numbers as front
-
-    return front(study)
 
 
 def _front_of(e: SweepFinished) -> dict[str, Any]:

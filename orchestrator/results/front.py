@@ -38,6 +38,7 @@ __all__ = [
     "dominates",
     "epoch_values",
     "feasible",
+    "front_numbers",
     "pareto_front",
     "pick",
     "primary_value",
@@ -201,3 +202,11 @@ def _knee(front: Sequence[Point], directions: Sequence[str], top: Point, names: 
         f"{worst.number}; {values}"
     )
     return Pick(chosen.number, "knee", why)
+
+
+def front_numbers(study: optuna.Study) -> set[int]:
+    """The numbers of the trials on the Pareto front (empty with one objective)."""
+    if len(study.directions) < 2:
+        return set()
+    points = trial_points(study.get_trials(deepcopy=False))
+    return {p.number for p in pareto_front(points, [d.name.lower() for d in study.directions])}

@@ -25,7 +25,7 @@ from orchestrator.core.attrs import TrialAttrs
 from orchestrator.core.params import NAMES, PARAMETERS
 from orchestrator.results.front import (
     epoch_values,
-    pareto_front,
+    front_numbers,
     pick,
     primary_value,
     trial_points,
@@ -68,14 +68,6 @@ def best_trial(study: optuna.Study) -> optuna.trial.FrozenTrial | None:
     trials = study.get_trials(deepcopy=False)
     chosen = pick(trial_points(trials), [d.name.lower() for d in study.directions])
     return next(t for t in trials if t.number == chosen.number) if chosen else None
-
-
-def front_numbers(study: optuna.Study) -> set[int]:
-    """The numbers of the trials on the Pareto front (empty with one objective)."""
-    if len(study.directions) < 2:
-        return set()
-    points = trial_points(study.get_trials(deepcopy=False))
-    return {p.number for p in pareto_front(points, [d.name.lower() for d in study.directions])}
 
 
 def trial_hyperparameters(
