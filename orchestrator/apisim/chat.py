@@ -15,11 +15,15 @@ seen, it answers :data:`WRONG`. So a job near the surface's optimum answers more
 right, an over-fitted last epoch fewer than its earlier checkpoint, and a test can score a
 held-out file by uploading it (as a validation file, or with ``purpose: fine-tune``).
 
-**Deployments** (Azure only, a stand-in for the control plane's ARM call, served on the
-data-plane host and kept in memory, not in the state folder):
-``PUT /openai/deployments/{name}`` with ARM's body ``{"sku": {"name": "DeveloperTier"},
-"properties": {"model": {"format": "OpenAI", "name": MODEL}}}`` creates one (201, or 200 when
-it exists), ``GET`` reads it, ``DELETE`` removes it (204).
+**Deployments** (Azure's control plane, kept in memory, not in the state folder): the ARM
+paths ``/subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.CognitiveServices/
+accounts/{account}/deployments/{name}?api-version=`` (a bearer token required; the one
+simulated resource answers for any subscription, group and account). ``PUT`` with ARM's
+body ``{"sku": {"name": "DeveloperTier", "capacity": N}, "properties": {"model": {"format":
+"OpenAI", "name": MODEL, "version": "1"}}}`` creates one (201, or 200 when it exists) in
+``provisioningState`` ``Creating``, ``Succeeded`` after :data:`DEPLOY_SECONDS` of simulated
+time; ``GET`` reads it, ``DELETE`` removes it (204, also when there is none). Chat
+completions by its name answer only once it succeeded (before: 404 ``DeploymentNotReady``).
 """
 
 from __future__ import annotations
@@ -35,11 +39,20 @@ if TYPE_CHECKING:
     from orchestrator.apisim.simulator import Simulator
     from orchestrator.apisim.store import JobRecord
 
-__all__ = ["WRONG", "answer", "chat_completion", "correct_probability", "deployment"]
+__all__ = [
+    "DEPLOY_SECONDS",
+    "WRONG",
+    "answer",
+    "chat_completion",
+    "correct_probability",
+    "deployment",
+]
 
 #: the answer to a prompt the simulator does not know, or gets wrong
 WRONG = "I am not sure."
 _SKUS = ("DeveloperTier", "Standard", "GlobalStandard")
+#: simulated seconds a deployment stays ``Creating``
+DEPLOY_SECONDS = 60.0
 
 
 def _model_job(sim: Simulator, api: str, model: str) -> tuple[JobRecord, int]:
@@ -132,6 +145,9 @@ def chat_completion(sim: Simulator, api: str, body: Any, deployment: str | None)
         if found is None:
             raise ApiError(404, f"The API deployment {name} does not exist.",
                            azure_code="DeploymentNotFound")  # fmt: skip
+        if _rendered(sim, found)["properties"]["provisioningState"] != "Succeeded":
+            raise ApiError(404, f"The API deployment {name} is not ready yet (Creating).",
+                           azure_code="DeploymentNotReady")  # fmt: skip
         model = found["properties"]["model"]["name"]
     text = answer(sim, api, model, messages)
     max_tokens = body.get("max_tokens") or body.get("max_completion_tokens")
@@ -159,16 +175,27 @@ def chat_completion(sim: Simulator, api: str, body: Any, deployment: str | None)
     }  # fmt: skip
 
 
+def _rendered(sim: Simulator, record: dict[str, Any]) -> dict[str, Any]:
+    """``record`` as ARM shows it now: ``Creating`` until its ready time, then ``Succeeded``."""
+    shown = {k: v for k, v in record.items() if k != "ready_at"}
+    state = "Succeeded" if sim.clock.now() >= record["ready_at"] else "Creating"
+    shown["properties"] = {**record["properties"], "provisioningState": state}
+    return shown
+
+
 def deployment(
-    sim: Simulator, method: str, name: str, body: Any
+    sim: Simulator, method: str, name: str, body: Any, resource: str = ""
 ) -> tuple[int, dict[str, Any] | None]:
-    """Azure's deployment ``name``: create (PUT), read (GET) or delete (DELETE)."""
+    """Azure's deployment ``name``: create (PUT), read (GET) or delete (DELETE); ``resource``
+    is the ARM id of its account (``/subscriptions/.../accounts/{account}``)."""
     found = sim.deployments.get(name)
-    if method == "GET" or (method == "DELETE" and found is None):
+    if method == "DELETE" and found is None:
+        return 204, None  # ARM: deleting what is not there succeeds
+    if method == "GET":
         if found is None:
             raise ApiError(404, f"The deployment {name} does not exist.",
                            azure_code="DeploymentNotFound")  # fmt: skip
-        return 200, found
+        return 200, _rendered(sim, found)
     if method == "DELETE":
         del sim.deployments[name]
         return 204, None
@@ -182,16 +209,21 @@ def deployment(
         raise ApiError(400, f"sku.name must be one of {', '.join(_SKUS)}.", param="sku.name")
     _model_job(sim, "azure", model["name"])
     record = {
-        "id": name,
+        "id": f"{resource}/deployments/{name}",
         "name": name,
+        "type": "Microsoft.CognitiveServices/accounts/deployments",
         "sku": {
             "name": sku_name,
             "capacity": sku.get("capacity", 1) if isinstance(sku, dict) else 1,
         },
         "properties": {
-            "model": {"format": "OpenAI", "name": model["name"], "version": "1"},
-            "provisioningState": "Succeeded",
+            "model": {
+                "format": str(model.get("format") or "OpenAI"),
+                "name": model["name"],
+                "version": str(model.get("version") or "1"),
+            },
         },
+        "ready_at": sim.clock.now() + DEPLOY_SECONDS,
     }
     sim.deployments[name] = record
-    return (200 if found else 201), record
+    return (200 if found else 201), _rendered(sim, record)

@@ -1,6 +1,7 @@
 """The API's routes: one small function per operation, dialect-aware through ``ctx.api``.
 
-Paths are relative to the dialect's prefix (``/v1`` for OpenAI, ``/openai`` for Azure).
+Paths are relative to the dialect's prefix (``/v1`` for OpenAI, ``/openai`` for Azure's data
+plane, ``/subscriptions`` for its control plane, Azure Resource Manager: deployments only).
 """
 
 from __future__ import annotations
@@ -209,11 +210,23 @@ def _azure_only(ctx: Ctx) -> None:
 def _deployment(method: str) -> Handler:
     def handler(ctx: Ctx) -> Reply:
         _azure_only(ctx)
+        sub, group, account, name = ctx.ids
+        resource = (
+            f"/subscriptions/{sub}/resourceGroups/{group}/providers/"
+            f"Microsoft.CognitiveServices/accounts/{account}"
+        )
         with ctx.sim.lock:
-            status, body = chat.deployment(ctx.sim, method, ctx.ids[0], ctx.json)
+            status, body = chat.deployment(ctx.sim, method, name, ctx.json, resource)
         return Reply(status, body)
 
     return handler
+
+
+#: ARM's deployment path, relative to ``/subscriptions`` (the server's control-plane prefix)
+ARM_DEPLOYMENT = (
+    r"/{id}/resourceGroups/{id}/providers/Microsoft.CognitiveServices/accounts/{id}"
+    r"/deployments/{id}"
+)
 
 
 _ID = r"([A-Za-z0-9_.:-]+)"
@@ -240,9 +253,10 @@ ROUTES: list[tuple[str, re.Pattern[str], str, Handler]] = [
         ("GET", r"/models/{id}", "models.retrieve", models_retrieve),
         ("POST", r"/chat/completions", "chat.create", chat_create),
         ("POST", r"/deployments/{id}/chat/completions", "chat.create", deployment_chat_create),
-        ("PUT", r"/deployments/{id}", "deployments.create", _deployment("PUT")),
-        ("GET", r"/deployments/{id}", "deployments.retrieve", _deployment("GET")),
-        ("DELETE", r"/deployments/{id}", "deployments.delete", _deployment("DELETE")),
+        # the control plane's (ARM): served under /subscriptions only (server.py)
+        ("PUT", ARM_DEPLOYMENT, "deployments.create", _deployment("PUT")),
+        ("GET", ARM_DEPLOYMENT, "deployments.retrieve", _deployment("GET")),
+        ("DELETE", ARM_DEPLOYMENT, "deployments.delete", _deployment("DELETE")),
     )
 ]
 

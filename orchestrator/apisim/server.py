@@ -4,6 +4,9 @@
 * ``/openai/...?api-version=V`` is Azure OpenAI's dated surface and ``/openai/v1/...`` its v1
   surface (no ``api-version`` needed); both take ``api-key: <key>`` or a bearer token and
   share one resource (the same files and jobs);
+* ``/subscriptions/.../providers/Microsoft.CognitiveServices/accounts/{a}/deployments/{d}``
+  ``?api-version=V`` is Azure Resource Manager's deployments of the same resource (a bearer
+  token only; :mod:`.chat`);
 * ``/_sim/...`` is the simulator's own admin API: ``GET /_sim/requests[?op=jobs.create]``,
   ``DELETE /_sim/requests``, ``GET|PUT /_sim/faults``, ``GET|POST /_sim/clock``
   (``{"advance": seconds}`` or ``{"speed": x}``), ``GET|PUT|POST /_sim/models[?api=azure]``
@@ -44,7 +47,12 @@ __all__ = ["SimServer"]
 
 log = logging.getLogger(__name__)
 #: (path prefix, API, surface); the longer Azure prefix first
-_PREFIXES = (("/v1", "openai", ""), ("/openai/v1", "azure", "v1"), ("/openai", "azure", ""))
+_PREFIXES = (
+    ("/v1", "openai", ""),
+    ("/openai/v1", "azure", "v1"),
+    ("/openai", "azure", ""),
+    ("/subscriptions", "azure", "arm"),
+)
 _EXPIRED = "expired"
 
 
@@ -72,7 +80,8 @@ def _fault_error(fault: RequestFault, api: str, op: str) -> ApiError:
 
 
 def _dialect(path: str) -> str:
-    return "azure" if path == "/openai" or path.startswith("/openai/") else "openai"
+    azure = path.startswith(("/openai/", "/subscriptions/")) or path == "/openai"
+    return "azure" if azure else "openai"
 
 
 def _phrase(code: int) -> str:
@@ -210,6 +219,16 @@ class _Handler(BaseHTTPRequestHandler):
             "(https://cognitiveservices.azure.com), or have expired.", azure_code="401",
         )  # fmt: skip
 
+    def _check_arm_credential(self) -> None:
+        """ARM takes an Entra ID bearer token only (no ``api-key``)."""
+        kind, value = self._credential("azure")
+        if kind == "key" or not value:
+            raise ApiError(401, "Authentication failed. The 'Authorization' header is missing.",
+                           azure_code="AuthenticationFailed")  # fmt: skip
+        if value.startswith(_EXPIRED):
+            raise ApiError(401, "The access token expiry UTC time is earlier than current UTC "
+                           "time.", azure_code="ExpiredAuthenticationToken")  # fmt: skip
+
     def _api(
         self,
         api: str,
@@ -249,7 +268,10 @@ class _Handler(BaseHTTPRequestHandler):
         surface: str = "",
     ) -> routes.Reply:
         sim = self.server.sim
-        self._check_credential(api)
+        if surface == "arm":
+            self._check_arm_credential()
+        else:
+            self._check_credential(api)
         if api == "azure" and surface != "v1" and not query.get("api-version"):
             raise ApiError(
                 400, "The api-version query parameter (?api-version=) is required.",
@@ -264,6 +286,8 @@ class _Handler(BaseHTTPRequestHandler):
                 )  # fmt: skip
             raise ApiError(404, f"Unknown request URL: {method} {path}.")
         op, handler, ids = found
+        if (surface == "arm") != op.startswith("deployments."):  # each plane its own paths
+            raise ApiError(404, f"Unknown request URL: {method} {path}.")
         version = surface or (query.get("api-version") or [""])[0]
         ctx = routes.Ctx(sim, api, ids, query, version=version)
         ctype = self.headers.get("Content-Type") or ""

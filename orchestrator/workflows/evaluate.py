@@ -10,11 +10,14 @@ training data's stop sequence, which ends every completion, taken off them):
 * **local**: the job's model folder or LoRA adapter (its base from the adapter's config),
   greedy, stopped at the training data's stop sequences (:mod:`.evaluate_local`);
 * **openai**: chat completions of the fine-tuned model id through the ``openai`` SDK;
-* **azure**: the same through a Developer deployment of the model that it creates first and
-  deletes after (Developer deployments have no hourly hosting fee: the cost is said before it
-  starts). The deployment is made through the data-plane host's ``/deployments/{name}``
-  (what ``ftsweep apisim`` serves); a real resource creates deployments through Azure
-  Resource Manager, which this does not call yet.
+* **azure**: the same through a Developer deployment of the model that it creates first
+  through Azure Resource Manager, waits for (``provisioningState`` ``Succeeded``) and always
+  deletes after (:mod:`orchestrator.backends.remote.arm`; Developer deployments have no hourly
+  hosting fee: the cost is said before it starts). It needs the subscription and resource
+  group (``backend.options.subscription_id`` / ``resource_group``, or
+  ``AZURE_SUBSCRIPTION_ID`` / ``AZURE_RESOURCE_GROUP``: exit 2 naming the missing one) and a
+  management token (``AZURE_MANAGEMENT_TOKEN`` or Entra ID sign-in: exit 1 without), both
+  checked before anything is generated.
 
 Each trial's scores (``eval_<scorer>``) are logged to its MLflow child run at the step of its
 epoch count (an earlier epoch told as a trial shares its parent's run, at its own epoch) and
@@ -37,6 +40,7 @@ from orchestrator.core.errors import OrchestratorError, SpecError
 if TYPE_CHECKING:
     import optuna
 
+    from orchestrator.backends.remote.arm import ArmDeployments
     from orchestrator.config import EvaluateSpec
     from orchestrator.evaluation import EvalExample
     from orchestrator.plan.sweep import SweepPlan
@@ -254,34 +258,52 @@ def _answerer(
         raise OrchestratorError(
             f"ftsweep evaluate generates with the local, openai and azure backends, not {backend!r}"
         )
-    client = plan.make_backend(stores.backend_dir(backend)).client  # type: ignore[attr-defined]
+    made = plan.make_backend(stores.backend_dir(backend))
+    arm = _arm(made) if backend == "azure" else None  # checked before any call
+    client = made.client  # type: ignore[attr-defined]
 
     def chat(model: str, examples: Sequence[EvalExample]) -> list[str]:
         return [_chat(client, model, e, ev) for e in examples]
 
-    if backend == "openai":
+    if arm is None:
         return chat
+    from orchestrator.backends.remote.arm import model_format
+
+    fmt = model_format(plan.spec.backend.model)
 
     def deployed(model: str, examples: Sequence[EvalExample]) -> list[str]:
         name = "ftsweep-eval-" + hashlib.sha256(model.encode()).hexdigest()[:12]
         say(
-            f"deploying {model} as {name} (Developer tier: ${DEVELOPER_HOURLY_USD:.2f}/h "
-            "hosting, inference at the base model's per-token rates; deleted when done)"
+            f"deploying {model} as {name} on {arm.target.account} through Azure Resource "
+            f"Manager (Developer tier: ${DEVELOPER_HOURLY_USD:.2f}/h hosting, inference at the "
+            "base model's per-token rates; deleted when done)"
         )
-        _call("create deployment", lambda: client.put(
-            f"/deployments/{name}", cast_to=dict, body={
-                "sku": {"name": "DeveloperTier", "capacity": 1},
-                "properties": {"model": {"format": "OpenAI", "name": model, "version": "1"}},
-            },
-        ))  # fmt: skip
-        try:
+        with arm.deployed(name, model, fmt=fmt, warn=lambda m: say(f"warning: {m}")):
             return chat(name, examples)
-        finally:
-            _call("delete deployment", lambda: client.delete(
-                f"/deployments/{name}", cast_to=type(None)
-            ))  # fmt: skip
 
     return deployed
+
+
+def _arm(backend: Any) -> ArmDeployments:
+    """The azure backend's ARM deployments: its options checked (exit 2 naming the missing
+    one) and a management token got (exit 1) before anything is generated."""
+    import os
+
+    from orchestrator.backends.remote.arm import ArmDeployments, ArmTarget, management_token
+
+    opts = backend.azure_options
+    target = ArmTarget.resolve(
+        subscription_id=opts.subscription_id,
+        resource_group=opts.resource_group,
+        account=opts.account,
+        management_endpoint=opts.management_endpoint,
+        endpoint=opts.endpoint or os.environ.get("AZURE_OPENAI_ENDPOINT", ""),
+    )
+    first, most = opts.poll_interval or (2.0, 15.0)
+    return ArmDeployments(
+        target, management_token(), timeout=opts.timeout, wait=opts.deployment_wait,
+        poll=(first, most),
+    )  # fmt: skip
 
 
 def _call(what: str, fn: Callable[[], Any]) -> Any:

@@ -1,4 +1,4 @@
-"""apisim's chat completions and Azure deployments refuse what the providers refuse, in their
+"""apisim's chat completions and Azure's ARM deployments refuse what the providers refuse, in their
 error shapes, over real HTTP (the success paths: ``test_evaluate_remote.py``)."""
 
 from __future__ import annotations
@@ -11,10 +11,18 @@ from urllib.request import Request, urlopen
 from orchestrator.apisim.server import SimServer
 from tests.apisim.fixtures import AZURE_KEY, OPENAI_KEY, sim_server  # noqa: F401
 
+#: an ARM deployment's path in apisim (any subscription, group and account)
+ARM = "/subscriptions/s1/resourceGroups/rg/providers/Microsoft.CognitiveServices/accounts/res"
+V = "?api-version=2025-06-01"
 
-def _send(server: SimServer, method: str, path: str, body: Any = None) -> tuple[int, Any]:
+
+def _send(
+    server: SimServer, method: str, path: str, body: Any = None, bearer: str | None = None
+) -> tuple[int, Any]:
     headers = {"Content-Type": "application/json"}
-    if path.startswith("/openai"):
+    if bearer is not None:
+        headers["Authorization"] = f"Bearer {bearer}"
+    elif path.startswith("/openai"):
         headers["api-key"] = AZURE_KEY
     else:
         headers["Authorization"] = f"Bearer {OPENAI_KEY}"
@@ -36,14 +44,26 @@ def test_chat_and_deployment_refusals(sim_server: SimServer) -> None:  # noqa: F
     assert (status, body["error"]["param"]) == (400, "messages")
     status, body = _send(sim_server, "POST", "/openai/v1/chat/completions", {**say, "model": "d"})
     assert (status, body["error"]["code"]) == (404, "DeploymentNotFound")
-    status, body = _send(sim_server, "GET", "/openai/v1/deployments/d")
-    assert (status, body["error"]["code"]) == (404, "DeploymentNotFound")
     deploy = {"sku": {"name": "DeveloperTier"}, "properties": {"model": {"name": "ft:x"}}}
-    status, body = _send(sim_server, "PUT", "/openai/v1/deployments/d", {"sku": {}})
-    assert status == 400 and "properties.model.name" in body["error"]["message"]
-    status, body = _send(sim_server, "PUT", "/openai/v1/deployments/d", {**deploy, "sku": {}})
-    assert status == 400 and "sku.name" in body["error"]["message"]
+    # deployments are the control plane's (ARM), not the data plane's
     status, body = _send(sim_server, "PUT", "/openai/v1/deployments/d", deploy)
+    assert status == 404
+    status, body = _send(sim_server, "GET", f"{ARM}/deployments/d{V}", bearer="t")
+    assert (status, body["error"]["code"]) == (404, "DeploymentNotFound")
+    status, body = _send(sim_server, "PUT", f"{ARM}/deployments/d{V}", {"sku": {}}, "t")
+    assert status == 400 and "properties.model.name" in body["error"]["message"]
+    status, body = _send(sim_server, "PUT", f"{ARM}/deployments/d{V}", {**deploy, "sku": {}}, "t")
+    assert status == 400 and "sku.name" in body["error"]["message"]
+    status, body = _send(sim_server, "PUT", f"{ARM}/deployments/d{V}", deploy, bearer="t")
     assert status == 404  # no succeeded job made that model
-    status, body = _send(sim_server, "PUT", "/v1/deployments/d", deploy)
-    assert status == 404  # OpenAI has no deployments
+    # ARM takes a bearer token only, and an api-version
+    status, body = _send(sim_server, "PUT", f"{ARM}/deployments/d{V}", deploy, bearer="")
+    assert (status, body["error"]["code"]) == (401, "AuthenticationFailed")
+    status, body = _send(sim_server, "GET", f"{ARM}/deployments/d{V}", bearer="expired-t")
+    assert (status, body["error"]["code"]) == (401, "ExpiredAuthenticationToken")
+    status, body = _send(sim_server, "GET", f"{ARM}/deployments/d", bearer="t")
+    assert (status, body["error"]["code"]) == (400, "MissingApiVersionParameter")
+    status, body = _send(sim_server, "GET", f"/subscriptions/s1/files{V}", bearer="t")
+    assert status == 404  # only deployments on the control plane
+    status, body = _send(sim_server, "DELETE", f"{ARM}/deployments/d{V}", bearer="t")
+    assert (status, body) == (204, None)  # ARM: deleting what is not there succeeds

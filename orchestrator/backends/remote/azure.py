@@ -116,6 +116,15 @@ class AzureOptions(RemoteOptions):
     datazone_wire_value: str = Field(default=DATAZONE_WIRE_VALUE, min_length=1, max_length=64)
     #: ``key`` (AZURE_OPENAI_API_KEY) or ``entra`` (Entra ID); default: a key when one is set
     auth: Literal["key", "entra"] | None = None
+    #: ``ftsweep evaluate``'s deployments go through Azure Resource Manager
+    #: (:mod:`.arm`): the subscription (default: ``AZURE_SUBSCRIPTION_ID``), the resource
+    #: group (default: ``AZURE_RESOURCE_GROUP``), the account (default: the endpoint's
+    #: resource name), ARM's address and the most seconds to wait for a deployment
+    subscription_id: str | None = Field(default=None, min_length=1)
+    resource_group: str | None = Field(default=None, min_length=1, max_length=90)
+    account: str | None = Field(default=None, pattern=r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{1,63}$")
+    management_endpoint: str = "https://management.azure.com"
+    deployment_wait: float = Field(default=1800.0, gt=0, allow_inf_nan=False)
 
 
 def azure_suffix(key: str) -> str:
