@@ -19,11 +19,12 @@ TINY = ROOT / "sweeps" / "tiny.yaml"
 
 
 def tiny_sweep(folder: Path, options: dict[str, Any] | None = None, **fields: Any) -> Path:
-    """``sweeps/tiny.yaml`` with its data (the reverse task, 160/40, as its comment says)
+    """``sweeps/tiny.yaml`` with its data (the reverse task, 160/40/40, as its comment says)
     written under ``folder``, ``options`` added to ``backend.options`` and ``fields`` set."""
     spec = yaml.safe_load(TINY.read_text())
-    train, valid = write_task("reverse", folder / "data", n_train=160, n_valid=40)
+    train, valid, test = write_task("reverse", folder / "data", n_train=160, n_valid=40, n_test=40)
     spec["data"] = {"train": str(train), "valid": str(valid)}
+    spec["evaluate"]["file"] = str(test)
     spec["backend"]["options"] = {**spec["backend"]["options"], **(options or {})}
     spec.update(fields)
     path = folder / "tiny.yaml"

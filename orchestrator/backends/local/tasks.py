@@ -168,17 +168,33 @@ def write_task(
     *,
     n_train: int = 160,
     n_valid: int = 40,
+    n_test: int = 0,
     seed: int = 0,
     fmt: Literal["prompt_completion", "chat"] = "prompt_completion",
-) -> tuple[Path, Path]:
-    """Write ``<task>.train.jsonl`` and ``<task>.valid.jsonl`` (disjoint) into ``out_dir``."""
+) -> tuple[Path, ...]:
+    """Write ``<task>.train.jsonl`` and ``<task>.valid.jsonl`` (disjoint) into ``out_dir``,
+    and with ``n_test`` a held-out ``<task>.test.jsonl`` (for ``evaluate:``) whose prompts
+    appear in neither; the train and valid files do not depend on ``n_test``."""
     rows = generate(task, n_train + n_valid, seed)
+    test = held_out(task, n_test, seed, {r["prompt"] for r in rows}) if n_test else []
     if fmt == "chat":
         rows = as_chat(rows, SYSTEM_PROMPTS.get(task))
+        test = as_chat(test, SYSTEM_PROMPTS.get(task))
     suffix = "" if fmt == "prompt_completion" else ".chat"
     train = write_jsonl(out_dir / f"{task}{suffix}.train.jsonl", rows[:n_train])
     valid = write_jsonl(out_dir / f"{task}{suffix}.valid.jsonl", rows[n_train:])
-    return train, valid
+    if not test:
+        return train, valid
+    return train, valid, write_jsonl(out_dir / f"{task}{suffix}.test.jsonl", test)
+
+
+def held_out(task: str, n: int, seed: int, seen: set[str]) -> list[Example]:
+    """``n`` examples of ``task`` from another seed, none of whose prompts is in ``seen``."""
+    for extra in (2 * n, 8 * n, 32 * n):
+        fresh = [r for r in generate(task, n + extra, seed + 1_000) if r["prompt"] not in seen]
+        if len(fresh) >= n:
+            return fresh[:n]
+    raise ValueError(f"{task}: fewer than {n} examples unlike the training data")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -190,6 +206,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("out_dir", type=Path)
     parser.add_argument("--n-train", type=int, default=160)
     parser.add_argument("--n-valid", type=int, default=40)
+    parser.add_argument(
+        "--n-test", type=int, default=0, help="also a held-out test file for evaluate:"
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
         "--format", dest="fmt", choices=("prompt_completion", "chat"), default="prompt_completion"
@@ -200,6 +219,7 @@ def main(argv: list[str] | None = None) -> None:
         args.out_dir,
         n_train=args.n_train,
         n_valid=args.n_valid,
+        n_test=args.n_test,
         seed=args.seed,
         fmt=args.fmt,
     ):
