@@ -112,7 +112,8 @@ def _trials_table(frame: pd.DataFrame) -> str:
         )
         if c in frame.columns
     ]
-    head = "".join(f"<th>{html.escape(THROUGHPUT_HEADINGS.get(c, c))}</th>" for c in shown)
+    names = {**THROUGHPUT_HEADINGS, "epochs": "per epoch"}
+    head = "".join(f"<th>{html.escape(names.get(c, c))}</th>" for c in shown)
     body = []
     for r in frame.to_dict(orient="records"):
         cells = []

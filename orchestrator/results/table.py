@@ -243,7 +243,12 @@ def _cell(v: Any) -> str:
     return str(v)
 
 
-_SHORT = {**{p.name: p.short for p in PARAMETERS}, "epochs_done": "done", **THROUGHPUT_HEADINGS}
+_SHORT = {
+    **{p.name: p.short for p in PARAMETERS},
+    "epochs_done": "done",
+    "epochs": "per epoch",  # a job's objective at each epoch end (n_epochs is "epochs")
+    **THROUGHPUT_HEADINGS,
+}
 #: the columns of the table format (and of the morning report's trials)
 TABLE_COLUMNS = _TABLE = [
     "trial",
