@@ -25,8 +25,10 @@ def test_images_are_pinned_and_dependencies_healthy() -> None:
     assert svc["postgres"]["image"] == "postgres:17"  # 18 moved PGDATA
     assert "pgdata:/var/lib/postgresql/data" in svc["postgres"]["volumes"]
     assert re.fullmatch(r"ghcr\.io/mlflow/mlflow:v\d+\.\d+\.\d+-full", svc["mlflow"]["image"])
+    built = {s["image"] for s in svc.values() if "build" in s}  # made here, never pulled
+    assert {"ftsweep:latest", "ftsweep-ray:latest"} <= built
     for name, s in svc.items():
-        if "build" not in s and name != "scheduler":
+        if "build" not in s and s["image"] not in built:
             assert not s["image"].endswith(":latest"), name
         for target in s.get("depends_on", {}):
             assert "healthcheck" in svc[target], f"{name} waits for {target}"
