@@ -63,8 +63,9 @@ padding:8px 12px;min-width:150px}.card b{display:block;font-size:18px}.card span
 font-size:12px}
 table{border-collapse:collapse;font-size:12.5px;width:100%}th,td{padding:4px 7px;
 border-bottom:1px solid #eaeef2;text-align:left;white-space:nowrap}th{background:#f6f8fa}
-tr.best td{background:#dafbe1;font-weight:600}td.rec{white-space:normal;max-width:340px;
-color:#57606a}.tag{border-radius:10px;padding:1px 7px;color:#fff;font-size:11.5px}
+tr.best td{background:#dafbe1;font-weight:600}td.rec{white-space:normal;min-width:260px;
+max-width:420px;color:#57606a}.wide{overflow-x:auto}
+.tag{border-radius:10px;padding:1px 7px;color:#fff;font-size:11.5px}
 dl{display:grid;grid-template-columns:max-content auto;gap:3px 14px;margin:0}dt{color:#57606a}
 dd{margin:0;font-family:ui-monospace,Menlo,monospace;font-size:12.5px;word-break:break-all}
 .plot svg{max-width:100%;height:auto}.note{color:#57606a;font-style:italic}
@@ -106,11 +107,11 @@ def _trials_table(frame: pd.DataFrame) -> str:
             "cost_usd",
             "duration_s",
             *THROUGHPUT_COLUMNS,
-            "recommendation",
             "epochs",
             "front",
+            "recommendation",
         )
-        if c in frame.columns
+        if c in frame.columns and frame[c].notna().any()  # folded: derived_from is empty
     ]
     names = {**THROUGHPUT_HEADINGS, "epochs": "per epoch"}
     head = "".join(f"<th>{html.escape(names.get(c, c))}</th>" for c in shown)
@@ -132,7 +133,10 @@ def _trials_table(frame: pd.DataFrame) -> str:
                 cells.append(f"<td>{_fmt(v)}</td>")
         cls = " class='best'" if r.get("best") else ""
         body.append(f"<tr{cls}>{''.join(cells)}</tr>")
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+    return (
+        f"<div class='wide'><table><thead><tr>{head}</tr></thead>"
+        f"<tbody>{''.join(body)}</tbody></table></div>"
+    )
 
 
 def _section(title: str, svg: str | None, why: str | None = None) -> str:
