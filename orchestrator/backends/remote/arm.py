@@ -57,6 +57,7 @@ __all__ = [
     "ArmDeployments",
     "ArmTarget",
     "account_of",
+    "guarded_token",
     "model_format",
 ]
 
@@ -160,19 +161,29 @@ def management_token(provider: Callable[[], str] | None = None) -> Callable[[], 
                 f"{TOKEN_ENV} (az account get-access-token) or {EXTRA} and sign in (az login)"
             ) from exc
         source = identity.get_bearer_token_provider(identity.DefaultAzureCredential(), ARM_SCOPE)
-    asked = source
+    token = guarded_token(
+        source,
+        lambda why: (
+            f"azure: no Azure Resource Manager token ({why}): sign in (az login) or "
+            f"export {TOKEN_ENV}"
+        ),
+    )
+    token()
+    return token
+
+
+def guarded_token(source: Callable[[], object], refusal: Callable[[str], str]) -> Callable[[], str]:
+    """``source``'s bearer token as text; its failure (azure.identity's
+    CredentialUnavailableError and kin) becomes one :class:`ProviderAuthError` line,
+    ``refusal`` of the error's first line."""
 
     def token() -> str:
         try:
-            return str(asked())
-        except Exception as exc:  # azure.identity's CredentialUnavailableError and kin
+            return str(source())
+        except Exception as exc:  # whatever the credential chain raises
             first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            raise ProviderAuthError(
-                f"azure: no Azure Resource Manager token ({first[:200]}): sign in (az login) "
-                f"or export {TOKEN_ENV}"
-            ) from exc
+            raise ProviderAuthError(refusal(first[:200])) from exc
 
-    token()
     return token
 
 

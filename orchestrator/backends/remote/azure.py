@@ -255,19 +255,15 @@ class AzureOpenAIBackend(RemoteBackend):
             provider = identity.get_bearer_token_provider(
                 identity.DefaultAzureCredential(), ENTRA_SCOPE
             )
-        source = provider
+        from orchestrator.backends.remote.arm import guarded_token
 
-        def token() -> str:
-            try:
-                return str(source())
-            except Exception as exc:  # azure.identity's CredentialUnavailableError and kin
-                first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-                raise ProviderAuthError(
-                    f"azure: Entra ID sign-in failed ({first[:200]}): sign in (az login) or "
-                    "export AZURE_OPENAI_API_KEY"
-                ) from exc
-
-        return token
+        return guarded_token(
+            provider,
+            lambda why: (
+                f"azure: Entra ID sign-in failed ({why}): sign in (az login) or "
+                "export AZURE_OPENAI_API_KEY"
+            ),
+        )
 
     def _make_client(self) -> Any:
         import openai
