@@ -15,9 +15,8 @@ import pytest
 from mlflow import MlflowClient
 
 from orchestrator.backends.local.tasks import write_task
-from tests.recipe.conftest import Finished, run_cli
+from tests.recipe.conftest import Finished, finished_sweep
 from tests.recipe.test_best_recipe import _python
-from tests.reliability.stores import seed_mlflow
 
 EVAL_SPEC = """name: tiny-eval
 data: {train: data/reverse.train.jsonl, valid: data/reverse.valid.jsonl}
@@ -69,17 +68,7 @@ def _finished(
     write_task(task, folder / "held", n_train=1, n_valid=8, seed=7)
     spec = folder / f"{name}.yaml"
     spec.write_text(text)
-    runs = folder / "mlruns"
-    seed_mlflow(runs)
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("FTSWEEP_RUNS_DIR", str(runs))
-        mp.setenv("FTSWEEP_HOME", str(folder / "home"))
-        mp.setenv("HF_HUB_OFFLINE", "1")
-        mp.delenv("FTSWEEP_OPTUNA_STORAGE", raising=False)
-        mp.delenv("MLFLOW_TRACKING_URI", raising=False)
-        mp.chdir(folder)
-        assert run_cli("run", spec) == 0
-        yield Finished(spec, runs, folder)
+    yield from finished_sweep(spec)
 
 
 @pytest.fixture(scope="module")

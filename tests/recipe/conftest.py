@@ -46,6 +46,13 @@ def _finished(
     write_task("reverse", folder / "data", n_train=160, n_valid=40)
     spec = folder / "tiny.yaml"
     spec.write_text(TINY_SPEC.format(name=name, options=options))
+    yield from finished_sweep(spec)
+
+
+def finished_sweep(spec: Path) -> Iterator[Finished]:
+    """``ftsweep run spec`` to its end in the spec's folder, with stores of that folder's own
+    (the environment pointed at them while the caller holds it)."""
+    folder = spec.parent
     runs = folder / "mlruns"
     seed_mlflow(runs)
     with pytest.MonkeyPatch.context() as mp:
