@@ -95,7 +95,10 @@ class Launching(Polling):
         cap = self.backend.capabilities.max_in_flight
         if not cap or len(self.runs) < self.capacity or self.stop_reason:
             return
-        waiting = min(self.limits.trials - self._counted(), self.limits.parallel - self.capacity)
+        beyond = self.limits.parallel - self.capacity  # `parallel` the provider's cap holds back
+        if beyond <= 0:
+            return  # nothing can wait for it: the study is not read (this runs every poll)
+        waiting = min(self.limits.trials - self._counted(), beyond)
         if waiting <= 0 or waiting == self._queued:
             return
         self._queued = waiting
