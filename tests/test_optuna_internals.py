@@ -19,8 +19,10 @@ import optuna
 import pytest
 from optuna.storages import RDBStorage
 
+from orchestrator.stores.ledger import write
 from orchestrator.stores.optuna_internals import (
     RDB_MODELS_USED,
+    ask,
     frozen_study,
     rdb_schema,
     rdb_storage,
@@ -342,6 +344,67 @@ def test_one_transaction_writes_use_optunas_session_and_rows(study: optuna.Study
         {1: 0.5},
     )
     assert not write_in_one_transaction(trial.storage, trial._trial_id, {"b": 1}, {})
+
+
+SPACE = {
+    "x": optuna.distributions.FloatDistribution(0.0, 1.0),
+    "n": optuna.distributions.IntDistribution(1, 4),
+}
+
+
+def test_ask_leaves_the_parameters_to_the_trials_first_write(study: optuna.Study) -> None:
+    param = inspect.signature(RDBStorage._set_trial_param_without_commit).parameters
+    assert list(param)[:6] == [
+        "self",
+        "session",
+        "trial_id",
+        "param_name",
+        "param_value_internal",
+        "distribution",
+    ]
+    assert isinstance(study._storage, optuna.storages._CachedStorage)
+    with statements(study._storage) as asking:
+        trial, params = ask(study, SPACE)
+    assert not any("trial_params" in s and s.startswith("INSERT") for s in asking)
+    assert "set_trial_param" not in vars(study._storage)  # the storage is itself again
+    assert set(params) == set(SPACE) == set(trial.params)  # the trial's own view has them
+    assert study.trials[0].params == {}  # not in the storage yet
+    import sqlalchemy
+
+    commits: list[object] = []
+    engine = rdb_storage(study._storage).engine
+    count = commits.append
+    sqlalchemy.event.listen(engine, "commit", count)
+    try:
+        write(trial, {"claimed": True}, params=params)
+    finally:
+        sqlalchemy.event.remove(engine, "commit", count)
+    assert len(commits) == 1  # one transaction: attributes and parameters
+    stored = study.trials[0]
+    assert (stored.params, stored.user_attrs) == (trial.params, {"claimed": True})
+    assert stored.distributions == SPACE
+    study.tell(trial, 0.5)
+    # the sampler reads them back as Optuna's own ask would have written them
+    again, more = ask(study, SPACE)
+    write(again, {}, params=more)
+    assert study.trials[1].params == again.params
+
+
+def test_ask_checks_the_distributions_on_the_write_as_optuna_does(study: optuna.Study) -> None:
+    first, params = ask(study, SPACE)
+    write(first, {}, params=params)
+    changed = {**SPACE, "n": optuna.distributions.FloatDistribution(1.0, 4.0)}
+    second, params = ask(study, changed)
+    with pytest.raises(ValueError, match="Cannot set different distribution kind"):
+        write(second, {"a": 1}, params=params)
+    assert study.trials[1].user_attrs == {}  # nothing of that write landed
+
+
+def test_ask_on_a_storage_without_the_fast_write_is_optunas_ask() -> None:
+    study = optuna.create_study()  # in memory
+    trial, params = ask(study, SPACE)
+    assert params == {}
+    assert study.trials[0].params == trial.params
 
 
 def test_the_rdb_models_have_every_table_and_column_read(url: str, study: optuna.Study) -> None:

@@ -25,6 +25,7 @@ from orchestrator.engine.trial import TrialRun
 from orchestrator.results.front import primary_value
 from orchestrator.results.table import best_trial
 from orchestrator.stores.ledger import write
+from orchestrator.stores.optuna_internals import Params, ask
 
 if TYPE_CHECKING:
     import optuna
@@ -136,15 +137,16 @@ class Launching(Polling):
             if cap and running_jobs(trials) >= cap:
                 self._blocked = True  # other workers' jobs fill the provider's cap
                 return False
-            trial = self.study.ask(self.plan.space.distributions())
+            # its parameters are written with its claim (one transaction, not one each)
+            trial, params = ask(self.study, self.plan.space.distributions())
             # claimed at once: another worker must not take it for one a dead worker left
             claim = {TrialAttrs.WORKER: self.worker, TrialAttrs.HEARTBEAT: self.wall()}
-            if self.budget.limit is not None and not self._commit(trial, claim):
+            if self.budget.limit is not None and not self._commit(trial, claim, params):
                 return False
             # decided under the lock, against the trials read under it: another worker's
             # trial of the same configuration has its intent written, so it is seen
             start = self._prepare(trial, trials)
-            write(trial, {**claim, **start.intent})  # claim and intent: one transaction
+            write(trial, {**claim, **start.intent}, params=params)  # one transaction
         if not self.lock_exclusive and self._counted(before=trial.number) >= self.limits.trials:
             # a worker on another machine took the last place meanwhile
             trial.set_user_attr(TrialAttrs.NOT_STARTED, True)
@@ -225,10 +227,10 @@ class Launching(Polling):
         self.budget.spent = spent
         self.budget.committed = committed
 
-    def _commit(self, trial: optuna.Trial, claim: dict[str, Any]) -> bool:
+    def _commit(self, trial: optuna.Trial, claim: dict[str, Any], params: Params) -> bool:
         """Under the launch lock: the new trial's estimate, added to its ``claim`` (recorded
         in the study, so every worker counts it); False (and the trial told FAIL, not
-        started) when it does not fit."""
+        started, its ``params`` written with its claim) when it does not fit."""
         try:
             estimate = self.backend.estimate_cost(self._request(trial), self.plan.train)
         except Exception:
@@ -236,7 +238,7 @@ class Launching(Polling):
         if estimate is None:
             return True
         if not self.budget.allows(estimate):
-            write(trial, claim)
+            write(trial, claim, params=params)
             self._refuse_for_budget(trial, estimate)
             return False
         claim[TrialAttrs.ESTIMATE] = estimate

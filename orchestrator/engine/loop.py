@@ -121,7 +121,8 @@ class SweepLoop(Launching):
             if TrialAttrs.REQUEST not in attrs:  # asked, but its request was never written
                 if set(self.plan.space.distributions()) <= set(frozen.params):
                     self._start(trial)
-                else:
+                else:  # no job, no cost: it does not count toward the limit
+                    trial.set_user_attr(TrialAttrs.NOT_STARTED, True)
                     trial.set_user_attr(TrialAttrs.ERROR, "interrupted before it started")
                     self._tell(trial, "FAIL", None)
                 continue

@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from orchestrator.stores.optuna_internals import (
+    Params,
     rdb_storage,
     remember,
     trial_id,
@@ -52,6 +53,7 @@ def write(
     trial: optuna.Trial,
     attrs: Mapping[str, Any],
     intermediate: Mapping[int, float] | None = None,
+    params: Params | None = None,
 ) -> None:
     """Write one trial event of the ledger: several user attributes of ``trial`` (and the
     objective values it reports at epoch ``steps``) as one storage transaction.
@@ -65,14 +67,18 @@ def write(
     any other storage or an Optuna whose internals differ
     (:func:`~orchestrator.stores.optuna_internals.write_in_one_transaction`).
     ``intermediate`` values already known to the trial (the caller reported them in its
-    cache for the pruner) are written, not checked again."""
+    cache for the pruner) are written, not checked again. ``params``: the parameters
+    :func:`~orchestrator.stores.optuna_internals.ask` sampled and left to the trial's first
+    write (the public fallback writes them first, one by one, as Optuna's ``ask`` does)."""
     values = dict(attrs)
     steps = dict(intermediate or {})
-    if not values and not steps:
+    if not values and not steps and not params:
         return
     storage: Any = trial.storage
     tid = trial_id(trial)
-    if not write_in_one_transaction(rdb_storage(storage), tid, values, steps):
+    if not write_in_one_transaction(rdb_storage(storage), tid, values, steps, params):
+        for name, (internal, distribution) in (params or {}).items():
+            storage.set_trial_param(tid, name, internal, distribution)
         for key, value in values.items():
             storage.set_trial_user_attr(tid, key, value)
         for step, value in steps.items():

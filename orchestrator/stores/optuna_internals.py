@@ -25,6 +25,9 @@ Each internal, the function that wraps it, and its public fallback:
   _set_trial_attr_without_commit`` and ``._set_trial_intermediate_value_without_commit``,
   ``optuna.storages._rdb.models`` (:func:`write_in_one_transaction`): False, the caller
   writes through the public per-row calls (a commit each).
+- ``Study._storage`` and ``RDBStorage._set_trial_param_without_commit`` (:func:`ask`, and
+  the ``params`` of :func:`write_in_one_transaction`): ``Study.ask``, which writes each
+  parameter in a transaction of its own.
 - ``optuna.storages._rdb.models`` and ``optuna.study._frozen.FrozenStudy``
   (:func:`rdb_schema`, :func:`frozen_study`): None, the study is read through Optuna's
   ``RDBStorage`` (its ORM).
@@ -43,12 +46,15 @@ from orchestrator.core.errors import OrchestratorError
 
 if TYPE_CHECKING:
     import optuna
+    from optuna.distributions import BaseDistribution
     from optuna.storages import BaseStorage
     from optuna.study import StudyDirection
     from optuna.trial import FrozenTrial, TrialState
 
 __all__ = [
     "RDB_MODELS_USED",
+    "Params",
+    "ask",
     "frozen_study",
     "rdb_schema",
     "rdb_storage",
@@ -292,14 +298,72 @@ def _session_writes() -> tuple[Callable[..., Any], Callable[..., Any], Callable[
     return _create_scoped_session, set_attr, set_value
 
 
+@functools.cache
+def _param_write() -> Callable[..., Any] | None:
+    """Optuna's write of one parameter without a commit, when present."""
+    from optuna.storages import RDBStorage
+
+    return getattr(RDBStorage, "_set_trial_param_without_commit", None)
+
+
+#: parameters :func:`ask` sampled and left to write: name to (internal value, distribution)
+Params = dict[str, tuple[float, "BaseDistribution"]]
+
+
+def ask(
+    study: optuna.Study, distributions: Mapping[str, BaseDistribution]
+) -> tuple[optuna.Trial, Params]:
+    """``study.ask(distributions)``, the sampled parameters left for the trial's first
+    ledger write (:func:`write_in_one_transaction`): one transaction for the trial's claim,
+    its intent and its parameters, where Optuna's ``ask`` commits each parameter on its own.
+    The trial's own view (``trial.params``, what the sampler and pruner read) has them at
+    once; a reader of the storage sees the trial without them until that write, as it sees
+    any trial between Optuna's ``create_new_trial`` and its first ``set_trial_param``.
+
+    Fast: while Optuna asks, the study's storage (``Study._storage``) keeps each
+    ``set_trial_param`` instead of writing it (an attribute of the instance over the
+    method, removed after), when the storage is an RDB one that :func:`write_in_one_transaction`
+    writes parameters to (``RDBStorage._set_trial_param_without_commit``). Fallback:
+    ``study.ask``, the parameters written by it, and ``{}`` returned."""
+    storage = getattr(study, "_storage", None)
+    from optuna.storages import RDBStorage
+
+    if (
+        storage is None
+        or not isinstance(rdb_storage(storage), RDBStorage)
+        or _param_write() is None
+        or _session_writes() is None
+        or _rdb_models() is None
+        or "set_trial_param" in vars(storage)  # already kept (a nested ask): not twice
+    ):
+        return study.ask(dict(distributions)), {}
+    kept: Params = {}
+
+    def keep(trial: int, name: str, internal: float, distribution: BaseDistribution) -> None:
+        kept[name] = (internal, distribution)
+
+    storage.set_trial_param = keep
+    try:
+        asked = study.ask(dict(distributions))
+    finally:
+        del storage.set_trial_param
+    return asked, kept
+
+
 def write_in_one_transaction(
-    storage: Any, trial: int, values: Mapping[str, Any], steps: Mapping[int, float]
+    storage: Any,
+    trial: int,
+    values: Mapping[str, Any],
+    steps: Mapping[int, float],
+    params: Mapping[str, tuple[float, BaseDistribution]] | None = None,
 ) -> bool:
-    """User attributes ``values`` and intermediate values ``steps`` of the trial with id
+    """User attributes ``values``, intermediate values ``steps`` and parameters ``params``
+    (as :func:`ask` left them: name to internal value and distribution) of the trial with id
     ``trial`` written in one transaction of an RDB ``storage`` (see :func:`rdb_storage`):
-    exactly the rows ``set_trial_user_attr`` and ``set_trial_intermediate_value`` write,
-    in one upsert each on SQLite and PostgreSQL (as Optuna upserts each there) and through
-    Optuna's own per-row writes without a commit elsewhere.
+    exactly the rows ``set_trial_user_attr``, ``set_trial_intermediate_value`` and
+    ``set_trial_param`` write, the first two in one upsert each on SQLite and PostgreSQL (as
+    Optuna upserts each there), the parameters (and the rest elsewhere) through Optuna's own
+    per-row writes without a commit, which check each distribution against the study's.
 
     Fast: Optuna's session (``_create_scoped_session``), its writes without a commit and its
     models. Fallback: False, nothing written: the caller writes through the public calls
@@ -311,6 +375,9 @@ def write_in_one_transaction(
     if not isinstance(storage, RDBStorage) or models is None or session_writes is None:
         return False
     scoped, set_attr, set_value = session_writes
+    set_param = _param_write()
+    if params and set_param is None:
+        return False
     from sqlalchemy.exc import IntegrityError
 
     upsert = _upsert(storage.engine.name)
@@ -328,6 +395,10 @@ def write_in_one_transaction(
                     set_attr(storage, session, models.TrialUserAttributeModel, trial, key, value)
                 for step, value in steps.items():
                     set_value(storage, session, trial, step, value)
+            for name, (internal, distribution) in (params or {}).items():
+                cast(Callable[..., Any], set_param)(
+                    storage, session, trial, name, internal, distribution
+                )
     except IntegrityError:  # rolled back: written one by one (as Optuna does, which
         return False  # ignores that race)
     return True
