@@ -22,13 +22,14 @@ Inputs of ``predict``: a string, a list of strings (prompts or user messages), a
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import shutil
 import tempfile
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -229,6 +230,34 @@ def _stage_local(recipe: Recipe, folder: Path) -> dict[str, str]:
     return artifacts
 
 
+#: where MLflow's save checks the model's pip requirements against the installed packages
+REQUIREMENT_CHECK = ("mlflow.utils.environment", "warn_dependency_requirement_mismatches")
+
+
+@contextlib.contextmanager
+def _requirements_trusted() -> Iterator[None]:
+    """While saving, MLflow checks each pip requirement against the installed packages, after
+    mapping every installed distribution's modules (about 1 s of CPU, once per process, paid
+    at the end of every sweep). ftsweep's requirements are unpinned names of packages the
+    saving process runs with (``mlflow`` and ``openai``, or ``torch``, ``transformers`` and
+    ``peft`` after local training), so the check cannot find a mismatch to warn of: it is
+    left out of this save (:data:`REQUIREMENT_CHECK`, put back after). An MLflow without
+    that name keeps its check (slower, nothing else)."""
+    import importlib
+
+    module_name, name = REQUIREMENT_CHECK
+    module = importlib.import_module(module_name)
+    check = getattr(module, name, None)
+    if check is None:
+        yield
+        return
+    setattr(module, name, lambda requirements: None)
+    try:
+        yield
+    finally:
+        setattr(module, name, check)
+
+
 def save_recipe_model(recipe: Recipe, path: Path) -> None:
     """Save the pyfunc model of ``recipe`` into the new folder ``path``."""
     with tempfile.TemporaryDirectory() as tmp:
@@ -251,7 +280,8 @@ def save_recipe_model(recipe: Recipe, path: Path) -> None:
         level = quiet.level
         quiet.setLevel(logging.ERROR)  # "a Python object as python_model ... CloudPickle"
         try:
-            with warnings.catch_warnings():  # "type hint ... not supported for validation"
+            # "type hint ... not supported for validation"
+            with warnings.catch_warnings(), _requirements_trusted():
                 warnings.simplefilter("ignore")
                 mlflow.pyfunc.save_model(
                     path=str(path),

@@ -164,3 +164,32 @@ def test_a_registered_openai_model_names_its_id_and_calls_the_provider(
         assert [(e["method"], e["status"]) for e in sent] == [("POST", 200)]
     finally:
         server.close()
+
+
+def test_saving_a_model_skips_mlflows_scan_of_every_installed_package(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The requirement check MLflow's save runs (a map of every installed distribution's
+    modules, about 1 s of CPU at the end of each sweep) is left out of ftsweep's save, and is
+    back after it; the name it swaps is where MLflow calls it from."""
+    import importlib
+    import inspect
+
+    import importlib_metadata
+
+    from orchestrator.tracking.pyfunc import REQUIREMENT_CHECK, save_recipe_model
+    from orchestrator.tracking.recipe import Recipe
+
+    module = importlib.import_module(REQUIREMENT_CHECK[0])
+    check = getattr(module, REQUIREMENT_CHECK[1])
+    assert REQUIREMENT_CHECK[1] in inspect.getsource(module._process_pip_requirements)
+    import mlflow.utils.requirements_utils as requirements
+
+    monkeypatch.setattr(requirements, "_MODULES_TO_PACKAGES", None)  # as in a fresh process
+    scans: list[int] = []
+    monkeypatch.setattr(importlib_metadata, "packages_distributions", lambda: scans.append(1) or {})
+    recipe = Recipe("openai", "ft:gpt-4.1-mini:acme::abc", "gpt-4.1-mini", "chat")
+    save_recipe_model(recipe, tmp_path / "model")
+    assert (tmp_path / "model" / "MLmodel").is_file()
+    assert scans == []
+    assert getattr(module, REQUIREMENT_CHECK[1]) is check
