@@ -400,6 +400,17 @@ def test_ask_checks_the_distributions_on_the_write_as_optuna_does(study: optuna.
     assert study.trials[1].user_attrs == {}  # nothing of that write landed
 
 
+def test_ask_checks_against_what_another_process_wrote(url: str, study: optuna.Study) -> None:
+    study.ask(SPACE)  # Optuna's own ask: its rows, in this storage
+    changed = {**SPACE, "x": optuna.distributions.IntDistribution(0, 1)}
+    elsewhere = optuna.load_study(study_name="s", storage=url)  # another storage, no memory
+    trial, params = ask(elsewhere, changed)
+    refused = pytest.raises(ValueError, match="Cannot set different distribution kind")
+    with statements(elsewhere._storage) as seen, refused:
+        write(trial, {}, params=params)
+    assert any(s.startswith("SELECT trial_params.distribution_json") for s in seen)
+
+
 def test_ask_on_a_storage_without_the_fast_write_is_optunas_ask() -> None:
     study = optuna.create_study()  # in memory
     trial, params = ask(study, SPACE)

@@ -38,6 +38,7 @@ from __future__ import annotations
 import functools
 import json
 import sqlite3
+import weakref
 from collections.abc import Callable, Mapping, Sequence
 from types import ModuleType
 from typing import TYPE_CHECKING, Any, cast
@@ -390,15 +391,20 @@ def write_in_one_transaction(
                     session.execute(upsert(*_attribute_rows(models, trial, values)))
                 if steps:
                     session.execute(upsert(*_value_rows(models, trial, steps)))
+                if params:  # one insert, each distribution checked as set_trial_param does
+                    _check_distributions(storage, session, models, row.study_id, params)
+                    session.execute(
+                        models.TrialParamModel.__table__.insert().values(_param_rows(trial, params))
+                    )
             else:
                 for key, value in values.items():
                     set_attr(storage, session, models.TrialUserAttributeModel, trial, key, value)
                 for step, value in steps.items():
                     set_value(storage, session, trial, step, value)
-            for name, (internal, distribution) in (params or {}).items():
-                cast(Callable[..., Any], set_param)(
-                    storage, session, trial, name, internal, distribution
-                )
+                for name, (internal, distribution) in (params or {}).items():
+                    cast(Callable[..., Any], set_param)(
+                        storage, session, trial, name, internal, distribution
+                    )
     except IntegrityError:  # rolled back: written one by one (as Optuna does, which
         return False  # ignores that race)
     return True
@@ -430,6 +436,52 @@ def _value_rows(
             }
         )
     return table, rows, "step"
+
+
+#: the distribution of each parameter checked in a study, by storage (what Optuna's cached
+#: storage keeps for its ``set_trial_param``): the check reads the study once per name
+_CHECKED: weakref.WeakKeyDictionary[Any, dict[tuple[int, str], BaseDistribution]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _check_distributions(
+    storage: Any, session: Any, models: ModuleType, study: int, params: Params
+) -> None:
+    """Raise as ``set_trial_param`` does (``ValueError``) when a parameter's distribution is
+    incompatible with the one the study has for that name: the first time per name, read
+    from one of its rows (as Optuna reads it); after that, as remembered."""
+    from optuna.distributions import check_distribution_compatibility, json_to_distribution
+
+    checked = _CHECKED.setdefault(storage, {})
+    table = models.TrialParamModel
+    for name, (_, distribution) in params.items():
+        known = checked.get((study, name))
+        if known is None:
+            first = (
+                session.query(table.distribution_json)
+                .join(models.TrialModel)
+                .filter(models.TrialModel.study_id == study, table.param_name == name)
+                .first()
+            )
+            known = json_to_distribution(first[0]) if first is not None else distribution
+        check_distribution_compatibility(known, distribution)
+        checked[(study, name)] = known
+
+
+def _param_rows(trial: int, params: Params) -> list[dict[str, Any]]:
+    """Parameter rows as ``set_trial_param`` writes them (internal value, distribution JSON)."""
+    from optuna.distributions import distribution_to_json
+
+    return [
+        {
+            "trial_id": trial,
+            "param_name": name,
+            "param_value": internal,
+            "distribution_json": distribution_to_json(distribution),
+        }
+        for name, (internal, distribution) in params.items()
+    ]
 
 
 def _upsert(dialect: str) -> Callable[[Any, list[Any], str], Any] | None:
