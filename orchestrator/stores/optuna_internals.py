@@ -446,7 +446,7 @@ _CHECKED: weakref.WeakKeyDictionary[Any, dict[tuple[int, str], BaseDistribution]
 
 
 def _check_distributions(
-    storage: Any, session: Any, models: ModuleType, study: int, params: Params
+    storage: Any, session: Any, models: ModuleType, study: int, params: Mapping[str, Any]
 ) -> None:
     """Raise as ``set_trial_param`` does (``ValueError``) when a parameter's distribution is
     incompatible with the one the study has for that name: the first time per name, read
@@ -469,7 +469,7 @@ def _check_distributions(
         checked[(study, name)] = known
 
 
-def _param_rows(trial: int, params: Params) -> list[dict[str, Any]]:
+def _param_rows(trial: int, params: Mapping[str, Any]) -> list[dict[str, Any]]:
     """Parameter rows as ``set_trial_param`` writes them (internal value, distribution JSON)."""
     from optuna.distributions import distribution_to_json
 
