@@ -2,7 +2,7 @@
 finished sweep, ``status`` and ``report`` read from the default store.
 
 :class:`SqliteReader` runs :class:`~.snapshot.StoreReader`'s queries as SQL text, read-only and
-in one transaction a read, and builds the same trials (:func:`~.snapshot.trials_of`); it imports
+in one transaction a read, and builds the same trials (:func:`~.frozen.trials_of`); it imports
 neither SQLAlchemy nor Optuna's RDB models (together a third of a second of a fresh command).
 It reads the tables of one schema version, :data:`SQLITE_SCHEMA_VERSION` (a test holds it equal
 to the installed Optuna's ``SCHEMA_VERSION``); :func:`~.snapshot.reader` leaves a file of any
@@ -25,8 +25,8 @@ import optuna
 from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
+from orchestrator.stores.frozen import Head, SnapshotStorage, trials_of
 from orchestrator.stores.optuna_internals import frozen_study
-from orchestrator.stores.snapshot import Head, SnapshotStorage, trials_of
 
 __all__ = ["SQLITE_SCHEMA_VERSION", "SqliteReader"]
 
