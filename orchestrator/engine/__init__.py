@@ -32,7 +32,6 @@ from orchestrator.core.errors import SweepInterrupted
 from orchestrator.engine.budget import Budget
 from orchestrator.engine.events import Dispatcher, Listener, Note, SweepFinished, SweepStarted
 from orchestrator.engine.limits import Limits, counted
-from orchestrator.engine.loop import STOP, SweepLoop
 from orchestrator.plan.fingerprint import Fingerprint, changes, file_sha256, fingerprint
 from orchestrator.plan.models import ResolvedModel, resolve_base_model
 from orchestrator.plan.sweep import Generation, SweepPlan, plan_spec, preflight, with_tokens
@@ -53,6 +52,7 @@ if TYPE_CHECKING:
 
     from orchestrator.backends.base import ModelInfo
     from orchestrator.config import SweepSpec
+    from orchestrator.engine.loop import SweepLoop
 
 __all__ = ["Overrides", "SweepResult", "run_sweep"]
 
@@ -203,6 +203,8 @@ def run_sweep(
     _record(study, Dispatcher(list(listeners), debug=debug)(started))
     for text in notes:
         emit(Note(text, "warning"))
+    from orchestrator.engine.loop import STOP, SweepLoop  # the full path only
+
     budget_limit = overrides.budget_usd if overrides.budget_usd is not None else spec.budget_usd
     loop = SweepLoop(
         plan,
