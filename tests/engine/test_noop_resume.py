@@ -24,9 +24,9 @@ from tests.engine.test_loop import _run, _spec, instant  # noqa: F401  (the fixt
 from tests.helpers import chat_rows, write_jsonl
 
 #: what a finished sweep run again must not import: the model libraries, and neither pandas
-#: (the table is printed from plain rows), MLflow (not opened) nor SQLAlchemy (a SQLite
-#: store is read through sqlite3)
-HEAVY = ("pandas", "torch", "transformers", "mlflow", "sqlalchemy")
+#: (the table is printed from plain rows), MLflow (not opened), SQLAlchemy (a SQLite store is
+#: read through sqlite3) nor rich (in a terminal: no panel is shown for nothing to do)
+HEAVY = ("pandas", "torch", "transformers", "mlflow", "sqlalchemy", "rich")
 
 #: ``ftsweep run SPEC`` in a fresh interpreter, then the heavy modules it imported (JSON)
 _NOOP = """
@@ -39,24 +39,42 @@ print(json.dumps({"code": code, "heavy": heavy}))
 
 
 def noop_in_a_fresh_process(
-    spec: Path, cwd: Path, pythonpath: Sequence[Path] = ()
+    spec: Path, cwd: Path, pythonpath: Sequence[Path] = (), *, terminal: bool = False
 ) -> tuple[dict[str, object], str]:
-    """Run ``ftsweep run spec`` as a fresh command (what a user waits for): its exit code and
+    """Run ``ftsweep run spec`` as a fresh command (what a user waits for), its stderr a
+    pipe or, with ``terminal``, a pseudo-terminal (the live view's mode): its exit code and
     the heavy modules it imported, and its stderr."""
     root = Path(__file__).resolve().parents[2]
     path = [str(p) for p in (*pythonpath, root)] + [os.environ.get("PYTHONPATH", "")]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in path if p)}
+    env["TERM"] = "xterm-256color"
+    master, slave = os.openpty() if terminal else (-1, -1)
     done = subprocess.run(
         [sys.executable, "-c", _NOOP, str(spec), ",".join(HEAVY)],
         cwd=cwd,
         env=env,
-        capture_output=True,
+        stdout=subprocess.PIPE,
+        stderr=slave if terminal else subprocess.PIPE,
         text=True,
         timeout=120,
     )
-    assert done.returncode == 0, done.stderr[-2000:]
+    err = done.stderr
+    if terminal:
+        os.close(slave)
+        chunks = []
+        while True:
+            try:
+                chunk = os.read(master, 65536)
+            except OSError:  # EIO: the terminal's other end is closed and all was read
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+        os.close(master)
+        err = b"".join(chunks).decode()
+    assert done.returncode == 0, err[-2000:]
     found: dict[str, object] = json.loads(done.stdout.strip().splitlines()[-1])
-    return found, done.stderr
+    return found, err
 
 
 def _digest(folder: Path) -> dict[str, str]:
@@ -90,21 +108,14 @@ def test_a_finished_sweep_run_again_reads_only(
     assert first.advice is not None and again.advice == first.advice
     assert [type(e) for e in rec.events] == [SweepStarted, SweepFinished]
     assert _digest(instant) == before  # neither store written
-
-
-def test_a_finished_sweep_run_again_imports_no_heavy_library(
-    instant: Path,  # noqa: F811
-    tmp_path: Path,
-) -> None:
-    """``ftsweep run`` of a finished sweep, as a fresh command: it says so and prints the
-    trials, importing neither a model library, pandas, MLflow nor SQLAlchemy."""
-    spec = _spec(tmp_path)
-    first, _ = _run(spec)
-    assert first.changed
-    before = _digest(instant)
-    found, err = noop_in_a_fresh_process(spec, tmp_path, [tmp_path / "site"])
-    assert found == {"code": 0, "heavy": []}
-    assert "sweep inst is already complete (4 trials)" in err
+    # as a fresh command (piped, then in a terminal): it says so, and imports neither a model
+    # library, pandas, MLflow, SQLAlchemy nor rich (no live panel is drawn for nothing to do)
+    for terminal in (False, True):
+        site = [tmp_path / "site"]
+        found, err = noop_in_a_fresh_process(spec, tmp_path, site, terminal=terminal)
+        assert found == {"code": 0, "heavy": []}
+        assert "sweep inst is already complete (4 trials)" in err
+        assert "\x1b" not in err  # no panel, no cursor control
     assert _digest(instant) == before
 
 
