@@ -134,3 +134,16 @@ def test_refuses_a_schema_it_does_not_know(tmp_path: Path) -> None:
         db.execute("UPDATE version_info SET schema_version = 99")
     with pytest.raises(RuntimeError, match="schema is version 99"):
         StoreReader(url)
+
+
+def test_the_sqlite_reader_names_a_stored_value_it_does_not_know(tmp_path: Path) -> None:
+    """A state this Optuna does not know is an error naming it (not "no such study")."""
+    import sqlite3
+
+    fill(f"sqlite:///{tmp_path / 'o.db'}")
+    with sqlite3.connect(tmp_path / "o.db") as db:
+        db.execute("UPDATE trials SET state = 'ZOMBIE' WHERE number = 0")
+    found = SqliteReader.open(tmp_path / "o.db")
+    assert found is not None
+    with pytest.raises(RuntimeError, match="TrialState 'ZOMBIE'"):
+        found.study("s")

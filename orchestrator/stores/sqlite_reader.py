@@ -17,8 +17,9 @@ import math
 import sqlite3
 from collections.abc import Callable
 from contextlib import closing
+from enum import Enum
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import quote
 
 import optuna
@@ -33,6 +34,8 @@ __all__ = ["SQLITE_SCHEMA_VERSION", "SqliteReader"]
 #: the version of Optuna's RDB schema (``models.SCHEMA_VERSION``) whose SQLite tables
 #: :class:`SqliteReader` reads
 SQLITE_SCHEMA_VERSION = 12
+
+E = TypeVar("E", bound=Enum)
 
 
 #: a stored value's kind (Optuna's ``TrialValueType``/``TrialIntermediateValueType`` names)
@@ -95,11 +98,12 @@ class SqliteReader:
         """Every study, with its attributes and directions (as RDBStorage's)."""
 
         def read(db: sqlite3.Connection) -> list[Any]:
-            names = db.execute("SELECT study_id, study_name FROM studies ORDER BY study_id")
+            query = "SELECT study_id, study_name FROM studies ORDER BY study_id"
+            names = db.execute(query).fetchall()
             directions: dict[int, list[StudyDirection]] = {}
             query = "SELECT study_id, direction FROM study_directions ORDER BY study_id, objective"
             for sid, direction in db.execute(query):
-                directions.setdefault(sid, []).append(StudyDirection[direction])
+                directions.setdefault(sid, []).append(_member(StudyDirection, direction))
             user = _sqlite_study_attrs(db, "study_user_attributes", None)
             system = _sqlite_study_attrs(db, "study_system_attributes", None)
             return [
@@ -110,7 +114,7 @@ class SqliteReader:
                     sid,
                     directions.get(sid, [StudyDirection.MINIMIZE]),
                 )
-                for sid, name in names.fetchall()
+                for sid, name in names
             ]
 
         found: list[Any] = self._read(read)
@@ -127,7 +131,7 @@ class SqliteReader:
                 raise KeyError(f"no study named {name!r}")
             sid = int(found[0])
             query = "SELECT direction FROM study_directions WHERE study_id = ? ORDER BY objective"
-            directions = [StudyDirection[d] for (d,) in db.execute(query, (sid,))]
+            directions = [_member(StudyDirection, d) for (d,) in db.execute(query, (sid,))]
             user = _sqlite_study_attrs(db, "study_user_attributes", sid)
             system = _sqlite_study_attrs(db, "study_system_attributes", sid)
             trials = _sqlite_trials(db, sid)
@@ -174,7 +178,7 @@ _TRIAL_TABLES = (
 
 def _sqlite_trials(db: sqlite3.Connection, sid: int) -> list[FrozenTrial]:
     heads: list[Head] = [
-        (trial_id, number, TrialState[state], _stamp(start), _stamp(end))
+        (trial_id, number, _member(TrialState, state), _stamp(start), _stamp(end))
         for trial_id, number, state, start, end in db.execute(
             "SELECT trial_id, number, state, datetime_start, datetime_complete FROM trials "
             "WHERE study_id = ? ORDER BY trial_id",
@@ -191,6 +195,15 @@ def _sqlite_trials(db: sqlite3.Connection, sid: int) -> list[FrozenTrial]:
     ]
     params, values, steps, user, system = tables
     return trials_of(heads, (params, values, steps, user, system), _stored_value, _stored_value)
+
+
+def _member(kind: type[E], name: str) -> E:
+    """The member of the enum ``kind`` stored as its ``name`` (as SQLAlchemy's ``Enum`` stores
+    it); one this Optuna does not know is an error naming it, not a missing study."""
+    try:
+        return kind[name]
+    except KeyError:
+        raise RuntimeError(f"a stored {kind.__name__} {name!r} this Optuna does not know") from None
 
 
 def _stamp(text: str | None) -> datetime.datetime | None:
