@@ -5,6 +5,8 @@ port nobody listens on, a real MLflow client."""
 from __future__ import annotations
 
 import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -85,6 +87,67 @@ def test_mask_secret_leaves_messages_without_a_password_alone() -> None:
 )
 def test_sqlite_path(url: str, path: Path | None) -> None:
     assert sqlite_path(url) == path
+
+
+#: URLs whose reading (the SQLite file, a password or none) must be SQLAlchemy's own
+READ_AS_SQLALCHEMY_DOES = [
+    "sqlite:///optuna.db",
+    "sqlite:////abs/runs/optuna.db",
+    "sqlite:///my project %1/optuna.db",
+    "sqlite:///a%20b.db?timeout=5&uri=true",
+    "sqlite+pysqlite:///x.db",
+    "SQLite:///x.db",
+    "sqlitex:///x.db",
+    "sqlite://localhost/x.db",
+    "sqlite://host:12/x.db",
+    "sqlite://host:port/x.db",
+    "sqlite://u:p%40w@/x.db",
+    "sqlite://u@/x.db",
+    "sqlite:///:memory:",
+    "sqlite://",
+    "postgresql://u:p@ss@db/sw",
+    "postgresql://u@h:p@x/db",
+    "postgresql://ftsweep@[::1]:5432/sw",
+    "mysql+pymysql://u:p#ss?w@db/sw",
+    "not a url",
+]
+
+
+@pytest.mark.parametrize("url", READ_AS_SQLALCHEMY_DOES)
+def test_sqlite_urls_are_read_as_sqlalchemy_reads_them(url: str) -> None:
+    """The file and the password are found without SQLAlchemy, and agree with its reading
+    (``make_url``) wherever it reads the URL at all."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        parsed = make_url(url)
+    except (ArgumentError, ValueError):
+        parsed = None
+    database = parsed.database if parsed is not None else None
+    sqlite = parsed is not None and parsed.get_backend_name() == "sqlite"
+    expected = Path(database) if sqlite and database and database != ":memory:" else None
+    assert sqlite_path(url) == expected
+    if parsed is not None and parsed.password is None:
+        assert masked_url(url) == url
+    if parsed is not None and parsed.password:
+        assert parsed.password not in mask_secret(f"as {parsed.password}", url)
+
+
+def test_a_sqlite_url_is_read_without_importing_sqlalchemy() -> None:
+    """``run`` on a finished sweep reads a SQLite store: finding its file and showing its URL
+    import no SQLAlchemy (a third of a second)."""
+    code = (
+        "import sys\n"
+        "from orchestrator.core.urls import masked_url, sqlite_path\n"
+        "url = 'sqlite:////runs/optuna.db'\n"
+        "assert sqlite_path(url) is not None and masked_url(url) == url\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] == 'sqlalchemy'))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert done.stdout.strip() == "[]"
 
 
 @pytest.mark.parametrize(

@@ -38,6 +38,7 @@ from orchestrator.engine.events import (
     Listener,
     Note,
     Points,
+    Records,
     SweepFinished,
     SweepStarted,
     TrialFinished,
@@ -303,14 +304,13 @@ class LiveConsole(ConsoleListener):
         console: Console | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        from rich.console import Console
-
-        self.console = console or Console(file=out.stderr, stderr=True, highlight=False)
+        self._console, self._plain = console, out
         # the plain mode's lines, written above the panel while it is shown
         super().__init__(_Above(self._print), backend)
         self.clock = clock
         self.board = _Board(backend=backend)
         self._live: Live | None = None
+        self._pending = False  # started: no panel until an event (a no-op run has none: no rich)
 
     # -- lifecycle -------------------------------------------------------------------------
     def __enter__(self) -> LiveConsole:
@@ -321,13 +321,15 @@ class LiveConsole(ConsoleListener):
 
     def _start(self) -> None:
         """Show the panel (once the stores are open: what comes before is plain lines)."""
+        from rich.console import Console
         from rich.live import Live
 
         if self._live is not None:
             return
+        self._console = self._console or Console(file=self._plain.stderr, highlight=False)
         self._live = Live(
             get_renderable=self.render,
-            console=self.console,
+            console=self._console,
             refresh_per_second=4,
             transient=True,
             redirect_stdout=False,
@@ -341,8 +343,16 @@ class LiveConsole(ConsoleListener):
             self._live = None
 
     def _print(self, text: str) -> None:
-        # above the panel while it is shown; a plain line otherwise
-        self.console.print(text, markup=False, highlight=False, soft_wrap=True)
+        # above the panel while it is shown; a plain line otherwise (before it: without rich)
+        if self._console is None:
+            return self._plain.info(text)
+        self._console.print(text, markup=False, highlight=False, soft_wrap=True)
+
+    def handle(self, event: Event) -> Records | None:
+        if self._pending and not isinstance(event, SweepFinished):
+            self._pending = False
+            self._start()
+        return super().handle(event)
 
     # -- events ----------------------------------------------------------------------------
     def sweep_started(self, e: SweepStarted) -> None:
@@ -376,7 +386,7 @@ class LiveConsole(ConsoleListener):
             + (f", budget {_usd(b.budget)}" if b.budget is not None else "")
             + (f" ({done} done before)" if done else "")
         )
-        self._start()
+        self._pending = True
 
     def trial_started(self, e: TrialStarted) -> None:
         super().trial_started(e)

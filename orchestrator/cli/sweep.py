@@ -98,17 +98,16 @@ def show_result(result: Any, spec: Any, *, quiet: bool = False) -> None:
     from orchestrator.cli.common import ui_hint
     from orchestrator.results.table import render
 
+    table = result.table  # plain rows: a finished sweep run again imports no pandas
     if not quiet and not result.changed:
-        out.info(f"sweep {result.plan.spec.name} is already complete ({len(result.frame)} trials)")
+        out.info(f"sweep {result.plan.spec.name} is already complete ({len(table)} trials)")
     if not quiet and result.stop_reason:
         out.info(f"stopped: {result.stop_reason}")
-    out.data(render(result.frame, "table"))
-    best = result.frame[result.frame["best"]] if "best" in result.frame else None
-    if best is not None and len(best):
-        row = best.iloc[0]
-        out.data(
-            f"\nbest: trial {row['trial']}, {result.plan.spec.objective.metric}={row['value']:.4f}"
-        )
+    out.data(render(table, "table"))
+    best = table.best
+    if best is not None:
+        metric = result.plan.spec.objective.metric
+        out.data(f"\nbest: trial {best['trial']}, {metric}={best['value']:.4f}")
     if result.advice is not None:
         for note in result.advice.notes:
             out.data(f"next: {note}")

@@ -8,11 +8,16 @@
   fragment: what a health probe requests, and safe to show;
 * :func:`sqlite_path` -- the database file of a ``sqlite:`` URL (SQLAlchemy's ``.database``).
 
-SQLAlchemy is imported when a URL is parsed, not with this module.
+A database URL is read with SQLAlchemy's own pattern (:data:`_DB_URL`, a copy of
+``sqlalchemy.engine.url._parse_url``'s; a test compares the two readings), so finding a
+SQLite file or seeing that a URL has no password imports nothing; SQLAlchemy itself is
+imported only to render a URL that has a password to hide.
 """
 
 from __future__ import annotations
 
+import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import unquote, urlsplit, urlunsplit
@@ -31,6 +36,59 @@ _WEB = ("http", "https")
 def _scheme(url: str) -> str:
     scheme, sep, _ = url.partition("://")
     return scheme.lower() if sep else ""
+
+
+#: SQLAlchemy's pattern of a database URL (``sqlalchemy.engine.url._parse_url``, 2.0)
+_DB_URL = re.compile(
+    r"""
+        (?P<name>[\w\+]+)://
+        (?:
+            (?P<username>[^:/]*)
+            (?::(?P<password>[^@]*))?
+        @)?
+        (?:
+            (?:
+                \[(?P<ipv6host>[^/\?]+)\] |
+                (?P<ipv4host>[^/:\?]+)
+            )?
+            (?::(?P<port>[^/\?]*))?
+        )?
+        (?:/(?P<database>[^\?]*))?
+        (?:\?(?P<query>.*))?
+        """,
+    re.X,
+)
+
+
+@dataclass(frozen=True)
+class _Parts:
+    """What SQLAlchemy's ``make_url`` reads of a database URL, as it reads it."""
+
+    backend: str
+    password: str | None
+    database: str | None
+
+
+def _parts(url: str) -> _Parts | None:
+    """``url`` read as SQLAlchemy's ``make_url`` reads it (its pattern, the components
+    percent-decoded, the port a number), without importing SQLAlchemy; None when it is no
+    database URL or SQLAlchemy would not read it."""
+    if _scheme(url) in ("", *_WEB):
+        return None
+    found = _DB_URL.match(url)
+    if found is None:
+        return None
+    if found["port"]:
+        try:
+            int(found["port"])
+        except ValueError:
+            return None
+    password, database = found["password"], found["database"]
+    return _Parts(
+        backend=found["name"].split("+")[0],
+        password=unquote(password) if password is not None else None,
+        database=unquote(database) if database is not None else None,
+    )
 
 
 def _database_url(url: str) -> URL | None:
@@ -63,6 +121,9 @@ def masked_url(url: str) -> str:
     without a password is masked too (there it is usually a token). A password SQLAlchemy
     and :mod:`urllib.parse` read differently (an unencoded ``@`` in it) is masked up to the
     last ``@`` of the authority, so no part of it shows."""
+    light = _parts(url)
+    if light is not None and light.password is None:
+        return url  # what SQLAlchemy's reading returns too, without importing it
     parsed = _database_url(url)
     if parsed is not None:
         if parsed.password is None:
@@ -98,9 +159,9 @@ def _passwords(url: str) -> list[str]:
     split = _split_password(url)
     if split:
         found |= {split, unquote(split)}
-    parsed = _database_url(url)
+    parsed = _parts(url)
     if parsed is not None and parsed.password:
-        found.add(str(parsed.password))
+        found.add(parsed.password)
     if not found and _scheme(url) in _WEB:
         try:
             user = urlsplit(url).username
@@ -134,8 +195,8 @@ def sqlite_path(url: str) -> Path | None:
     None for an in-memory database or any other URL."""
     if not _scheme(url).startswith("sqlite"):
         return None
-    parsed = _database_url(url)
-    if parsed is None or parsed.get_backend_name() != "sqlite":
+    parsed = _parts(url)
+    if parsed is None or parsed.backend != "sqlite":
         return None
     database = parsed.database
     return Path(database) if database and database != ":memory:" else None

@@ -32,12 +32,11 @@ from orchestrator.core.errors import SweepInterrupted
 from orchestrator.engine.budget import Budget
 from orchestrator.engine.events import Dispatcher, Listener, Note, SweepFinished, SweepStarted
 from orchestrator.engine.limits import Limits, counted
-from orchestrator.engine.loop import STOP, SweepLoop
 from orchestrator.plan.fingerprint import Fingerprint, changes, file_sha256, fingerprint
 from orchestrator.plan.models import ResolvedModel, resolve_base_model
 from orchestrator.plan.sweep import Generation, SweepPlan, plan_spec, preflight, with_tokens
 from orchestrator.results.front import primary_value
-from orchestrator.results.table import best_trial, trials_frame
+from orchestrator.results.table import TrialTable, best_trial, trials_table
 from orchestrator.stores.locks import exclusive, launch_lock
 from orchestrator.stores.study import (
     Stores,
@@ -53,6 +52,7 @@ if TYPE_CHECKING:
 
     from orchestrator.backends.base import ModelInfo
     from orchestrator.config import SweepSpec
+    from orchestrator.engine.loop import SweepLoop
 
 __all__ = ["Overrides", "SweepResult", "run_sweep"]
 
@@ -71,12 +71,18 @@ class SweepResult:
     plan: SweepPlan
     stores: Stores
     study: optuna.Study
-    frame: pd.DataFrame
+    #: one row per trial (:func:`orchestrator.results.table.trials_table`)
+    table: TrialTable
     advice: Advice | None
     experiment_id: str
     stop_reason: str | None
     #: did this run start or finish any trial (False: the sweep was already complete)
     changed: bool
+
+    @property
+    def frame(self) -> pd.DataFrame:
+        """The table as a pandas DataFrame (built when first asked for)."""
+        return self.table.frame
 
     @property
     def completed(self) -> int:
@@ -127,14 +133,14 @@ def run_sweep(
     again = resume or f"ftsweep run {spec_path}"  # the command that resumes this sweep
     notes: list[str] = []
     given = plan
-    maybe_done = False
+    maybe_done, head = False, None
     tokens_counted = plan is not None  # a given plan comes counted as its maker wanted
     if plan is None:
         # a finished sweep run again is a read: when its data hash as its study recorded,
         # the plan counts no tokens (no tokenizer, nor the library it needs, is loaded) and
         # the full check follows below; otherwise the data are read once, counted
         file_spec = load_spec(spec_path)
-        maybe_done = _data_as_recorded(file_spec, overrides.trials or file_spec.trials)
+        maybe_done, head = _data_as_recorded(file_spec, overrides.trials or file_spec.trials)
         plan = plan_spec(file_spec, str(spec_path), count_tokens=not maybe_done)
         tokens_counted = not maybe_done
         resolved = None
@@ -158,7 +164,8 @@ def run_sweep(
     bound_mlflow_retries()
     check_stores(stores, mlflow=probe_tracking)  # they answer (else one line, exit 1)
     if given is None:  # the sweep file's: resume the latest generation of its lineage
-        plan = replace(plan, generation=head_generation(spec))
+        # (read already when the sweep may be finished: one read of the store, not two)
+        plan = replace(plan, generation=head if maybe_done else head_generation(spec))
     printed = fingerprint(plan)
     if maybe_done and not notes:
         done = _finished_already(plan, stores.optuna, limits, printed)
@@ -196,6 +203,8 @@ def run_sweep(
     _record(study, Dispatcher(list(listeners), debug=debug)(started))
     for text in notes:
         emit(Note(text, "warning"))
+    from orchestrator.engine.loop import STOP, SweepLoop  # the full path only
+
     budget_limit = overrides.budget_usd if overrides.budget_usd is not None else spec.budget_usd
     loop = SweepLoop(
         plan,
@@ -223,19 +232,19 @@ def run_sweep(
                 f"`{again}` re-attaches to them",
             )
         raise
-    frame = trials_frame(study, plan.space.fixed())
+    table = trials_table(study, plan.space.fixed())
     best = best_trial(study)
-    advice = sweep_advice(plan, study, frame, best)
+    advice = sweep_advice(plan, study, table.rows, best)
     if best is not None:
         _conclude(study, best, _spent(study), wall())
     with launch_lock(stores.optuna, plan.study_name):  # workers finishing at once register once
         finished = SweepFinished(
-            plan, study, frame, advice, best, _spent(study), loop.stop_reason, loop.changed
+            plan, study, table, advice, best, _spent(study), loop.stop_reason, loop.changed
         )
         _record(study, emit(finished))
     experiment = str(study.user_attrs.get(StudyAttrs.MLFLOW_EXPERIMENT, ""))
     return SweepResult(
-        plan, stores, study, frame, advice, experiment, loop.stop_reason, loop.changed
+        plan, stores, study, table, advice, experiment, loop.stop_reason, loop.changed
     )
 
 
@@ -246,12 +255,13 @@ def _record(study: optuna.Study, records: Mapping[str, Any] | None) -> None:
             study.set_user_attr(key, value)
 
 
-def _data_as_recorded(spec: SweepSpec, trials: int) -> bool:
+def _data_as_recorded(spec: SweepSpec, trials: int) -> tuple[bool, Generation | None]:
     """Whether the sweep may be finished already, from its file alone, read-only and before
     anything is planned: the study of its latest generation holds ``trials`` or more counted
     trials, is concluded and logged, and the data files hash as its fingerprint recorded.
     True plans without counting tokens, and :func:`_finished_already` checks in full once the
-    base model is resolved; False (also when anything cannot be read) plans as usual."""
+    base model is resolved; False (also when anything cannot be read) plans as usual. With
+    True comes the head of the lineage read (:func:`head_generation`), which the run resumes."""
     from orchestrator.core.attrs import StudyAttrs
     from orchestrator.core.errors import OrchestratorError, SweepNotStartedError
     from orchestrator.core.urls import sqlite_path
@@ -260,25 +270,26 @@ def _data_as_recorded(spec: SweepSpec, trials: int) -> bool:
     url = optuna_url(spec)
     path = sqlite_path(url)
     if path is not None and not path.is_file():
-        return False  # never ran here (and nothing is created by asking)
+        return False, None  # never ran here (and nothing is created by asking)
     try:
         head = head_generation(spec)
         name = head.study_name if head is not None else spec.name
         study = load_study(name, url, url, SweepNotStartedError(spec.name, url, ""))
     except OrchestratorError:
-        return False  # not started, or unreadable: the full path says so
+        return False, None  # not started, or unreadable: the full path says so
     attrs = study.user_attrs
     if attrs.get(StudyAttrs.LOGGED) is None or StudyAttrs.CONCLUDED not in attrs:
-        return False
+        return False, None
     if counted(study.get_trials(deepcopy=False)) < trials:
-        return False
+        return False, None
     try:
         was = Fingerprint.from_json(str(attrs[StudyAttrs.FINGERPRINT]))
         train = file_sha256(spec.data.train)
         valid = file_sha256(spec.data.valid) if spec.data.valid is not None else None
     except (KeyError, ValueError, TypeError, OSError):
-        return False
-    return was.train.sha256 == train and (was.valid.sha256 if was.valid else None) == valid
+        return False, None
+    same = was.train.sha256 == train and (was.valid.sha256 if was.valid else None) == valid
+    return same, head
 
 
 def _finished_already(
@@ -344,14 +355,14 @@ def _as_it_stands(
     started and finished nothing."""
     from orchestrator.core.attrs import StudyAttrs
 
-    frame = trials_frame(study, plan.space.fixed())
+    table = trials_table(study, plan.space.fixed())  # no pandas: the rows, printed as they are
     best = best_trial(study)
-    advice = sweep_advice(plan, study, frame, best)
+    advice = sweep_advice(plan, study, table.rows, best)
     emit = Dispatcher(list(listeners), debug=os.environ.get("FTSWEEP_DEBUG") == "1")
     emit(SweepStarted(plan, study, backend, True, printed))
-    emit(SweepFinished(plan, study, frame, advice, best, _spent(study), None, False))
+    emit(SweepFinished(plan, study, table, advice, best, _spent(study), None, False))
     experiment = str(study.user_attrs[StudyAttrs.MLFLOW_EXPERIMENT])
-    return SweepResult(plan, stores, study, frame, advice, experiment, None, False)
+    return SweepResult(plan, stores, study, table, advice, experiment, None, False)
 
 
 def head_generation(spec: SweepSpec) -> Generation | None:

@@ -37,6 +37,7 @@ if TYPE_CHECKING:
     from orchestrator.analysis.diagnosis import Advice, Diagnosis
     from orchestrator.plan.fingerprint import Fingerprint
     from orchestrator.plan.sweep import SweepPlan
+    from orchestrator.results.table import TrialTable
 
 __all__ = [
     "Dispatcher",
@@ -170,13 +171,19 @@ class SweepFinished(Event):
     hook: ClassVar[str] = "sweep_finished"
     plan: SweepPlan
     study: optuna.Study
-    frame: pd.DataFrame
+    #: one row per trial (:func:`orchestrator.results.table.trials_table`)
+    table: TrialTable
     advice: Advice | None
     best: optuna.trial.FrozenTrial | None
     spent_usd: float
     stop_reason: str | None
     #: did this run start or finish any trial (else a finished sweep was run again)
     changed: bool
+
+    @property
+    def frame(self) -> pd.DataFrame:
+        """The table as a pandas DataFrame (built when first asked for)."""
+        return self.table.frame
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,5 @@
-"""The trials of a study as a pandas DataFrame, and its renderings.
+"""The trials of a study as a table (:class:`TrialTable`, plain rows; a pandas DataFrame on
+demand), and its renderings.
 
 Formats: ``table`` (plain text), ``csv``, ``json``, ``markdown``, ``html``. The columns are the
 trial number, state, objective value, the hyper-parameters actually trained (with the resolved
@@ -12,12 +13,18 @@ Every row is marked ``derived`` (an earlier epoch of a job, told as a trial of i
 ``job_trial`` (the trial whose job trained it: its own number for a job); a job's row
 carries its values at each epoch end (``epochs``). :func:`jobs_frame` folds the derived rows
 under their job: one row per job, as ``ftsweep report`` shows by default.
+
+The plain text table renders from the rows without pandas (``ftsweep run`` of a finished sweep
+imports none); the other formats, and :func:`jobs_frame`, use the DataFrame.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from orchestrator.backends.base import Hyperparameters
@@ -44,12 +51,14 @@ if TYPE_CHECKING:
 __all__ = [
     "FORMATS",
     "TABLE_COLUMNS",
+    "TrialTable",
     "best_trial",
     "front_numbers",
     "jobs_frame",
     "render",
     "trial_hyperparameters",
     "trials_frame",
+    "trials_table",
 ]
 
 FORMATS = ("table", "csv", "json", "markdown", "html")
@@ -106,10 +115,52 @@ def _value(v: Any) -> Any:
     return v
 
 
-def trials_frame(study: optuna.Study, fixed: dict[str, Any] | None = None) -> pd.DataFrame:
-    """One row per trial, in trial order."""
-    import pandas as pd
+@dataclass(frozen=True)
+class TrialTable:
+    """One row per trial, in trial order, as plain records (``columns``: every column, empty
+    ones included); :attr:`frame` is the same as a pandas DataFrame (built on first use)."""
 
+    columns: tuple[str, ...]
+    rows: tuple[dict[str, Any], ...]
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    @functools.cached_property
+    def frame(self) -> pd.DataFrame:
+        """The rows as a DataFrame: the columns no row has a value in left out (all of them
+        kept, as headers, when there is no row), every missing value None."""
+        import pandas as pd
+
+        frame = pd.DataFrame(list(self.rows), columns=list(self.columns))
+        if self.rows:  # with no trial every column is empty: keep them all, as headers
+            frame = frame.dropna(axis=1, how="all")
+        return frame.astype(object).where(frame.notna(), None)
+
+    def shown_columns(self) -> list[str]:
+        """The columns :attr:`frame` keeps: those some row has a value in (all, with no row)."""
+        if not self.rows:
+            return list(self.columns)
+        return [c for c in self.columns if any(not _missing(r.get(c)) for r in self.rows)]
+
+    @property
+    def best(self) -> dict[str, Any] | None:
+        """The best trial's row, or None."""
+        return next((r for r in self.rows if r.get("best") is True), None)
+
+
+def _missing(v: Any) -> bool:
+    """What pandas counts as missing in a row: None and NaN."""
+    return v is None or (isinstance(v, float) and math.isnan(v))
+
+
+def trials_frame(study: optuna.Study, fixed: dict[str, Any] | None = None) -> pd.DataFrame:
+    """One row per trial, in trial order (:attr:`TrialTable.frame`)."""
+    return trials_table(study, fixed).frame
+
+
+def trials_table(study: optuna.Study, fixed: dict[str, Any] | None = None) -> TrialTable:
+    """One row per trial, in trial order, without pandas."""
     best = best_trial(study)
     front = front_numbers(study)
     several = len(study.directions) > 1
@@ -174,10 +225,7 @@ def trials_frame(study: optuna.Study, fixed: dict[str, Any] | None = None) -> pd
         "best",
     ]
     columns[3:3] = sorted({k for r in rows for k in r if k.startswith(_OBJ)})
-    frame = pd.DataFrame(rows, columns=columns)
-    if rows:  # with no trial every column is empty: keep them all, as headers
-        frame = frame.dropna(axis=1, how="all")
-    return frame.astype(object).where(frame.notna(), None)
+    return TrialTable(tuple(columns), tuple(rows))
 
 
 #: the prefix of a further objective's column (the primary is ``value``)
@@ -270,20 +318,34 @@ def _shown(column: str, v: Any) -> str:
     return format_throughput(column, v) if column in THROUGHPUT_COLUMNS else _cell(v)
 
 
-def render(frame: pd.DataFrame, fmt: str) -> str:
-    """The frame in one of :data:`FORMATS`."""
+def render(frame: pd.DataFrame | TrialTable, fmt: str) -> str:
+    """The trials in one of :data:`FORMATS`; a :class:`TrialTable` as the plain text table
+    without pandas."""
+    if isinstance(frame, TrialTable):
+        if fmt != "table":
+            return render(frame.frame, fmt)
+        return _text(frame.shown_columns(), frame.rows, fmt, folded=False)
     if fmt == "csv":
         return str(frame.to_csv(index=False))
     if fmt == "json":
         return json.dumps(frame.to_dict(orient="records"), indent=2, default=str)
     if fmt == "html":
         return str(frame.to_html(index=False, na_rep="", classes="ftsweep-trials", border=0))
-    table = [*_TABLE[:3], *(c for c in frame.columns if c.startswith(_OBJ)), *_TABLE[3:]]
-    if frame.attrs.get("folded"):  # one row per job: its values at each epoch end too
+    columns = [str(c) for c in frame.columns]
+    records = frame.to_dict(orient="records")
+    return _text(columns, records, fmt, folded=bool(frame.attrs.get("folded")))
+
+
+def _text(
+    columns: list[str], records: Sequence[Mapping[Any, Any]], fmt: str, *, folded: bool
+) -> str:
+    """The ``table`` or ``markdown`` rendering of ``records`` (the cells of ``columns``)."""
+    table = [*_TABLE[:3], *(c for c in columns if c.startswith(_OBJ)), *_TABLE[3:]]
+    if folded:  # one row per job: its values at each epoch end too
         table.insert(table.index("cost_usd") + 1, "epochs")
-    cols = [c for c in (table if fmt == "table" else frame.columns) if c in frame.columns]
+    cols = [c for c in (table if fmt == "table" else columns) if c in columns]
     heads = [_SHORT.get(c, c) for c in cols]
-    rows = [[_shown(c, r[c]) for c in cols] for r in frame.to_dict(orient="records")]
+    rows = [[_shown(c, None if _missing(r[c]) else r[c]) for c in cols] for r in records]
     if fmt == "markdown":
         lines = ["| " + " | ".join(heads) + " |", "|" + "---|" * len(heads)]
         lines += ["| " + " | ".join(x.replace("|", "\\|") for x in row) + " |" for row in rows]

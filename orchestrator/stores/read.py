@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import sys
 from collections.abc import Callable
 from contextlib import closing
 from dataclasses import dataclass
@@ -74,10 +75,24 @@ class GenerationInfo:
 T = TypeVar("T")
 
 
+def _sqlalchemy_errors() -> tuple[type[Exception], ...]:
+    """SQLAlchemy's error root, where SQLAlchemy was imported (evaluated as an ``except``
+    clause matches, after the read: a read that did not import it raised none of its
+    errors, and a SQLite store is read without it)."""
+    found = sys.modules.get("sqlalchemy.exc")
+    return (found.SQLAlchemyError,) if found is not None else ()
+
+
+def _read_errors(optunas: type[Exception]) -> tuple[type[Exception], ...]:
+    """What a read that cannot be done raises: SQLAlchemy's errors (where it was imported),
+    ``optunas`` (Optuna's), and ``RuntimeError`` among the rest (a SQLite file read through
+    sqlite3: orchestrator/stores/sqlite_reader.py)."""
+    return (*_sqlalchemy_errors(), optunas, ImportError, RuntimeError, OSError, ValueError)
+
+
 def _read_store(url: str, shown: str, read: Callable[[Any], list[T]]) -> list[T]:
     """``read(storage)`` on the store, read-only ([] when there is no store yet)."""
     import optuna
-    from sqlalchemy.exc import SQLAlchemyError
 
     from orchestrator.stores.snapshot import reader
 
@@ -97,14 +112,7 @@ def _read_store(url: str, shown: str, read: Callable[[Any], list[T]]) -> list[T]
                     return []
             storage = reader(url)  # plain queries: orchestrator/stores/snapshot.py
         return read(storage)
-    except (
-        SQLAlchemyError,
-        optuna.exceptions.OptunaError,
-        ImportError,
-        RuntimeError,
-        OSError,
-        ValueError,
-    ) as exc:
+    except _read_errors(optuna.exceptions.OptunaError) as exc:
         cause: BaseException = exc
         if isinstance(exc, optuna.exceptions.StorageInternalError) and exc.__cause__:
             cause = exc.__cause__  # optuna's wrapper says less than the driver's error
@@ -202,7 +210,6 @@ def load_study(name: str, url: str, shown: str, not_started: SweepNotStartedErro
     or the study is not there, :class:`OrchestratorError` (naming ``shown``) when it cannot be
     read."""
     import optuna
-    from sqlalchemy.exc import SQLAlchemyError
 
     from orchestrator.stores.snapshot import read_study
 
@@ -225,16 +232,10 @@ def load_study(name: str, url: str, shown: str, not_started: SweepNotStartedErro
         return read_study(url, name)  # plain queries: orchestrator/stores/snapshot.py
     except KeyError:  # optuna: no study of that name in this storage
         raise not_started from None
-    except (
-        SQLAlchemyError,
-        optuna.exceptions.StorageInternalError,  # wraps a database that does not answer
-        ImportError,
-        RuntimeError,
-        OSError,
-        ValueError,
-    ) as exc:
+    # StorageInternalError: Optuna's wrapper of a database that does not answer
+    except _read_errors(optuna.exceptions.StorageInternalError) as exc:
         cause = getattr(exc.__cause__, "orig", None) or exc.__cause__ or exc
-        if isinstance(exc, SQLAlchemyError):
+        if isinstance(exc, _sqlalchemy_errors()):
             cause = exc
         why = str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__
         why = mask_secret(why, url)  # drivers do not echo it; in case one does

@@ -5,118 +5,34 @@ per attribute, per intermediate value); on a 10,000-trial study that is most of 
 ``status`` took. :class:`StoreReader` reads the same tables with six plain queries (the
 tables and columns Optuna's own models declare, so a schema this Optuna does not know fails
 loudly instead of reading wrong) and builds the same :class:`~optuna.trial.FrozenTrial`
-objects Optuna would. The result is an ordinary :class:`optuna.Study` over a read-only
-storage: everything that reads a study (``best_trial``, ``get_trials``, the parameter
-importances) works on it, and anything that would write raises.
+objects Optuna would (:mod:`.frozen`). The result is an ordinary :class:`optuna.Study` over
+a read-only storage (:class:`~.frozen.SnapshotStorage`): everything that reads a study
+(``best_trial``, ``get_trials``, the parameter importances) works on it, and anything that
+would write raises.
+
+A SQLite file of the schema version :mod:`.sqlite_reader` knows is read there: the same
+queries in SQL through :mod:`sqlite3`, read-only, with neither SQLAlchemy nor Optuna's models
+imported (a third of a second: most of what ``ftsweep run`` of a finished sweep took). Any
+other store, or a SQLite file of another schema version, is read by :class:`StoreReader`
+(which refuses a version it does not know).
 """
 
 from __future__ import annotations
 
-import datetime
 import json
-import time
-from collections.abc import Container, Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Sequence
+from typing import Any
 
 import optuna
-from optuna.storages import BaseStorage
 from optuna.study import StudyDirection
-from optuna.trial import FrozenTrial, TrialState
+from optuna.trial import FrozenTrial
 
-from orchestrator.stores import optuna_internals
+from orchestrator.core.urls import sqlite_path
+from orchestrator.stores.frozen import SnapshotStorage, trials_of
 from orchestrator.stores.optuna_internals import frozen_study, rdb_schema
-
-if TYPE_CHECKING:
-    from optuna.distributions import BaseDistribution
+from orchestrator.stores.sqlite_reader import SqliteReader
 
 __all__ = ["SnapshotStorage", "StoreReader", "read_study", "reader"]
-
-
-class SnapshotStorage(BaseStorage):
-    """One study's rows as they were when read; every write raises."""
-
-    def __init__(
-        self,
-        study_id: int,
-        name: str,
-        directions: list[StudyDirection],
-        user_attrs: dict[str, Any],
-        system_attrs: dict[str, Any],
-        trials: list[FrozenTrial],
-    ) -> None:
-        self._id, self._name, self._directions = study_id, name, directions
-        self._user_attrs, self._system_attrs = user_attrs, system_attrs
-        self._trials = trials
-        self._by_id = {optuna_internals.trial_id(t): t for t in trials}
-
-    def _read_only(self, *_: Any, **__: Any) -> Any:
-        raise RuntimeError(f"the study {self._name!r} was opened read-only")
-
-    create_new_study = delete_study = set_study_user_attr = set_study_system_attr = _read_only
-    create_new_trial = set_trial_param = set_trial_state_values = _read_only
-    set_trial_intermediate_value = set_trial_user_attr = set_trial_system_attr = _read_only
-
-    def _study(self, study_id: int) -> None:
-        if study_id != self._id:
-            raise KeyError(f"no study with id {study_id}")
-
-    def get_study_id_from_name(self, study_name: str) -> int:
-        if study_name != self._name:
-            raise KeyError(f"no study named {study_name!r}")
-        return self._id
-
-    def get_study_name_from_id(self, study_id: int) -> str:
-        self._study(study_id)
-        return self._name
-
-    def get_study_directions(self, study_id: int) -> list[StudyDirection]:
-        self._study(study_id)
-        return list(self._directions)
-
-    def get_study_user_attrs(self, study_id: int) -> dict[str, Any]:
-        self._study(study_id)
-        return dict(self._user_attrs)
-
-    def get_study_system_attrs(self, study_id: int) -> dict[str, Any]:
-        self._study(study_id)
-        return dict(self._system_attrs)
-
-    def get_all_studies(self) -> list[Any]:
-        """The one study, as Optuna's ``FrozenStudy`` (:func:`.optuna_internals.frozen_study`)."""
-        return [
-            frozen_study(
-                self._name,
-                dict(self._user_attrs),
-                dict(self._system_attrs),
-                self._id,
-                self._directions,
-            )
-        ]
-
-    def get_trial_id_from_study_id_trial_number(self, study_id: int, trial_number: int) -> int:
-        self._study(study_id)
-        for t in self._trials:
-            if t.number == trial_number:
-                return optuna_internals.trial_id(t)
-        raise KeyError(f"no trial {trial_number}")
-
-    def get_trial(self, trial_id: int) -> FrozenTrial:
-        try:
-            return self._by_id[trial_id]
-        except KeyError:
-            raise KeyError(f"no trial with id {trial_id}") from None
-
-    def get_all_trials(
-        self,
-        study_id: int,
-        deepcopy: bool = True,
-        states: Container[TrialState] | None = None,
-    ) -> list[FrozenTrial]:
-        import copy
-
-        self._study(study_id)
-        found = self._trials if states is None else [t for t in self._trials if t.state in states]
-        return copy.deepcopy(found) if deepcopy else list(found)
 
 
 class StoreReader:
@@ -211,7 +127,6 @@ class StoreReader:
 
     def _trials(self, conn: Any, sid: int) -> list[FrozenTrial]:
         import sqlalchemy as sa
-        from optuna.distributions import json_to_distribution
 
         m = self._m
         tr = m.TrialModel.__table__.c
@@ -271,58 +186,29 @@ class StoreReader:
             "value_json",
             order="trial_system_attribute_id",
         )
-
-        parts: dict[int, tuple[dict[Any, Any], ...]] = {
-            h.trial_id: ({}, {}, {}, {}, {}, {}) for h in heads
-        }
-        known: dict[str, BaseDistribution] = {}  # a sweep's trials share a few distributions
-        for trial_id, name, internal, blob in params:
-            dist = known.get(blob)
-            if dist is None:
-                dist = known[blob] = json_to_distribution(blob)
-            got, dists = parts[trial_id][0:2]
-            got[name] = dist.to_external_repr(internal)
-            dists[name] = dist
-        to_value, kinds = m.TrialValueModel.stored_repr_to_value, m.TrialValueModel.TrialValueType
-        for trial_id, objective, value, kind in values:
-            parts[trial_id][2][objective] = to_value(value, kinds[_name(kind)])
-        to_step = m.TrialIntermediateValueModel.stored_repr_to_intermediate_value
+        value_kinds = m.TrialValueModel.TrialValueType
         step_kinds = m.TrialIntermediateValueModel.TrialIntermediateValueType
-        for trial_id, step, value, kind in steps:
-            parts[trial_id][3][step] = to_step(value, step_kinds[_name(kind)])
-        for where, attrs in ((4, user), (5, system)):
-            # one parse for all of them: 170,000 attributes on a 10,000-trial study
-            decoded = json.loads("[" + ",".join(a[2] for a in attrs) + "]")
-            for (trial_id, key, _), value in zip(attrs, decoded, strict=True):
-                parts[trial_id][where][key] = value
-
-        trials = []
-        for h in heads:
-            got, dists, objectives, intermediate, user_attrs, system_attrs = parts[h.trial_id]
-            trials.append(
-                FrozenTrial(
-                    number=h.number,
-                    state=h.state,
-                    value=None,
-                    values=[objectives[k] for k in sorted(objectives)] if objectives else None,
-                    datetime_start=_local(h.datetime_start),
-                    datetime_complete=_local(h.datetime_complete),
-                    params=got,
-                    distributions=dists,
-                    user_attrs=user_attrs,
-                    system_attrs=system_attrs,
-                    intermediate_values=intermediate,
-                    trial_id=h.trial_id,
-                )
-            )
-        return trials
+        to_value = m.TrialValueModel.stored_repr_to_value
+        to_step = m.TrialIntermediateValueModel.stored_repr_to_intermediate_value
+        return trials_of(
+            [tuple(h) for h in heads],
+            (params, values, steps, user, system),
+            lambda value, kind: to_value(value, value_kinds[kind]),
+            lambda value, kind: to_step(value, step_kinds[kind]),
+        )
 
 
 def reader(url: str) -> Any:
     """A reader of the RDB store at ``url`` (``get_all_studies``, ``get_all_trials``):
     :class:`StoreReader`'s plain queries, or, where this Optuna's tables are not known to
     them (:func:`~.optuna_internals.rdb_schema`), Optuna's own ``RDBStorage`` (its ORM,
-    slower; it creates no table)."""
+    slower; it creates no table). A SQLite file of the schema :class:`SqliteReader` knows is
+    read by it (:class:`~.sqlite_reader.SqliteReader`)."""
+    path = sqlite_path(url)
+    if path is not None:
+        found = SqliteReader.open(path)
+        if found is not None:
+            return found
     if rdb_schema() is None:
         return optuna.storages.RDBStorage(url, skip_table_creation=True)
     return StoreReader(url)
@@ -333,24 +219,8 @@ def read_study(url: str, name: str) -> optuna.Study:
     :class:`StoreReader`, or loaded through Optuna's ``RDBStorage`` where :func:`reader`
     falls back to it. Raises ``KeyError`` when there is no such study."""
     found = reader(url)
-    if isinstance(found, StoreReader):
+    if isinstance(found, StoreReader | SqliteReader):
         return found.study(name)
     return optuna.load_study(
         study_name=name, storage=found, sampler=optuna.samplers.RandomSampler()
     )
-
-
-def _name(kind: Any) -> str:
-    """An enum column's value as read from the driver (its name), or the enum itself."""
-    return kind if isinstance(kind, str) else str(kind.name)
-
-
-def _local(utc: datetime.datetime | None) -> datetime.datetime | None:
-    """A naive UTC time as Optuna's RDB storage stores it, as the naive local time its
-    models return (a zone without daylight saving, as on most servers: by its one offset,
-    a fifth of the time on 20,000 of them)."""
-    if utc is None:
-        return None
-    if not time.daylight:
-        return utc - datetime.timedelta(seconds=time.timezone)
-    return utc.replace(tzinfo=datetime.UTC).astimezone().replace(tzinfo=None)

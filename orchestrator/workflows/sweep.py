@@ -10,7 +10,7 @@ the engine takes the full path: a finished sweep run again does not open MLflow 
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from orchestrator.engine import Overrides, SweepResult
@@ -19,6 +19,7 @@ from orchestrator.engine import run_sweep as run_engine
 if TYPE_CHECKING:
     from orchestrator.config import SweepSpec
     from orchestrator.engine.events import Listener
+    from orchestrator.plan.sweep import SweepPlan
     from orchestrator.stores.study import Stores
     from orchestrator.tracking import Tracker
 
@@ -40,7 +41,12 @@ def run_sweep(
     and ``engine`` (``clock``, ``sleep``, ``wall``, ``plan``, ``models``) go to
     :func:`orchestrator.engine.run_sweep`. A first run starts from the imported best when
     ``ftsweep import`` filled ``NAME.imported`` (:func:`~.importer.imported_warm_start`)."""
-    from orchestrator.workflows.importer.warm import imported_warm_start
+
+    def warm_start(plan: SweepPlan) -> Sequence[tuple[Mapping[str, Any], Mapping[str, Any]]]:
+        # imported only when a new study starts: a finished sweep run again never asks
+        from orchestrator.workflows.importer.warm import imported_warm_start
+
+        return imported_warm_start(plan)
 
     def mlflow(spec: SweepSpec, stores: Stores) -> Listener:
         from orchestrator.tracking import MlflowListener, Tracker
@@ -53,6 +59,6 @@ def run_sweep(
         listeners=listeners,
         tracking=mlflow,
         probe_tracking=tracker is None,
-        warm_start=imported_warm_start,
+        warm_start=warm_start,
         **engine,
     )

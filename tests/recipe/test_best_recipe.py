@@ -20,6 +20,7 @@ from orchestrator.apisim.server import SimServer
 from orchestrator.backends.local.tasks import write_task
 from tests.apisim.fixtures import azure_env, openai_env, request_log
 from tests.conftest import Result
+from tests.engine.test_noop_resume import noop_in_a_fresh_process
 from tests.recipe.conftest import Finished
 from tests.reliability.stores import seed_mlflow
 
@@ -64,6 +65,14 @@ def test_the_local_sample_call_generates_until_the_stop_sequence(
     assert answer["finish_reason"] == "stop"  # it ended at EOS, not at max_new_tokens
     assert answer["completion"].startswith(" ") and "</s>" not in answer["completion"]
     assert 0 < len(answer["completion"]) < 20
+
+
+def test_the_finished_tiny_sweep_run_again_loads_no_model_library(tiny_sweep: Finished) -> None:
+    """The local backend's no-op run (a fresh ``ftsweep run``) hashes the data and reads the
+    study: no torch, transformers, pandas, MLflow or SQLAlchemy is imported."""
+    found, err = noop_in_a_fresh_process(tiny_sweep.spec, tiny_sweep.folder)
+    assert found == {"code": 0, "heavy": []}
+    assert "sweep tiny-recipe is already complete (1 trials)" in err
 
 
 @pytest.fixture
