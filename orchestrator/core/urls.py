@@ -8,10 +8,10 @@
   fragment: what a health probe requests, and safe to show;
 * :func:`sqlite_path` -- the database file of a ``sqlite:`` URL (SQLAlchemy's ``.database``).
 
-A database URL is read with SQLAlchemy's own pattern (:data:`_DB_URL`, a copy of
-``sqlalchemy.engine.url._parse_url``'s; a test compares the two readings), so finding a
-SQLite file or seeing that a URL has no password imports nothing; SQLAlchemy itself is
-imported only to render a URL that has a password to hide.
+A database URL is split as SQLAlchemy's ``make_url`` splits it (:data:`_DB_URL`; a test
+compares the two readings on URLs of every shape), so finding a SQLite file or seeing that
+a URL has no password imports nothing; SQLAlchemy itself is imported only to render a URL
+that has a password to hide.
 """
 
 from __future__ import annotations
@@ -38,25 +38,16 @@ def _scheme(url: str) -> str:
     return scheme.lower() if sep else ""
 
 
-#: SQLAlchemy's pattern of a database URL (``sqlalchemy.engine.url._parse_url``, 2.0)
+#: a database URL as SQLAlchemy's ``make_url`` splits it (2.0), piece by piece: the scheme
+#: (``backend[+driver]``), an optional ``user[:password]@`` (the user stops at ``:`` or ``/``,
+#: the password at the first ``@``), an optional host (``[ipv6]`` or a name up to ``/``, ``:``
+#: or ``?``) and ``:port``, then ``/database`` up to the query
 _DB_URL = re.compile(
-    r"""
-        (?P<name>[\w\+]+)://
-        (?:
-            (?P<username>[^:/]*)
-            (?::(?P<password>[^@]*))?
-        @)?
-        (?:
-            (?:
-                \[(?P<ipv6host>[^/\?]+)\] |
-                (?P<ipv4host>[^/:\?]+)
-            )?
-            (?::(?P<port>[^/\?]*))?
-        )?
-        (?:/(?P<database>[^\?]*))?
-        (?:\?(?P<query>.*))?
-        """,
-    re.X,
+    r"(?P<name>[\w+]+)://"
+    r"(?:[^:/]*(?::(?P<password>[^@]*))?@)?"
+    r"(?:\[[^/?]+\]|[^/:?]+)?"
+    r"(?::(?P<port>[^/?]*))?"
+    r"(?:/(?P<database>[^?]*))?"
 )
 
 
