@@ -21,6 +21,10 @@ from types import ModuleType
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
+#: the rules' module, now and before the package was organised into layers (``db82c40``)
+PATHS = ("orchestrator/analysis/diagnosis.py", "orchestrator/diagnosis.py")
+#: where what the rules imported before ``db82c40`` lives now
+MOVED = {"orchestrator.space": "orchestrator.plan.space"}
 
 
 def _rules(rev: str | None) -> ModuleType:
@@ -28,12 +32,17 @@ def _rules(rev: str | None) -> ModuleType:
         from orchestrator.analysis import diagnosis
 
         return diagnosis
-    source = subprocess.run(
-        ["git", "-C", str(ROOT), "show", f"{rev}:orchestrator/analysis/diagnosis.py"],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
+    for path in PATHS:  # where the rules lived at ``rev``
+        shown = subprocess.run(
+            ["git", "-C", str(ROOT), "show", f"{rev}:{path}"], capture_output=True, text=True
+        )
+        if shown.returncode == 0:
+            source = shown.stdout
+            break
+    else:
+        raise SystemExit(f"{rev}: no {' or '.join(PATHS)} there ({shown.stderr.strip()})")
+    for old, new in MOVED.items():
+        sys.modules.setdefault(old, importlib.import_module(new))
     path = Path(tempfile.mkdtemp()) / "diagnosis_at_rev.py"
     path.write_text(source)
     spec = importlib.util.spec_from_file_location("diagnosis_at_rev", path)
@@ -47,7 +56,7 @@ def _rules(rev: str | None) -> ModuleType:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
-        "--rev", help="a git revision whose orchestrator/analysis/diagnosis.py to score"
+        "--rev", help="a git revision whose rules (orchestrator/analysis/diagnosis.py) to score"
     )
     args = parser.parse_args(argv)
     sys.path.insert(0, str(ROOT))
