@@ -2,6 +2,7 @@
 
     python tests/diagnosis/score_rules.py                 # the rules in the working tree
     python tests/diagnosis/score_rules.py --rev d9f5c9b  # the rules at a commit
+    python tests/diagnosis/score_rules.py --sampled-only  # without the full-validation columns
 
 Prints each curve whose label differs from the MANIFEST's, then ``N/M agree`` for all curves,
 for the held-out ones (``holdout-*``) and for the rest, and how often the rules and the
@@ -58,6 +59,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--rev", help="a git revision whose rules (orchestrator/analysis/diagnosis.py) to score"
     )
+    parser.add_argument(
+        "--sampled-only",
+        action="store_true",
+        help="drop the full-validation columns, as result files without full passes have it",
+    )
     args = parser.parse_args(argv)
     sys.path.insert(0, str(ROOT))
     from orchestrator.backends.remote.resultfile import read_result_csv
@@ -71,6 +77,8 @@ def main(argv: list[str] | None = None) -> int:
         name, label, _, _ = line.split("\t")
         curves = read_result_csv(HERE / "corpus" / f"{name}.csv")
         n_epochs = len(curves.get("full_valid_loss", [])) or None
+        if args.sampled_only:
+            curves = {k: v for k, v in curves.items() if not k.startswith("full_valid")}
         d = rules.diagnose(curves, n_epochs)
         group = "held out" if name.startswith("holdout-") else "the rest"
         for key in ("all", group):
