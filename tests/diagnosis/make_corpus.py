@@ -116,7 +116,10 @@ def make(name: str, run: Run, work: Path) -> Path:
     train, valid = write_task(
         run.task, work / name, n_train=run.n_train, n_valid=run.n_valid, seed=run.seed
     )
-    backend = LocalBackend(work / "jobs", LocalOptions(torch_threads=1, save_model=False))
+    # valid_every: the sampled valid_loss every 4 steps, as the corpus was made (the
+    # trainer's default is now about 20 points a run)
+    options = LocalOptions(torch_threads=1, save_model=False, valid_every=4)
+    backend = LocalBackend(work / "jobs", options)
     hp = Hyperparameters(run.n_epochs, run.batch_size, run.lrm, 0.1)
     request = TrainingRequest.make(
         study="corpus", trial=0, model="tiny", hyperparameters=hp,
