@@ -20,6 +20,7 @@ the diagnosis must then read the validation token accuracy.
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 import tempfile
 import time
@@ -116,9 +117,11 @@ def make(name: str, run: Run, work: Path) -> Path:
     train, valid = write_task(
         run.task, work / name, n_train=run.n_train, n_valid=run.n_valid, seed=run.seed
     )
-    # valid_every: the sampled valid_loss every 4 steps, as the corpus was made (the
-    # trainer's default is now about 20 points a run)
-    options = LocalOptions(torch_threads=1, save_model=False, valid_every=4)
+    # valid_every: about 20 sampled valid_loss points a run, as the trainer's default was
+    # when the corpus was made (it now also spaces them by the validation sample's size)
+    steps = math.ceil(run.n_train / run.batch_size) * run.n_epochs
+    every = math.ceil(steps / 20)
+    options = LocalOptions(torch_threads=1, save_model=False, valid_every=every)
     backend = LocalBackend(work / "jobs", options)
     hp = Hyperparameters(run.n_epochs, run.batch_size, run.lrm, 0.1)
     request = TrainingRequest.make(
