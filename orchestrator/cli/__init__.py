@@ -18,7 +18,7 @@ import signal
 import sys
 import threading
 from collections.abc import Iterator
-from types import FrameType
+from types import FrameType, TracebackType
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -68,12 +68,18 @@ class Termination:
 
     def dropped(self, args: UnraisableHookArgs) -> bool:
         """Whether ``args`` (of :data:`sys.unraisablehook`) is an interruption Python
-        dropped; if so, its signal is sent again shortly, from another thread (sent from
-        here, it could land in this hook and be dropped once more)."""
-        if not (self.armed and args.exc_type is KeyboardInterrupt):
+        dropped: a ``KeyboardInterrupt``, or what a command's own SIGTERM handler raised
+        (``schedule --serve``'s). If so, its signal is sent again shortly, from another
+        thread (sent from here, it could land in this hook and be dropped once more)."""
+        if not self.armed:
             return False
-        sig = signal.SIGTERM if self.received else signal.SIGINT
-        self.received = False
+        if args.exc_type is KeyboardInterrupt:
+            sig = signal.SIGTERM if self.received else signal.SIGINT
+            self.received = False
+        elif _raised_by(args.exc_traceback, signal.getsignal(signal.SIGTERM)):
+            sig = signal.SIGTERM
+        else:
+            return False
         again = threading.Timer(RESEND_AFTER_S, self._send, (sig,))
         again.daemon = True
         again.start()
@@ -82,6 +88,16 @@ class Termination:
     def _send(self, sig: signal.Signals) -> None:
         if self.armed:
             os.kill(os.getpid(), sig)
+
+
+def _raised_by(traceback: TracebackType | None, handler: object) -> bool:
+    """Whether the innermost frame of ``traceback`` is the Python function ``handler``."""
+    code = getattr(handler, "__code__", None)
+    if traceback is None or code is None:
+        return False
+    while traceback.tb_next is not None:
+        traceback = traceback.tb_next
+    return traceback.tb_frame.f_code is code
 
 
 #: seconds after a dropped interruption before its signal is sent again
