@@ -18,9 +18,20 @@ import signal
 import sys
 import threading
 from collections.abc import Iterator
-from types import FrameType
+from types import FrameType, TracebackType
+from typing import TYPE_CHECKING
 
-__all__ = ["INTERRUPTED", "TERMINATED", "main"]
+if TYPE_CHECKING:
+    from sys import UnraisableHookArgs
+
+__all__ = [
+    "INTERRUPTED",
+    "RESEND_AFTER_S",
+    "TERMINATED",
+    "Termination",
+    "main",
+    "sigterm_interrupts",
+]
 
 #: exit status after Ctrl-C (128 + SIGINT)
 INTERRUPTED = 128 + signal.SIGINT
@@ -33,9 +44,17 @@ def main(argv: list[str] | None = None) -> None:
     raise SystemExit(run(argv))
 
 
-class _Termination:
+class Termination:
     """While armed, the first SIGTERM raises :class:`KeyboardInterrupt` (Ctrl-C's path);
-    later ones are ignored, so the stop it started runs to its end."""
+    later ones are ignored, so the stop it started runs to its end. ``received``: whether
+    SIGTERM started the stop.
+
+    Python runs a signal's handler in whatever the main thread is executing, a finalizer
+    included (a ``__del__`` or a weakref callback that the garbage collector runs, such as
+    SQLAlchemy's); an exception raised there is printed as "Exception ignored in ..." and
+    dropped, and the command would go on as if no signal had come. :meth:`dropped` sees such
+    an interruption and sends its signal again (SIGTERM or Ctrl-C's SIGINT), so the command
+    stops after all."""
 
     def __init__(self) -> None:
         self.received = False
@@ -47,21 +66,67 @@ class _Termination:
         self.received = True
         raise KeyboardInterrupt
 
+    def dropped(self, args: UnraisableHookArgs) -> bool:
+        """Whether ``args`` (of :data:`sys.unraisablehook`) is an interruption Python
+        dropped: a ``KeyboardInterrupt``, or what a command's own SIGTERM handler raised
+        (``schedule --serve``'s). If so, its signal is sent again shortly, from another
+        thread (sent from here, it could land in this hook and be dropped once more)."""
+        if not self.armed:
+            return False
+        if args.exc_type is KeyboardInterrupt:
+            sig = signal.SIGTERM if self.received else signal.SIGINT
+            self.received = False
+        elif _raised_by(args.exc_traceback, signal.getsignal(signal.SIGTERM)):
+            sig = signal.SIGTERM
+        else:
+            return False
+        again = threading.Timer(RESEND_AFTER_S, self._send, (sig,))
+        again.daemon = True
+        again.start()
+        return True
+
+    def _send(self, sig: signal.Signals) -> None:
+        if self.armed:
+            os.kill(os.getpid(), sig)
+
+
+def _raised_by(traceback: TracebackType | None, handler: object) -> bool:
+    """Whether the innermost frame of ``traceback`` is the Python function ``handler``."""
+    code = getattr(handler, "__code__", None)
+    if traceback is None or code is None:
+        return False
+    while traceback.tb_next is not None:
+        traceback = traceback.tb_next
+    return traceback.tb_frame.f_code is code
+
+
+#: seconds after a dropped interruption before its signal is sent again
+RESEND_AFTER_S = 0.05
+
 
 @contextlib.contextmanager
-def _sigterm_interrupts() -> Iterator[_Termination]:
+def sigterm_interrupts() -> Iterator[Termination]:
     """SIGTERM as Ctrl-C for the command's duration (main thread only: Python delivers
-    signals there), the previous handler restored after. A command that handles SIGTERM
-    itself (``schedule --serve``, ``ui``) installs its own over this one."""
-    termination = _Termination()
+    signals there), and an interruption that a finalizer dropped sent again (see
+    :class:`Termination`); the previous handler and hook restored after. A command that
+    handles SIGTERM itself (``schedule --serve``, ``ui``) installs its own over this one."""
+    termination = Termination()
     if threading.current_thread() is not threading.main_thread():
         yield termination
         return
     previous = signal.signal(signal.SIGTERM, termination)
+    previous_hook = sys.unraisablehook
+
+    def hook(args: UnraisableHookArgs) -> None:
+        if not termination.dropped(args):
+            previous_hook(args)
+
+    sys.unraisablehook = hook
     try:
         yield termination
     finally:
         termination.armed = False
+        sys.unraisablehook = previous_hook
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
 
@@ -69,7 +134,7 @@ def _sigterm_interrupts() -> Iterator[_Termination]:
 def run(argv: list[str] | None = None) -> int:
     """Run the CLI and return the exit status (used by tests and :func:`main`): an
     interrupted command's status is :data:`TERMINATED` when SIGTERM interrupted it."""
-    with _sigterm_interrupts() as termination:
+    with sigterm_interrupts() as termination:
         try:
             code = _run(argv)
         except KeyboardInterrupt:  # it came while the command was already ending

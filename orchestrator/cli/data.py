@@ -112,8 +112,9 @@ def prepare(
 ) -> None:
     """Turn a table into fine-tuning JSONL: fix what is safe, report every change, split.
 
-    Adds a separator and a stop sequence that occur in no example, removes exact duplicates,
-    splits train/valid (stratified by label for classification data). Never overwrites the input.
+    Adds a separator and a stop sequence that occur in no example (a JSONL file keeps its own
+    when every example ends with them), removes exact duplicates, splits train/valid
+    (stratified by label for classification data). Never overwrites the input.
 
     Example: ftsweep prepare tickets.csv --prompt text --completion label --out data/tickets
     """

@@ -27,6 +27,20 @@ def _shown(text: str) -> str:
     return repr(text)
 
 
+#: the most characters of a shared prefix or suffix a finding quotes
+_SHOWN_CHARS = 60
+
+
+def _clipped(text: str, *, start: bool) -> str:
+    """``text`` quoted, at most :data:`_SHOWN_CHARS` of it: a shared prefix's start
+    (``'...'...``) or a suffix's end (``...'...'``), so a cut never reads as the whole."""
+    if len(text) <= _SHOWN_CHARS:
+        return _shown(text)
+    if start:
+        return f"{_shown(text[:_SHOWN_CHARS])}..."
+    return f"...{_shown(text[-_SHOWN_CHARS:])}"
+
+
 def _common_prefix(a: str, b: str) -> str:
     n = min(len(a), len(b))
     i = 0
@@ -177,7 +191,7 @@ def _affixes(
     if len(prompts.prefix or "") > 12:
         log.warning(
             "common_prompt_prefix",
-            f"every prompt starts with {_shown(prefix[:60])} "
+            f"every prompt starts with {_clipped(prefix, start=True)} "
             f"({_cost(prefix, 'prompt', n, counter)}): fine-tuning needs no repeated "
             "instruction; removing it saves those tokens",
         )
@@ -185,7 +199,7 @@ def _affixes(
     if len(completions.prefix or "") >= 5:
         log.warning(
             "common_completion_prefix",
-            f"every completion starts with {_shown(prefix[:60])} "
+            f"every completion starts with {_clipped(prefix, start=True)} "
             f"({_cost(prefix, 'completion', n, counter)}, all trained on): the model "
             "must learn nothing from it; consider removing it",
         )
@@ -195,7 +209,7 @@ def _affixes(
             continue
         log.info(
             f"common_{name}_suffix",
-            f"every {name} ends with {_shown(suffix[-60:])} "
+            f"every {name} ends with {_clipped(suffix, start=False)} "
             f"({_cost(suffix, name, n, counter)}): {_ENDING[name]}; the rest is repeated in "
             "every example",
         )

@@ -2,9 +2,9 @@
 
 It maps columns to prompt/completion (or chat messages), fixes what is safe to fix and reports
 each change, removes exact duplicates, adds a separator and a stop sequence that occur in no
-example, and splits train/valid with a seed (stratified by label for classification data).
-Outputs are written to temporary files and moved into place only when complete; the input is
-never written.
+example (a JSONL file's own are kept when every example already ends with them), and splits
+train/valid with a seed (stratified by label for classification data). Outputs are written to
+temporary files and moved into place only when complete; the input is never written.
 """
 
 from __future__ import annotations
@@ -174,26 +174,48 @@ def _dedupe(rows: list[dict[str, Any]], changes: list[str]) -> list[dict[str, An
     return kept
 
 
-def _conventions(rows: list[dict[str, Any]], changes: list[str]) -> tuple[str, str]:
+def _kept(candidates: Iterable[str], texts: list[str]) -> str | None:
+    """The one of ``candidates`` that every text of ``texts`` already ends with and holds
+    nowhere else, if any: a convention the data has already (as ``validate`` reads it)."""
+    for c in candidates:
+        if all(t.endswith(c) and t.count(c) == 1 for t in texts):
+            return c
+    return None
+
+
+def _conventions(
+    rows: list[dict[str, Any]], changes: list[str], *, keep: bool = False
+) -> tuple[str, str]:
+    """A separator and a stop sequence of its own, appended to every prompt and completion;
+    with ``keep`` (fine-tuning JSONL), the ones the data already ends with are kept."""
     prompts = [r["prompt"] for r in rows]
     completions = [r["completion"] for r in rows]
     everything = prompts + completions
-    separator = _pick(
+    kept_separator = _kept(SEPARATORS, prompts) if keep else None
+    kept_stop = _kept(STOPS, completions) if keep else None
+    separator = kept_separator or _pick(
         SEPARATORS if not any("\n" in p for p in prompts) else SEPARATORS[1:],
         everything,
         "\n\n### =>\n\n",
     )
-    stop = _pick(STOPS, everything, " [END]")
+    stop = kept_stop or _pick(STOPS, everything, " [END]")
     spaced = 0
     for r in rows:
-        c = r["completion"].rstrip()
+        c = r["completion"] if kept_stop else r["completion"].rstrip()
         if c[:1] not in (" ", "\n", "\t"):
             c = " " + c.lstrip()
             spaced += 1
-        r["prompt"] = r["prompt"].rstrip() + separator
-        r["completion"] = c + stop
-    changes.append(f"appended the separator {separator!r} to every prompt")
-    changes.append(f"appended the stop sequence {stop!r} to every completion")
+        if not kept_separator:
+            r["prompt"] = r["prompt"].rstrip() + separator
+        r["completion"] = c if kept_stop else c + stop
+    for what, value, kept, where in (
+        ("separator", separator, kept_separator, "prompt"),
+        ("stop sequence", stop, kept_stop, "completion"),
+    ):
+        if kept:
+            changes.append(f"kept the {what} {value!r} that every {where} already ends with")
+        else:
+            changes.append(f"appended the {what} {value!r} to every {where}")
     if spaced:
         changes.append(f"prefixed {spaced} completions with a space")
     return separator, stop
@@ -278,7 +300,10 @@ def prepare_file(
             fmt = "chat"
             changes.append("wrote chat messages (user = prompt, assistant = completion)")
         else:
-            separator, stop = _conventions(rows, changes)
+            # fine-tuning JSONL may have its conventions already: appending others would
+            # leave two separators on every prompt
+            keep = src.suffix.lower() == ".jsonl"
+            separator, stop = _conventions(rows, changes, keep=keep)
     train, valid, stratified = _split(rows, opts)
     out.mkdir(parents=True, exist_ok=True)
     targets = {out / "train.jsonl": train}

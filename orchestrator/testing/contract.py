@@ -40,16 +40,18 @@ The tests: submit and poll to completion (each point once, in step order; each e
 once, in step order, the last at the job's last step; polling again after the end yields
 nothing new with the cursor and everything with ``None``; cancelling the finished job is a
 no-op; every terminal update reports the same ``cost_usd``, and a priced backend's finished
-job has a cost); resubmitting a key returns its job; ``find`` of an unknown key is None;
-cancel stops a running job and keeps its metrics (with ``instant_jobs``: cancelling an ended
-job keeps it and its metrics); re-attach from a fresh process; ``check`` accepts the case's
-requests and refuses values outside ``capabilities``; ``estimate_cost`` is None or a finite
-amount >= 0 (not None when ``capabilities.priced``); while the provider is busy, ``submit``
-raises ``ProviderBusyError`` and starts nothing.
+job has a cost of its own: ``cost_usd`` on its terminal updates, or a ``job_cost`` that
+computes it rather than falling back to the estimate); resubmitting a key returns its job;
+``find`` of an unknown key is None; cancel stops a running job and keeps its metrics (with
+``instant_jobs``: cancelling an ended job keeps it and its metrics); re-attach from a fresh
+process; ``check`` accepts the case's requests and refuses values outside ``capabilities``;
+``estimate_cost`` is None or a finite amount >= 0 (not None when ``capabilities.priced``);
+while the provider is busy, ``submit`` raises ``ProviderBusyError`` and starts nothing.
 """
 
 from __future__ import annotations
 
+import copy
 import itertools
 import math
 import time
@@ -134,7 +136,9 @@ def _assert_costs(
     backend: Backend, case: BackendCase, request: TrainingRequest, terminal: list[JobUpdate]
 ) -> None:
     """The same ``cost_usd`` (None or a finite amount >= 0) on every terminal update; for
-    a priced backend, a cost of the finished job (``job_cost`` of its terminal update)."""
+    a priced backend, a cost of the finished job (``job_cost`` of its terminal update) that
+    is its own: ``cost_usd`` on the terminal updates, or a ``job_cost`` that computes it
+    without falling back to the estimate."""
     reported = [u.cost_usd for u in terminal]
     assert len(set(reported)) == 1, (
         f"the terminal updates of one job report costs {reported}: cost_usd belongs on "
@@ -147,12 +151,25 @@ def _assert_costs(
         assert math.isfinite(cost) and cost >= 0, f"cost_usd {cost!r}"
     if not backend.capabilities.priced:
         return
-    charged = backend.job_cost(request, terminal[0], train_stats(case, request, backend))
+    stats = train_stats(case, request, backend)
+    charged = backend.job_cost(request, terminal[0], stats)
     assert charged is not None, (
         "a priced backend's finished job has no cost: report JobUpdate.cost_usd on its "
         "terminal updates, or compute it in job_cost"
     )
     assert math.isfinite(charged) and charged >= 0, f"job_cost {charged!r}"
+    if cost is not None:
+        return
+    # job_cost's default falls back to the estimate: with no estimate to fall back on, is
+    # there a cost of the job's own (computed in job_cost, from its trained tokens, say)?
+    unestimated = copy.copy(backend)
+    vars(unestimated)["estimate_cost"] = lambda request, train: None
+    assert unestimated.job_cost(request, terminal[0], stats) is not None, (
+        "a priced backend's finished job reports no cost of its own: its terminal updates "
+        "have no cost_usd and job_cost only falls back to the estimate, so the budget is "
+        "charged the estimate, never what the job cost: report JobUpdate.cost_usd on its "
+        "terminal updates (the same on each), or compute the cost in job_cost"
+    )
 
 
 def test_submit_and_poll_to_completion(

@@ -380,3 +380,37 @@ def test_serve_stops_cleanly_on_signals(
     assert proc.returncode == code, err
     assert _lines(err)[-1] == last
     assert "Traceback" not in err
+
+
+class _SignalledWhileCollected:
+    """Sends SIGTERM from its finalizer and waits there: ``--serve``'s handler raises inside
+    ``__del__``, where Python prints the exception as "Exception ignored" and drops it."""
+
+    def __del__(self) -> None:
+        os.kill(os.getpid(), signal.SIGTERM)
+        end = time.monotonic() + 1
+        while time.monotonic() < end:
+            pass
+
+
+def test_serve_stops_on_a_sigterm_dropped_in_a_finalizer(
+    cli: Cli, project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The SIGTERM is sent again, so the scheduler stops as on any SIGTERM, where before
+    it served on (and `docker stop` would have had to kill it)."""
+    naps: list[float] = []
+
+    def nap(seconds: float) -> None:
+        naps.append(seconds)
+        if len(naps) > 1:
+            raise AssertionError("the SIGTERM dropped in a finalizer was not sent again")
+        _SignalledWhileCollected()  # collected at once, signalled in its __del__
+        time.sleep(10)  # the signal sent again lands here
+
+    monkeypatch.setattr(schedule_loop, "SLEEP", nap)
+    hook = sys.unraisablehook
+    r = cli("schedule", "sweeps/nightly.yaml", "--serve", "--cron", "0 0 1 1 *")
+    assert r.code == 0, r.err
+    assert _lines(r.err)[-1] == f"ftsweep schedule {NAME}: stopped (SIGTERM)"
+    assert "Exception ignored" not in r.err
+    assert sys.unraisablehook is hook

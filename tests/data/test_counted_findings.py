@@ -140,3 +140,21 @@ def test_short_endings_and_differing_texts_get_no_note(tmp_path: Path) -> None:
     report = check_dataset(write_jsonl(tmp_path / "pc.jsonl", pc_rows(50)))
     codes = {f.code for f in report.findings}
     assert not codes & {"common_prompt_suffix", "common_completion_suffix"}
+
+
+def test_a_long_shared_prefix_and_suffix_are_quoted_cut_and_priced_whole(tmp_path: Path) -> None:
+    """A shared text over 60 characters is quoted in part, with '...' where it was cut (a
+    cut mid-word must not read as the whole text), and priced whole."""
+    long_prefix = "You are a support assistant for ACME. Read the ticket and classify it: "
+    long_suffix = " Answer with one word: billing, shipping, technical or other.\n\n###\n\n"
+    rows = [
+        {"prompt": f"{long_prefix}{i}{long_suffix}", "completion": f" x{i}\n"} for i in range(40)
+    ]
+    report = check_dataset(write_jsonl(tmp_path / "t.jsonl", rows))  # priced in characters
+    by = {f.code: f.message for f in report.findings}
+    assert by["common_prompt_prefix"].startswith(
+        f"every prompt starts with {long_prefix[:60]!r}... ({len(long_prefix)} characters each"
+    )
+    assert by["common_prompt_suffix"].startswith(
+        f"every prompt ends with ...{long_suffix[-60:]!r} ({len(long_suffix)} characters each"
+    )

@@ -129,3 +129,29 @@ def test_prepare_bad_input_is_one_line_exit_2(cli, tmp_path: Path) -> None:
     r = cli("prepare", bad, "--out", tmp_path / "o")
     assert r.code == 2 and "unsupported file type '.xlsx'" in r.err
     assert not (tmp_path / "o" / "train.jsonl").exists()
+
+
+def test_prepare_keeps_the_conventions_a_jsonl_file_has(cli, tmp_path: Path) -> None:
+    """What `validate` tells a user with duplicates in prepared JSONL to run: `prepare`
+    removes them and keeps the separator and stop sequence every example already ends with
+    (it appended its own after them, two separators on every prompt)."""
+    rows = [
+        {"prompt": f"what is {i}+{i}?\n\n###\n\n", "completion": f" {2 * i}\n"} for i in range(80)
+    ]
+    rows += rows[:20]
+    src = tmp_path / "pc.jsonl"
+    src.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "out"
+    r = cli("prepare", src, "--out", out)
+    assert r.code == 0, r.err
+    summary = json.loads(r.out)
+    assert (summary["separator"], summary["stop_sequence"]) == ("\n\n###\n\n", "\n")
+    assert summary["changes"] == [
+        "removed 20 exact duplicates",
+        "kept the separator '\\n\\n###\\n\\n' that every prompt already ends with",
+        "kept the stop sequence '\\n' that every completion already ends with",
+    ]
+    written = _read(out / "train.jsonl") + _read(out / "valid.jsonl")
+    assert sorted(written, key=lambda x: x["prompt"]) == sorted(
+        rows[:80], key=lambda x: x["prompt"]
+    )

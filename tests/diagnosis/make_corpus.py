@@ -20,6 +20,7 @@ the diagnosis must then read the validation token accuracy.
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 import tempfile
 import time
@@ -116,7 +117,12 @@ def make(name: str, run: Run, work: Path) -> Path:
     train, valid = write_task(
         run.task, work / name, n_train=run.n_train, n_valid=run.n_valid, seed=run.seed
     )
-    backend = LocalBackend(work / "jobs", LocalOptions(torch_threads=1, save_model=False))
+    # valid_every: about 20 sampled valid_loss points a run, as the trainer's default was
+    # when the corpus was made (it now also spaces them by the validation sample's size)
+    steps = math.ceil(run.n_train / run.batch_size) * run.n_epochs
+    every = math.ceil(steps / 20)
+    options = LocalOptions(torch_threads=1, save_model=False, valid_every=every)
+    backend = LocalBackend(work / "jobs", options)
     hp = Hyperparameters(run.n_epochs, run.batch_size, run.lrm, 0.1)
     request = TrainingRequest.make(
         study="corpus", trial=0, model="tiny", hyperparameters=hp,

@@ -2,6 +2,7 @@
 
     python tests/diagnosis/score_rules.py                 # the rules in the working tree
     python tests/diagnosis/score_rules.py --rev d9f5c9b  # the rules at a commit
+    python tests/diagnosis/score_rules.py --sampled-only  # without the full-validation columns
 
 Prints each curve whose label differs from the MANIFEST's, then ``N/M agree`` for all curves,
 for the held-out ones (``holdout-*``) and for the rest, and how often the rules and the
@@ -21,6 +22,10 @@ from types import ModuleType
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
+#: the rules' module, now and before the package was organised into layers (``db82c40``)
+PATHS = ("orchestrator/analysis/diagnosis.py", "orchestrator/diagnosis.py")
+#: where what the rules imported before ``db82c40`` lives now
+MOVED = {"orchestrator.space": "orchestrator.plan.space"}
 
 
 def _rules(rev: str | None) -> ModuleType:
@@ -28,12 +33,17 @@ def _rules(rev: str | None) -> ModuleType:
         from orchestrator.analysis import diagnosis
 
         return diagnosis
-    source = subprocess.run(
-        ["git", "-C", str(ROOT), "show", f"{rev}:orchestrator/analysis/diagnosis.py"],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
+    for path in PATHS:  # where the rules lived at ``rev``
+        shown = subprocess.run(
+            ["git", "-C", str(ROOT), "show", f"{rev}:{path}"], capture_output=True, text=True
+        )
+        if shown.returncode == 0:
+            source = shown.stdout
+            break
+    else:
+        raise SystemExit(f"{rev}: no {' or '.join(PATHS)} there ({shown.stderr.strip()})")
+    for old, new in MOVED.items():
+        sys.modules.setdefault(old, importlib.import_module(new))
     path = Path(tempfile.mkdtemp()) / "diagnosis_at_rev.py"
     path.write_text(source)
     spec = importlib.util.spec_from_file_location("diagnosis_at_rev", path)
@@ -47,7 +57,12 @@ def _rules(rev: str | None) -> ModuleType:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
-        "--rev", help="a git revision whose orchestrator/analysis/diagnosis.py to score"
+        "--rev", help="a git revision whose rules (orchestrator/analysis/diagnosis.py) to score"
+    )
+    parser.add_argument(
+        "--sampled-only",
+        action="store_true",
+        help="drop the full-validation columns, as result files without full passes have it",
     )
     args = parser.parse_args(argv)
     sys.path.insert(0, str(ROOT))
@@ -62,6 +77,8 @@ def main(argv: list[str] | None = None) -> int:
         name, label, _, _ = line.split("\t")
         curves = read_result_csv(HERE / "corpus" / f"{name}.csv")
         n_epochs = len(curves.get("full_valid_loss", [])) or None
+        if args.sampled_only:
+            curves = {k: v for k, v in curves.items() if not k.startswith("full_valid")}
         d = rules.diagnose(curves, n_epochs)
         group = "held out" if name.startswith("holdout-") else "the rest"
         for key in ("all", group):

@@ -9,6 +9,8 @@ from __future__ import annotations
 import csv
 import io
 import json
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -184,3 +186,33 @@ def test_the_legacy_layout_parses_and_labels(tmp_path: Path, cli: Cli) -> None:
     assert curves["train_loss"] == read_result_csv(src)["train_loss"]
     data = json.loads(cli("diagnose", legacy, "--json").out)
     assert data["label"] == "diverged"
+
+
+#: the rules before the plateau and divergence fixes, as docs/diagnosis.md scores them
+BEFORE_FIXES = "d9f5c9b"
+
+
+def test_the_documented_scores_of_the_earlier_rules_reproduce() -> None:
+    """``score_rules.py --rev d9f5c9b`` (docs/diagnosis.md, "Evidence") runs the rules of that
+    commit, from before the package's layers, and finds what the page says: 3 of the 5
+    older held-out curves and 12 of the 20 curves the fixes were made on."""
+    root = Path(__file__).resolve().parents[2]
+    known = subprocess.run(
+        ["git", "-C", str(root), "cat-file", "-e", f"{BEFORE_FIXES}^{{commit}}"], check=False
+    )
+    if known.returncode != 0:
+        pytest.skip(f"this checkout has no history back to {BEFORE_FIXES} (a shallow clone)")
+    r = subprocess.run(
+        [sys.executable, str(Path(__file__).parent / "score_rules.py"), "--rev", BEFORE_FIXES],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert r.returncode == 1, r.stderr  # 1: some curves disagree
+    missed = {line.split(":")[0] for line in r.stdout.splitlines() if ": recorded " in line}
+    older = [name for name in MANIFEST if "reverse-n" not in name]
+    held_out = [name for name in older if name.startswith("holdout-")]
+    fixed_on = [name for name in older if not name.startswith("holdout-")]
+    assert (len(held_out), len(fixed_on)) == (5, 20)
+    assert len(set(held_out) - missed) == 3
+    assert len(set(fixed_on) - missed) == 12

@@ -196,3 +196,44 @@ def test_sigterm_before_the_sweep_starts_is_one_line_exit_143(
     r = cli("run", spec)
     assert (r.code, r.err) == (143, "error: interrupted\n")
     assert signal.getsignal(signal.SIGTERM) is before
+
+
+class _SignalledWhileCollected:
+    """Sends SIGTERM from its finalizer and waits there: the handler's KeyboardInterrupt
+    is raised inside ``__del__``, where Python prints it as "Exception ignored" and drops it
+    (as when the signal lands in a weakref callback of SQLAlchemy's during a collection)."""
+
+    def __del__(self) -> None:
+        os.kill(os.getpid(), signal.SIGTERM)
+        end = time.monotonic() + 1
+        while time.monotonic() < end:
+            pass
+
+
+def test_sigterm_that_lands_in_a_finalizer_still_stops_the_command(
+    cli: Callable[..., Result], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An interruption Python dropped in a finalizer is sent again: one line, exit 143,
+    where before the command went on to the end as if no signal had come."""
+    spec = tmp_path / "s.yaml"
+    train = write_jsonl(tmp_path / "train.jsonl", chat_rows(12))
+    spec.write_text(
+        yaml.safe_dump(
+            {
+                "name": "s",
+                "data": {"train": str(train)},
+                "backend": {"name": "local", "model": "tiny"},
+            }
+        )
+    )
+
+    def collected_then_waits(*args: Any, **kwargs: Any) -> Any:
+        _SignalledWhileCollected()  # collected at once, signalled in its __del__
+        time.sleep(30)
+        raise AssertionError("the SIGTERM dropped in a finalizer was not sent again")
+
+    monkeypatch.setattr("orchestrator.engine.plan_spec", collected_then_waits)
+    hook = sys.unraisablehook
+    r = cli("run", spec)
+    assert (r.code, r.err) == (143, "error: interrupted\n")
+    assert sys.unraisablehook is hook

@@ -81,6 +81,16 @@ class NoCost(InstantBackend):
         return update.cost_usd
 
 
+class CostOnlyEstimated(InstantBackend):
+    """Priced, but reports no ``cost_usd`` and keeps the default ``job_cost``: every
+    finished job is charged its estimate, never what it cost."""
+
+    name: ClassVar[str] = "cost-only-estimated"
+
+    def poll(self, handle: JobHandle, cursor: str | None = None) -> JobUpdate:
+        return replace(super().poll(handle, cursor), cost_usd=None)
+
+
 FLAWED = (
     NoEpochEnds,
     EpochNumbersAsSteps,
@@ -88,6 +98,7 @@ FLAWED = (
     EndsLostOnReattach,
     CostOnlyWithACursor,
     NoCost,
+    CostOnlyEstimated,
 )
 
 

@@ -65,6 +65,7 @@ def _case(
         ("ends-lost-on-reattach", r"polling with None did not report every epoch end again"),
         ("cost-only-with-a-cursor", r"the terminal updates of one job report costs"),
         ("no-cost", r"a priced backend's finished job has no cost"),
+        ("cost-only-estimated", r"finished job reports no cost of its own"),
     ],
 )
 def test_a_backend_that_breaks_a_rule_fails_the_suite(
