@@ -168,8 +168,12 @@ def _dead_port() -> int:
         return int(s.getsockname()[1])
 
 
+#: why the PostgreSQL tests skip, and how to run them
+NO_PSYCOPG = "needs psycopg: pip install -e '.[postgres]' (make test installs it)"
+
+
 def test_the_advisory_lock_names_its_database_without_the_password() -> None:
-    pytest.importorskip("psycopg")
+    pytest.importorskip("psycopg", reason=NO_PSYCOPG)
     from orchestrator.stores.locks import advisory_lock
 
     url = f"postgresql+psycopg://ftsweep:p%40ss%2Fw0rd@127.0.0.1:{_dead_port()}/sw"
@@ -182,7 +186,7 @@ def test_the_advisory_lock_names_its_database_without_the_password() -> None:
 
 
 def test_reading_a_store_names_it_without_the_password(tmp_path: Path) -> None:
-    pytest.importorskip("psycopg")
+    pytest.importorskip("psycopg", reason=NO_PSYCOPG)
     from orchestrator.config import load_spec
     from orchestrator.stores.read import generations
 

@@ -40,7 +40,9 @@ from orchestrator.core.errors import (
 )
 from tests.reliability.stores import check, seed_mlflow
 
-pytest.importorskip("ray.job_submission")
+pytest.importorskip(
+    "ray.job_submission", reason="needs Ray: pip install -e '.[ray]' (make test installs it)"
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 RAY = Path(sys.executable).with_name("ray")
