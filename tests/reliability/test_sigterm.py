@@ -169,22 +169,24 @@ def test_sigterm_to_schedule_serve_stops_its_retune_like_ctrl_c(
     _assert_reattached(again.stderr, jobs, runs_dir, "served")
 
 
+def _small_spec(tmp_path: Path) -> Path:
+    """A sweep file of 12 chat examples on the ``tiny`` model (never trained: the tests
+    stop it while it is planned)."""
+    spec = tmp_path / "s.yaml"
+    train = write_jsonl(tmp_path / "train.jsonl", chat_rows(12))
+    backend = {"name": "local", "model": "tiny"}
+    spec.write_text(
+        yaml.safe_dump({"name": "s", "data": {"train": str(train)}, "backend": backend})
+    )
+    return spec
+
+
 def test_sigterm_before_the_sweep_starts_is_one_line_exit_143(
     cli: Callable[..., Result], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The handler lives for the command only: a real SIGTERM to this process while the data
     is checked ends the command as Ctrl-C would, and the handler before it is back after."""
-    spec = tmp_path / "s.yaml"
-    train = write_jsonl(tmp_path / "train.jsonl", chat_rows(12))
-    spec.write_text(
-        yaml.safe_dump(
-            {
-                "name": "s",
-                "data": {"train": str(train)},
-                "backend": {"name": "local", "model": "tiny"},
-            }
-        )
-    )
+    spec = _small_spec(tmp_path)
 
     def terminated(*args: Any, **kwargs: Any) -> Any:
         os.kill(os.getpid(), signal.SIGTERM)  # delivered at the next bytecode
@@ -215,17 +217,7 @@ def test_sigterm_that_lands_in_a_finalizer_still_stops_the_command(
 ) -> None:
     """An interruption Python dropped in a finalizer is sent again: one line, exit 143,
     where before the command went on to the end as if no signal had come."""
-    spec = tmp_path / "s.yaml"
-    train = write_jsonl(tmp_path / "train.jsonl", chat_rows(12))
-    spec.write_text(
-        yaml.safe_dump(
-            {
-                "name": "s",
-                "data": {"train": str(train)},
-                "backend": {"name": "local", "model": "tiny"},
-            }
-        )
-    )
+    spec = _small_spec(tmp_path)
 
     def collected_then_waits(*args: Any, **kwargs: Any) -> Any:
         _SignalledWhileCollected()  # collected at once, signalled in its __del__
