@@ -147,3 +147,27 @@ def test_the_sqlite_reader_names_a_stored_value_it_does_not_know(tmp_path: Path)
     assert found is not None
     with pytest.raises(RuntimeError, match="TrialState 'ZOMBIE'"):
         found.study("s")
+
+
+def test_the_sqlite_reader_waits_for_a_lock_as_long_as_the_url_says(tmp_path: Path) -> None:
+    """``?timeout=`` reaches sqlite3 as it does through SQLAlchemy: a store a writer holds
+    exclusively is given up on after the URL's seconds, not sqlite3's default 5."""
+    import sqlite3
+    import time
+
+    url = f"sqlite:///{tmp_path / 'o.db'}"
+    fill(url, "s")
+    found = reader(f"{url}?timeout=0.2")
+    assert isinstance(found, SqliteReader) and found.timeout == 0.2
+    assert reader(url).timeout == 5.0
+    writer = sqlite3.connect(tmp_path / "o.db", isolation_level=None)
+    writer.execute("BEGIN EXCLUSIVE")
+    try:
+        started = time.monotonic()
+        with pytest.raises(RuntimeError, match="locked"):
+            found.get_all_studies()
+        assert time.monotonic() - started < 3.0
+    finally:
+        writer.execute("ROLLBACK")
+        writer.close()
+    assert "s" in [s.study_name for s in found.get_all_studies()]  # read once released

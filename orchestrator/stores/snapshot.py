@@ -30,7 +30,7 @@ from optuna.trial import FrozenTrial
 from orchestrator.core.urls import sqlite_path
 from orchestrator.stores.frozen import SnapshotStorage, trials_of
 from orchestrator.stores.optuna_internals import frozen_study, rdb_schema
-from orchestrator.stores.sqlite_reader import SqliteReader
+from orchestrator.stores.sqlite_reader import SqliteReader, url_timeout
 
 __all__ = ["SnapshotStorage", "StoreReader", "read_study", "reader"]
 
@@ -206,7 +206,7 @@ def reader(url: str) -> Any:
     read by it (:class:`~.sqlite_reader.SqliteReader`)."""
     path = sqlite_path(url)
     if path is not None:
-        found = SqliteReader.open(path)
+        found = SqliteReader.open(path, url_timeout(url))
         if found is not None:
             return found
     if rdb_schema() is None:

@@ -29,11 +29,14 @@ from optuna.trial import FrozenTrial, TrialState
 from orchestrator.stores.frozen import Head, SnapshotStorage, trials_of
 from orchestrator.stores.optuna_internals import frozen_study
 
-__all__ = ["SQLITE_SCHEMA_VERSION", "SqliteReader"]
+__all__ = ["DEFAULT_TIMEOUT_S", "SQLITE_SCHEMA_VERSION", "SqliteReader", "url_timeout"]
 
 #: the version of Optuna's RDB schema (``models.SCHEMA_VERSION``) whose SQLite tables
 #: :class:`SqliteReader` reads
 SQLITE_SCHEMA_VERSION = 12
+
+#: the seconds a read waits for a writer's lock without a ``?timeout=`` (sqlite3's default)
+DEFAULT_TIMEOUT_S = 5.0
 
 E = TypeVar("E", bound=Enum)
 
@@ -58,16 +61,19 @@ class SqliteReader:
     tables of schema version :data:`SQLITE_SCHEMA_VERSION` only (:meth:`open` gives None for
     another); a table or column that is not there raises ``RuntimeError``."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, timeout: float = DEFAULT_TIMEOUT_S) -> None:
         self.path = path
+        self.timeout = timeout
 
     @classmethod
-    def open(cls, path: Path) -> SqliteReader | None:
+    def open(cls, path: Path, timeout: float = DEFAULT_TIMEOUT_S) -> SqliteReader | None:
         """A reader of the SQLite file ``path``, or None when it is no file or its schema
-        version is not :data:`SQLITE_SCHEMA_VERSION` (or cannot be read)."""
+        version is not :data:`SQLITE_SCHEMA_VERSION` (or cannot be read). ``timeout``: the
+        seconds a read waits for a writer's lock (the URL's ``?timeout=``, as SQLAlchemy
+        passes it to :mod:`sqlite3`)."""
         if not path.is_file():
             return None
-        found = cls(path)
+        found = cls(path, timeout)
         try:
             with found._connect() as db:
                 row = db.execute("SELECT schema_version FROM version_info").fetchone()
@@ -78,7 +84,8 @@ class SqliteReader:
     def _connect(self) -> closing[sqlite3.Connection]:
         address = f"file:{quote(str(self.path.resolve()))}?mode=ro"
         try:  # autocommit: each read opens its own transaction (BEGIN) for one snapshot
-            return closing(sqlite3.connect(address, uri=True, isolation_level=None))
+            db = sqlite3.connect(address, uri=True, isolation_level=None, timeout=self.timeout)
+            return closing(db)
         except sqlite3.Error as exc:
             raise RuntimeError(str(exc)) from exc
 
@@ -209,3 +216,15 @@ def _member(kind: type[E], name: str) -> E:
 def _stamp(text: str | None) -> datetime.datetime | None:
     """A ``DATETIME`` as SQLAlchemy stores it in SQLite (``2026-01-02 03:04:05.000006``)."""
     return datetime.datetime.fromisoformat(text) if text is not None else None
+
+
+def url_timeout(url: str) -> float:
+    """The lock timeout a SQLite URL asks for (``?timeout=SECONDS``, what SQLAlchemy hands
+    :mod:`sqlite3`), else :data:`DEFAULT_TIMEOUT_S`; a value that is no number is ignored."""
+    from urllib.parse import parse_qs, urlsplit
+
+    found = parse_qs(urlsplit(url).query).get("timeout")
+    try:
+        return float(found[-1]) if found else DEFAULT_TIMEOUT_S
+    except ValueError:
+        return DEFAULT_TIMEOUT_S
