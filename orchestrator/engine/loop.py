@@ -31,7 +31,7 @@ from orchestrator.engine.limits import Limits, counted
 from orchestrator.engine.outcome import environmental, failure_reason
 from orchestrator.engine.polling import HEARTBEAT_EVERY_S
 from orchestrator.engine.trial import TrialRun
-from orchestrator.stores.ledger import owner_alive
+from orchestrator.stores.ledger import owner_alive, write
 from orchestrator.stores.optuna_internals import trial_id
 
 if TYPE_CHECKING:
@@ -108,7 +108,11 @@ class SweepLoop(Launching):
             if frozen.number in self.runs or frozen.number in self.repeats.waiting:
                 continue
             attrs = frozen.user_attrs
-            if TrialAttrs.WORKER not in attrs and _age_s(frozen) < STALE_AFTER_S:
+            if (
+                TrialAttrs.WORKER not in attrs
+                and _age_s(frozen) < STALE_AFTER_S
+                and not self._claim_orphan(frozen)
+            ):
                 continue  # just asked by another worker, which has not claimed it yet
             alive = owner_alive(attrs.get(TrialAttrs.WORKER))
             beat = float(attrs.get(TrialAttrs.HEARTBEAT, 0.0))
@@ -127,6 +131,28 @@ class SweepLoop(Launching):
                     self._tell(trial, "FAIL", None)
                 continue
             self._reattach(trial, frozen)
+
+    def _claim_orphan(self, frozen: optuna.trial.FrozenTrial) -> bool:
+        """Claim ``frozen``, asked but unclaimed, if a worker died between its ask and its
+        claim: every worker asks and claims in one step under the launch lock, so where that
+        lock excludes every worker (:func:`~.locks.exclusive`), a trial still unclaimed while
+        this worker holds it will never be claimed; it is claimed here under the lock, so no
+        other worker adopts it too. Elsewhere (False) it waits until it is
+        :data:`STALE_AFTER_S` old."""
+        if not self.lock_exclusive:
+            return False
+        import optuna
+
+        with self.launch_lock():
+            running = self.study.get_trials(
+                deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)
+            )
+            now = next((t for t in running if t.number == frozen.number), None)
+            if now is None or TrialAttrs.WORKER in now.user_attrs:
+                return False
+            trial = optuna.Trial(self.study, trial_id(now))
+            write(trial, {TrialAttrs.WORKER: self.worker, TrialAttrs.HEARTBEAT: self.wall()})
+        return True
 
     def _reattach(self, trial: optuna.Trial, frozen: optuna.trial.FrozenTrial) -> None:
         attrs = frozen.user_attrs

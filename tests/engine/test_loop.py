@@ -400,3 +400,23 @@ def test_a_provider_that_keeps_failing_stops_the_sweep(instant: Path, tmp_path: 
     assert _states(result) == ["FAIL"] * 3
     assert result.stop_reason is not None
     assert result.stop_reason.startswith("3 trials in a row failed for reasons of instant")
+
+
+def test_a_trial_asked_by_a_worker_that_died_before_claiming_it_is_ended_at_once(
+    instant: Path, tmp_path: Path
+) -> None:
+    """A worker killed between its ask and its claim (one step under the launch lock) leaves
+    a young RUNNING trial with no owner and no parameters: the next run ends it as not
+    started (not counted) instead of waiting until it is stale, and runs its own trials."""
+    spec = _spec(tmp_path, trials=2, parallel=1)
+    _run(spec)
+    study = optuna.load_study(study_name="inst", storage=f"sqlite:///{instant / 'optuna.db'}")
+    study.ask()  # what the dead worker's ask left: RUNNING, unclaimed, seconds old
+    result, _ = _run(_spec(tmp_path, trials=3, parallel=1))
+    states = _states(result)
+    assert "RUNNING" not in states
+    assert states.count("COMPLETE") == 3
+    orphan = result.study.trials[2]
+    assert orphan.state.name == "FAIL"
+    assert orphan.user_attrs["ftsweep.not_started"] is True
+    assert orphan.user_attrs["ftsweep.error"] == "interrupted before it started"
