@@ -11,7 +11,6 @@ from orchestrator.core.attrs import TrialAttrs
 
 if TYPE_CHECKING:
     import optuna
-    import pandas as pd
 
     from orchestrator.plan.sweep import SweepPlan
 
@@ -21,20 +20,16 @@ __all__ = ["sweep_advice"]
 def sweep_advice(
     plan: SweepPlan,
     study: optuna.Study,
-    frame: pd.DataFrame | Sequence[Mapping[str, Any]],
+    rows: Sequence[Mapping[Any, Any]],
     best: Any,
 ) -> Advice | None:
     """The next sweep's advice from a sweep's trials (None before any completed): the
-    diagnoses of its finished trials (``frame``, one row per trial: a DataFrame or its
-    records), its top three and the completed trials' curves, against the plan's space and
-    thresholds."""
+    diagnoses of its finished trials (``rows``, one per trial: :attr:`~orchestrator.results.
+    table.TrialTable.rows`), its top three and the completed trials' curves, against the
+    plan's space and thresholds."""
     if best is None:
         return None
     # a pruned trial stopped early: its curve says nothing about over- or under-fitting
-    if isinstance(frame, Sequence):
-        rows: Sequence[Mapping[Any, Any]] = frame
-    else:
-        rows = frame.to_dict(orient="records") if len(frame) else []
     labels = [str(r["diagnosis"]) for r in rows if r.get("diagnosis") and r["state"] != "PRUNED"]
     sign = 1.0 if plan.spec.objective.direction == "minimize" else -1.0
     # values[0]: the (primary) objective, in a study of one objective or several

@@ -234,7 +234,7 @@ def _advice_notes(spec_path: str, results: SweepResults, frame: pd.DataFrame) ->
         plan = plan_sweep(spec_path)
     except OrchestratorError:
         return []
-    advice = sweep_advice(plan, results.study, frame, best)
+    advice = sweep_advice(plan, results.study, frame.to_dict(orient="records"), best)
     return list(advice.notes) if advice is not None else []
 
 
