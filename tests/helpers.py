@@ -1,8 +1,11 @@
-"""Small builders of test data."""
+"""Small builders of test data, and a finalizer that signals."""
 
 from __future__ import annotations
 
 import json
+import os
+import signal
+import time
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -31,3 +34,15 @@ def pc_rows(n: int, start: int = 0) -> list[dict[str, str]]:
         {"prompt": f"reverse: word{i}x\n\n###\n\n", "completion": f" x{str(i)[::-1]}drow\n"}
         for i in range(start, start + n)
     ]
+
+
+class SignalledWhileCollected:
+    """Sends SIGTERM from its finalizer and waits there: a handler's exception is raised
+    inside ``__del__``, where Python prints it as "Exception ignored" and drops it (as when
+    the signal lands in a weakref callback of SQLAlchemy's during a collection)."""
+
+    def __del__(self) -> None:
+        os.kill(os.getpid(), signal.SIGTERM)
+        end = time.monotonic() + 1
+        while time.monotonic() < end:
+            pass

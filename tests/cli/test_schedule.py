@@ -21,6 +21,7 @@ import pytest
 
 from orchestrator.workflows.schedule import loop as schedule_loop
 from tests.conftest import Result
+from tests.helpers import SignalledWhileCollected
 from tests.test_schedule import (
     SYSTEMD_ANALYZE,
     FakeCrontab,
@@ -382,17 +383,6 @@ def test_serve_stops_cleanly_on_signals(
     assert "Traceback" not in err
 
 
-class _SignalledWhileCollected:
-    """Sends SIGTERM from its finalizer and waits there: ``--serve``'s handler raises inside
-    ``__del__``, where Python prints the exception as "Exception ignored" and drops it."""
-
-    def __del__(self) -> None:
-        os.kill(os.getpid(), signal.SIGTERM)
-        end = time.monotonic() + 1
-        while time.monotonic() < end:
-            pass
-
-
 def test_serve_stops_on_a_sigterm_dropped_in_a_finalizer(
     cli: Cli, project: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -404,7 +394,7 @@ def test_serve_stops_on_a_sigterm_dropped_in_a_finalizer(
         naps.append(seconds)
         if len(naps) > 1:
             raise AssertionError("the SIGTERM dropped in a finalizer was not sent again")
-        _SignalledWhileCollected()  # collected at once, signalled in its __del__
+        SignalledWhileCollected()  # collected at once, signalled in its __del__
         time.sleep(10)  # the signal sent again lands here
 
     monkeypatch.setattr(schedule_loop, "SLEEP", nap)

@@ -23,7 +23,7 @@ import pytest
 import yaml
 
 from tests.conftest import Result
-from tests.helpers import chat_rows, write_jsonl
+from tests.helpers import SignalledWhileCollected, chat_rows, write_jsonl
 from tests.reliability.stores import check, seed_mlflow
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -200,18 +200,6 @@ def test_sigterm_before_the_sweep_starts_is_one_line_exit_143(
     assert signal.getsignal(signal.SIGTERM) is before
 
 
-class _SignalledWhileCollected:
-    """Sends SIGTERM from its finalizer and waits there: the handler's KeyboardInterrupt
-    is raised inside ``__del__``, where Python prints it as "Exception ignored" and drops it
-    (as when the signal lands in a weakref callback of SQLAlchemy's during a collection)."""
-
-    def __del__(self) -> None:
-        os.kill(os.getpid(), signal.SIGTERM)
-        end = time.monotonic() + 1
-        while time.monotonic() < end:
-            pass
-
-
 def test_sigterm_that_lands_in_a_finalizer_still_stops_the_command(
     cli: Callable[..., Result], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -220,7 +208,7 @@ def test_sigterm_that_lands_in_a_finalizer_still_stops_the_command(
     spec = _small_spec(tmp_path)
 
     def collected_then_waits(*args: Any, **kwargs: Any) -> Any:
-        _SignalledWhileCollected()  # collected at once, signalled in its __del__
+        SignalledWhileCollected()  # collected at once, signalled in its __del__
         time.sleep(30)
         raise AssertionError("the SIGTERM dropped in a finalizer was not sent again")
 
